@@ -1,0 +1,3 @@
+//! carp-agent: the userspace side of carp.
+
+pub mod xdp;

@@ -1,0 +1,60 @@
+//! The Internet checksum (RFC 1071), in pieces so a pseudo-header can be folded in and so
+//! the XDP program can run it over a header it copied to its stack.
+
+/// Adds `data` as big-endian 16-bit words to a running one's-complement sum.
+#[inline(always)]
+pub fn add(mut sum: u32, data: &[u8]) -> u32 {
+    let mut i = 0;
+    while i + 1 < data.len() {
+        sum += u32::from(u16::from_be_bytes([data[i], data[i + 1]]));
+        i += 2;
+    }
+    if i < data.len() {
+        sum += u32::from(data[i]) << 8;
+    }
+    sum
+}
+
+/// Folds the carries back in and complements: the value to put in a checksum field, or 0
+/// when checking data that already contains its checksum.
+#[inline(always)]
+pub fn finish(mut sum: u32) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The checksum of `data` alone.
+#[inline(always)]
+pub fn internet(data: &[u8]) -> u16 {
+    finish(add(0, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 section 3: the sum of these words is 0xddf2, so the checksum is !0xddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(internet(&data), !0xddf2);
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(
+            internet(&[0x12, 0x34, 0x56]),
+            internet(&[0x12, 0x34, 0x56, 0x00])
+        );
+    }
+
+    #[test]
+    fn data_with_its_checksum_verifies_to_zero() {
+        let mut data = [0x45, 0x00, 0x00, 0x1c, 0xab, 0xcd, 0x00, 0x00];
+        let c = internet(&data);
+        data[6..8].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(internet(&data), 0);
+    }
+}

@@ -1,0 +1,9 @@
+//! Everything the XDP program and the agent must agree on, defined once: the CARP and
+//! VRRPv3 wire formats, their constants, and the `#[repr(C)]` layouts and names of the
+//! BPF maps.
+#![cfg_attr(not(test), no_std)]
+
+pub mod checksum;
+pub mod maps;
+pub mod vrrp;
+pub mod wire;
