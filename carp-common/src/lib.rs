@@ -5,5 +5,6 @@
 
 pub mod checksum;
 pub mod maps;
+pub mod sha1;
 pub mod vrrp;
 pub mod wire;

@@ -1,0 +1,270 @@
+//! CARP authentication exactly as FreeBSD's `carp_hmac_prepare` / `carp_hmac_generate` /
+//! `carp_hmac_verify` (sys/netinet/ip_carp.c) and ucarp compute it.
+//!
+//! The digest is standard HMAC-SHA1 keyed with the password over
+//! `version (2) ‖ type (1) ‖ vhid ‖ IPv4 VIPs ascending ‖ IPv6 VIPs ascending ‖ counter`.
+//! FreeBSD copies the key into a 20-byte `sc_key` that `ifconfig` fills with `strlcpy`, so
+//! at most 19 password bytes take part, the rest being zero; HMAC zero-pads keys anyway, so
+//! for those lengths this is plain HMAC. IPv6 link-local addresses are hashed with their
+//! embedded scope zeroed, which is how `std::net::Ipv6Addr` holds them already. The HMAC
+//! covers neither advbase, advskew, the demote byte nor any IP or MAC address.
+
+use carp_common::{sha1::PadStates, wire};
+use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
+use std::net::IpAddr;
+
+/// Longest password every CARP implementation agrees on: FreeBSD's ifconfig keeps 19 bytes,
+/// ucarp refuses 20 or more.
+pub const MAX_PASSWORD_LEN: usize = 19;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("the password is {0} bytes long; CARP peers (FreeBSD ifconfig, ucarp) use at most {MAX_PASSWORD_LEN}")]
+    PasswordTooLong(usize),
+}
+
+/// The bytes the HMAC covers before the counter (`carp_hmac_prepare`).
+pub fn message_prefix(vhid: u8, vips: &[IpAddr]) -> Vec<u8> {
+    let mut v4: Vec<[u8; 4]> = vips
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(a) => Some(a.octets()),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let mut v6: Vec<[u8; 16]> = vips
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V6(a) => Some(a.octets()),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    // FreeBSD walks the addresses in ascending order, each once.
+    v4.sort_unstable();
+    v4.dedup();
+    v6.sort_unstable();
+    v6.dedup();
+    let mut msg = vec![wire::VERSION, wire::TYPE_ADVERTISEMENT, vhid];
+    v4.iter().for_each(|a| msg.extend_from_slice(a));
+    v6.iter().for_each(|a| msg.extend_from_slice(a));
+    msg
+}
+
+/// Signs and verifies one VHID's adverts. Holds the HMAC state, never the password text.
+#[derive(Clone)]
+pub struct Auth {
+    /// HMAC state after the key and the message prefix, cloned per advert.
+    prepared: Hmac<Sha1>,
+    pads: PadStates,
+    prefix: Vec<u8>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Deliberately shows nothing derived from the key.
+        f.debug_struct("Auth").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    pub fn new(password: &[u8], vhid: u8, vips: &[IpAddr]) -> Result<Self, AuthError> {
+        if password.len() > MAX_PASSWORD_LEN {
+            return Err(AuthError::PasswordTooLong(password.len()));
+        }
+        let prefix = message_prefix(vhid, vips);
+        let mut prepared =
+            Hmac::<Sha1>::new_from_slice(password).expect("HMAC takes keys of any length");
+        prepared.update(&prefix);
+        let pads = PadStates::from_key(password).expect("password shorter than a SHA-1 block");
+        Ok(Self {
+            prepared,
+            pads,
+            prefix,
+        })
+    }
+
+    /// The digest for an advert carrying `counter` (`carp_hmac_generate`).
+    pub fn sign(&self, counter: u64) -> [u8; wire::DIGEST_LEN] {
+        let mut mac = self.prepared.clone();
+        mac.update(&counter.to_be_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `digest` is right for `counter`, compared in constant time
+    /// (`carp_hmac_verify`, which uses `bcmp`).
+    pub fn verify(&self, counter: u64, digest: &[u8; wire::DIGEST_LEN]) -> bool {
+        let mut mac = self.prepared.clone();
+        mac.update(&counter.to_be_bytes());
+        mac.verify_slice(digest).is_ok()
+    }
+
+    /// The SHA-1 states after the pad blocks, for the XDP program's map.
+    pub fn pad_states(&self) -> PadStates {
+        self.pads
+    }
+
+    /// The message bytes before the counter, for the XDP program's map.
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+}
+
+/// The advert counter as FreeBSD keeps it (`sc_counter`, `sc_init_counter`).
+///
+/// `carp_prepare_ad`: while no valid advert has been heard, every advert carries a fresh
+/// random counter; afterwards the counter is incremented per advert. `carp_input_c`: a
+/// valid advert's counter is adopted ("XXX Replay protection goes here" — BSD rejects
+/// nothing). ucarp does the same, so a lone ucarp master sends a new random counter in
+/// every advert: counters are not monotonic on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    value: u64,
+    heard: bool,
+}
+
+impl Counter {
+    /// The counter for the next advert; `random` is used until a peer has been heard.
+    pub fn next(&mut self, random: u64) -> u64 {
+        self.value = if self.heard {
+            self.value.wrapping_add(1)
+        } else {
+            random
+        };
+        self.value
+    }
+
+    /// Adopts the counter of a valid advert.
+    pub fn adopt(&mut self, theirs: u64) {
+        self.heard = true;
+        self.value = theirs;
+    }
+}
+
+/// Replay detection that stays compatible with BSD and ucarp peers, whose counters jump:
+/// an advert is a replay when it repeats the counter of the last one accepted from the same
+/// source. A legitimate sender never does that (it increments or re-randomises), while a
+/// captured advert replayed in a loop always does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayGuard {
+    last: Option<(IpAddr, u64)>,
+}
+
+impl ReplayGuard {
+    /// Records and accepts a fresh advert; refuses a replay.
+    pub fn accept(&mut self, src: IpAddr, counter: u64) -> bool {
+        if self.last == Some((src, counter)) {
+            return false;
+        }
+        self.last = Some((src, counter));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carp_common::wire::CarpHeader;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn notes_test_vector() {
+        let auth = Auth::new(b"love", 42, &[Ipv4Addr::new(10, 1, 1, 252).into()]).unwrap();
+        let md = auth.sign(0x0102030405060708);
+        assert_eq!(hex(&md), "2fa27458019cf0f5b3213320729727a7c3a7aaff");
+        assert!(auth.verify(0x0102030405060708, &md));
+        assert!(!auth.verify(0x0102030405060709, &md));
+    }
+
+    /// Adverts captured from ucarp 1.5.2 in a namespace (`-v 1 -a 192.0.2.50`, password
+    /// "testpass" from a file): both verify, with the key and VIP ucarp was given only.
+    #[test]
+    fn verifies_adverts_captured_from_ucarp() {
+        let captured = [
+            "21010007000189eeef6fd87893140fa1dabdc1f8f31ea9fd2287963a5856e43bbd4efdf3",
+            "21010007000178781f4a33a7735429ed9a4bbf44832fd5a0d8a5f4a3dfa93158dc81091d",
+        ];
+        let vip: IpAddr = Ipv4Addr::new(192, 0, 2, 50).into();
+        let auth = Auth::new(b"testpass", 1, &[vip]).unwrap();
+        let wrong = Auth::new(b"testpast", 1, &[vip]).unwrap();
+        let other_vip = Auth::new(b"testpass", 1, &[Ipv4Addr::new(192, 0, 2, 51).into()]).unwrap();
+        for text in captured {
+            let bytes: Vec<u8> = (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+                .collect();
+            let h = CarpHeader::decode(&bytes).unwrap();
+            assert!(auth.verify(h.counter, &h.digest), "{text}");
+            assert!(!wrong.verify(h.counter, &h.digest));
+            assert!(!other_vip.verify(h.counter, &h.digest));
+        }
+    }
+
+    #[test]
+    fn prefix_sorts_v4_then_v6() {
+        let vips: Vec<IpAddr> = vec![
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2).into(),
+            Ipv4Addr::new(192, 0, 2, 51).into(),
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
+            Ipv4Addr::new(192, 0, 2, 50).into(),
+        ];
+        let p = message_prefix(9, &vips);
+        assert_eq!(&p[..3], &[2, 1, 9]);
+        assert_eq!(&p[3..11], &[192, 0, 2, 50, 192, 0, 2, 51]);
+        assert_eq!(p[11 + 15], 1);
+        assert_eq!(p[27 + 15], 2);
+        assert_eq!(p.len(), 3 + 8 + 32);
+    }
+
+    #[test]
+    fn pad_states_agree_with_the_hmac_crate() {
+        let auth = Auth::new(b"s3cret", 3, &[Ipv4Addr::new(198, 51, 100, 7).into()]).unwrap();
+        let mut msg = auth.prefix().to_vec();
+        msg.extend_from_slice(&77u64.to_be_bytes());
+        assert_eq!(auth.pad_states().hmac(&msg), Some(auth.sign(77)));
+    }
+
+    #[test]
+    fn long_passwords_are_refused() {
+        assert_eq!(
+            Auth::new(&[b'x'; 20], 1, &[]).unwrap_err(),
+            AuthError::PasswordTooLong(20)
+        );
+        assert!(Auth::new(&[b'x'; 19], 1, &[]).is_ok());
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let auth = Auth::new(b"hunter2", 1, &[]).unwrap();
+        let text = format!("{auth:?}");
+        assert!(!text.contains("hunter2") && !text.contains("pads") && !text.contains("prepared"));
+    }
+
+    #[test]
+    fn counter_is_random_until_a_peer_is_heard() {
+        let mut c = Counter::default();
+        assert_eq!(c.next(500), 500);
+        assert_eq!(c.next(9), 9);
+        c.adopt(1000);
+        assert_eq!(c.next(7), 1001);
+        assert_eq!(c.next(7), 1002);
+        c.adopt(u64::MAX);
+        assert_eq!(c.next(7), 0);
+    }
+
+    #[test]
+    fn replay_is_the_same_counter_from_the_same_source() {
+        let a: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
+        let b: IpAddr = Ipv4Addr::new(192, 0, 2, 2).into();
+        let mut g = ReplayGuard::default();
+        assert!(g.accept(a, 5));
+        assert!(!g.accept(a, 5));
+        assert!(g.accept(b, 5));
+        assert!(g.accept(a, 5));
+        assert!(g.accept(a, 3));
+    }
+}

@@ -1,0 +1,163 @@
+//! SHA-1 compression and HMAC completion from precomputed pad states, `no_std` and
+//! allocation-free so the XDP program can verify CARP digests without ever holding the
+//! password: the agent hashes `key ^ ipad` and `key ^ opad` once (one block each) and hands
+//! the XDP program only the two resulting states.
+
+/// SHA-1 initial state (FIPS 180-4 section 5.3.1).
+pub const H0: [u32; 5] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476, 0xc3d2_e1f0];
+/// SHA-1 block size in bytes.
+pub const BLOCK_LEN: usize = 64;
+/// SHA-1 digest size in bytes.
+pub const DIGEST_LEN: usize = 20;
+/// Longest message that still finishes in one block after a pad block: the 0x80 byte and
+/// the 8-byte length must fit behind it.
+pub const MAX_ONE_BLOCK_MSG: usize = BLOCK_LEN - 9;
+
+/// The SHA-1 states after the HMAC inner (`key ^ 0x36`) and outer (`key ^ 0x5c`) pad blocks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PadStates {
+    pub inner: [u32; 5],
+    pub outer: [u32; 5],
+}
+
+/// Runs the SHA-1 compression function over one block (FIPS 180-4 section 6.1.2).
+#[inline(always)]
+pub fn compress(state: &mut [u32; 5], block: &[u8; BLOCK_LEN]) {
+    let mut w = [0u32; 16];
+    let mut i = 0;
+    while i < 16 {
+        w[i] = u32::from_be_bytes([block[4 * i], block[4 * i + 1], block[4 * i + 2], block[4 * i + 3]]);
+        i += 1;
+    }
+    let [mut a, mut b, mut c, mut d, mut e] = *state;
+    let mut t = 0;
+    while t < 80 {
+        // The message schedule kept as a rolling window of 16 words.
+        let wt = if t < 16 {
+            w[t]
+        } else {
+            let x = (w[(t + 13) & 15] ^ w[(t + 8) & 15] ^ w[(t + 2) & 15] ^ w[t & 15]).rotate_left(1);
+            w[t & 15] = x;
+            x
+        };
+        let (f, k) = match t {
+            0..=19 => ((b & c) | (!b & d), 0x5a82_7999),
+            20..=39 => (b ^ c ^ d, 0x6ed9_eba1),
+            40..=59 => ((b & c) | (b & d) | (c & d), 0x8f1b_bcdc),
+            _ => (b ^ c ^ d, 0xca62_c1d6),
+        };
+        let tmp = a
+            .rotate_left(5)
+            .wrapping_add(f)
+            .wrapping_add(e)
+            .wrapping_add(k)
+            .wrapping_add(wt);
+        e = d;
+        d = c;
+        c = b.rotate_left(30);
+        b = a;
+        a = tmp;
+        t += 1;
+    }
+    state[0] = state[0].wrapping_add(a);
+    state[1] = state[1].wrapping_add(b);
+    state[2] = state[2].wrapping_add(c);
+    state[3] = state[3].wrapping_add(d);
+    state[4] = state[4].wrapping_add(e);
+}
+
+/// Finishes a hash whose first block (a pad block) is already in `state`, over a `msg` of
+/// at most [`MAX_ONE_BLOCK_MSG`] bytes. Returns `None` for longer messages.
+#[inline(always)]
+pub fn finish_after_pad(mut state: [u32; 5], msg: &[u8]) -> Option<[u8; DIGEST_LEN]> {
+    if msg.len() > MAX_ONE_BLOCK_MSG {
+        return None;
+    }
+    let mut block = [0u8; BLOCK_LEN];
+    block[..msg.len()].copy_from_slice(msg);
+    block[msg.len()] = 0x80;
+    let bits = ((BLOCK_LEN + msg.len()) as u64) * 8;
+    block[BLOCK_LEN - 8..].copy_from_slice(&bits.to_be_bytes());
+    compress(&mut state, &block);
+    let mut out = [0u8; DIGEST_LEN];
+    let mut i = 0;
+    while i < 5 {
+        out[4 * i..4 * i + 4].copy_from_slice(&state[i].to_be_bytes());
+        i += 1;
+    }
+    Some(out)
+}
+
+impl PadStates {
+    /// The states after `key ^ ipad` and `key ^ opad` (RFC 2104), for keys of at most one
+    /// block, which HMAC zero-pads.
+    pub fn from_key(key: &[u8]) -> Option<Self> {
+        if key.len() > BLOCK_LEN {
+            return None;
+        }
+        let mut ipad = [0x36u8; BLOCK_LEN];
+        let mut opad = [0x5cu8; BLOCK_LEN];
+        for (i, k) in key.iter().enumerate() {
+            ipad[i] ^= k;
+            opad[i] ^= k;
+        }
+        let (mut inner, mut outer) = (H0, H0);
+        compress(&mut inner, &ipad);
+        compress(&mut outer, &opad);
+        Some(Self { inner, outer })
+    }
+
+    /// HMAC-SHA1 of a message of at most [`MAX_ONE_BLOCK_MSG`] bytes.
+    #[inline(always)]
+    pub fn hmac(&self, msg: &[u8]) -> Option<[u8; DIGEST_LEN]> {
+        let inner = finish_after_pad(self.inner, msg)?;
+        finish_after_pad(self.outer, &inner)
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]` arrays of u32, no padding, every bit pattern valid.
+unsafe impl aya::Pod for PadStates {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn compress_equals_the_sha1_crate(state: [u32; 5], block in proptest::array::uniform32(any::<u8>()), block2 in proptest::array::uniform32(any::<u8>())) {
+            let mut b = [0u8; 64];
+            b[..32].copy_from_slice(&block);
+            b[32..].copy_from_slice(&block2);
+            let (mut ours, mut theirs) = (state, state);
+            compress(&mut ours, &b);
+            ::sha1::block_api::compress(&mut theirs, &[b]);
+            prop_assert_eq!(ours, theirs);
+        }
+
+        #[test]
+        fn hmac_from_pad_states_equals_the_hmac_crate(key in proptest::collection::vec(any::<u8>(), 0..64), msg in proptest::collection::vec(any::<u8>(), 0..=MAX_ONE_BLOCK_MSG)) {
+            use hmac::{Hmac, KeyInit, Mac};
+            let mut mac = Hmac::<::sha1::Sha1>::new_from_slice(&key).unwrap();
+            mac.update(&msg);
+            let expected: [u8; 20] = mac.finalize().into_bytes().into();
+            prop_assert_eq!(PadStates::from_key(&key).unwrap().hmac(&msg), Some(expected));
+        }
+    }
+
+    #[test]
+    fn long_messages_are_refused() {
+        assert_eq!(PadStates::from_key(b"k").unwrap().hmac(&[0; MAX_ONE_BLOCK_MSG + 1]), None);
+    }
+
+    /// The notes' test vector: password "love", vhid 42, VIP 10.1.1.252, counter 1..8.
+    #[test]
+    fn carp_test_vector() {
+        let msg = [2, 1, 42, 10, 1, 1, 252, 1, 2, 3, 4, 5, 6, 7, 8];
+        let md = PadStates::from_key(b"love").unwrap().hmac(&msg).unwrap();
+        let hex: String = md.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "2fa27458019cf0f5b3213320729727a7c3a7aaff");
+    }
+}
