@@ -20,7 +20,9 @@ pub const MAX_PASSWORD_LEN: usize = 19;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
-    #[error("the password is {0} bytes long; CARP peers (FreeBSD ifconfig, ucarp) use at most {MAX_PASSWORD_LEN}")]
+    #[error(
+        "the password is {0} bytes long; CARP peers (FreeBSD ifconfig, ucarp) use at most {MAX_PASSWORD_LEN}"
+    )]
     PasswordTooLong(usize),
 }
 
@@ -63,7 +65,9 @@ pub struct Auth {
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Deliberately shows nothing derived from the key.
-        f.debug_struct("Auth").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("Auth")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 

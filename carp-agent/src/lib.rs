@@ -1,4 +1,5 @@
 //! carp-agent: the userspace side of carp.
 
+pub mod election;
 pub mod hmac;
 pub mod xdp;

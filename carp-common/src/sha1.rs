@@ -4,7 +4,13 @@
 //! the XDP program only the two resulting states.
 
 /// SHA-1 initial state (FIPS 180-4 section 5.3.1).
-pub const H0: [u32; 5] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476, 0xc3d2_e1f0];
+pub const H0: [u32; 5] = [
+    0x6745_2301,
+    0xefcd_ab89,
+    0x98ba_dcfe,
+    0x1032_5476,
+    0xc3d2_e1f0,
+];
 /// SHA-1 block size in bytes.
 pub const BLOCK_LEN: usize = 64;
 /// SHA-1 digest size in bytes.
@@ -27,7 +33,12 @@ pub fn compress(state: &mut [u32; 5], block: &[u8; BLOCK_LEN]) {
     let mut w = [0u32; 16];
     let mut i = 0;
     while i < 16 {
-        w[i] = u32::from_be_bytes([block[4 * i], block[4 * i + 1], block[4 * i + 2], block[4 * i + 3]]);
+        w[i] = u32::from_be_bytes([
+            block[4 * i],
+            block[4 * i + 1],
+            block[4 * i + 2],
+            block[4 * i + 3],
+        ]);
         i += 1;
     }
     let [mut a, mut b, mut c, mut d, mut e] = *state;
@@ -37,7 +48,8 @@ pub fn compress(state: &mut [u32; 5], block: &[u8; BLOCK_LEN]) {
         let wt = if t < 16 {
             w[t]
         } else {
-            let x = (w[(t + 13) & 15] ^ w[(t + 8) & 15] ^ w[(t + 2) & 15] ^ w[t & 15]).rotate_left(1);
+            let x =
+                (w[(t + 13) & 15] ^ w[(t + 8) & 15] ^ w[(t + 2) & 15] ^ w[t & 15]).rotate_left(1);
             w[t & 15] = x;
             x
         };
@@ -149,7 +161,12 @@ mod tests {
 
     #[test]
     fn long_messages_are_refused() {
-        assert_eq!(PadStates::from_key(b"k").unwrap().hmac(&[0; MAX_ONE_BLOCK_MSG + 1]), None);
+        assert_eq!(
+            PadStates::from_key(b"k")
+                .unwrap()
+                .hmac(&[0; MAX_ONE_BLOCK_MSG + 1]),
+            None
+        );
     }
 
     /// The notes' test vector: password "love", vhid 42, VIP 10.1.1.252, counter 1..8.
