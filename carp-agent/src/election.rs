@@ -139,6 +139,16 @@ fn carp_units(advbase: u8, advskew: u32) -> u32 {
 fn carp_duration(units: u32) -> Duration {
     Duration::from_micros(u64::from(units) * 1_000_000 / u64::from(SKEW_UNITS))
 }
+/// The order in which ucarp breaks CARP ties: it compares the raw `in_addr` words, which
+/// on the little-endian hosts it runs on orders IPv4 addresses by their last octet first.
+/// The lower one keeps mastership. IPv6 (which ucarp does not speak) compares bytewise.
+fn ucarp_order(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u128::from(u32::from_le_bytes(a.octets())),
+        IpAddr::V6(a) => u128::from_be_bytes(a.octets()),
+    }
+}
+
 fn centiseconds(cs: u32) -> Duration {
     Duration::from_millis(u64::from(cs) * 10)
 }
@@ -383,6 +393,7 @@ impl Machine {
                 },
             ) => self.carp_advert(
                 now,
+                ad.src,
                 advbase,
                 carp_units(their_base, u32::from(their_skew)),
                 out,
@@ -400,15 +411,27 @@ impl Machine {
     }
 
     /// carp_input_c, after the digest verified.
-    fn carp_advert(&mut self, now: Duration, advbase: u8, theirs: u32, out: &mut Vec<Action>) {
+    fn carp_advert(
+        &mut self,
+        now: Duration,
+        src: IpAddr,
+        advbase: u8,
+        theirs: u32,
+        out: &mut Vec<Action>,
+    ) {
         let ours = carp_units(advbase, self.demoted_skew());
         match self.state {
             State::Init => {}
             // "If we receive an advertisement from a master who's going to be more
-            // frequent than us, go into BACKUP state" — equal counts too, so two masters
-            // with equal settings both step down and the master-down timers decide.
+            // frequent than us, go into BACKUP state." FreeBSD also yields on a tie, so
+            // two masters with equal settings both step down and can keep colliding when
+            // their timers stay in step; ucarp breaks the tie by address instead, and so
+            // do we, in ucarp's order, so that against ucarp exactly one side yields and
+            // against FreeBSD at least one does.
             State::Master => {
-                if ours >= theirs {
+                if ours > theirs
+                    || (ours == theirs && ucarp_order(src) < ucarp_order(self.cfg.local_addr))
+                {
                     self.become_backup(now, Reason::PreferredMaster, out);
                 }
             }
@@ -601,7 +624,19 @@ mod tests {
         m.handle(ms(3200), Event::Timer);
         assert_eq!(m.state(), State::Master);
         assert_eq!(m.handle(ms(3300), carp_ad(2, 1, 51)), vec![]);
-        let a = m.handle(ms(3400), carp_ad(2, 1, 50));
+        // A tie with a sender that ucarp orders after us (192.0.2.2 > .1): keep it.
+        assert_eq!(m.handle(ms(3350), carp_ad(2, 1, 50)), vec![]);
+        // A tie with 192.0.3.0, which ucarp orders first (last octet 0 < 1): yield.
+        let a = m.handle(
+            ms(3400),
+            Event::Advert(Advert {
+                src: Ipv4Addr::new(192, 0, 3, 0).into(),
+                timing: Timing::Carp {
+                    advbase: 1,
+                    advskew: 50,
+                },
+            }),
+        );
         assert_eq!(
             a,
             vec![Action::Transition {

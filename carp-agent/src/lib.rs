@@ -1,5 +1,6 @@
 //! carp-agent: the userspace side of carp.
 
+pub mod demotion;
 pub mod election;
 pub mod hmac;
 pub mod xdp;

@@ -1,0 +1,142 @@
+//! Host-wide demotion as FreeBSD keeps it (`net.inet.carp.demotion`, `carp_demote_adj`),
+//! plus OpenBSD-style demotion groups. The effective demotion of a VHID is the global
+//! counter plus the counters of its groups; it is added to advskew (CARP) or subtracted
+//! from priority (VRRP) by [`crate::election`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// `net.inet.carp.ifdown_demotion_factor` and `senderr_demotion_factor` default:
+/// CARP_MAXSKEW.
+pub const IFDOWN_FACTOR: i32 = 240;
+pub const SENDERR_FACTOR: i32 = 240;
+/// `CARP_SENDAD_MAX_ERRORS` / `CARP_SENDAD_MIN_SUCCESS`.
+pub const SENDAD_MAX_ERRORS: u32 = 3;
+pub const SENDAD_MIN_SUCCESS: u32 = 3;
+
+/// Demotion state of one host; `K` names a VHID (e.g. interface and vhid).
+#[derive(Clone, Debug, Default)]
+pub struct Demotion<K: Ord + Clone> {
+    global: i32,
+    groups: BTreeMap<String, i32>,
+    /// VHIDs whose interface is down (`sc_suppress`): each adds IFDOWN_FACTOR once.
+    suppressed: BTreeSet<K>,
+    /// Consecutive send errors and, after demotion, successes (`sc_sendad_errors`,
+    /// `sc_sendad_success`).
+    send: BTreeMap<K, (u32, u32)>,
+}
+
+impl<K: Ord + Clone> Demotion<K> {
+    /// The global counter. Negative values are allowed and promote (FreeBSD PR 259528).
+    pub fn global(&self) -> i32 {
+        self.global
+    }
+
+    /// Adds `delta` to the global counter, as writing the sysctl does.
+    pub fn adjust(&mut self, delta: i32) {
+        self.global = self.global.saturating_add(delta);
+    }
+
+    /// Adds `delta` to a group's counter (OpenBSD `ifconfig -g group carpdemote`).
+    pub fn adjust_group(&mut self, group: &str, delta: i32) {
+        let v = self.groups.entry(group.to_owned()).or_default();
+        *v = v.saturating_add(delta);
+    }
+
+    /// The demotion that applies to a VHID in `groups`.
+    pub fn effective<'a>(&self, groups: impl IntoIterator<Item = &'a str>) -> i32 {
+        groups
+            .into_iter()
+            .filter_map(|g| self.groups.get(g))
+            .fold(self.global, |a, b| a.saturating_add(*b))
+    }
+
+    /// carp_sc_state: link down demotes by IFDOWN_FACTOR once per VHID, link up undoes it.
+    /// Returns whether the global counter changed.
+    pub fn link(&mut self, vhid: &K, up: bool) -> bool {
+        let changed = if up {
+            self.suppressed.remove(vhid)
+        } else {
+            self.suppressed.insert(vhid.clone())
+        };
+        if changed {
+            self.adjust(if up { -IFDOWN_FACTOR } else { IFDOWN_FACTOR });
+        }
+        changed
+    }
+
+    /// carp_send_ad_error: the third error in a row demotes, three successes afterwards
+    /// undo it. Returns whether the global counter changed.
+    pub fn send_result(&mut self, vhid: &K, ok: bool) -> bool {
+        let (errors, successes) = self.send.entry(vhid.clone()).or_default();
+        if !ok {
+            *errors = errors.saturating_add(1);
+            *successes = 0;
+            if *errors == SENDAD_MAX_ERRORS {
+                self.adjust(SENDERR_FACTOR);
+                return true;
+            }
+        } else if *errors > 0 {
+            *successes += 1;
+            if *successes >= SENDAD_MIN_SUCCESS {
+                let demoted = *errors >= SENDAD_MAX_ERRORS;
+                *errors = 0;
+                if demoted {
+                    self.adjust(-SENDERR_FACTOR);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_down_demotes_once_per_vhid() {
+        let mut d = Demotion::<u8>::default();
+        assert!(d.link(&1, false));
+        assert!(!d.link(&1, false));
+        assert!(d.link(&2, false));
+        assert_eq!(d.global(), 480);
+        assert!(d.link(&1, true));
+        assert!(!d.link(&1, true));
+        assert_eq!(d.global(), 240);
+    }
+
+    #[test]
+    fn send_errors_demote_after_three_and_recover_after_three_successes() {
+        let mut d = Demotion::<u8>::default();
+        assert!(!d.send_result(&1, false));
+        assert!(!d.send_result(&1, false));
+        assert!(d.send_result(&1, false));
+        assert_eq!(d.global(), SENDERR_FACTOR);
+        assert!(!d.send_result(&1, false), "only the third in a row counts");
+        assert!(!d.send_result(&1, true));
+        assert!(!d.send_result(&1, true));
+        assert!(d.send_result(&1, true));
+        assert_eq!(d.global(), 0);
+        // Two errors then successes never demoted, so nothing to undo.
+        d.send_result(&1, false);
+        d.send_result(&1, false);
+        for _ in 0..3 {
+            assert!(!d.send_result(&1, true));
+        }
+        assert_eq!(d.global(), 0);
+    }
+
+    #[test]
+    fn groups_add_to_the_global_counter_and_may_be_negative() {
+        let mut d = Demotion::<u8>::default();
+        d.adjust(10);
+        d.adjust_group("db", 100);
+        d.adjust_group("web", -30);
+        assert_eq!(d.effective(["db"]), 110);
+        assert_eq!(d.effective(["db", "web"]), 80);
+        assert_eq!(d.effective(["other"]), 10);
+        d.adjust(-50);
+        assert_eq!(d.effective([]), -40);
+    }
+}
