@@ -65,10 +65,10 @@ fn run(cli: Cli) -> Result<()> {
             dp.attach(&interface, mode.into())?;
             std::thread::sleep(Duration::from_secs(seconds));
             let s = dp.stats()?;
-            println!(
-                "{interface}: {} frames, {} of IP protocol 112 (CARP/VRRP) in {seconds} s",
-                s.frames, s.proto112
-            );
+            println!("{interface}: XDP counters after {seconds} s");
+            for (name, value) in s.fields() {
+                println!("  {name:<14} {value}");
+            }
             Ok(())
         }
     }

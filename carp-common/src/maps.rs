@@ -1,29 +1,265 @@
-//! Names and `#[repr(C)]` value layouts of the BPF maps. The XDP program declares its maps
-//! with these types; the agent opens them by these names.
+//! Names and `#[repr(C)]` layouts of the BPF maps and ring-buffer events. The XDP program
+//! declares its maps with these types (as BTF maps, so `bpftool map dump` prints named
+//! fields); the agent opens them by these names and writes them on every state change.
 
-/// Per-CPU receive statistics of the XDP program (one entry, index 0).
+use crate::sha1::PadStates;
+
+/// Per-CPU counters of the XDP program (one entry, index 0): [`XdpStats`].
 pub const STATS: &str = "CARP_STATS";
+/// Configured VHIDs: [`VhidKey`] → [`VhidEntry`], written by the agent.
+pub const VHIDS: &str = "CARP_VHIDS";
+/// Virtual addresses: [`VipKey`] → [`VipEntry`], written by the agent.
+pub const VIPS: &str = "CARP_VIPS";
+/// Last accepted advert per VHID: [`VhidKey`] → [`ReplayEntry`], written by the program.
+pub const REPLAY: &str = "CARP_REPLAY";
+/// Ring buffer of [`AdvertEvent`]s for the agent.
+pub const EVENTS: &str = "CARP_EVENTS";
 
-/// What the XDP program saw on one CPU. Named fields so `bpftool map dump` prints them.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct XdpStats {
-    /// Every frame the program ran on.
-    pub frames: u64,
-    /// IPv4 and IPv6 packets of IP protocol 112 (CARP or VRRP).
-    pub proto112: u64,
+pub const MAX_VHIDS: usize = 1024;
+pub const MAX_VIPS: usize = 4096;
+/// Ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_BYTES: usize = 256 * 1024;
+/// Longest HMAC message prefix the program verifies itself: prefix plus the 8-byte counter
+/// must finish in one SHA-1 block. Longer ones (many VIPs) reach the agent unverified.
+pub const MAX_PREFIX: usize = crate::sha1::MAX_ONE_BLOCK_MSG - 8;
+
+/// VHID states as the program reads them.
+pub mod state {
+    pub const INIT: u8 = 0;
+    pub const BACKUP: u8 = 1;
+    pub const MASTER: u8 = 2;
 }
 
-impl XdpStats {
-    /// Sums the per-CPU values the kernel returns.
-    pub fn total<'a>(per_cpu: impl IntoIterator<Item = &'a Self>) -> Self {
-        per_cpu.into_iter().fold(Self::default(), |a, b| Self {
-            frames: a.frames + b.frames,
-            proto112: a.proto112 + b.proto112,
-        })
+/// [`VhidEntry::flags`].
+pub mod flags {
+    /// Adverts arrive by unicast from configured peers: no TTL 255 check (as FreeBSD).
+    pub const UNICAST: u8 = 1;
+    /// Virtual-MAC mode: frames to 00:00:5e:00:01:vhid are ours while MASTER.
+    pub const VMAC: u8 = 2;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VhidKey {
+    pub ifindex: u32,
+    /// 802.1Q VLAN id the adverts carry, 0 for untagged.
+    pub vlan: u16,
+    pub vhid: u8,
+    pub _pad: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VhidEntry {
+    /// One of [`state`].
+    pub state: u8,
+    /// Protocol version expected: [`crate::wire::VERSION`] (CARP) or
+    /// [`crate::vrrp::VERSION`] (VRRPv3).
+    pub version: u8,
+    /// Bits of [`flags`].
+    pub flags: u8,
+    /// Bytes of `prefix` in use; above [`MAX_PREFIX`] the program does not verify.
+    pub prefix_len: u8,
+    /// Source MAC of ARP replies and NAs: the virtual MAC or the interface's.
+    pub mac: [u8; 6],
+    /// The interface's own MAC, which virtual-MAC frames are rewritten to.
+    pub if_mac: [u8; 6],
+    /// The HMAC message before the counter: version, type, vhid, VIPs.
+    pub prefix: [u8; 48],
+    /// SHA-1 states after the HMAC pads: the key never enters the kernel.
+    pub pads: PadStates,
+}
+
+impl Default for VhidEntry {
+    fn default() -> Self {
+        Self {
+            state: state::INIT,
+            version: 0,
+            flags: 0,
+            prefix_len: 0,
+            mac: [0; 6],
+            if_mac: [0; 6],
+            prefix: [0; 48],
+            pads: PadStates::default(),
+        }
     }
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipKey {
+    pub ifindex: u32,
+    pub vlan: u16,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: u8,
+    /// IPv4 addresses in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipEntry {
+    pub vhid: u8,
+    /// One of [`state`], kept equal to the VHID's.
+    pub state: u8,
+    /// MAC to answer with.
+    pub mac: [u8; 6],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayEntry {
+    /// Source address of the last accepted advert (IPv4 in the first 4 bytes).
+    pub src: [u8; 16],
+    pub counter: u64,
+}
+
+/// A valid advert handed to the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdvertEvent {
+    /// `bpf_ktime_get_ns` at arrival (CLOCK_MONOTONIC).
+    pub ktime_ns: u64,
+    /// CARP counter (0 for VRRP).
+    pub counter: u64,
+    pub ifindex: u32,
+    pub vlan: u16,
+    pub vhid: u8,
+    /// 2 (CARP) or 3 (VRRPv3).
+    pub version: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// 1 when the program verified the HMAC, 0 when the agent must (long prefix).
+    pub verified: u8,
+    pub advbase: u8,
+    pub advskew: u8,
+    pub demote: u8,
+    /// VRRPv3 priority.
+    pub priority: u8,
+    /// VRRPv3 Max_Advert_Interval in centiseconds.
+    pub interval_cs: u16,
+    pub src: [u8; 16],
+    pub digest: [u8; 20],
+    pub _pad: [u8; 4],
+}
+
+macro_rules! stats {
+    ($($(#[$doc:meta])* $field:ident),* $(,)?) => {
+        /// What the XDP program did, per CPU. Named fields so `bpftool map dump` prints
+        /// them; every drop has its reason.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct XdpStats {
+            $($(#[$doc])* pub $field: u64,)*
+        }
+
+        impl XdpStats {
+            /// Sums the per-CPU values the kernel returns.
+            pub fn total<'a>(per_cpu: impl IntoIterator<Item = &'a Self>) -> Self {
+                per_cpu.into_iter().fold(Self::default(), |a, b| Self {
+                    $($field: a.$field + b.$field,)*
+                })
+            }
+
+            /// Every counter with its name, for status output and metrics.
+            pub fn fields(&self) -> [(&'static str, u64); [$(stringify!($field)),*].len()] {
+                [$((stringify!($field), self.$field)),*]
+            }
+        }
+    };
+}
+
+stats! {
+    /// IPv4/IPv6 packets of IP protocol 112 seen.
+    proto112,
+    /// Valid adverts handed to the agent (then dropped).
+    adverts,
+    /// Of those, adverts whose HMAC the agent must check (prefix too long).
+    unverified,
+    /// Protocol 112 for a VHID not configured here: passed on untouched.
+    foreign,
+    /// Dropped: TTL / hop limit not 255.
+    bad_ttl,
+    /// Dropped: version is not the VHID's protocol.
+    bad_version,
+    /// Dropped: not an advertisement.
+    bad_type,
+    /// Dropped: truncated or wrong length.
+    bad_length,
+    /// Dropped: CARP authlen not 7.
+    bad_authlen,
+    /// Dropped: checksum does not verify.
+    bad_checksum,
+    /// Dropped: wrong HMAC (wrong password, VIPs or VHID).
+    bad_hmac,
+    /// Dropped: the last accepted advert from the same source, again.
+    replay,
+    /// Dropped: the ring buffer to the agent was full.
+    ringbuf_full,
+    /// ARP requests for a VIP answered with XDP_TX while MASTER.
+    arp_replied,
+    /// ARP requests for a VIP dropped while not MASTER.
+    arp_dropped,
+    /// Neighbor Solicitations for a VIP answered with XDP_TX while MASTER.
+    na_sent,
+    /// Neighbor Solicitations for a VIP dropped while not MASTER.
+    ns_dropped,
+    /// Frames to the virtual MAC rewritten to the interface MAC while MASTER.
+    vmac_passed,
+    /// Frames to the virtual MAC dropped while not MASTER.
+    vmac_dropped,
+}
+
 #[cfg(feature = "user")]
-// SAFETY: plain `#[repr(C)]` integers, no padding, every bit pattern valid.
-unsafe impl aya::Pod for XdpStats {}
+mod pod {
+    // SAFETY (all): `#[repr(C)]` structs of integers and byte arrays with explicit padding
+    // fields; every bit pattern is valid.
+    unsafe impl aya::Pod for super::XdpStats {}
+    unsafe impl aya::Pod for super::VhidKey {}
+    unsafe impl aya::Pod for super::VhidEntry {}
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipEntry {}
+    unsafe impl aya::Pod for super::ReplayEntry {}
+    unsafe impl aya::Pod for super::AdvertEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    /// The layouts are ABI between the program and the agent: no implicit padding.
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<VhidKey>(), 8);
+        assert_eq!(size_of::<VhidEntry>(), 4 + 6 + 6 + 48 + 40);
+        assert_eq!(size_of::<VipKey>(), 24);
+        assert_eq!(size_of::<VipEntry>(), 8);
+        assert_eq!(size_of::<ReplayEntry>(), 24);
+        assert_eq!(size_of::<AdvertEvent>(), 72);
+        assert_eq!(align_of::<AdvertEvent>(), 8);
+        assert_eq!(
+            size_of::<XdpStats>(),
+            8 * XdpStats::default().fields().len()
+        );
+        assert!(MAX_PREFIX <= 48);
+    }
+
+    #[test]
+    fn totals_sum_every_field() {
+        let a = XdpStats {
+            adverts: 2,
+            bad_hmac: 1,
+            ..Default::default()
+        };
+        let b = XdpStats {
+            adverts: 3,
+            vmac_dropped: 4,
+            ..Default::default()
+        };
+        let t = XdpStats::total([&a, &b]);
+        assert_eq!((t.adverts, t.bad_hmac, t.vmac_dropped), (5, 1, 4));
+        assert!(t.fields().contains(&("adverts", 5)));
+    }
+}

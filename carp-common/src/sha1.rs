@@ -28,7 +28,9 @@ pub struct PadStates {
 }
 
 /// Runs the SHA-1 compression function over one block (FIPS 180-4 section 6.1.2).
-#[inline(always)]
+// In BPF a call of its own: the verifier walks it per call, and its 64-byte schedule
+// stays out of the caller's frame.
+#[cfg_attr(target_arch = "bpf", inline(never))]
 pub fn compress(state: &mut [u32; 5], block: &[u8; BLOCK_LEN]) {
     let mut w = [0u32; 16];
     let mut i = 0;
@@ -46,7 +48,7 @@ pub fn compress(state: &mut [u32; 5], block: &[u8; BLOCK_LEN]) {
     while t < 80 {
         // The message schedule kept as a rolling window of 16 words.
         let wt = if t < 16 {
-            w[t]
+            w[t & 15]
         } else {
             let x =
                 (w[(t + 13) & 15] ^ w[(t + 8) & 15] ^ w[(t + 2) & 15] ^ w[t & 15]).rotate_left(1);
@@ -79,26 +81,39 @@ pub fn compress(state: &mut [u32; 5], block: &[u8; BLOCK_LEN]) {
     state[4] = state[4].wrapping_add(e);
 }
 
-/// Finishes a hash whose first block (a pad block) is already in `state`, over a `msg` of
-/// at most [`MAX_ONE_BLOCK_MSG`] bytes. Returns `None` for longer messages.
+/// The big-endian bit length that ends the last block of a message of `msg_len` bytes
+/// hashed after one pad block.
 #[inline(always)]
-pub fn finish_after_pad(mut state: [u32; 5], msg: &[u8]) -> Option<[u8; DIGEST_LEN]> {
+pub const fn length_trailer(msg_len: usize) -> [u8; 8] {
+    (((BLOCK_LEN + msg_len) as u64) * 8).to_be_bytes()
+}
+
+/// The block that finishes a message of at most [`MAX_ONE_BLOCK_MSG`] bytes hashed after
+/// one pad block: the message, 0x80, zeros, the bit length. `None` for longer messages.
+pub fn last_block(msg: &[u8]) -> Option<[u8; BLOCK_LEN]> {
     if msg.len() > MAX_ONE_BLOCK_MSG {
         return None;
     }
     let mut block = [0u8; BLOCK_LEN];
     block[..msg.len()].copy_from_slice(msg);
     block[msg.len()] = 0x80;
-    let bits = ((BLOCK_LEN + msg.len()) as u64) * 8;
-    block[BLOCK_LEN - 8..].copy_from_slice(&bits.to_be_bytes());
-    compress(&mut state, &block);
+    block[BLOCK_LEN - 8..].copy_from_slice(&length_trailer(msg.len()));
+    Some(block)
+}
+
+#[inline(always)]
+fn digest(state: &[u32; 5]) -> [u8; DIGEST_LEN] {
     let mut out = [0u8; DIGEST_LEN];
     let mut i = 0;
     while i < 5 {
-        out[4 * i..4 * i + 4].copy_from_slice(&state[i].to_be_bytes());
+        let w = state[i].to_be_bytes();
+        out[4 * i] = w[0];
+        out[4 * i + 1] = w[1];
+        out[4 * i + 2] = w[2];
+        out[4 * i + 3] = w[3];
         i += 1;
     }
-    Some(out)
+    out
 }
 
 impl PadStates {
@@ -120,11 +135,25 @@ impl PadStates {
         Some(Self { inner, outer })
     }
 
+    /// HMAC-SHA1 given the inner hash's last block, already padded (see [`last_block`]):
+    /// the form the XDP program builds without variable-length copies. The block is then
+    /// reused for the outer hash, to spare the 512-byte BPF stack a second one.
+    #[cfg_attr(target_arch = "bpf", inline(never))]
+    pub fn hmac_block(&self, block: &mut [u8; BLOCK_LEN]) -> [u8; DIGEST_LEN] {
+        let mut inner = self.inner;
+        compress(&mut inner, block);
+        block.fill(0);
+        block[..DIGEST_LEN].copy_from_slice(&digest(&inner));
+        block[DIGEST_LEN] = 0x80;
+        block[BLOCK_LEN - 8..].copy_from_slice(&length_trailer(DIGEST_LEN));
+        let mut outer = self.outer;
+        compress(&mut outer, block);
+        digest(&outer)
+    }
+
     /// HMAC-SHA1 of a message of at most [`MAX_ONE_BLOCK_MSG`] bytes.
-    #[inline(always)]
     pub fn hmac(&self, msg: &[u8]) -> Option<[u8; DIGEST_LEN]> {
-        let inner = finish_after_pad(self.inner, msg)?;
-        finish_after_pad(self.outer, &inner)
+        Some(self.hmac_block(&mut last_block(msg)?))
     }
 }
 

@@ -32,8 +32,9 @@ impl PseudoHeader {
         }
     }
 
-    /// The running sum of the pseudo-header for a payload of `len` bytes.
-    fn sum(&self, len: usize) -> u32 {
+    /// The running sum of the pseudo-header for a payload of `len` bytes, to continue with
+    /// [`checksum::add`] over the payload.
+    pub fn sum(&self, len: usize) -> u32 {
         let (src, dst): (&[u8], &[u8]) = match self {
             Self::V4 { src, dst } => (src, dst),
             Self::V6 { src, dst } => (src, dst),

@@ -1,76 +1,559 @@
-//! The XDP data plane: counts what it sees and recognises CARP/VRRP (IP protocol 112).
-//! It never decides elections; it only reads state the agent writes into maps.
+//! The XDP data plane of carp. For IP protocol 112 it validates and authenticates CARP and
+//! VRRPv3 adverts of configured VHIDs, hands valid ones to the agent through a ring buffer
+//! and drops them, and drops invalid ones with a counted reason; it answers ARP and NDP for
+//! VIPs this host is MASTER of with XDP_TX and drops them while it is not. It never decides
+//! an election: it reads the state the agent writes into its maps.
+//!
+//! BPF constraints shape the code: a 512-byte stack for the whole call chain (large
+//! buffers live in a per-CPU scratch map), reads of at least two bytes (LLVM folds a
+//! one-byte bounds check into a form the verifier cannot use at variable offsets), and no
+//! variable-length copies.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action, btf_maps::PerCpuArray, macros::btf_map, macros::xdp, programs::XdpContext,
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    btf_maps::{HashMap, PerCpuArray, RingBuf},
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_map, xdp},
+    programs::XdpContext,
 };
-use carp_common::{maps::XdpStats, wire::IPPROTO_CARP};
+use carp_common::{
+    checksum,
+    maps::{
+        AdvertEvent, EVENTS_BYTES, MAX_PREFIX, MAX_VHIDS, MAX_VIPS, ReplayEntry, VhidEntry,
+        VhidKey, VipEntry, VipKey, XdpStats, flags, state,
+    },
+    sha1::{BLOCK_LEN, length_trailer},
+    vrrp, wire,
+};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_8021Q: u16 = 0x8100;
 const VLAN_HLEN: usize = 4;
-/// Offset of the protocol byte in an IPv4 header and of next-header in an IPv6 header.
-const IPV4_PROTO_OFF: usize = 9;
-const IPV6_NEXT_OFF: usize = 6;
+const IPV6_HLEN: usize = 40;
+const IPPROTO_ICMPV6: u8 = 58;
+const ND_NEIGHBOR_SOLICIT: u8 = 135;
+const ND_NEIGHBOR_ADVERT: u8 = 136;
+/// NA flags: Solicited and Override (RFC 4861 4.4).
+const NA_FLAGS: u8 = 0x60;
+/// NS/NA with one link-layer address option: 24 bytes of message, 8 of option.
+const ND_LEN: usize = 32;
+/// Largest payload offset: a VLAN tag and an IPv4 header with 40 bytes of options.
+const MAX_L4: usize = ETH_HLEN + VLAN_HLEN + 60;
+/// The VRRPv3 adverts the program checks itself carry at most this many bytes.
+const MAX_VRRP_PAYLOAD: usize = vrrp::HEADER_LEN + 4 * 16;
 
 #[btf_map]
 static CARP_STATS: PerCpuArray<XdpStats, 1> = PerCpuArray::new();
+#[btf_map]
+static CARP_VHIDS: HashMap<VhidKey, VhidEntry, MAX_VHIDS> = HashMap::new();
+#[btf_map]
+static CARP_VIPS: HashMap<VipKey, VipEntry, MAX_VIPS> = HashMap::new();
+#[btf_map]
+static CARP_REPLAY: HashMap<VhidKey, ReplayEntry, MAX_VHIDS> = HashMap::new();
+#[btf_map]
+static CARP_EVENTS: RingBuf<AdvertEvent, EVENTS_BYTES> = RingBuf::new();
+
+/// Per-CPU working memory for what does not fit the BPF stack.
+#[repr(C)]
+struct Scratch {
+    event: AdvertEvent,
+    /// The CARP header, copied out of the packet.
+    header: [u8; wire::HEADER_LEN],
+    /// The inner hash's last block, then the outer one.
+    block: [u8; BLOCK_LEN],
+    /// The Neighbor Advertisement being built.
+    na: [u8; ND_LEN],
+    ip: Ip,
+}
+
+/// The IP layer of a protocol-112 packet.
+#[repr(C)]
+struct Ip {
+    /// Addresses, IPv4 in the first 4 bytes.
+    src: [u8; 16],
+    dst: [u8; 16],
+    /// Offset of the payload.
+    l4: usize,
+    /// Payload length the IP header claims.
+    len: usize,
+    family: u8,
+    ttl: u8,
+}
+
+#[btf_map]
+static CARP_SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
+
+/// Adds one to a counter of this CPU.
+macro_rules! count {
+    ($field:ident) => {
+        if let Some(s) = CARP_STATS.get_ptr_mut(0) {
+            // SAFETY: this CPU's own slot; nothing else writes it while we run.
+            unsafe { (*s).$field += 1 };
+        }
+    };
+}
+
+/// Counts `$field` and drops the frame.
+macro_rules! drop_as {
+    ($field:ident) => {{
+        count!($field);
+        return Some(XDP_DROP);
+    }};
+}
 
 #[xdp]
 pub fn carp(ctx: XdpContext) -> u32 {
-    // A one-entry array always has slot 0; the check is for the verifier.
-    let Some(stats) = CARP_STATS.get_ptr_mut(0) else {
-        return xdp_action::XDP_PASS;
+    let pkt = Pkt {
+        start: ctx.data(),
+        end: ctx.data_end(),
+        ifindex: ctx.ingress_ifindex() as u32,
     };
-    let proto112 = is_proto112(&ctx);
-    // SAFETY: this CPU's own slot; nothing else writes it while the program runs.
-    unsafe {
-        (*stats).frames += 1;
-        (*stats).proto112 += u64::from(proto112);
-    }
-    xdp_action::XDP_PASS
+    handle(pkt).unwrap_or(XDP_PASS)
 }
 
-/// One byte at `off`, bounds-checked against the packet end for the verifier.
+/// The packet bounds, read from the context once. Passed to the non-inlined functions
+/// instead of the context: LLVM would otherwise pass the context's 32-bit fields and
+/// zero-extend them there, pointer arithmetic the verifier refuses.
+#[derive(Clone, Copy)]
+struct Pkt {
+    start: usize,
+    end: usize,
+    ifindex: u32,
+}
+
+/// A pointer to `T` at `off`, checked against the packet end for the verifier.
 #[inline(always)]
-fn byte(ctx: &XdpContext, off: usize) -> Option<u8> {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + off + 1 > end {
+fn ptr_at<T>(pkt: Pkt, off: usize) -> Option<*mut T> {
+    if pkt.start + off + size_of::<T>() > pkt.end {
         return None;
     }
-    // SAFETY: checked to lie inside the packet just above.
-    Some(unsafe { *((start + off) as *const u8) })
+    Some((pkt.start + off) as *mut T)
+}
+
+/// A copy of the `T` at `off`.
+#[inline(always)]
+fn read<T: Copy>(pkt: Pkt, off: usize) -> Option<T> {
+    // SAFETY: in bounds (ptr_at); packet data has no alignment guarantee, hence unaligned.
+    ptr_at::<T>(pkt, off).map(|p| unsafe { p.read_unaligned() })
 }
 
 #[inline(always)]
-fn be16(ctx: &XdpContext, off: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([byte(ctx, off)?, byte(ctx, off + 1)?]))
+fn write<T>(pkt: Pkt, off: usize, value: T) -> Option<()> {
+    // SAFETY: as in `read`.
+    ptr_at::<T>(pkt, off).map(|p| unsafe { p.write_unaligned(value) })
 }
 
-/// Whether the frame is an IPv4 or IPv6 packet of protocol 112, after at most one 802.1Q tag.
 #[inline(always)]
-fn is_proto112(ctx: &XdpContext) -> bool {
-    let Some(mut ethertype) = be16(ctx, ETH_HLEN - 2) else {
-        return false;
-    };
+fn be16(pkt: Pkt, off: usize) -> Option<u16> {
+    read::<[u8; 2]>(pkt, off).map(u16::from_be_bytes)
+}
+
+/// Where a frame's layer 3 starts, and on which interface and VLAN it arrived.
+#[derive(Clone, Copy)]
+struct L2 {
+    l3: usize,
+    vlan: u16,
+    ifindex: u32,
+}
+
+#[inline(always)]
+fn handle(pkt: Pkt) -> Option<u32> {
+    let mut ethertype = be16(pkt, 12)?;
     let mut l3 = ETH_HLEN;
+    let mut vlan = 0;
     if ethertype == ETH_P_8021Q {
-        let Some(inner) = be16(ctx, ETH_HLEN + 2) else {
-            return false;
-        };
-        ethertype = inner;
+        vlan = be16(pkt, 14)? & 0x0fff;
+        ethertype = be16(pkt, 16)?;
         l3 += VLAN_HLEN;
     }
-    let proto = match ethertype {
-        ETH_P_IP => byte(ctx, l3 + IPV4_PROTO_OFF),
-        ETH_P_IPV6 => byte(ctx, l3 + IPV6_NEXT_OFF),
-        _ => None,
+    let l2 = L2 {
+        l3,
+        vlan,
+        ifindex: pkt.ifindex,
     };
-    proto == Some(IPPROTO_CARP)
+    let dst: [u8; 6] = read(pkt, 0)?;
+    if dst[..5] == wire::virtual_mac(0)[..5] {
+        if let Some(verdict) = virtual_mac(pkt, l2, dst[5]) {
+            return Some(verdict);
+        }
+    }
+    match ethertype {
+        ETH_P_IP => {
+            // Fast path: anything but protocol 112 passes after one two-byte read.
+            let [_, proto] = read::<[u8; 2]>(pkt, l3 + 8)?;
+            if proto != wire::IPPROTO_CARP {
+                return None;
+            }
+            ipv4(pkt, l2)
+        }
+        ETH_P_IPV6 => {
+            let [next, _] = read::<[u8; 2]>(pkt, l3 + 6)?;
+            match next {
+                wire::IPPROTO_CARP => ipv6(pkt, l2),
+                IPPROTO_ICMPV6 => neighbor_solicit(pkt, l2),
+                _ => None,
+            }
+        }
+        ETH_P_ARP => arp(pkt, l2),
+        _ => None,
+    }
+}
+
+/// A frame to 00:00:5e:00:01:vhid: ours to take (rewritten to the interface MAC, so the
+/// stack accepts it) while MASTER of a virtual-MAC VHID, dropped otherwise. `None` when
+/// the VHID is not ours in virtual-MAC mode: the frame goes on as usual.
+#[inline(always)]
+fn virtual_mac(pkt: Pkt, l2: L2, vhid: u8) -> Option<u32> {
+    let key = VhidKey {
+        ifindex: l2.ifindex,
+        vlan: l2.vlan,
+        vhid,
+        _pad: 0,
+    };
+    // SAFETY: map values stay valid for the whole program run.
+    let entry = unsafe { &*CARP_VHIDS.get_ptr(&key)? };
+    if entry.flags & flags::VMAC == 0 {
+        return None;
+    }
+    if entry.state != state::MASTER {
+        drop_as!(vmac_dropped);
+    }
+    write(pkt, 0, entry.if_mac)?;
+    count!(vmac_passed);
+    None
+}
+
+/// This CPU's scratch memory.
+#[inline(always)]
+fn scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: this CPU's own slot, used by this program run only.
+    CARP_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+// Own BPF frames for the paths: their locals must not add up on the 512-byte stack.
+#[inline(never)]
+fn ipv4(pkt: Pkt, l2: L2) -> Option<u32> {
+    count!(proto112);
+    let s = scratch()?;
+    let [vihl, _] = read::<[u8; 2]>(pkt, l2.l3)?;
+    let total = usize::from(be16(pkt, l2.l3 + 2)?);
+    let [ttl, _] = read::<[u8; 2]>(pkt, l2.l3 + 8)?;
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < 20 || total < ihl {
+        drop_as!(bad_length);
+    }
+    s.ip.src = [0; 16];
+    s.ip.dst = [0; 16];
+    s.ip.src[..4].copy_from_slice(&read::<[u8; 4]>(pkt, l2.l3 + 12)?);
+    s.ip.dst[..4].copy_from_slice(&read::<[u8; 4]>(pkt, l2.l3 + 16)?);
+    s.ip.family = 4;
+    s.ip.ttl = ttl;
+    s.ip.l4 = l2.l3 + ihl;
+    s.ip.len = total - ihl;
+    advert(pkt, l2, s)
+}
+
+#[inline(never)]
+fn ipv6(pkt: Pkt, l2: L2) -> Option<u32> {
+    count!(proto112);
+    let s = scratch()?;
+    let len = usize::from(be16(pkt, l2.l3 + 4)?);
+    let [_, hop_limit] = read::<[u8; 2]>(pkt, l2.l3 + 6)?;
+    s.ip.src = read(pkt, l2.l3 + 8)?;
+    s.ip.dst = read(pkt, l2.l3 + 24)?;
+    s.ip.family = 6;
+    s.ip.ttl = hop_limit;
+    s.ip.l4 = l2.l3 + IPV6_HLEN;
+    s.ip.len = len;
+    advert(pkt, l2, s)
+}
+
+/// Validates a protocol-112 payload for a configured VHID; unknown VHIDs pass untouched.
+#[inline(never)]
+fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> Option<u32> {
+    // Values read back from map memory are unbounded to the verifier: bound it again.
+    let l4 = s.ip.l4;
+    if l4 > MAX_L4 {
+        return None;
+    }
+    let Some([version_type, vhid]) = read::<[u8; 2]>(pkt, l4) else {
+        drop_as!(bad_length);
+    };
+    let key = VhidKey {
+        ifindex: l2.ifindex,
+        vlan: l2.vlan,
+        vhid,
+        _pad: 0,
+    };
+    let Some(entry) = CARP_VHIDS.get_ptr(&key) else {
+        count!(foreign);
+        return Some(XDP_PASS);
+    };
+    // SAFETY: map values stay valid for the whole program run.
+    let entry = unsafe { &*entry };
+    if entry.flags & flags::UNICAST == 0 && s.ip.ttl != wire::TTL {
+        drop_as!(bad_ttl);
+    }
+    if version_type >> 4 != entry.version {
+        drop_as!(bad_version);
+    }
+    if version_type & 0x0f != wire::TYPE_ADVERTISEMENT {
+        drop_as!(bad_type);
+    }
+    let ev = &mut s.event;
+    *ev = AdvertEvent::default();
+    ev.ifindex = l2.ifindex;
+    ev.vlan = l2.vlan;
+    ev.vhid = vhid;
+    ev.version = entry.version;
+    ev.family = s.ip.family;
+    ev.src = s.ip.src;
+    let dropped = if entry.version == wire::VERSION {
+        carp_advert(pkt, l4, &key, entry, s)
+    } else {
+        vrrp_advert(pkt, l4, s)
+    };
+    if dropped.is_some() {
+        return Some(XDP_DROP);
+    }
+    // SAFETY: a plain helper call.
+    s.event.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    if CARP_EVENTS.output(&s.event, 0).is_err() {
+        drop_as!(ringbuf_full);
+    }
+    count!(adverts);
+    Some(XDP_DROP)
+}
+
+/// Checks a CARP advert and fills the event; `Some` means it was dropped (and counted).
+#[inline(never)]
+fn carp_advert(
+    pkt: Pkt,
+    l4: usize,
+    key: &VhidKey,
+    entry: &VhidEntry,
+    s: &mut Scratch,
+) -> Option<()> {
+    if s.ip.len != wire::HEADER_LEN {
+        count!(bad_length);
+        return Some(());
+    }
+    let Some(h) = ptr_at::<[u8; wire::HEADER_LEN]>(pkt, l4) else {
+        count!(bad_length);
+        return Some(());
+    };
+    // SAFETY: in bounds (ptr_at).
+    s.header = unsafe { h.read_unaligned() };
+    let h = &s.header;
+    if h[wire::offset::AUTHLEN] != wire::AUTHLEN {
+        count!(bad_authlen);
+        return Some(());
+    }
+    if checksum::internet(h) != 0 {
+        count!(bad_checksum);
+        return Some(());
+    }
+    let ev = &mut s.event;
+    let mut counter = [0u8; 8];
+    counter.copy_from_slice(&h[wire::offset::COUNTER..wire::offset::DIGEST]);
+    ev.counter = u64::from_be_bytes(counter);
+    ev.advbase = h[wire::offset::ADVBASE];
+    ev.advskew = h[wire::offset::ADVSKEW];
+    ev.demote = h[wire::offset::DEMOTE];
+    ev.digest.copy_from_slice(&h[wire::offset::DIGEST..]);
+    let plen = usize::from(entry.prefix_len);
+    if plen <= MAX_PREFIX {
+        // HMAC-SHA1 over prefix ‖ counter from the agent's pad states; the last block is
+        // built byte by byte, as the verifier wants no variable-length copies.
+        let msg_len = plen + 8;
+        let mut i = 0;
+        while i < BLOCK_LEN - 8 {
+            s.block[i] = if i < plen {
+                entry.prefix[i]
+            } else if i < msg_len {
+                // Byte i - plen of the big-endian counter, by shifting: indexing a stack
+                // array at a variable offset makes LLVM emit pointer arithmetic the
+                // verifier refuses.
+                (ev.counter >> (8 * (7 - ((i - plen) & 7)))) as u8
+            } else if i == msg_len {
+                0x80
+            } else {
+                0
+            };
+            i += 1;
+        }
+        s.block[BLOCK_LEN - 8..].copy_from_slice(&length_trailer(msg_len));
+        if entry.pads.hmac_block(&mut s.block) != ev.digest {
+            count!(bad_hmac);
+            return Some(());
+        }
+        ev.verified = 1;
+    } else {
+        count!(unverified);
+    }
+    if let Some(last) = CARP_REPLAY.get_ptr_mut(key) {
+        // SAFETY: map value, valid for the run; a racing CPU can only make us miss a replay.
+        let last = unsafe { &mut *last };
+        if last.src == ev.src && last.counter == ev.counter {
+            count!(replay);
+            return Some(());
+        }
+        last.src = ev.src;
+        last.counter = ev.counter;
+    } else {
+        let fresh = ReplayEntry {
+            src: ev.src,
+            counter: ev.counter,
+        };
+        let _ = CARP_REPLAY.insert(key, fresh, 0);
+    }
+    None
+}
+
+/// Checks a VRRPv3 advert (RFC 5798 5.1: count of addresses, checksum with the IP
+/// pseudo-header) and fills the event; `Some` means it was dropped (and counted).
+#[inline(never)]
+fn vrrp_advert(pkt: Pkt, l4: usize, s: &mut Scratch) -> Option<()> {
+    let ip = &s.ip;
+    let Some(h) = read::<[u8; vrrp::HEADER_LEN]>(pkt, l4) else {
+        count!(bad_length);
+        return Some(());
+    };
+    let addr_len = if ip.family == 4 { 4 } else { 16 };
+    let len = vrrp::HEADER_LEN + usize::from(h[3]) * addr_len;
+    if ip.len != len || len > MAX_VRRP_PAYLOAD {
+        count!(bad_length);
+        return Some(());
+    }
+    let pseudo = if ip.family == 4 {
+        vrrp::PseudoHeader::V4 {
+            src: [ip.src[0], ip.src[1], ip.src[2], ip.src[3]],
+            dst: [ip.dst[0], ip.dst[1], ip.dst[2], ip.dst[3]],
+        }
+    } else {
+        vrrp::PseudoHeader::V6 {
+            src: ip.src,
+            dst: ip.dst,
+        }
+    };
+    // The checksum with the pseudo-header, summed straight off the packet in words
+    // (VRRPv3 lengths are even) under a constant loop bound.
+    let mut sum = pseudo.sum(len);
+    let mut i = 0;
+    while i < MAX_VRRP_PAYLOAD {
+        if i < len {
+            sum = checksum::add(sum, &read::<[u8; 2]>(pkt, l4 + i)?);
+        }
+        i += 2;
+    }
+    if checksum::finish(sum) != 0 {
+        count!(bad_checksum);
+        return Some(());
+    }
+    s.event.priority = h[2];
+    s.event.interval_cs = u16::from_be_bytes([h[4], h[5]]) & vrrp::MAX_ADVER_INT_MASK;
+    s.event.verified = 1;
+    None
+}
+
+/// The VIP entry for an address on this interface and VLAN.
+#[inline(always)]
+fn vip(l2: L2, family: u8, addr: [u8; 16]) -> Option<VipEntry> {
+    let key = VipKey {
+        ifindex: l2.ifindex,
+        vlan: l2.vlan,
+        family,
+        _pad: 0,
+        addr,
+    };
+    // SAFETY: map values stay valid for the whole program run.
+    CARP_VIPS.get_ptr(&key).map(|p| unsafe { *p })
+}
+
+/// An ARP request for one of our VIPs: answered in place while MASTER, dropped otherwise.
+#[inline(never)]
+fn arp(pkt: Pkt, l2: L2) -> Option<u32> {
+    let a = l2.l3;
+    // Ethernet/IPv4 request: htype 1, ptype 0x0800, hlen 6, plen 4, op 1.
+    if read::<[u8; 8]>(pkt, a)? != [0, 1, 0x08, 0, 6, 4, 0, 1] {
+        return None;
+    }
+    let target_ip: [u8; 4] = read(pkt, a + 24)?;
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&target_ip);
+    let vip = vip(l2, 4, addr)?;
+    if vip.state != state::MASTER {
+        drop_as!(arp_dropped);
+    }
+    let sender_mac: [u8; 6] = read(pkt, a + 8)?;
+    let sender_ip: [u8; 4] = read(pkt, a + 14)?;
+    // Turn the request into the reply: to the asker, from the VHID's MAC.
+    write(pkt, 0, sender_mac)?;
+    write(pkt, 6, vip.mac)?;
+    write(pkt, a + 6, [0u8, 2])?;
+    write(pkt, a + 8, vip.mac)?;
+    write(pkt, a + 14, target_ip)?;
+    write(pkt, a + 18, sender_mac)?;
+    write(pkt, a + 24, sender_ip)?;
+    count!(arp_replied);
+    Some(XDP_TX)
+}
+
+/// A Neighbor Solicitation for one of our VIP6s: answered with a Neighbor Advertisement in
+/// place while MASTER, dropped otherwise. Solicitations of other shapes (DAD from ::, no
+/// source link-layer option) go to the kernel while MASTER.
+#[inline(never)]
+fn neighbor_solicit(pkt: Pkt, l2: L2) -> Option<u32> {
+    let l3 = l2.l3;
+    let icmp = l3 + IPV6_HLEN;
+    let [kind, _] = read::<[u8; 2]>(pkt, icmp)?;
+    if kind != ND_NEIGHBOR_SOLICIT {
+        return None;
+    }
+    let target: [u8; 16] = read(pkt, icmp + 8)?;
+    let vip = vip(l2, 6, target)?;
+    if vip.state != state::MASTER {
+        drop_as!(ns_dropped);
+    }
+    let src: [u8; 16] = read(pkt, l3 + 8)?;
+    let payload_len = usize::from(be16(pkt, l3 + 4)?);
+    let option: [u8; 8] = read(pkt, icmp + 24)?;
+    if payload_len != ND_LEN || option[..2] != [1, 1] || src == [0; 16] {
+        return None;
+    }
+    let na = &mut scratch()?.na;
+    // The advertisement: Solicited + Override, target, target link-layer address option.
+    *na = [0; ND_LEN];
+    na[0] = ND_NEIGHBOR_ADVERT;
+    na[4] = NA_FLAGS;
+    na[8..24].copy_from_slice(&target);
+    na[24] = 2;
+    na[25] = 1;
+    na[26..32].copy_from_slice(&vip.mac);
+    // ICMPv6 checksum over the pseudo-header (RFC 8200 8.1) and the message.
+    let mut sum = checksum::add(checksum::add(0, &target), &src);
+    sum += ND_LEN as u32 + u32::from(IPPROTO_ICMPV6);
+    let csum = checksum::finish(checksum::add(sum, na));
+    na[2..4].copy_from_slice(&csum.to_be_bytes());
+    write(
+        pkt,
+        0,
+        [
+            option[2], option[3], option[4], option[5], option[6], option[7],
+        ],
+    )?;
+    write(pkt, 6, vip.mac)?;
+    write(pkt, l3 + 6, [IPPROTO_ICMPV6, wire::TTL])?;
+    write(pkt, l3 + 8, target)?;
+    write(pkt, l3 + 24, src)?;
+    write(pkt, icmp, *na)?;
+    count!(na_sent);
+    Some(XDP_TX)
 }
 
 #[cfg(not(test))]
