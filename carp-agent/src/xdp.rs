@@ -1,12 +1,17 @@
-//! Loading the XDP program, attaching it to interfaces and reading its maps.
+//! The XDP data plane from the agent's side: loading and attaching the program, pinning
+//! its maps for `bpftool`, writing VHID and VIP state, reading counters and advert events.
 
-use anyhow::{Context as _, Result};
+use crate::hmac::Auth;
+use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::PerCpuArray,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use carp_common::maps::{self, XdpStats};
+use carp_common::maps::{
+    self, AdvertEvent, MAX_PREFIX, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats,
+};
+use std::path::Path;
 
 /// The compiled XDP object, built by build.rs.
 pub static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/carp"));
@@ -14,9 +19,50 @@ pub static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/car
 /// Name of the XDP program inside [`OBJECT`].
 const PROGRAM: &str = "carp";
 
-/// The loaded object with its program verified by the kernel, ready to attach.
+/// Maps pinned for inspection.
+const PINNED: [&str; 4] = [maps::STATS, maps::VHIDS, maps::VIPS, maps::REPLAY];
+
+/// One loaded instance of the program with its own maps.
 pub struct DataPlane {
     ebpf: Ebpf,
+}
+
+/// The map entry for a VHID: protocol, state, MACs and, for CARP, what the program needs
+/// to verify digests (message prefix and pad states, never the password).
+pub fn vhid_entry(
+    version: u8,
+    state: u8,
+    flags: u8,
+    mac: [u8; 6],
+    if_mac: [u8; 6],
+    auth: Option<&Auth>,
+) -> VhidEntry {
+    let mut entry = VhidEntry {
+        state,
+        version,
+        flags,
+        mac,
+        if_mac,
+        ..VhidEntry::default()
+    };
+    if let Some(auth) = auth {
+        let prefix = auth.prefix();
+        if prefix.len() <= MAX_PREFIX {
+            entry.prefix[..prefix.len()].copy_from_slice(prefix);
+            entry.pads = auth.pad_states();
+        }
+        // Longer prefixes are flagged by their length alone: the program then hands the
+        // adverts over unverified and the agent checks them.
+        entry.prefix_len = u8::try_from(prefix.len()).unwrap_or(u8::MAX);
+    }
+    entry
+}
+
+/// Decodes a ring buffer record.
+pub fn parse_event(bytes: &[u8]) -> Option<AdvertEvent> {
+    (bytes.len() >= size_of::<AdvertEvent>())
+        // SAFETY: long enough, and AdvertEvent is plain old data.
+        .then(|| unsafe { bytes.as_ptr().cast::<AdvertEvent>().read_unaligned() })
 }
 
 impl DataPlane {
@@ -50,6 +96,72 @@ impl DataPlane {
             .with_context(|| format!("attaching XDP to {iface} in {mode:?} mode"))
     }
 
+    /// Attaches in native (driver) mode, falling back to generic (skb) mode where the
+    /// driver has no XDP support; returns the mode it got.
+    pub fn attach_best(&mut self, iface: &str) -> Result<(XdpLinkId, XdpMode)> {
+        match self.attach(iface, XdpMode::Driver) {
+            Ok(link) => Ok((link, XdpMode::Driver)),
+            Err(native) => self
+                .attach(iface, XdpMode::Skb)
+                .map(|link| (link, XdpMode::Skb))
+                .with_context(|| format!("native mode failed too: {native:#}")),
+        }
+    }
+
+    /// Pins the inspectable maps under `dir` (e.g. /sys/fs/bpf/carp/eth0), replacing pins
+    /// a previous agent left: a stale pin would otherwise show old state.
+    pub fn pin(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for name in PINNED {
+            let path = dir.join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => bail!("removing stale pin {}: {e}", path.display()),
+            }
+            self.ebpf
+                .map(name)
+                .with_context(|| format!("map {name} missing"))?
+                .pin(&path)
+                .with_context(|| format!("pinning {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    fn hash_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &str,
+    ) -> Result<HashMap<&mut MapData, K, V>> {
+        Ok(HashMap::try_from(
+            self.ebpf
+                .map_mut(name)
+                .with_context(|| format!("map {name} missing"))?,
+        )?)
+    }
+
+    pub fn set_vhid(&mut self, key: &VhidKey, entry: &VhidEntry) -> Result<()> {
+        self.hash_map::<VhidKey, VhidEntry>(maps::VHIDS)?
+            .insert(key, entry, 0)?;
+        Ok(())
+    }
+
+    pub fn remove_vhid(&mut self, key: &VhidKey) -> Result<()> {
+        self.hash_map::<VhidKey, VhidEntry>(maps::VHIDS)?
+            .remove(key)?;
+        Ok(())
+    }
+
+    pub fn set_vip(&mut self, key: &VipKey, entry: &VipEntry) -> Result<()> {
+        self.hash_map::<VipKey, VipEntry>(maps::VIPS)?
+            .insert(key, entry, 0)?;
+        Ok(())
+    }
+
+    pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
+        self.hash_map::<VipKey, VipEntry>(maps::VIPS)?.remove(key)?;
+        Ok(())
+    }
+
     /// Statistics summed over all CPUs.
     pub fn stats(&self) -> Result<XdpStats> {
         let map: PerCpuArray<_, XdpStats> = PerCpuArray::try_from(
@@ -58,5 +170,14 @@ impl DataPlane {
                 .with_context(|| format!("map {} missing", maps::STATS))?,
         )?;
         Ok(XdpStats::total(map.get(&0, 0)?.iter()))
+    }
+
+    /// The advert ring buffer, taken out of the instance (once) for the event loop.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        Ok(RingBuf::try_from(
+            self.ebpf
+                .take_map(maps::EVENTS)
+                .with_context(|| format!("map {} missing or already taken", maps::EVENTS))?,
+        )?)
     }
 }

@@ -162,6 +162,13 @@ macro_rules! stats {
                 })
             }
 
+            /// What happened since `earlier` was read.
+            pub fn since(&self, earlier: &Self) -> Self {
+                Self {
+                    $($field: self.$field.wrapping_sub(earlier.$field),)*
+                }
+            }
+
             /// Every counter with its name, for status output and metrics.
             pub fn fields(&self) -> [(&'static str, u64); [$(stringify!($field)),*].len()] {
                 [$((stringify!($field), self.$field)),*]
@@ -261,5 +268,6 @@ mod tests {
         let t = XdpStats::total([&a, &b]);
         assert_eq!((t.adverts, t.bad_hmac, t.vmac_dropped), (5, 1, 4));
         assert!(t.fields().contains(&("adverts", 5)));
+        assert_eq!(t.since(&a), b);
     }
 }

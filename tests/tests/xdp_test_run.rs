@@ -1,64 +1,551 @@
-//! The XDP program run on crafted frames with BPF_PROG_TEST_RUN (needs root).
+//! The XDP program run on crafted frames with BPF_PROG_TEST_RUN (needs root): every path
+//! and every drop reason, with verdict, output bytes, counters and ring buffer events.
 
-use aya::programs::{TestRun as _, TestRunOptions};
-use carp_agent::xdp::DataPlane;
-use carp_common::wire::{CarpHeader, GROUP_V6, IPPROTO_CARP, TTL};
+use aya::{
+    maps::{MapData, RingBuf},
+    programs::{TestRun as _, TestRunOptions},
+};
+use carp_agent::{
+    hmac::Auth,
+    xdp::{DataPlane, parse_event, vhid_entry},
+};
+use carp_common::{
+    maps::{AdvertEvent, VhidKey, VipEntry, VipKey, XdpStats, flags, state},
+    vrrp::{self, Vrrp3Header},
+    wire::{self, CarpHeader},
+};
 use carp_tests::frame;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+/// BPF_PROG_TEST_RUN runs XDP programs as if received on the loopback device.
+const LO: u32 = 1;
+const VHID: u8 = 1;
+const VRID: u8 = 51;
+const PASSWORD: &[u8] = b"testpass";
+const IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
+const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbb];
 
-fn run(dp: &mut DataPlane, data: &[u8]) -> u32 {
-    let result = dp
-        .program()
-        .unwrap()
-        .test_run(TestRunOptions {
-            data_in: Some(data),
-            ..Default::default()
-        })
-        .unwrap();
-    result.return_value
+fn vip4() -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 50)
+}
+fn vip6() -> Ipv6Addr {
+    "2001:db8::50".parse().unwrap()
+}
+fn peer4() -> IpAddr {
+    Ipv4Addr::new(192, 0, 2, 2).into()
+}
+
+fn key(vhid: u8, vlan: u16) -> VhidKey {
+    VhidKey {
+        ifindex: LO,
+        vlan,
+        vhid,
+        _pad: 0,
+    }
+}
+
+fn vip_key(family: u8, addr: IpAddr) -> VipKey {
+    let mut a = [0u8; 16];
+    match addr {
+        IpAddr::V4(v) => a[..4].copy_from_slice(&v.octets()),
+        IpAddr::V6(v) => a = v.octets(),
+    }
+    VipKey {
+        ifindex: LO,
+        vlan: 0,
+        family,
+        _pad: 0,
+        addr: a,
+    }
+}
+
+/// A data plane configured like an agent would for VHID 1 (CARP, VIPs 192.0.2.50 and
+/// 2001:db8::50, virtual MAC) and VRID 51 (VRRPv3), in `st`.
+struct Fixture {
+    dp: DataPlane,
+    events: RingBuf<MapData>,
+    auth: Auth,
+}
+
+impl Fixture {
+    fn new(st: u8) -> Self {
+        let mut dp = DataPlane::load().unwrap();
+        let auth = Auth::new(PASSWORD, VHID, &[vip4().into(), vip6().into()]).unwrap();
+        let events = dp.take_events().unwrap();
+        let mut f = Self { dp, events, auth };
+        f.set_state(st, flags::VMAC);
+        let vrrp = vhid_entry(vrrp::VERSION, st, 0, IF_MAC, IF_MAC, None);
+        f.dp.set_vhid(&key(VRID, 0), &vrrp).unwrap();
+        f
+    }
+
+    fn set_state(&mut self, st: u8, fl: u8) {
+        let vmac = wire::virtual_mac(VHID);
+        let entry = vhid_entry(wire::VERSION, st, fl, vmac, IF_MAC, Some(&self.auth));
+        self.dp.set_vhid(&key(VHID, 0), &entry).unwrap();
+        self.dp.set_vhid(&key(VHID, 7), &entry).unwrap();
+        let v = VipEntry {
+            vhid: VHID,
+            state: st,
+            mac: vmac,
+        };
+        self.dp.set_vip(&vip_key(4, vip4().into()), &v).unwrap();
+        self.dp.set_vip(&vip_key(6, vip6().into()), &v).unwrap();
+    }
+
+    /// Runs one frame: verdict, output bytes.
+    fn run(&mut self, data: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; data.len() + 256];
+        let r = self
+            .dp
+            .program()
+            .unwrap()
+            .test_run(TestRunOptions {
+                data_in: Some(data),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    /// Runs one frame and returns the verdict and the change in counters.
+    fn run_counted(&mut self, data: &[u8]) -> (u32, XdpStats) {
+        let before = self.dp.stats().unwrap();
+        let (verdict, _) = self.run(data);
+        (verdict, self.dp.stats().unwrap().since(&before))
+    }
+
+    fn next_event(&mut self) -> Option<AdvertEvent> {
+        self.events.next().and_then(|item| parse_event(&item))
+    }
+
+    fn advert(&self, counter: u64, advskew: u8) -> CarpHeader {
+        CarpHeader {
+            vhid: VHID,
+            advskew,
+            demote: 0,
+            advbase: 1,
+            counter,
+            digest: self.auth.sign(counter),
+        }
+    }
+}
+
+/// The counters one protocol-112 packet moves: `proto112` and what `f` sets.
+fn only(f: impl FnOnce(&mut XdpStats)) -> XdpStats {
+    let mut s = XdpStats {
+        proto112: 1,
+        ..Default::default()
+    };
+    f(&mut s);
+    s
 }
 
 #[test]
-fn counts_frames_and_protocol_112() {
-    let mut dp = DataPlane::load().unwrap();
-    let advert = CarpHeader {
-        vhid: 1,
-        advskew: 0,
-        demote: 0,
-        advbase: 1,
-        counter: 1,
-        digest: [0; 20],
+fn valid_carp_advert_goes_to_the_agent_with_its_fields() {
+    let mut fx = Fixture::new(state::BACKUP);
+    let h = fx.advert(0x1122334455667788, 100);
+    let (verdict, delta) = fx.run_counted(&frame::carp(peer4(), &h));
+    assert_eq!(verdict, XDP_DROP);
+    assert_eq!(delta, only(|s| s.adverts = 1));
+    let ev = fx.next_event().expect("an event in the ring buffer");
+    assert_eq!(
+        (
+            ev.ifindex,
+            ev.vlan,
+            ev.vhid,
+            ev.version,
+            ev.family,
+            ev.verified
+        ),
+        (LO, 0, VHID, 2, 4, 1)
+    );
+    assert_eq!(
+        (ev.advbase, ev.advskew, ev.counter),
+        (1, 100, 0x1122334455667788)
+    );
+    assert_eq!(&ev.src[..4], &[192, 0, 2, 2]);
+    assert!(ev.ktime_ns > 0);
+    assert!(fx.next_event().is_none());
+}
+
+#[test]
+fn ipv6_and_vlan_tagged_adverts() {
+    let mut fx = Fixture::new(state::BACKUP);
+    let src6: IpAddr = "2001:db8::2".parse().unwrap();
+    let (verdict, delta) = fx.run_counted(&frame::carp(src6, &fx.advert(5, 0)));
+    assert_eq!((verdict, delta), (XDP_DROP, only(|s| s.adverts = 1)));
+    let ev = fx.next_event().unwrap();
+    assert_eq!((ev.family, ev.verified), (6, 1));
+    let tagged = frame::proto112(peer4(), VHID, Some(7), wire::TTL, &fx.advert(6, 0).encode());
+    let (verdict, delta) = fx.run_counted(&tagged);
+    assert_eq!((verdict, delta), (XDP_DROP, only(|s| s.adverts = 1)));
+    assert_eq!(fx.next_event().unwrap().vlan, 7);
+    // VLAN 8 is not configured: someone else's.
+    let other = frame::proto112(peer4(), VHID, Some(8), wire::TTL, &fx.advert(7, 0).encode());
+    assert_eq!(fx.run_counted(&other), (XDP_PASS, only(|s| s.foreign = 1)));
+}
+
+#[test]
+fn every_invalid_carp_advert_is_dropped_with_its_reason() {
+    let mut fx = Fixture::new(state::BACKUP);
+    let good = fx.advert(42, 0);
+    let payload = good.encode();
+    let with = |f: &dyn Fn(&mut [u8; 36])| {
+        let mut p = payload;
+        f(&mut p);
+        p
     };
-    let mac = [2, 0, 0, 0, 0, 1];
-    let carp4 = frame::carp_v4([192, 0, 2, 1], &advert);
-    let mut carp6_vlan =
-        frame::ethernet([0x33, 0x33, 0, 0, 0, 0x12], mac, Some(7), frame::ETH_P_IPV6);
-    let src6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-    carp6_vlan.extend(frame::ipv6(
-        src6,
-        GROUP_V6,
-        TTL,
-        IPPROTO_CARP,
-        &advert.encode(),
-    ));
-    let mut icmp = frame::ethernet(mac, mac, None, frame::ETH_P_IP);
+    let recksum = |p: &mut [u8; 36]| {
+        p[6] = 0;
+        p[7] = 0;
+        let c = carp_common::checksum::internet(p);
+        p[6..8].copy_from_slice(&c.to_be_bytes());
+    };
+    let cases: Vec<(&str, Vec<u8>, XdpStats)> = vec![
+        (
+            "ttl 64",
+            frame::proto112(peer4(), VHID, None, 64, &payload),
+            only(|s| s.bad_ttl = 1),
+        ),
+        (
+            "version 3",
+            frame::proto112(
+                peer4(),
+                VHID,
+                None,
+                255,
+                &with(&|p| {
+                    p[0] = 0x31;
+                    recksum(p)
+                }),
+            ),
+            only(|s| s.bad_version = 1),
+        ),
+        (
+            "type 2",
+            frame::proto112(
+                peer4(),
+                VHID,
+                None,
+                255,
+                &with(&|p| {
+                    p[0] = 0x22;
+                    recksum(p)
+                }),
+            ),
+            only(|s| s.bad_type = 1),
+        ),
+        (
+            "authlen 6",
+            frame::proto112(
+                peer4(),
+                VHID,
+                None,
+                255,
+                &with(&|p| {
+                    p[3] = 6;
+                    recksum(p)
+                }),
+            ),
+            only(|s| s.bad_authlen = 1),
+        ),
+        (
+            "checksum",
+            frame::proto112(peer4(), VHID, None, 255, &with(&|p| p[6] ^= 1)),
+            only(|s| s.bad_checksum = 1),
+        ),
+        (
+            "wrong digest",
+            frame::proto112(
+                peer4(),
+                VHID,
+                None,
+                255,
+                &with(&|p| {
+                    p[20] ^= 1;
+                    recksum(p)
+                }),
+            ),
+            only(|s| s.bad_hmac = 1),
+        ),
+        (
+            "truncated",
+            frame::proto112(peer4(), VHID, None, 255, &payload[..30]),
+            only(|s| s.bad_length = 1),
+        ),
+        (
+            "trailing bytes",
+            frame::proto112(peer4(), VHID, None, 255, &[&payload[..], &[0, 0]].concat()),
+            only(|s| s.bad_length = 1),
+        ),
+    ];
+    for (name, data, expected) in cases {
+        assert_eq!(fx.run_counted(&data), (XDP_DROP, expected), "{name}");
+    }
+    assert!(
+        fx.next_event().is_none(),
+        "no invalid advert reaches the agent"
+    );
+
+    // A wrong password: same layout, other key.
+    let other = Auth::new(b"wrong", VHID, &[vip4().into(), vip6().into()]).unwrap();
+    let forged = CarpHeader {
+        digest: other.sign(42),
+        ..good
+    };
+    assert_eq!(
+        fx.run_counted(&frame::carp(peer4(), &forged)),
+        (XDP_DROP, only(|s| s.bad_hmac = 1))
+    );
+}
+
+#[test]
+fn a_replayed_advert_is_dropped() {
+    let mut fx = Fixture::new(state::BACKUP);
+    let f = frame::carp(peer4(), &fx.advert(9, 0));
+    assert_eq!(fx.run_counted(&f), (XDP_DROP, only(|s| s.adverts = 1)));
+    assert_eq!(fx.run_counted(&f), (XDP_DROP, only(|s| s.replay = 1)));
+    // The same counter from another source is not a replay (two masters after a heal).
+    let other = frame::carp(Ipv4Addr::new(192, 0, 2, 3).into(), &fx.advert(9, 0));
+    assert_eq!(fx.run_counted(&other), (XDP_DROP, only(|s| s.adverts = 1)));
+}
+
+#[test]
+fn long_vip_lists_reach_the_agent_unverified() {
+    let mut fx = Fixture::new(state::BACKUP);
+    // 12 IPv4 VIPs: a 51-byte prefix, too long to finish in one SHA-1 block.
+    let vips: Vec<IpAddr> = (60..72)
+        .map(|i| Ipv4Addr::new(192, 0, 2, i).into())
+        .collect();
+    fx.auth = Auth::new(PASSWORD, VHID, &vips).unwrap();
+    fx.set_state(state::BACKUP, 0);
+    let f = frame::carp(peer4(), &fx.advert(3, 0));
+    assert_eq!(
+        fx.run_counted(&f),
+        (
+            XDP_DROP,
+            only(|s| {
+                s.adverts = 1;
+                s.unverified = 1
+            })
+        )
+    );
+    let ev = fx.next_event().unwrap();
+    assert_eq!(ev.verified, 0);
+    assert!(
+        fx.auth.verify(ev.counter, &ev.digest),
+        "the agent can check it"
+    );
+}
+
+#[test]
+fn vrrp3_adverts() {
+    let mut fx = Fixture::new(state::BACKUP);
+    let h = Vrrp3Header {
+        vrid: VRID,
+        priority: 100,
+        count: 1,
+        max_adver_int: 100,
+    };
+    let f = frame::vrrp_v4([192, 0, 2, 2], &h, &[[192, 0, 2, 100]]);
+    assert_eq!(fx.run_counted(&f), (XDP_DROP, only(|s| s.adverts = 1)));
+    let ev = fx.next_event().unwrap();
+    assert_eq!(
+        (ev.version, ev.vhid, ev.priority, ev.interval_cs),
+        (3, VRID, 100, 100)
+    );
+    // Checksum covers the pseudo-header: the same payload from another source fails.
+    let mut bad = f.clone();
+    bad[14 + 15] = 9;
+    let ipsum = carp_common::checksum::internet(&{
+        let mut ip = bad[14..34].to_vec();
+        ip[10] = 0;
+        ip[11] = 0;
+        ip
+    });
+    bad[24..26].copy_from_slice(&ipsum.to_be_bytes());
+    assert_eq!(
+        fx.run_counted(&bad),
+        (XDP_DROP, only(|s| s.bad_checksum = 1))
+    );
+    // Count of addresses that does not match the length.
+    let mut short = f.clone();
+    short.truncate(short.len() - 4);
+    assert_eq!(
+        fx.run_counted(&short).0,
+        XDP_DROP,
+        "IP length now disagrees too"
+    );
+    // A CARP advert for a VRRP VRID has the wrong version.
+    let carp = CarpHeader {
+        vhid: VRID,
+        ..fx.advert(1, 0)
+    };
+    assert_eq!(
+        fx.run_counted(&frame::carp(peer4(), &carp)),
+        (XDP_DROP, only(|s| s.bad_version = 1))
+    );
+}
+
+#[test]
+fn unknown_vhids_and_other_traffic_pass_untouched() {
+    let mut fx = Fixture::new(state::MASTER);
+    let foreign = CarpHeader {
+        vhid: 99,
+        ..fx.advert(1, 0)
+    };
+    let f = frame::carp(peer4(), &foreign);
+    let (verdict, out) = fx.run(&f);
+    assert_eq!((verdict, &out[..]), (XDP_PASS, &f[..]));
+    let mut icmp = frame::ethernet(IF_MAC, PEER_MAC, None, frame::ETH_P_IP);
     icmp.extend(frame::ipv4(
-        [192, 0, 2, 1],
         [192, 0, 2, 2],
+        [192, 0, 2, 1],
         64,
         1,
         &[8, 0, 0, 0, 0, 0, 0, 0],
     ));
-    let arp = frame::arp_request(mac, [192, 0, 2, 1], [192, 0, 2, 50]);
-    // The kernel's test_run needs at least an Ethernet header; this one claims IPv4 and ends.
-    let runt = frame::ethernet(mac, mac, None, frame::ETH_P_IP);
+    assert_eq!(fx.run_counted(&icmp), (XDP_PASS, XdpStats::default()));
+    let runt = frame::ethernet(IF_MAC, PEER_MAC, None, frame::ETH_P_IP);
+    assert_eq!(fx.run_counted(&runt), (XDP_PASS, XdpStats::default()));
+}
 
-    let before = dp.stats().unwrap();
-    for f in [&carp4[..], &carp6_vlan, &icmp, &arp, &runt[..]] {
-        assert_eq!(run(&mut dp, f), XDP_PASS);
+#[test]
+fn arp_for_a_vip_is_answered_while_master_and_dropped_otherwise() {
+    let mut fx = Fixture::new(state::MASTER);
+    let req = frame::arp_request(PEER_MAC, [192, 0, 2, 2], vip4().octets());
+    let (verdict, out) = fx.run(&req);
+    assert_eq!(verdict, XDP_TX);
+    let vmac = wire::virtual_mac(VHID);
+    let mut expected = frame::ethernet(PEER_MAC, vmac, None, frame::ETH_P_ARP);
+    expected.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 2]);
+    expected.extend_from_slice(&vmac);
+    expected.extend_from_slice(&vip4().octets());
+    expected.extend_from_slice(&PEER_MAC);
+    expected.extend_from_slice(&[192, 0, 2, 2]);
+    assert_eq!(out, expected);
+    // Other addresses are the kernel's business.
+    let other = frame::arp_request(PEER_MAC, [192, 0, 2, 2], [192, 0, 2, 1]);
+    assert_eq!(fx.run(&other), (XDP_PASS, other.clone()));
+    for st in [state::BACKUP, state::INIT] {
+        fx.set_state(st, flags::VMAC);
+        let (verdict, delta) = fx.run_counted(&req);
+        assert_eq!(verdict, XDP_DROP);
+        assert_eq!(delta.arp_dropped, 1);
     }
-    let after = dp.stats().unwrap();
-    assert_eq!(after.frames - before.frames, 5);
-    assert_eq!(after.proto112 - before.proto112, 2);
+}
+
+#[test]
+fn neighbor_solicitation_for_a_vip6_is_answered_while_master() {
+    let mut fx = Fixture::new(state::MASTER);
+    let src: [u8; 16] = "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets();
+    let ns = frame::neighbor_solicit(PEER_MAC, src, vip6().octets());
+    let (verdict, out) = fx.run(&ns);
+    assert_eq!(verdict, XDP_TX);
+    let vmac = wire::virtual_mac(VHID);
+    assert_eq!(&out[..6], &PEER_MAC);
+    assert_eq!(&out[6..12], &vmac);
+    let ip = &out[14..54];
+    assert_eq!((ip[6], ip[7]), (frame::IPPROTO_ICMPV6, 255));
+    assert_eq!(&ip[8..24], &vip6().octets());
+    assert_eq!(&ip[24..40], &src);
+    let na = &out[54..];
+    assert_eq!(na.len(), 32);
+    assert_eq!(
+        (na[0], na[1], na[4]),
+        (136, 0, 0x60),
+        "NA, Solicited + Override"
+    );
+    assert_eq!(&na[8..24], &vip6().octets());
+    assert_eq!(&na[24..26], &[2, 1], "target link-layer address option");
+    assert_eq!(&na[26..32], &vmac);
+    let dst: [u8; 16] = ip[24..40].try_into().unwrap();
+    assert_eq!(frame::icmpv6_checksum(&vip6().octets(), &dst, na), 0);
+
+    fx.set_state(state::BACKUP, flags::VMAC);
+    let (verdict, delta) = fx.run_counted(&ns);
+    assert_eq!((verdict, delta.ns_dropped), (XDP_DROP, 1));
+}
+
+#[test]
+fn frames_to_the_virtual_mac_are_ours_only_while_master() {
+    let mut fx = Fixture::new(state::MASTER);
+    let vmac = wire::virtual_mac(VHID);
+    let mut f = frame::ethernet(vmac, PEER_MAC, None, frame::ETH_P_IP);
+    f.extend(frame::ipv4(
+        [192, 0, 2, 2],
+        vip4().octets(),
+        64,
+        6,
+        &[0; 20],
+    ));
+    let (verdict, out) = fx.run(&f);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(&out[..6], &IF_MAC, "rewritten to the interface MAC");
+    assert_eq!(&out[6..], &f[6..]);
+    fx.set_state(state::BACKUP, flags::VMAC);
+    let (verdict, delta) = fx.run_counted(&f);
+    assert_eq!((verdict, delta.vmac_dropped), (XDP_DROP, 1));
+    // Interface-MAC mode: the virtual MAC is nobody's, the frame goes on untouched.
+    fx.set_state(state::BACKUP, 0);
+    assert_eq!(fx.run(&f), (XDP_PASS, f.clone()));
+}
+
+#[test]
+fn random_and_truncated_frames_never_fail() {
+    let mut fx = Fixture::new(state::MASTER);
+    let mut valid = vec![
+        frame::carp(peer4(), &fx.advert(1, 0)),
+        frame::arp_request(PEER_MAC, [192, 0, 2, 2], vip4().octets()),
+        frame::neighbor_solicit(
+            PEER_MAC,
+            "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets(),
+            vip6().octets(),
+        ),
+    ];
+    let h = Vrrp3Header {
+        vrid: VRID,
+        priority: 100,
+        count: 1,
+        max_adver_int: 100,
+    };
+    valid.push(frame::vrrp_v4([192, 0, 2, 2], &h, &[[192, 0, 2, 100]]));
+    // test_run itself refuses frames shorter than an Ethernet header.
+    for f in &valid {
+        for len in 14..=f.len().min(128) {
+            let (verdict, _) = fx.run(&f[..len]);
+            assert!(
+                [XDP_DROP, XDP_PASS, XDP_TX].contains(&verdict),
+                "len {len}: {verdict}"
+            );
+        }
+    }
+    // Random bytes, and random bytes behind a valid Ethernet/IP prefix.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..2000 {
+        let len = 14 + (rand() % 115) as usize;
+        let mut f: Vec<u8> = (0..len).map(|_| rand() as u8).collect();
+        if i % 2 == 0 {
+            let prefix = &valid[i % valid.len()];
+            let n = prefix.len().min(len).min(34);
+            f[..n].copy_from_slice(&prefix[..n]);
+        }
+        let (verdict, _) = fx.run(&f);
+        assert!(
+            [XDP_DROP, XDP_PASS, XDP_TX].contains(&verdict),
+            "frame {f:02x?}"
+        );
+    }
 }
