@@ -22,6 +22,9 @@ pub const EVENTS_BYTES: usize = 256 * 1024;
 /// Longest HMAC message prefix the program verifies itself: prefix plus the 8-byte counter
 /// must finish in one SHA-1 block. Longer ones (many VIPs) reach the agent unverified.
 pub const MAX_PREFIX: usize = crate::sha1::MAX_ONE_BLOCK_MSG - 8;
+/// Room for the prefix in [`VhidEntry`].
+pub const PREFIX_CAPACITY: usize = 48;
+const _: () = assert!(MAX_PREFIX <= PREFIX_CAPACITY);
 
 /// VHID states as the program reads them.
 pub mod state {
@@ -65,7 +68,7 @@ pub struct VhidEntry {
     /// The interface's own MAC, which virtual-MAC frames are rewritten to.
     pub if_mac: [u8; 6],
     /// The HMAC message before the counter: version, type, vhid, VIPs.
-    pub prefix: [u8; 48],
+    pub prefix: [u8; PREFIX_CAPACITY],
     /// SHA-1 states after the HMAC pads: the key never enters the kernel.
     pub pads: PadStates,
 }
@@ -79,7 +82,7 @@ impl Default for VhidEntry {
             prefix_len: 0,
             mac: [0; 6],
             if_mac: [0; 6],
-            prefix: [0; 48],
+            prefix: [0; PREFIX_CAPACITY],
             pads: PadStates::default(),
         }
     }
@@ -240,7 +243,7 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<VhidKey>(), 8);
-        assert_eq!(size_of::<VhidEntry>(), 4 + 6 + 6 + 48 + 40);
+        assert_eq!(size_of::<VhidEntry>(), 4 + 6 + 6 + PREFIX_CAPACITY + 40);
         assert_eq!(size_of::<VipKey>(), 24);
         assert_eq!(size_of::<VipEntry>(), 8);
         assert_eq!(size_of::<ReplayEntry>(), 24);
@@ -250,7 +253,6 @@ mod tests {
             size_of::<XdpStats>(),
             8 * XdpStats::default().fields().len()
         );
-        assert!(MAX_PREFIX <= 48);
     }
 
     #[test]

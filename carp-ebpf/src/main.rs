@@ -177,10 +177,10 @@ fn handle(pkt: Pkt) -> Option<u32> {
         ifindex: pkt.ifindex,
     };
     let dst: [u8; 6] = read(pkt, 0)?;
-    if dst[..5] == wire::virtual_mac(0)[..5] {
-        if let Some(verdict) = virtual_mac(pkt, l2, dst[5]) {
-            return Some(verdict);
-        }
+    if dst[..5] == wire::virtual_mac(0)[..5]
+        && let Some(verdict) = virtual_mac(pkt, l2, dst[5])
+    {
+        return Some(verdict);
     }
     match ethertype {
         ETH_P_IP => {
@@ -216,7 +216,7 @@ fn virtual_mac(pkt: Pkt, l2: L2, vhid: u8) -> Option<u32> {
         _pad: 0,
     };
     // SAFETY: map values stay valid for the whole program run.
-    let entry = unsafe { &*CARP_VHIDS.get_ptr(&key)? };
+    let entry = unsafe { &*CARP_VHIDS.get_ptr(key)? };
     if entry.flags & flags::VMAC == 0 {
         return None;
     }
@@ -290,7 +290,7 @@ fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> Option<u32> {
         vhid,
         _pad: 0,
     };
-    let Some(entry) = CARP_VHIDS.get_ptr(&key) else {
+    let Some(entry) = CARP_VHIDS.get_ptr(key) else {
         count!(foreign);
         return Some(XDP_PASS);
     };
@@ -323,7 +323,12 @@ fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> Option<u32> {
     }
     // SAFETY: a plain helper call.
     s.event.ktime_ns = unsafe { bpf_ktime_get_ns() };
-    if CARP_EVENTS.output(&s.event, 0).is_err() {
+    #[allow(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by value would copy the 72-byte event onto the 512-byte stack"
+    )]
+    let sent = CARP_EVENTS.output(&s.event, 0);
+    if sent.is_err() {
         drop_as!(ringbuf_full);
     }
     count!(adverts);
@@ -472,7 +477,7 @@ fn vip(l2: L2, family: u8, addr: [u8; 16]) -> Option<VipEntry> {
         addr,
     };
     // SAFETY: map values stay valid for the whole program run.
-    CARP_VIPS.get_ptr(&key).map(|p| unsafe { *p })
+    CARP_VIPS.get_ptr(key).map(|p| unsafe { *p })
 }
 
 /// An ARP request for one of our VIPs: answered in place while MASTER, dropped otherwise.
