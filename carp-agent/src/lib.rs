@@ -2,5 +2,6 @@
 
 pub mod demotion;
 pub mod election;
+pub mod frame;
 pub mod hmac;
 pub mod xdp;

@@ -1,6 +1,5 @@
-//! Harness for carp's end-to-end tests: network namespaces that clean up after themselves,
-//! and the frames the tests send.
+//! Harness for carp's end-to-end tests: network namespaces that clean up after themselves
+//! and the captures they read.
 
-pub mod frame;
 pub mod netns;
 pub mod pcap;

@@ -14,8 +14,10 @@ use carp_common::{
     vrrp::{self, Vrrp3Header},
     wire::{self, CarpHeader},
 };
-use carp_tests::frame;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[path = "common/frames.rs"]
+mod frame;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
