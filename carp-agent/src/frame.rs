@@ -82,10 +82,16 @@ pub fn advert(src: IpAddr, mac: [u8; 6], vlan: Option<u16>, payload: &[u8]) -> V
     }
 }
 
-/// A VRRPv3 advert payload for the VIPs of `src`'s family (RFC 5798 5.1).
-pub fn vrrp_payload(src: IpAddr, header: vrrp::Vrrp3Header, vips: &[IpAddr]) -> Vec<u8> {
-    let (addrs, pseudo): (Vec<u8>, _) = match src {
-        IpAddr::V4(s) => (
+/// A VRRPv3 advert payload for the VIPs of `src`'s family (RFC 5798 5.1), to `dst`: the
+/// group, or a unicast peer (the checksum covers it). `None` when the families differ.
+pub fn vrrp_payload(
+    src: IpAddr,
+    dst: IpAddr,
+    header: vrrp::Vrrp3Header,
+    vips: &[IpAddr],
+) -> Option<Vec<u8>> {
+    let (addrs, pseudo): (Vec<u8>, _) = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => (
             vips.iter()
                 .filter_map(|a| match a {
                     IpAddr::V4(a) => Some(a.octets()),
@@ -95,10 +101,10 @@ pub fn vrrp_payload(src: IpAddr, header: vrrp::Vrrp3Header, vips: &[IpAddr]) -> 
                 .collect(),
             vrrp::PseudoHeader::V4 {
                 src: s.octets(),
-                dst: wire::GROUP_V4,
+                dst: d.octets(),
             },
         ),
-        IpAddr::V6(s) => (
+        (IpAddr::V6(s), IpAddr::V6(d)) => (
             vips.iter()
                 .filter_map(|a| match a {
                     IpAddr::V6(a) => Some(a.octets()),
@@ -108,9 +114,10 @@ pub fn vrrp_payload(src: IpAddr, header: vrrp::Vrrp3Header, vips: &[IpAddr]) -> 
                 .collect(),
             vrrp::PseudoHeader::V6 {
                 src: s.octets(),
-                dst: wire::GROUP_V6,
+                dst: d.octets(),
             },
         ),
+        _ => return None,
     };
     let header = vrrp::Vrrp3Header {
         count: (addrs.len() / pseudo.addr_len()) as u8,
@@ -121,7 +128,15 @@ pub fn vrrp_payload(src: IpAddr, header: vrrp::Vrrp3Header, vips: &[IpAddr]) -> 
         .encode(&addrs, &pseudo, &mut out)
         .expect("buffer sized for the addresses");
     out.truncate(n);
-    out
+    Some(out)
+}
+
+/// The advert group of `src`'s family.
+pub fn group(src: IpAddr) -> IpAddr {
+    match src {
+        IpAddr::V4(_) => IpAddr::from(wire::GROUP_V4),
+        IpAddr::V6(_) => IpAddr::from(wire::GROUP_V6),
+    }
 }
 
 /// A gratuitous ARP request announcing `vip` at `mac` (what BSD's arp_announce sends).
@@ -189,7 +204,7 @@ mod tests {
             count: 0,
             max_adver_int: 100,
         };
-        let p = vrrp_payload(src, h, &vips);
+        let p = vrrp_payload(src, group(src), h, &vips).unwrap();
         let pseudo = vrrp::PseudoHeader::V4 {
             src: [192, 0, 2, 1],
             dst: wire::GROUP_V4,

@@ -1,7 +1,11 @@
 //! carp-agent: the userspace side of carp.
 
+pub mod config;
 pub mod demotion;
 pub mod election;
 pub mod frame;
 pub mod hmac;
+pub mod hooks;
+pub mod netlink;
+pub mod send;
 pub mod xdp;

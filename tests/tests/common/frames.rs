@@ -31,7 +31,8 @@ pub fn carp(src: IpAddr, header: &wire::CarpHeader) -> Vec<u8> {
 /// A VRRPv3 advert frame from an IPv4 source for IPv4 `addrs`.
 pub fn vrrp_v4(src: [u8; 4], header: &vrrp::Vrrp3Header, addrs: &[[u8; 4]]) -> Vec<u8> {
     let vips: Vec<IpAddr> = addrs.iter().map(|a| IpAddr::from(*a)).collect();
-    let payload = vrrp_payload(IpAddr::from(src), *header, &vips);
+    let src = IpAddr::from(src);
+    let payload = vrrp_payload(src, group(src), *header, &vips).unwrap();
     advert(
         IpAddr::from(src),
         wire::virtual_mac(header.vrid),

@@ -1,0 +1,528 @@
+//! Configuration: the TOML file (default /etc/carp/carp.toml) and ucarp's single-VHID
+//! command line both become a [`Config`]; [`Config::validate`] turns it into [`Plan`]s or
+//! a list of mistakes, each one sentence. Nothing is applied before it all validates.
+
+use crate::election::{Config as MachineConfig, Timing};
+use serde::Deserialize;
+use std::{
+    collections::BTreeSet,
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+pub const DEFAULT_PATH: &str = "/etc/carp/carp.toml";
+pub const DEFAULT_SOCKET: &str = "/run/carp/agent.sock";
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/carp";
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: Agent,
+    #[serde(default, rename = "vhid")]
+    pub vhids: Vec<Vhid>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Agent {
+    /// Control socket for `carp-agent status` and friends.
+    pub socket: PathBuf,
+    /// bpffs directory the maps are pinned under, one subdirectory per interface.
+    pub pin_dir: PathBuf,
+    /// Seconds a hook may run before it is killed.
+    pub hook_timeout: f64,
+    /// Initial global demotion (FreeBSD `net.inet.carp.demotion`).
+    pub demotion: i32,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Self {
+            socket: DEFAULT_SOCKET.into(),
+            pin_dir: DEFAULT_PIN_DIR.into(),
+            hook_timeout: 10.0,
+            demotion: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Carp,
+    Vrrp3,
+}
+
+/// Which MAC answers for the VIPs and sources the adverts.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MacMode {
+    /// 00:00:5e:00:01:vhid, as BSD CARP and VRRP do; the interface goes promiscuous.
+    #[default]
+    Virtual,
+    /// The interface's own MAC, as ucarp does.
+    Interface,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Vhid {
+    pub interface: String,
+    pub vhid: u8,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Addresses with optional prefix length: "192.0.2.50/24", "2001:db8::50/64".
+    pub vips: Vec<String>,
+    #[serde(default = "default_advbase")]
+    pub advbase: u8,
+    #[serde(default)]
+    pub advskew: u8,
+    /// VRRPv3 priority (1..=255).
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// VRRPv3 advert interval in milliseconds (10 ms steps).
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u32,
+    /// Where the password comes from (never the command line).
+    #[serde(default)]
+    pub pass_file: Option<PathBuf>,
+    #[serde(default)]
+    pub pass_env: Option<String>,
+    /// A systemd credential name, read from $CREDENTIALS_DIRECTORY.
+    #[serde(default)]
+    pub pass_credential: Option<String>,
+    #[serde(default)]
+    pub preempt: bool,
+    /// Demotion groups this VHID counts (OpenBSD `carpdemote`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Unicast peers instead of the multicast group (FreeBSD `peer`/`peer6`).
+    #[serde(default)]
+    pub peers: Vec<IpAddr>,
+    #[serde(default)]
+    pub mac: MacMode,
+    /// Gratuitous ARPs / unsolicited NAs sent on becoming master.
+    #[serde(default = "default_garp")]
+    pub garp_count: u8,
+    /// Source address of adverts; default: the interface's first address of the family.
+    #[serde(default)]
+    pub src: Option<IpAddr>,
+    #[serde(default)]
+    pub up_script: Option<PathBuf>,
+    #[serde(default)]
+    pub down_script: Option<PathBuf>,
+}
+
+fn default_advbase() -> u8 {
+    carp_common::wire::DEFAULT_ADVBASE
+}
+fn default_priority() -> u8 {
+    carp_common::vrrp::PRIORITY_DEFAULT
+}
+fn default_interval_ms() -> u32 {
+    1000
+}
+fn default_garp() -> u8 {
+    2
+}
+
+impl Vhid {
+    /// A VHID on `interface` with every optional setting at its default.
+    pub fn new(interface: &str, vhid: u8, vips: Vec<String>) -> Self {
+        Self {
+            interface: interface.to_owned(),
+            vhid,
+            protocol: Protocol::Carp,
+            vips,
+            advbase: default_advbase(),
+            advskew: 0,
+            priority: default_priority(),
+            interval_ms: default_interval_ms(),
+            pass_file: None,
+            pass_env: None,
+            pass_credential: None,
+            preempt: false,
+            groups: Vec::new(),
+            peers: Vec::new(),
+            mac: MacMode::Virtual,
+            garp_count: default_garp(),
+            src: None,
+            up_script: None,
+            down_script: None,
+        }
+    }
+}
+
+/// One configuration mistake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mistake {
+    /// Where: "vhid 1 on eth0", or "config".
+    pub at: String,
+    pub what: String,
+}
+
+impl fmt::Display for Mistake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.what)
+    }
+}
+
+/// A validated VHID, ready to run (the password read, the VIPs parsed).
+#[derive(Clone, PartialEq)]
+pub struct Plan {
+    pub interface: String,
+    pub vhid: u8,
+    pub protocol: Protocol,
+    pub vips: Vec<(IpAddr, u8)>,
+    pub timing: Timing,
+    pub preempt: bool,
+    pub password: Vec<u8>,
+    pub groups: Vec<String>,
+    pub peers: Vec<IpAddr>,
+    pub mac: MacMode,
+    pub garp_count: u8,
+    pub src: Option<IpAddr>,
+    pub up_script: Option<PathBuf>,
+    pub down_script: Option<PathBuf>,
+}
+
+impl fmt::Debug for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The password never reaches a log.
+        f.debug_struct("Plan")
+            .field("interface", &self.interface)
+            .field("vhid", &self.vhid)
+            .field("vips", &self.vips)
+            .field("timing", &self.timing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plan {
+    pub fn vip_addrs(&self) -> Vec<IpAddr> {
+        self.vips.iter().map(|(a, _)| *a).collect()
+    }
+
+    /// The election settings, given the address adverts go out from.
+    pub fn machine(&self, local_addr: IpAddr) -> MachineConfig {
+        MachineConfig {
+            timing: self.timing,
+            preempt: self.preempt,
+            local_addr,
+        }
+    }
+}
+
+/// Parses "addr" or "addr/len".
+pub fn parse_vip(text: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => l
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{text:?} has a prefix length outside 0..={max}"))?,
+    };
+    Ok((addr, len))
+}
+
+/// Reads the password from the one source configured.
+fn password(v: &Vhid, base: &Path) -> Result<Vec<u8>, String> {
+    let sources = [
+        v.pass_file.is_some(),
+        v.pass_env.is_some(),
+        v.pass_credential.is_some(),
+    ];
+    match sources.iter().filter(|s| **s).count() {
+        0 => return Ok(Vec::new()),
+        1 => {}
+        _ => return Err("set only one of pass_file, pass_env and pass_credential".into()),
+    }
+    let mut pw = if let Some(file) = &v.pass_file {
+        let path = base.join(file);
+        std::fs::read(&path)
+            .map_err(|e| format!("cannot read pass_file {}: {e}", path.display()))?
+    } else if let Some(var) = &v.pass_env {
+        std::env::var_os(var)
+            .ok_or_else(|| format!("pass_env names {var}, which is not set"))?
+            .into_encoded_bytes()
+    } else {
+        let name = v.pass_credential.as_deref().unwrap_or_default();
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+            format!(
+                "pass_credential {name:?} needs systemd's CREDENTIALS_DIRECTORY (LoadCredential=)"
+            )
+        })?;
+        let path = Path::new(&dir).join(name);
+        std::fs::read(&path)
+            .map_err(|e| format!("cannot read credential {}: {e}", path.display()))?
+    };
+    // A trailing newline from `echo pass > file` is not part of the password (as ucarp).
+    while pw.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        pw.pop();
+    }
+    if pw.len() > crate::hmac::MAX_PASSWORD_LEN {
+        return Err(format!(
+            "the password is {} bytes; CARP peers (FreeBSD ifconfig, ucarp) use at most {}",
+            pw.len(),
+            crate::hmac::MAX_PASSWORD_LEN
+        ));
+    }
+    Ok(pw)
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Checks everything that can be checked without the system; relative pass files are
+    /// resolved against `base` (the config file's directory).
+    pub fn validate(&self, base: &Path) -> Result<Vec<Plan>, Vec<Mistake>> {
+        let mut mistakes = Vec::new();
+        let mut plans = Vec::new();
+        let mut seen = BTreeSet::new();
+        if self.vhids.is_empty() {
+            mistakes.push(Mistake {
+                at: "config".into(),
+                what: "no [[vhid]] is configured".into(),
+            });
+        }
+        if !(self.agent.hook_timeout > 0.0) {
+            mistakes.push(Mistake {
+                at: "agent".into(),
+                what: "hook_timeout must be a positive number of seconds".into(),
+            });
+        }
+        for v in &self.vhids {
+            let at = format!("vhid {} on {}", v.vhid, v.interface);
+            let mut bad = |what: String| {
+                mistakes.push(Mistake {
+                    at: at.clone(),
+                    what,
+                })
+            };
+            if v.interface.is_empty() {
+                bad("interface is empty".into());
+            }
+            if v.vhid == 0 {
+                bad("vhid must be 1..=255".into());
+            }
+            if !seen.insert((v.interface.clone(), v.vhid)) {
+                bad("this VHID is configured twice on the same interface".into());
+            }
+            let mut vips = Vec::new();
+            for text in &v.vips {
+                match parse_vip(text) {
+                    Ok(vip) => vips.push(vip),
+                    Err(e) => bad(e),
+                }
+            }
+            if v.vips.is_empty() {
+                bad("at least one VIP is needed".into());
+            }
+            let timing = match v.protocol {
+                Protocol::Carp => {
+                    if v.advbase == 0 {
+                        bad("advbase must be 1..=255 seconds".into());
+                    }
+                    if v.advskew == 255 {
+                        bad("advskew must be 0..=254".into());
+                    }
+                    Timing::Carp {
+                        advbase: v.advbase,
+                        advskew: v.advskew,
+                    }
+                }
+                Protocol::Vrrp3 => {
+                    if v.priority == 0 {
+                        bad(
+                            "priority must be 1..=255 (0 is reserved for a stopping master)".into(),
+                        );
+                    }
+                    if v.interval_ms < 10 || v.interval_ms > 40950 || v.interval_ms % 10 != 0 {
+                        bad("interval_ms must be a multiple of 10 in 10..=40950".into());
+                    }
+                    if v.pass_file.is_some() || v.pass_env.is_some() || v.pass_credential.is_some()
+                    {
+                        bad("VRRPv3 has no authentication: drop the password".into());
+                    }
+                    Timing::Vrrp3 {
+                        priority: v.priority,
+                        interval_cs: (v.interval_ms / 10) as u16,
+                    }
+                }
+            };
+            for s in [&v.up_script, &v.down_script].into_iter().flatten() {
+                if !s.is_absolute() {
+                    bad(format!("hook {} must be an absolute path", s.display()));
+                }
+            }
+            let password = match password(v, base) {
+                Ok(pw) => pw,
+                Err(e) => {
+                    bad(e);
+                    Vec::new()
+                }
+            };
+            plans.push(Plan {
+                interface: v.interface.clone(),
+                vhid: v.vhid,
+                protocol: v.protocol,
+                vips,
+                timing,
+                preempt: v.preempt,
+                password,
+                groups: v.groups.clone(),
+                peers: v.peers.clone(),
+                mac: v.mac,
+                garp_count: v.garp_count,
+                src: v.src,
+                up_script: v.up_script.clone(),
+                down_script: v.down_script.clone(),
+            });
+        }
+        if mistakes.is_empty() {
+            Ok(plans)
+        } else {
+            Err(mistakes)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEEDS_HOSTC: &str = r#"
+        [agent]
+        hook_timeout = 5
+
+        [[vhid]]
+        interface = "eth0"
+        vhid = 1
+        advskew = 100
+        vips = ["192.0.2.50/24"]
+        pass_env = "CARP_TEST_PW"
+
+        [[vhid]]
+        interface = "eth0"
+        vhid = 2
+        advskew = 100
+        vips = ["192.0.2.51/24", "2001:db8::51"]
+        pass_env = "CARP_TEST_PW"
+        preempt = true
+        groups = ["web"]
+    "#;
+
+    #[test]
+    fn the_seeds_hostc_parses() {
+        // SAFETY: tests in this module set this variable only to this value.
+        unsafe { std::env::set_var("CARP_TEST_PW", "testpass\n") };
+        let plans = Config::parse(SEEDS_HOSTC)
+            .unwrap()
+            .validate(Path::new("/"))
+            .unwrap();
+        assert_eq!(plans.len(), 2);
+        assert_eq!(
+            plans[0].timing,
+            Timing::Carp {
+                advbase: 1,
+                advskew: 100
+            }
+        );
+        assert_eq!(plans[0].password, b"testpass", "trailing newline dropped");
+        assert_eq!(plans[1].vips[1], ("2001:db8::51".parse().unwrap(), 128));
+        assert!(plans[1].preempt);
+        assert!(!format!("{:?}", plans[0]).contains("testpass"));
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once() {
+        let text = r#"
+            [[vhid]]
+            interface = "eth0"
+            vhid = 0
+            vips = ["192.0.2.500", "192.0.2.1/33"]
+            advbase = 0
+            pass_file = "/nonexistent/carp.pass"
+
+            [[vhid]]
+            interface = "eth0"
+            vhid = 3
+            vips = []
+            protocol = "vrrp3"
+            priority = 0
+            interval_ms = 15
+
+            [[vhid]]
+            interface = "eth0"
+            vhid = 3
+            vips = ["192.0.2.9"]
+            up_script = "relative.sh"
+        "#;
+        let mistakes = Config::parse(text)
+            .unwrap()
+            .validate(Path::new("/"))
+            .unwrap_err();
+        let all: Vec<String> = mistakes.iter().map(ToString::to_string).collect();
+        let has = |needle: &str| all.iter().any(|m| m.contains(needle));
+        assert!(has("vhid must be 1..=255"), "{all:#?}");
+        assert!(has("\"192.0.2.500\" is not an IP address"));
+        assert!(has("prefix length outside 0..=32"));
+        assert!(has("advbase must be 1..=255"));
+        assert!(has("cannot read pass_file /nonexistent/carp.pass"));
+        assert!(has("at least one VIP"));
+        assert!(has("priority must be 1..=255"));
+        assert!(has("interval_ms must be a multiple of 10"));
+        assert!(has("configured twice"));
+        assert!(has("must be an absolute path"));
+    }
+
+    #[test]
+    fn unknown_keys_and_long_passwords_are_refused() {
+        assert!(
+            Config::parse("[[vhid]]\ninterface='e'\nvhid=1\nvips=[]\nadvskw=3\n")
+                .unwrap_err()
+                .contains("advskw")
+        );
+        let dir = std::env::temp_dir().join(format!("carp-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw"), "0123456789abcdefghij").unwrap();
+        let text = "[[vhid]]\ninterface='eth0'\nvhid=1\nvips=['192.0.2.5']\npass_file='pw'\n";
+        let err = Config::parse(text).unwrap().validate(&dir).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err[0].what.contains("at most 19"), "{err:?}");
+    }
+
+    #[test]
+    fn vips() {
+        assert_eq!(
+            parse_vip("192.0.2.1").unwrap(),
+            ("192.0.2.1".parse().unwrap(), 32)
+        );
+        assert_eq!(parse_vip("2001:db8::1/64").unwrap().1, 64);
+        assert!(parse_vip("2001:db8::1/129").is_err());
+        assert!(parse_vip("eth0").is_err());
+    }
+}

@@ -1,0 +1,175 @@
+//! Up and down scripts, run the way ucarp runs them so its scripts keep working:
+//! `script <interface> <vip>` (the VHID's first VIP; ucarp has only one), plus an
+//! environment naming everything: CARP_VHID, CARP_STATE, CARP_OLD_STATE, CARP_INTERFACE,
+//! CARP_VIPS (space separated). Hooks of one VHID run one after another in transition
+//! order, off the event loop, each with a timeout; their output goes to the log.
+
+use crate::election::State;
+use std::{path::PathBuf, process::Stdio, time::Duration};
+use tokio::{process::Command, sync::mpsc};
+
+/// One hook run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub script: PathBuf,
+    pub interface: String,
+    pub vhid: u8,
+    pub vips: Vec<String>,
+    pub from: State,
+    pub to: State,
+}
+
+impl Run {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.script);
+        cmd.arg(&self.interface)
+            .arg(self.vips.first().map(String::as_str).unwrap_or_default())
+            .env("CARP_VHID", self.vhid.to_string())
+            .env("CARP_STATE", self.to.to_string())
+            .env("CARP_OLD_STATE", self.from.to_string())
+            .env("CARP_INTERFACE", &self.interface)
+            .env("CARP_VIPS", self.vips.join(" "))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+}
+
+/// Outcome of a run, for metrics and the status output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    TimedOut,
+}
+
+async fn execute(run: &Run, timeout: Duration) -> Outcome {
+    let name = run.script.display();
+    let child = match run.command().spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(vhid = run.vhid, "hook {name} could not start: {e}");
+            return Outcome::Failed;
+        }
+    };
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => {
+            // kill_on_drop ends it.
+            tracing::error!(vhid = run.vhid, "hook {name} killed after {timeout:?}");
+            Outcome::TimedOut
+        }
+        Ok(Err(e)) => {
+            tracing::error!(vhid = run.vhid, "hook {name}: {e}");
+            Outcome::Failed
+        }
+        Ok(Ok(out)) => {
+            for line in String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&out.stderr).lines())
+            {
+                tracing::info!(vhid = run.vhid, "hook {name}: {line}");
+            }
+            if out.status.success() {
+                tracing::info!(
+                    vhid = run.vhid,
+                    "hook {name} {} -> {} done",
+                    run.from,
+                    run.to
+                );
+                Outcome::Ok
+            } else {
+                tracing::error!(vhid = run.vhid, "hook {name} failed: {}", out.status);
+                Outcome::Failed
+            }
+        }
+    }
+}
+
+/// A queue of hook runs for one VHID, executed in order by a task of its own.
+pub struct Queue {
+    tx: mpsc::UnboundedSender<Run>,
+}
+
+impl Queue {
+    /// Starts the runner task; `done` hears each outcome.
+    pub fn start(timeout: Duration, done: mpsc::UnboundedSender<(u8, Outcome)>) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Run>();
+        tokio::spawn(async move {
+            while let Some(run) = rx.recv().await {
+                let outcome = execute(&run, timeout).await;
+                let _ = done.send((run.vhid, outcome));
+            }
+        });
+        Self { tx }
+    }
+
+    pub fn push(&self, run: Run) {
+        // The runner lives as long as the agent; a closed queue means we are exiting.
+        let _ = self.tx.send(run);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hooks_get_ucarp_argv_and_the_environment_in_order() {
+        let dir = std::env::temp_dir().join(format!("carp-hooks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log");
+        let script = dir.join("hook.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$1 $2 $CARP_VHID $CARP_OLD_STATE>$CARP_STATE $CARP_INTERFACE [$CARP_VIPS]\" >> {}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let slow = dir.join("slow.sh");
+        std::fs::write(&slow, "#!/bin/sh\nsleep 5\n").unwrap();
+        for s in [&script, &slow] {
+            let mut perm = std::fs::metadata(s).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+            std::fs::set_permissions(s, perm).unwrap();
+        }
+
+        let (done_tx, mut done) = mpsc::unbounded_channel();
+        let q = Queue::start(Duration::from_millis(300), done_tx);
+        let run = |script: &PathBuf, from, to| Run {
+            script: script.clone(),
+            interface: "eth0".into(),
+            vhid: 7,
+            vips: vec!["192.0.2.50".into(), "2001:db8::50".into()],
+            from,
+            to,
+        };
+        q.push(run(&script, State::Backup, State::Master));
+        q.push(run(&slow, State::Master, State::Backup));
+        q.push(run(&script, State::Master, State::Backup));
+        q.push(run(&dir.join("missing.sh"), State::Backup, State::Master));
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(done.recv().await.unwrap());
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (7, Outcome::Ok),
+                (7, Outcome::TimedOut),
+                (7, Outcome::Ok),
+                (7, Outcome::Failed)
+            ]
+        );
+        assert_eq!(
+            text,
+            "eth0 192.0.2.50 7 BACKUP>MASTER eth0 [192.0.2.50 2001:db8::50]\n\
+             eth0 192.0.2.50 7 MASTER>BACKUP eth0 [192.0.2.50 2001:db8::50]\n"
+        );
+    }
+}
