@@ -308,7 +308,7 @@ impl Config {
                 what: "no [[vhid]] is configured".into(),
             });
         }
-        if !(self.agent.hook_timeout > 0.0) {
+        if self.agent.hook_timeout.is_nan() || self.agent.hook_timeout <= 0.0 {
             mistakes.push(Mistake {
                 at: "agent".into(),
                 what: "hook_timeout must be a positive number of seconds".into(),

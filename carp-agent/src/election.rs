@@ -178,6 +178,11 @@ impl Machine {
         &self.cfg
     }
 
+    /// The demotion last fed in.
+    pub fn demotion(&self) -> i32 {
+        self.demotion
+    }
+
     /// Adverts from our own address ignored so far.
     pub fn looped(&self) -> u64 {
         self.looped

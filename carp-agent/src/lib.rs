@@ -1,6 +1,8 @@
 //! carp-agent: the userspace side of carp.
 
+pub mod agent;
 pub mod config;
+pub mod control;
 pub mod demotion;
 pub mod election;
 pub mod frame;

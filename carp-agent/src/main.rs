@@ -1,75 +1,298 @@
-//! carp-agent: the CARP failover agent. The election daemon is not here yet; what exists is
-//! the XDP data plane, which `stats` attaches and reads.
+//! carp-agent: the CARP failover agent, and the client of its control socket.
 
-use anyhow::Result;
-use aya::programs::XdpMode;
-use carp_agent::xdp::DataPlane;
-use clap::{Parser, Subcommand, ValueEnum};
-use std::time::Duration;
+use anyhow::{Context as _, Result, bail};
+use carp_agent::{
+    agent::{self, Options},
+    config::{self, Config, Vhid},
+    control::{self, Forced, Request},
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 #[derive(Parser)]
-#[command(version, about = "CARP failover agent with an XDP fast path")]
+#[command(
+    version,
+    about = "CARP failover agent with an XDP fast path",
+    long_about = "CARP failover agent with an XDP fast path.\n\n\
+        Without a command it runs the agent, from --config (default /etc/carp/carp.toml) or, \
+        when -i is given, from ucarp's command line for a single VHID."
+)]
 struct Cli {
+    /// Configuration file.
+    #[arg(short = 'c', long, global = true, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Control socket of the running agent.
+    #[arg(long, global = true, default_value = config::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(flatten)]
+    ucarp: Ucarp,
     #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Attach the XDP program to an interface for a while, then print what it counted.
-    Stats {
-        /// Interface to attach to.
-        #[arg(short, long)]
-        interface: String,
-        /// XDP attach mode.
-        #[arg(long, value_enum, default_value_t = Mode::Skb)]
-        mode: Mode,
-        /// How long to count, in seconds.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-    },
+    command: Option<Command>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Mode {
-    /// Generic XDP, works on every interface.
-    Skb,
-    /// Driver (native) XDP.
-    Native,
+enum LogFormat {
+    Text,
+    Json,
 }
 
-impl From<Mode> for XdpMode {
-    fn from(m: Mode) -> Self {
-        match m {
-            Mode::Skb => XdpMode::Skb,
-            Mode::Native => XdpMode::Driver,
+/// ucarp's options, so a ucarp user switches by changing the binary name.
+#[derive(Args)]
+struct Ucarp {
+    /// ucarp: interface to bind to.
+    #[arg(short = 'i', long)]
+    interface: Option<String>,
+    /// ucarp: source (real) IP address of this host.
+    #[arg(short = 's', long)]
+    srcip: Option<IpAddr>,
+    /// ucarp: virtual host id (1-255).
+    #[arg(short = 'v', long, default_value_t = 1)]
+    vhid: u8,
+    /// ucarp: password. Visible to anyone running `ps`; prefer --passfile.
+    #[arg(short = 'p', long)]
+    pass: Option<String>,
+    /// ucarp: read the password from a file.
+    #[arg(short = 'o', long)]
+    passfile: Option<PathBuf>,
+    /// ucarp: virtual shared IP address.
+    #[arg(short = 'a', long)]
+    addr: Option<String>,
+    /// ucarp: advertisement frequency in seconds.
+    #[arg(short = 'b', long, default_value_t = 1)]
+    advbase: u8,
+    /// ucarp: advertisement skew (0-254).
+    #[arg(short = 'k', long, default_value_t = 0)]
+    advskew: u8,
+    /// ucarp: become master as soon as possible (preempt).
+    #[arg(short = 'P', long)]
+    preempt: bool,
+    /// ucarp: run this script when becoming master.
+    #[arg(short = 'u', long)]
+    upscript: Option<PathBuf>,
+    /// ucarp: run this script when leaving master.
+    #[arg(short = 'd', long)]
+    downscript: Option<PathBuf>,
+    /// ucarp: run the down script at exit (carp-agent always does as master).
+    #[arg(short = 'z', long)]
+    shutdown: bool,
+    /// ucarp: do not run the down script at start-up (carp-agent never does).
+    #[arg(short = 'n', long)]
+    neutral: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run,
+    /// Show every VHID in ifconfig's words.
+    Status {
+        /// Print the status as JSON (schema: carp_agent::control::Status).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Force a VHID to MASTER or BACKUP (FreeBSD `ifconfig em0 vhid 1 state backup`).
+    SetState {
+        vhid: u8,
+        #[arg(value_enum)]
+        state: StateArg,
+        /// Only on this interface.
+        #[arg(long)]
+        interface: Option<String>,
+    },
+    /// Change demotion: +N, -N or =N (net.inet.carp.demotion), optionally of a group.
+    Demote {
+        #[arg(allow_hyphen_values = true)]
+        change: String,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Re-read the configuration file (as SIGHUP).
+    Reload,
+    /// Check the configuration and exit (2 when it is wrong).
+    Check,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StateArg {
+    Master,
+    Backup,
+}
+
+/// Exit code for configuration mistakes.
+const EXIT_CONFIG: u8 = 2;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CARP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The single-VHID configuration ucarp's flags describe.
+fn ucarp_config(u: &Ucarp, socket: PathBuf) -> Result<Config> {
+    let interface = u.interface.clone().context("-i/--interface is required")?;
+    let addr = u.addr.clone().context("-a/--addr is required")?;
+    let mut v = Vhid::new(&interface, u.vhid, vec![addr]);
+    v.advbase = u.advbase;
+    v.advskew = u.advskew;
+    v.preempt = u.preempt;
+    v.src = u.srcip;
+    v.up_script = u.upscript.clone();
+    v.down_script = u.downscript.clone();
+    // ucarp's addresses answer with the interface's own MAC.
+    v.mac = config::MacMode::Interface;
+    match (&u.pass, &u.passfile) {
+        (Some(_), Some(_)) => bail!("give either -p or -o, not both"),
+        (Some(pass), None) => {
+            tracing::warn!("-p puts the password on the command line, visible to `ps`: use -o");
+            // SAFETY: single-threaded here, before the runtime starts.
+            unsafe { std::env::set_var("CARP_UCARP_PASS", pass) };
+            v.pass_env = Some("CARP_UCARP_PASS".into());
         }
+        (None, Some(file)) => v.pass_file = Some(file.clone()),
+        (None, None) => {}
     }
+    let mut c = Config::default();
+    c.agent.socket = socket;
+    c.vhids.push(v);
+    Ok(c)
 }
 
-fn main() {
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("carp-agent: {e:#}");
-        std::process::exit(1);
-    }
-}
-
-fn run(cli: Cli) -> Result<()> {
-    match cli.cmd {
-        Cmd::Stats {
-            interface,
-            mode,
-            seconds,
-        } => {
-            let mut dp = DataPlane::load()?;
-            dp.attach(&interface, mode.into())?;
-            std::thread::sleep(Duration::from_secs(seconds));
-            let s = dp.stats()?;
-            println!("{interface}: XDP counters after {seconds} s");
-            for (name, value) in s.fields() {
-                println!("  {name:<14} {value}");
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    // Options are settled before the runtime (and its threads) start.
+    let options = match &cli.command {
+        None | Some(Command::Run) | Some(Command::Check) => {
+            let loaded = if cli.ucarp.interface.is_some() || cli.ucarp.addr.is_some() {
+                ucarp_config(&cli.ucarp, cli.socket.clone())
+                    .map(|config| Options { config, path: None })
+            } else {
+                Config::load(&cli.config)
+                    .map_err(anyhow::Error::msg)
+                    .map(|config| Options {
+                        config,
+                        path: Some(cli.config.clone()),
+                    })
+            };
+            match loaded {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    eprintln!("carp-agent: {e:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
             }
-            Ok(())
+        }
+        _ => None,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carp-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match options {
+            Some(options) => serve(options, matches!(cli.command, Some(Command::Check))).await,
+            None => match client(cli).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("carp-agent: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    })
+}
+
+async fn serve(options: Options, check_only: bool) -> ExitCode {
+    let plans = match agent::preflight(&options).await {
+        Ok(p) => p,
+        Err(mistakes) => {
+            let at = options
+                .path
+                .as_ref()
+                .map(|p| format!(" (in {})", p.display()))
+                .unwrap_or_default();
+            for m in mistakes {
+                eprintln!("carp-agent: {m}{at}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if check_only {
+        println!("configuration OK: {} VHIDs", plans.len());
+        return ExitCode::SUCCESS;
+    }
+    match agent::run(options, plans).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carp-agent: {e:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+async fn client(cli: Cli) -> Result<()> {
+    let json = matches!(cli.command, Some(Command::Status { json: true }));
+    let request = match cli.command {
+        Some(Command::Status { .. }) => Request::Status,
+        Some(Command::SetState {
+            vhid,
+            state,
+            interface,
+        }) => Request::SetState {
+            vhid,
+            interface,
+            state: match state {
+                StateArg::Master => Forced::Master,
+                StateArg::Backup => Forced::Backup,
+            },
+        },
+        Some(Command::Demote {
+            ref change,
+            ref group,
+        }) => {
+            let mut chars = change.chars();
+            let op = chars
+                .next()
+                .filter(|c| "+-=".contains(*c))
+                .with_context(|| format!("demotion {change:?} must start with +, - or ="))?;
+            let value: i32 = chars
+                .as_str()
+                .parse()
+                .with_context(|| format!("demotion {change:?} needs a number after {op}"))?;
+            Request::Demote {
+                op,
+                value,
+                group: group.clone(),
+            }
+        }
+        Some(Command::Reload) => Request::Reload,
+        None | Some(Command::Run) | Some(Command::Check) => unreachable!("handled by serve"),
+    };
+    let reply = control::request(&cli.socket, &request).await?;
+    if !reply.ok {
+        bail!("{}", reply.error.unwrap_or_default());
+    }
+    if let Some(status) = reply.status {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        } else {
+            print!("{}", status.text());
+        }
+    }
+    Ok(())
 }

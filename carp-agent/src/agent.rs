@@ -1,0 +1,1000 @@
+//! The daemon: one tokio event loop drives one election machine per VHID with real
+//! timers, feeds it the adverts the XDP program hands over, carries out its actions
+//! (adverts, VIPs over netlink, BPF maps, gratuitous ARP/NA, hooks) and answers the
+//! control socket, signals and link changes.
+
+use crate::{
+    config::{Config, MacMode, Plan, Protocol},
+    control::{self, Forced, InterfaceStatus, Reply, Request, Status, VhidStatus},
+    demotion::Demotion,
+    election::{Action, Advert, Event, Machine, Reason, State, Timing},
+    frame,
+    hmac::{Auth, Counter},
+    hooks,
+    netlink::{self, Link, Netlink},
+    send::{PacketSocket, UnicastSocket},
+    xdp::{DataPlane, parse_event, vhid_entry},
+};
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{maps::RingBuf, programs::XdpMode};
+use carp_common::{
+    maps::{AdvertEvent, VhidKey, VipEntry, VipKey, flags, state},
+    vrrp, wire,
+};
+use futures_util::StreamExt as _;
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv6Addr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+/// How the agent was started, for reloads.
+pub struct Options {
+    pub config: Config,
+    /// The file to re-read on SIGHUP / `reload`; none for the ucarp-style command line.
+    pub path: Option<PathBuf>,
+}
+
+/// An attached interface.
+struct Iface {
+    link: Link,
+    dp: DataPlane,
+    mode: XdpMode,
+    packet: PacketSocket,
+    unicast: BTreeMap<bool, UnicastSocket>,
+}
+
+#[derive(Default)]
+struct Counters {
+    transitions: u64,
+    adverts_sent: u64,
+    adverts_received: u64,
+    send_errors: u64,
+    bad_digests: u64,
+}
+
+struct Vhid {
+    plan: Plan,
+    ifindex: u32,
+    machine: Machine,
+    auth: Option<Auth>,
+    counter: Counter,
+    /// Address adverts go out from.
+    src: IpAddr,
+    /// MAC that answers for the VIPs and sources multicast adverts.
+    mac: [u8; 6],
+    hooks: hooks::Queue,
+    since: Instant,
+    last_reason: Reason,
+    n: Counters,
+}
+
+impl Vhid {
+    fn key(&self) -> VhidKey {
+        VhidKey {
+            ifindex: self.ifindex,
+            vlan: 0,
+            vhid: self.plan.vhid,
+            _pad: 0,
+        }
+    }
+
+    fn id(&self) -> (String, u8) {
+        (self.plan.interface.clone(), self.plan.vhid)
+    }
+}
+
+fn vip_key(ifindex: u32, addr: IpAddr) -> VipKey {
+    let (family, bytes) = match addr {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (4, b)
+        }
+        IpAddr::V6(a) => (6, a.octets()),
+    };
+    VipKey {
+        ifindex,
+        vlan: 0,
+        family,
+        _pad: 0,
+        addr: bytes,
+    }
+}
+
+fn map_state(s: State) -> u8 {
+    match s {
+        State::Init => state::INIT,
+        State::Backup => state::BACKUP,
+        State::Master => state::MASTER,
+    }
+}
+
+fn event_src(ev: &AdvertEvent) -> IpAddr {
+    if ev.family == 4 {
+        IpAddr::from([ev.src[0], ev.src[1], ev.src[2], ev.src[3]])
+    } else {
+        IpAddr::from(ev.src)
+    }
+}
+
+struct Agent {
+    start: Instant,
+    options: Options,
+    nl: Netlink,
+    ifaces: BTreeMap<String, Iface>,
+    vhids: Vec<Vhid>,
+    demotion: Demotion<(String, u8)>,
+    events_tx: mpsc::Sender<AdvertEvent>,
+    hooks_tx: mpsc::UnboundedSender<(u8, hooks::Outcome)>,
+    /// Random source for the CARP counter until a peer is heard.
+    rng: rand::rngs::ThreadRng,
+    /// Send errors changed the demotion inside an action; applied after it.
+    pending_demotion: bool,
+}
+
+/// Checks what needs the system: interfaces exist, VIPs fit their subnets, a source
+/// address exists. Returns one mistake per problem, like config validation.
+async fn check_system(nl: &Netlink, plans: &[Plan]) -> Result<BTreeMap<String, Link>, Vec<String>> {
+    let mut links = BTreeMap::new();
+    let mut mistakes = Vec::new();
+    for p in plans {
+        let at = format!("vhid {} on {}", p.vhid, p.interface);
+        if !links.contains_key(&p.interface) {
+            match nl.link(&p.interface).await {
+                Ok(l) => {
+                    links.insert(p.interface.clone(), l);
+                }
+                Err(e) => {
+                    mistakes.push(format!("{at}: {e:#}"));
+                    continue;
+                }
+            }
+        }
+        let index = links[&p.interface].index;
+        let addrs = nl.addresses(index).await.unwrap_or_default();
+        let own: Vec<_> = addrs
+            .iter()
+            .filter(|(a, _)| !p.vips.iter().any(|(v, _)| v == a))
+            .collect();
+        for (vip, _) in &p.vips {
+            // FreeBSD's carp_set_addr: a VIP must sit in a subnet of the interface.
+            if !own.iter().any(|(a, len)| same_subnet(*a, *vip, *len)) && p.peers.is_empty() {
+                mistakes.push(format!(
+                    "{at}: VIP {vip} is not in any subnet configured on {}",
+                    p.interface
+                ));
+            }
+        }
+    }
+    if mistakes.is_empty() {
+        Ok(links)
+    } else {
+        Err(mistakes)
+    }
+}
+
+/// The address adverts go out from: IPv4 when the VHID has an IPv4 VIP (adverts carry one
+/// family, as ucarp's do), else the link-local IPv6 address (RFC 5798 requires it for
+/// VRRPv3), else any IPv6 one. Never a VIP.
+fn advert_source(plan: &Plan, addrs: &[(IpAddr, u8)]) -> Option<IpAddr> {
+    let own = addrs
+        .iter()
+        .map(|(a, _)| *a)
+        .filter(|a| !plan.vips.iter().any(|(v, _)| v == a));
+    if plan.vips.iter().any(|(v, _)| v.is_ipv4()) {
+        return own.clone().find(IpAddr::is_ipv4);
+    }
+    let v6: Vec<Ipv6Addr> = own
+        .filter_map(|a| match a {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    v6.iter()
+        .find(|a| a.is_unicast_link_local())
+        .or(v6.first())
+        .map(|a| IpAddr::V6(*a))
+}
+
+fn same_subnet(a: IpAddr, b: IpAddr, len: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Validates the configuration against the system; errors here exit with code 2.
+pub async fn preflight(options: &Options) -> Result<Vec<Plan>, Vec<String>> {
+    let base = options
+        .path
+        .as_ref()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .unwrap_or_default();
+    let plans = options
+        .config
+        .validate(&base)
+        .map_err(|m| m.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let nl = Netlink::new().map_err(|e| vec![format!("{e:#}")])?;
+    check_system(&nl, &plans).await?;
+    Ok(plans)
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
+    let listener = control::listen(&options.config.agent.socket).await?;
+    let (control_tx, mut control_rx) = mpsc::channel(16);
+    tokio::spawn(control::serve(listener, control_tx));
+    let (events_tx, mut events_rx) = mpsc::channel(1024);
+    let (hooks_tx, mut hooks_rx) = mpsc::unbounded_channel();
+    let mut demotion = Demotion::default();
+    demotion.adjust(options.config.agent.demotion);
+    let mut agent = Agent {
+        start: Instant::now(),
+        nl: Netlink::new()?,
+        options,
+        ifaces: BTreeMap::new(),
+        vhids: Vec::new(),
+        demotion,
+        events_tx,
+        hooks_tx,
+        rng: rand::rng(),
+        pending_demotion: false,
+    };
+    let mut links = Box::pin(netlink::link_events()?);
+    agent.add_vhids(plans).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut watchdog = tokio::time::interval(watchdog_interval());
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!("carp-agent running: {} VHIDs", agent.vhids.len());
+    loop {
+        let deadline = agent
+            .vhids
+            .iter()
+            .filter_map(|v| v.machine.deadline())
+            .min()
+            .map(|d| agent.start + d)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            Some(ev) = events_rx.recv() => agent.on_advert(ev).await,
+            Some(link) = links.next() => agent.on_link(link).await,
+            Some((req, reply)) = control_rx.recv() => {
+                let r = agent.on_control(req).await;
+                let _ = reply.send(r);
+            }
+            Some((vhid, outcome)) = hooks_rx.recv() => {
+                tracing::debug!(vhid, "hook finished: {outcome:?}");
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => agent.on_timer().await,
+            _ = hup.recv() => {
+                if let Err(e) = agent.reload().await {
+                    tracing::error!("reload failed, keeping the running configuration: {e:#}");
+                }
+            }
+            _ = watchdog.tick() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    agent.shutdown(&mut hooks_rx).await;
+    let _ = std::fs::remove_file(&agent.options.config.agent.socket);
+    Ok(())
+}
+
+/// Half of systemd's WatchdogSec, or an hour when there is no watchdog.
+fn watchdog_interval() -> Duration {
+    std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|u| u.parse::<u64>().ok())
+        .map(|u| Duration::from_micros(u / 2))
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(3600))
+}
+
+/// Reads a data plane's ring buffer forever, forwarding events to the loop.
+fn spawn_reader(rb: RingBuf<aya::maps::MapData>, tx: mpsc::Sender<AdvertEvent>) -> Result<()> {
+    // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long
+    // as the AsyncFd owns the ring buffer.
+    let mut fd = unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("polling the advert ring buffer: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            let rb = guard.get_inner_mut();
+            while let Some(item) = rb.next() {
+                if let Some(ev) = parse_event(&item)
+                    && tx.send(ev).await.is_err()
+                {
+                    return;
+                }
+            }
+            guard.clear_ready();
+        }
+    });
+    Ok(())
+}
+
+impl Agent {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Attaches to `link` unless already attached.
+    async fn attach(&mut self, link: &Link, vmac: bool) -> Result<()> {
+        if let Some(iface) = self.ifaces.get(&link.name) {
+            if vmac && iface.link.index == link.index {
+                self.nl.set_promisc(link.index, true).await?;
+            }
+            return Ok(());
+        }
+        let mut dp = DataPlane::load()?;
+        let (_, mode) = dp.attach_best(&link.name).map_err(|e| {
+            anyhow!(
+                "{e:#}; if another program (or another carp-agent) already holds XDP on {}, \
+                 stop it or add its VHIDs to this agent's configuration",
+                link.name
+            )
+        })?;
+        tracing::info!(
+            "XDP attached to {} in {} mode",
+            link.name,
+            if mode == XdpMode::Driver {
+                "native"
+            } else {
+                "skb (generic)"
+            }
+        );
+        let pin = self.options.config.agent.pin_dir.join(&link.name);
+        if let Err(e) = dp.pin(&pin) {
+            tracing::warn!("maps not pinned for bpftool: {e:#}");
+        }
+        spawn_reader(dp.take_events()?, self.events_tx.clone())?;
+        if vmac {
+            self.nl.set_promisc(link.index, true).await?;
+        }
+        let packet = PacketSocket::bind(link.index)?;
+        self.ifaces.insert(
+            link.name.clone(),
+            Iface {
+                link: link.clone(),
+                dp,
+                mode,
+                packet,
+                unicast: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn add_vhids(&mut self, plans: Vec<Plan>) -> Result<()> {
+        for plan in plans {
+            let link = self.nl.link(&plan.interface).await?;
+            // Crash safety: a killed predecessor may have left our VIPs behind.
+            for (vip, _) in &plan.vips {
+                self.nl.del_vip(link.index, *vip).await?;
+            }
+            self.attach(&link, plan.mac == MacMode::Virtual).await?;
+            let addrs = self.nl.addresses(link.index).await?;
+            let src = match plan.src {
+                Some(src) => src,
+                None => advert_source(&plan, &addrs).with_context(|| {
+                    format!("{} has no address to send adverts from", plan.interface)
+                })?,
+            };
+            let mac = match plan.mac {
+                MacMode::Virtual => match plan.timing {
+                    Timing::Vrrp3 { .. } if src.is_ipv6() => wire::virtual_mac_v6(plan.vhid),
+                    _ => wire::virtual_mac(plan.vhid),
+                },
+                MacMode::Interface => link.mac,
+            };
+            let auth = match plan.protocol {
+                Protocol::Carp => Some(Auth::new(&plan.password, plan.vhid, &plan.vip_addrs())?),
+                Protocol::Vrrp3 => None,
+            };
+            let machine = Machine::new(plan.machine(src));
+            let hooks = hooks::Queue::start(
+                Duration::from_secs_f64(self.options.config.agent.hook_timeout),
+                self.hooks_tx.clone(),
+            );
+            let v = Vhid {
+                ifindex: link.index,
+                machine,
+                auth,
+                counter: Counter::default(),
+                src,
+                mac,
+                hooks,
+                since: Instant::now(),
+                last_reason: Reason::LinkDown,
+                n: Counters::default(),
+                plan,
+            };
+            tracing::info!(
+                "vhid {} on {}: {:?}, VIPs {:?}, adverts from {src}",
+                v.plan.vhid,
+                v.plan.interface,
+                v.plan.timing,
+                v.plan.vips
+            );
+            self.vhids.push(v);
+            let i = self.vhids.len() - 1;
+            self.program_maps(i)?;
+            let effective = self.effective_demotion(i);
+            self.feed(i, Event::Demotion(effective)).await;
+            if link.up {
+                self.feed(i, Event::LinkUp).await;
+            } else {
+                self.demotion.link(&self.vhids[i].id(), false);
+            }
+        }
+        self.broadcast_demotion().await;
+        Ok(())
+    }
+
+    fn effective_demotion(&self, i: usize) -> i32 {
+        self.demotion
+            .effective(self.vhids[i].plan.groups.iter().map(String::as_str))
+    }
+
+    /// Writes a VHID's state into its interface's maps.
+    fn program_maps(&mut self, i: usize) -> Result<()> {
+        let v = &self.vhids[i];
+        let st = map_state(v.machine.state());
+        let iface = self
+            .ifaces
+            .get_mut(&v.plan.interface)
+            .context("interface not attached")?;
+        let mut fl = 0;
+        if !v.plan.peers.is_empty() {
+            fl |= flags::UNICAST;
+        }
+        if v.plan.mac == MacMode::Virtual {
+            fl |= flags::VMAC;
+        }
+        let version = match v.plan.protocol {
+            Protocol::Carp => wire::VERSION,
+            Protocol::Vrrp3 => vrrp::VERSION,
+        };
+        let entry = vhid_entry(version, st, fl, v.mac, iface.link.mac, v.auth.as_ref());
+        iface.dp.set_vhid(&v.key(), &entry)?;
+        for (vip, _) in &v.plan.vips {
+            let e = VipEntry {
+                vhid: v.plan.vhid,
+                state: st,
+                mac: v.mac,
+            };
+            iface.dp.set_vip(&vip_key(v.ifindex, *vip), &e)?;
+        }
+        Ok(())
+    }
+
+    /// Feeds one event to a machine and carries out what it says.
+    async fn feed(&mut self, i: usize, event: Event) {
+        let now = self.now();
+        let actions = self.vhids[i].machine.handle(now, event);
+        for a in actions {
+            match a {
+                Action::Advertise(timing) => self.advertise(i, timing),
+                Action::Transition { from, to, reason } => {
+                    self.transition(i, from, to, reason).await
+                }
+            }
+        }
+    }
+
+    fn advertise(&mut self, i: usize, timing: Timing) {
+        let v = &mut self.vhids[i];
+        let Some(iface) = self.ifaces.get_mut(&v.plan.interface) else {
+            return;
+        };
+        let payload_for = |v: &mut Vhid, rng: &mut rand::rngs::ThreadRng, dst: IpAddr| match timing
+        {
+            Timing::Carp { advbase, advskew } => {
+                let counter = v.counter.next(rand::Rng::random(rng));
+                let digest = v.auth.as_ref().map(|a| a.sign(counter)).unwrap_or_default();
+                Some(
+                    wire::CarpHeader {
+                        vhid: v.plan.vhid,
+                        advskew,
+                        demote: 0,
+                        advbase,
+                        counter,
+                        digest,
+                    }
+                    .encode()
+                    .to_vec(),
+                )
+            }
+            Timing::Vrrp3 {
+                priority,
+                interval_cs,
+            } => frame::vrrp_payload(
+                v.src,
+                dst,
+                vrrp::Vrrp3Header {
+                    vrid: v.plan.vhid,
+                    priority,
+                    count: 0,
+                    max_adver_int: interval_cs,
+                },
+                &v.plan.vip_addrs(),
+            ),
+        };
+        let mut ok = true;
+        if v.plan.peers.is_empty() {
+            let group = frame::group(v.src);
+            if let Some(payload) = payload_for(v, &mut self.rng, group) {
+                let f = frame::advert(v.src, v.mac, None, &payload);
+                ok = iface.packet.send(&f).is_ok();
+            }
+        } else {
+            let v6 = v.src.is_ipv6();
+            let sock = match iface.unicast.entry(v6) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    match UnicastSocket::bind(&v.plan.interface, v6) {
+                        Ok(s) => e.insert(s),
+                        Err(err) => {
+                            tracing::error!("vhid {}: {err:#}", v.plan.vhid);
+                            return;
+                        }
+                    }
+                }
+            };
+            for peer in v.plan.peers.clone() {
+                if let Some(payload) = payload_for(v, &mut self.rng, peer) {
+                    ok &= sock.send(&payload, peer).is_ok();
+                }
+            }
+        }
+        if ok {
+            v.n.adverts_sent += 1;
+        } else {
+            v.n.send_errors += 1;
+        }
+        // carp_send_ad_error: three failures in a row demote the whole host.
+        let id = v.id();
+        if self.demotion.send_result(&id, ok) {
+            tracing::warn!("send errors changed demotion to {}", self.demotion.global());
+            // Applied on the next loop turn: machines must not re-enter from here.
+            self.pending_demotion = true;
+        }
+    }
+
+    async fn transition(&mut self, i: usize, from: State, to: State, reason: Reason) {
+        let took = {
+            let v = &mut self.vhids[i];
+            v.n.transitions += 1;
+            let took = v.since.elapsed();
+            v.since = Instant::now();
+            v.last_reason = reason;
+            took
+        };
+        if let Err(e) = self.program_maps(i) {
+            tracing::error!(
+                "vhid {}: updating the XDP maps failed: {e:#}",
+                self.vhids[i].plan.vhid
+            );
+        }
+        let v = &self.vhids[i];
+        tracing::info!(
+            "vhid {} on {} {from} -> {to}: {reason} (after {:.1} s)",
+            v.plan.vhid,
+            v.plan.interface,
+            took.as_secs_f64()
+        );
+        if to == State::Master {
+            for (vip, prefix) in &v.plan.vips {
+                if let Err(e) = self.nl.add_vip(v.ifindex, *vip, *prefix).await {
+                    tracing::error!("vhid {}: {e:#}", v.plan.vhid);
+                }
+            }
+            if let Some(iface) = self.ifaces.get(&v.plan.interface) {
+                for _ in 0..v.plan.garp_count.max(1) {
+                    for (vip, _) in &v.plan.vips {
+                        let f = match vip {
+                            IpAddr::V4(a) => frame::gratuitous_arp(v.mac, *a, None),
+                            IpAddr::V6(a) => frame::unsolicited_na(v.mac, *a, None),
+                        };
+                        let _ = iface.packet.send(&f);
+                    }
+                }
+            }
+        } else if from == State::Master {
+            for (vip, _) in &v.plan.vips {
+                if let Err(e) = self.nl.del_vip(v.ifindex, *vip).await {
+                    tracing::error!("vhid {}: {e:#}", v.plan.vhid);
+                }
+            }
+        }
+        let script = match (from, to) {
+            (_, State::Master) => v.plan.up_script.clone(),
+            (State::Master, _) => v.plan.down_script.clone(),
+            _ => None,
+        };
+        if let Some(script) = script {
+            v.hooks.push(hooks::Run {
+                script,
+                interface: v.plan.interface.clone(),
+                vhid: v.plan.vhid,
+                vips: v.plan.vips.iter().map(|(a, _)| a.to_string()).collect(),
+                from,
+                to,
+            });
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = self.now();
+        for i in 0..self.vhids.len() {
+            if self.vhids[i].machine.deadline().is_some_and(|d| d <= now) {
+                self.feed(i, Event::Timer).await;
+            }
+        }
+        self.apply_pending_demotion().await;
+    }
+
+    async fn on_advert(&mut self, ev: AdvertEvent) {
+        let Some(i) = self
+            .vhids
+            .iter()
+            .position(|v| v.ifindex == ev.ifindex && v.plan.vhid == ev.vhid)
+        else {
+            return;
+        };
+        let v = &mut self.vhids[i];
+        let timing = if ev.version == wire::VERSION {
+            if ev.verified == 0
+                && !v
+                    .auth
+                    .as_ref()
+                    .is_some_and(|a| a.verify(ev.counter, &ev.digest))
+            {
+                v.n.bad_digests += 1;
+                return;
+            }
+            v.counter.adopt(ev.counter);
+            Timing::Carp {
+                advbase: ev.advbase,
+                advskew: ev.advskew,
+            }
+        } else {
+            Timing::Vrrp3 {
+                priority: ev.priority,
+                interval_cs: ev.interval_cs,
+            }
+        };
+        v.n.adverts_received += 1;
+        let src = event_src(&ev);
+        self.feed(i, Event::Advert(Advert { src, timing })).await;
+        self.apply_pending_demotion().await;
+    }
+
+    async fn on_link(&mut self, link: Link) {
+        let Some(iface) = self.ifaces.get_mut(&link.name) else {
+            return;
+        };
+        if iface.link.index != link.index || iface.link.up == link.up {
+            iface.link.mac = link.mac;
+            return;
+        }
+        iface.link.up = link.up;
+        tracing::info!("{} link {}", link.name, if link.up { "up" } else { "down" });
+        let mut changed = false;
+        for i in 0..self.vhids.len() {
+            if self.vhids[i].plan.interface != link.name {
+                continue;
+            }
+            // carp_sc_state: link down -> INIT and demote by 240; up reverses both.
+            changed |= self.demotion.link(&self.vhids[i].id(), link.up);
+            let ev = if link.up {
+                Event::LinkUp
+            } else {
+                Event::LinkDown
+            };
+            self.feed(i, ev).await;
+        }
+        if changed {
+            self.broadcast_demotion().await;
+        }
+    }
+
+    async fn apply_pending_demotion(&mut self) {
+        if std::mem::take(&mut self.pending_demotion) {
+            self.broadcast_demotion().await;
+        }
+    }
+
+    /// Tells every machine its demotion (those whose value changed advertise at once).
+    async fn broadcast_demotion(&mut self) {
+        for i in 0..self.vhids.len() {
+            let d = self.effective_demotion(i);
+            if self.vhids[i].machine.demotion() != d {
+                self.feed(i, Event::Demotion(d)).await;
+            }
+        }
+    }
+
+    fn find(&self, vhid: u8, interface: Option<&str>) -> Result<Vec<usize>> {
+        let found: Vec<usize> = (0..self.vhids.len())
+            .filter(|&i| {
+                self.vhids[i].plan.vhid == vhid
+                    && interface.is_none_or(|n| n == self.vhids[i].plan.interface)
+            })
+            .collect();
+        if found.is_empty() {
+            bail!(
+                "no vhid {vhid} is configured{}",
+                interface.map(|i| format!(" on {i}")).unwrap_or_default()
+            );
+        }
+        Ok(found)
+    }
+
+    async fn on_control(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Status => Reply {
+                ok: true,
+                error: None,
+                status: Some(self.status()),
+            },
+            Request::SetState {
+                vhid,
+                interface,
+                state,
+            } => match self.find(vhid, interface.as_deref()) {
+                Err(e) => Reply::err(e),
+                Ok(found) => {
+                    let target = match state {
+                        Forced::Master => State::Master,
+                        Forced::Backup => State::Backup,
+                    };
+                    for i in found {
+                        self.feed(i, Event::Force(target)).await;
+                    }
+                    Reply::ok()
+                }
+            },
+            Request::Demote { op, value, group } => {
+                let current = match &group {
+                    Some(g) => self.demotion.effective([g.as_str()]) - self.demotion.global(),
+                    None => self.demotion.global(),
+                };
+                let delta = match op {
+                    '+' => value,
+                    '-' => -value,
+                    '=' => value - current,
+                    _ => return Reply::err(format!("unknown demotion operator {op:?}")),
+                };
+                match &group {
+                    Some(g) => self.demotion.adjust_group(g, delta),
+                    None => self.demotion.adjust(delta),
+                }
+                tracing::info!(
+                    "demotion {}{delta:+} by operator",
+                    group
+                        .as_deref()
+                        .map(|g| format!("of group {g} "))
+                        .unwrap_or_default()
+                );
+                self.broadcast_demotion().await;
+                Reply::ok()
+            }
+            Request::Reload => match self.reload().await {
+                Ok(()) => Reply::ok(),
+                Err(e) => Reply::err(format!("{e:#}")),
+            },
+        }
+    }
+
+    fn status(&self) -> Status {
+        let vhids = self
+            .vhids
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let (advbase, advskew, priority, interval_ms) = match v.machine.advertised() {
+                    Timing::Carp { advbase, advskew } => (advbase, advskew, 0, 0),
+                    Timing::Vrrp3 {
+                        priority,
+                        interval_cs,
+                    } => (0, 0, priority, u32::from(interval_cs) * 10),
+                };
+                VhidStatus {
+                    interface: v.plan.interface.clone(),
+                    vhid: v.plan.vhid,
+                    protocol: match v.plan.protocol {
+                        Protocol::Carp => "carp",
+                        Protocol::Vrrp3 => "vrrp3",
+                    }
+                    .into(),
+                    state: v.machine.state().to_string(),
+                    advbase,
+                    advskew,
+                    priority,
+                    interval_ms,
+                    demotion: self.effective_demotion(i),
+                    preempt: v.plan.preempt,
+                    vips: v
+                        .plan
+                        .vips
+                        .iter()
+                        .map(|(a, l)| format!("{a}/{l}"))
+                        .collect(),
+                    src: v.src.to_string(),
+                    seconds_in_state: v.since.elapsed().as_secs_f64(),
+                    last_reason: v.last_reason.to_string(),
+                    transitions: v.n.transitions,
+                    adverts_sent: v.n.adverts_sent,
+                    adverts_received: v.n.adverts_received,
+                    send_errors: v.n.send_errors,
+                    bad_digests: v.n.bad_digests,
+                }
+            })
+            .collect();
+        let interfaces = self
+            .ifaces
+            .values()
+            .map(|f| InterfaceStatus {
+                name: f.link.name.clone(),
+                up: f.link.up,
+                xdp_mode: if f.mode == XdpMode::Driver {
+                    "native"
+                } else {
+                    "skb"
+                }
+                .into(),
+                xdp: f
+                    .dp
+                    .stats()
+                    .map(|s| {
+                        s.fields()
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), *v))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Status {
+            demotion: self.demotion.global(),
+            interfaces,
+            vhids,
+        }
+    }
+
+    /// Stops VHID `i`: bow-out as master, VIPs removed, map entries removed.
+    async fn stop_vhid(&mut self, i: usize) {
+        self.feed(i, Event::Shutdown).await;
+        let v = &self.vhids[i];
+        let key = v.key();
+        let vips: Vec<IpAddr> = v.plan.vip_addrs();
+        if let Some(iface) = self.ifaces.get_mut(&v.plan.interface) {
+            let _ = iface.dp.remove_vhid(&key);
+            for vip in vips {
+                let _ = iface.dp.remove_vip(&vip_key(key.ifindex, vip));
+            }
+        }
+    }
+
+    /// SIGHUP / `reload`: VHIDs whose settings did not change keep their state (and
+    /// mastership); removed ones stop, new or changed ones start.
+    async fn reload(&mut self) -> Result<()> {
+        let Some(path) = self.options.path.clone() else {
+            bail!("started from the command line: there is no file to reload");
+        };
+        let config = Config::load(&path).map_err(|e| anyhow!(e))?;
+        let options = Options {
+            config,
+            path: Some(path),
+        };
+        let plans = preflight(&options)
+            .await
+            .map_err(|m| anyhow!(m.join("; ")))?;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        let mut keep = vec![false; self.vhids.len()];
+        let mut fresh = Vec::new();
+        for plan in plans {
+            match self.vhids.iter().position(|v| v.plan == plan) {
+                Some(i) => keep[i] = true,
+                None => fresh.push(plan),
+            }
+        }
+        for i in (0..self.vhids.len()).rev() {
+            if !keep[i] {
+                self.stop_vhid(i).await;
+                let v = self.vhids.remove(i);
+                tracing::info!("vhid {} on {} removed", v.plan.vhid, v.plan.interface);
+            }
+        }
+        let unchanged = self.vhids.len();
+        self.options.config = options.config;
+        self.add_vhids(fresh).await?;
+        // Interfaces no VHID uses any more are detached (dropping the link).
+        let used: Vec<String> = self
+            .vhids
+            .iter()
+            .map(|v| v.plan.interface.clone())
+            .collect();
+        self.ifaces.retain(|name, _| used.contains(name));
+        tracing::info!(
+            "configuration reloaded: {unchanged} VHIDs unchanged, {} started",
+            self.vhids.len() - unchanged
+        );
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        Ok(())
+    }
+
+    /// Graceful stop: masters bow out so backups take over at once, VIPs go, down hooks
+    /// run (awaited up to their timeout).
+    async fn shutdown(&mut self, hooks_rx: &mut mpsc::UnboundedReceiver<(u8, hooks::Outcome)>) {
+        let masters = self
+            .vhids
+            .iter()
+            .filter(|v| v.machine.state() == State::Master && v.plan.down_script.is_some())
+            .count();
+        for i in 0..self.vhids.len() {
+            self.stop_vhid(i).await;
+        }
+        let timeout = Duration::from_secs_f64(self.options.config.agent.hook_timeout);
+        for _ in 0..masters {
+            if tokio::time::timeout(timeout, hooks_rx.recv())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        tracing::info!("carp-agent stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn subnets() {
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(same_subnet(a("192.0.2.1"), a("192.0.2.50"), 24));
+        assert!(!same_subnet(a("192.0.2.1"), a("198.51.100.50"), 24));
+        assert!(same_subnet(a("192.0.2.1"), a("10.0.0.1"), 0));
+        assert!(same_subnet(a("2001:db8::1"), a("2001:db8::50"), 64));
+        assert!(!same_subnet(a("2001:db8::1"), a("192.0.2.1"), 0));
+    }
+
+    #[test]
+    fn ring_buffer_addresses() {
+        let mut ev = AdvertEvent {
+            family: 4,
+            ..Default::default()
+        };
+        ev.src[..4].copy_from_slice(&[192, 0, 2, 9]);
+        assert_eq!(event_src(&ev), IpAddr::from(Ipv4Addr::new(192, 0, 2, 9)));
+        ev.family = 6;
+        ev.src = Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(event_src(&ev), IpAddr::from(Ipv6Addr::LOCALHOST));
+    }
+}

@@ -1,0 +1,311 @@
+//! The control socket: one JSON request per connection, one JSON reply. The socket lives
+//! in a root-only directory; `carp-agent status`, `set-state`, `demote` and `reload` are
+//! its clients.
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::{os::unix::fs::PermissionsExt as _, path::Path};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// ifconfig's `vhid N state master|backup`.
+    SetState {
+        vhid: u8,
+        interface: Option<String>,
+        state: Forced,
+    },
+    /// `+N`, `-N` or `=N`, on the global counter or a group.
+    Demote {
+        op: char,
+        value: i32,
+        group: Option<String>,
+    },
+    Reload,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Forced {
+    Master,
+    Backup,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<Status>,
+}
+
+impl Reply {
+    pub fn ok() -> Self {
+        Self {
+            ok: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn err(e: impl ToString) -> Self {
+        Self {
+            ok: false,
+            error: Some(e.to_string()),
+            status: None,
+        }
+    }
+}
+
+/// `carp-agent status --json`: the documented schema.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// Global demotion counter.
+    pub demotion: i32,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub vhids: Vec<VhidStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub up: bool,
+    /// "native" or "skb".
+    pub xdp_mode: String,
+    /// XDP counters by name (see `XdpStats`).
+    pub xdp: Vec<(String, u64)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VhidStatus {
+    pub interface: String,
+    pub vhid: u8,
+    /// "carp" or "vrrp3".
+    pub protocol: String,
+    /// INIT, BACKUP or MASTER.
+    pub state: String,
+    pub advbase: u8,
+    pub advskew: u8,
+    pub priority: u8,
+    pub interval_ms: u32,
+    /// Demotion applied to this VHID (global plus its groups).
+    pub demotion: i32,
+    pub preempt: bool,
+    pub vips: Vec<String>,
+    pub src: String,
+    pub seconds_in_state: f64,
+    pub last_reason: String,
+    pub transitions: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub send_errors: u64,
+    pub bad_digests: u64,
+}
+
+impl Status {
+    /// The status in ifconfig's words, one block per VHID.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for v in &self.vhids {
+            let timing = if v.protocol == "carp" {
+                format!("advbase {} advskew {}", v.advbase, v.advskew)
+            } else {
+                format!("vrrp priority {} interval {}ms", v.priority, v.interval_ms)
+            };
+            out += &format!(
+                "{}: carp: {} vhid {} {}{}\n",
+                v.interface,
+                v.state,
+                v.vhid,
+                timing,
+                if v.preempt { " preempt" } else { "" }
+            );
+            for vip in &v.vips {
+                let family = if vip.contains(':') { "inet6" } else { "inet" };
+                out += &format!("\t{family} {vip} vhid {}\n", v.vhid);
+            }
+            out += &format!(
+                "\tsince {:.1}s ({}), {} transitions, adverts sent {} received {}, \
+                 demotion {}, send errors {}, bad digests {}\n",
+                v.seconds_in_state,
+                v.last_reason,
+                v.transitions,
+                v.adverts_sent,
+                v.adverts_received,
+                v.demotion,
+                v.send_errors,
+                v.bad_digests
+            );
+        }
+        for i in &self.interfaces {
+            let counters: Vec<String> = i
+                .xdp
+                .iter()
+                .filter(|(_, v)| *v != 0)
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            out += &format!(
+                "{}: {} xdp {}: {}\n",
+                i.name,
+                if i.up { "up" } else { "down" },
+                i.xdp_mode,
+                if counters.is_empty() {
+                    "no traffic".to_owned()
+                } else {
+                    counters.join(", ")
+                }
+            );
+        }
+        out += &format!("demotion {}\n", self.demotion);
+        out
+    }
+}
+
+/// A request with the channel its reply goes back on.
+pub type Incoming = (Request, oneshot::Sender<Reply>);
+
+/// Binds the socket. Fails clearly when another agent answers on it; removes a stale one.
+pub async fn listen(path: &Path) -> Result<UnixListener> {
+    if UnixStream::connect(path).await.is_ok() {
+        bail!(
+            "another carp-agent is already running (it answers on {}); one agent serves all \
+             interfaces and VHIDs: add them to its configuration instead",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Accepts connections forever, forwarding requests to the event loop.
+pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            if BufReader::new(read).read_line(&mut line).await.is_err() {
+                return;
+            }
+            let reply = match serde_json::from_str::<Request>(&line) {
+                Err(e) => Reply::err(format!("bad request: {e}")),
+                Ok(req) => {
+                    let (rtx, rrx) = oneshot::channel();
+                    if tx.send((req, rtx)).await.is_err() {
+                        return;
+                    }
+                    rrx.await
+                        .unwrap_or_else(|_| Reply::err("the agent is stopping"))
+                }
+            };
+            let mut text = serde_json::to_string(&reply).unwrap_or_default();
+            text.push('\n');
+            let _ = write.write_all(text.as_bytes()).await;
+        });
+    }
+}
+
+/// Sends one request to a running agent.
+pub async fn request(path: &Path, req: &Request) -> Result<Reply> {
+    let stream = UnixStream::connect(path).await.with_context(|| {
+        format!(
+            "no carp-agent answers on {} (is it running?)",
+            path.display()
+        )
+    })?;
+    let (read, mut write) = stream.into_split();
+    let mut text = serde_json::to_string(req)?;
+    text.push('\n');
+    write.write_all(text.as_bytes()).await?;
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    serde_json::from_str(&line).context("unreadable reply from the agent")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json() {
+        for r in [
+            Request::Status,
+            Request::SetState {
+                vhid: 1,
+                interface: None,
+                state: Forced::Backup,
+            },
+            Request::Demote {
+                op: '+',
+                value: 20,
+                group: Some("db".into()),
+            },
+            Request::Reload,
+        ] {
+            let text = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r);
+        }
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"cmd":"status"}"#
+        );
+    }
+
+    #[test]
+    fn status_reads_like_ifconfig() {
+        let s = Status {
+            demotion: 0,
+            interfaces: vec![],
+            vhids: vec![VhidStatus {
+                interface: "em0".into(),
+                vhid: 1,
+                protocol: "carp".into(),
+                state: "MASTER".into(),
+                advbase: 1,
+                advskew: 0,
+                vips: vec!["192.0.2.50/24".into()],
+                ..VhidStatus::default()
+            }],
+        };
+        let text = s.text();
+        assert!(
+            text.starts_with("em0: carp: MASTER vhid 1 advbase 1 advskew 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("\tinet 192.0.2.50/24 vhid 1\n"));
+    }
+
+    #[tokio::test]
+    async fn a_second_agent_is_refused() {
+        let dir = std::env::temp_dir().join(format!("carp-ctl-{}", std::process::id()));
+        let path = dir.join("agent.sock");
+        let first = listen(&path).await.unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        tokio::spawn(serve(first, tx));
+        tokio::spawn(async move {
+            while let Some((_, reply)) = rx.recv().await {
+                let _ = reply.send(Reply::ok());
+            }
+        });
+        let err = listen(&path).await.unwrap_err().to_string();
+        assert!(err.contains("already running"), "{err}");
+        assert!(request(&path, &Request::Status).await.unwrap().ok);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
