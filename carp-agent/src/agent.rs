@@ -4,7 +4,7 @@
 //! control socket, signals and link changes.
 
 use crate::{
-    config::{Config, MacMode, Plan, Protocol},
+    config::{Config, MacMode, Plan, Protocol, XdpModeSetting},
     control::{self, Forced, InterfaceStatus, Reply, Request, Status, VhidStatus},
     demotion::Demotion,
     election::{Action, Advert, Event, Machine, Reason, State, Timing},
@@ -348,7 +348,24 @@ impl Agent {
             return Ok(());
         }
         let mut dp = DataPlane::load()?;
-        let (_, mode) = dp.attach_best(&link.name).map_err(|e| {
+        let attached = match self.options.config.agent.xdp_mode {
+            XdpModeSetting::Native => dp
+                .attach(&link.name, XdpMode::Driver)
+                .map(|l| (l, XdpMode::Driver)),
+            XdpModeSetting::Skb => dp
+                .attach(&link.name, XdpMode::Skb)
+                .map(|l| (l, XdpMode::Skb)),
+            XdpModeSetting::Auto if link.veth => {
+                tracing::info!(
+                    "{} is a veth: generic XDP, as native XDP_TX there needs an XDP program on the peer",
+                    link.name
+                );
+                dp.attach(&link.name, XdpMode::Skb)
+                    .map(|l| (l, XdpMode::Skb))
+            }
+            XdpModeSetting::Auto => dp.attach_best(&link.name),
+        };
+        let (_, mode) = attached.map_err(|e| {
             anyhow!(
                 "{e:#}; if another program (or another carp-agent) already holds XDP on {}, \
                  stop it or add its VHIDs to this agent's configuration",

@@ -35,6 +35,20 @@ pub struct Agent {
     pub hook_timeout: f64,
     /// Initial global demotion (FreeBSD `net.inet.carp.demotion`).
     pub demotion: i32,
+    /// How the XDP program attaches.
+    pub xdp_mode: XdpModeSetting,
+}
+
+/// XDP attach mode.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeSetting {
+    /// Native where the driver supports it, else generic; generic on veth, whose native
+    /// XDP_TX needs an XDP program on the peer as well.
+    #[default]
+    Auto,
+    Native,
+    Skb,
 }
 
 impl Default for Agent {
@@ -44,6 +58,7 @@ impl Default for Agent {
             pin_dir: DEFAULT_PIN_DIR.into(),
             hook_timeout: 10.0,
             demotion: 0,
+            xdp_mode: XdpModeSetting::Auto,
         }
     }
 }

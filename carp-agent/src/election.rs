@@ -377,8 +377,15 @@ impl Machine {
         }
         match target {
             // "user requested": stop advertising, BACKUP, arm master-down. Not sticky: the
-            // master-down timer may make us master again if nobody else advertises.
-            State::Backup => self.become_backup(now, Reason::Forced, out),
+            // timer makes us master again if nobody else advertises. Unlike ip_carp.c it
+            // waits one advert interval longer, so that another backup takes over even
+            // when we are the preferred node (FreeBSD's plain timer would fire first and
+            // the operator's "state backup" would undo itself after 3 x advbase).
+            State::Backup => {
+                self.become_backup(now, Reason::Forced, out);
+                self.master_down_at =
+                    Some(now + self.master_down_interval() + self.advert_interval());
+            }
             State::Master => self.become_master(now, Reason::Forced, out),
             State::Init => {}
         }
@@ -766,8 +773,12 @@ mod tests {
                 reason: Reason::Forced
             }]
         );
-        // Not sticky: alone on the segment it comes back.
-        m.handle(ms(20) + m.master_down_interval(), Event::Timer);
+        // Not sticky: alone on the segment it comes back, one advert interval after any
+        // other backup (master-down 3 s + skew) would have taken over.
+        let back = ms(20) + m.master_down_interval() + m.advert_interval();
+        m.handle(back - ms(1), Event::Timer);
+        assert_eq!(m.state(), State::Backup);
+        m.handle(back, Event::Timer);
         assert_eq!(m.state(), State::Master);
     }
 

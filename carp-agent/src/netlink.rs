@@ -9,7 +9,7 @@ use rtnetlink::{
     packet_route::{
         RouteNetlinkMessage,
         address::{AddressAttribute, AddressFlags},
-        link::{LinkAttribute, LinkFlags, LinkMessage},
+        link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
     },
 };
 use std::net::IpAddr;
@@ -22,6 +22,9 @@ pub struct Link {
     pub mac: [u8; 6],
     /// Administratively up with carrier.
     pub up: bool,
+    /// A veth: native XDP there only transmits XDP_TX frames when the peer runs an XDP
+    /// program too (veth_xdp_flush schedules the peer's NAPI only then).
+    pub veth: bool,
 }
 
 fn link_from(msg: &LinkMessage) -> Link {
@@ -33,11 +36,17 @@ fn link_from(msg: &LinkMessage) -> Link {
             .header
             .flags
             .contains(LinkFlags::Up | LinkFlags::Running),
+        veth: false,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Address(a) if a.len() == 6 => link.mac.copy_from_slice(a),
+            LinkAttribute::LinkInfo(infos) => {
+                link.veth = infos
+                    .iter()
+                    .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
+            }
             _ => {}
         }
     }

@@ -1,5 +1,7 @@
-//! Harness for carp's end-to-end tests: network namespaces that clean up after themselves
-//! and the captures they read.
+//! Harness for carp's end-to-end tests: network namespaces, a switched LAN and agent
+//! processes that clean up after themselves, and the captures they read.
 
+pub mod agent;
+pub mod lan;
 pub mod netns;
 pub mod pcap;

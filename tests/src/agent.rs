@@ -1,0 +1,206 @@
+//! A carp-agent process in a namespace, killed when dropped, with helpers to read its
+//! state through the control socket.
+
+use crate::netns::Netns;
+use anyhow::{Context as _, Result, bail};
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The carp-agent binary: $CARP_AGENT_BIN, else the workspace's target/debug build
+/// (`cargo test --workspace` builds it).
+pub fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CARP_AGENT_BIN") {
+        return p.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let bin = target.join("debug/carp-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p carp-agent` (or set CARP_AGENT_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "{}{tag}-{}-{}",
+            crate::netns::PREFIX,
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+pub struct Agent {
+    child: Option<Child>,
+    pub name: String,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `carp-agent -c <dir>/<name>.toml` inside `ns`. `config` starts inside the
+    /// [agent] section this adds (socket in `dir`): settings for it first, then the VHIDs.
+    pub fn start(ns: &Netns, dir: &Path, name: &str, config: &str) -> Result<Self> {
+        let socket = dir.join(format!("{name}.sock"));
+        let path = dir.join(format!("{name}.toml"));
+        let log = dir.join(format!("{name}.log"));
+        std::fs::write(&path, Self::with_agent_section(&socket, config))?;
+        let mut a = Self {
+            child: None,
+            name: name.to_owned(),
+            config: path,
+            socket,
+            log,
+        };
+        a.spawn(ns)?;
+        Ok(a)
+    }
+
+    fn with_agent_section(socket: &Path, config: &str) -> String {
+        format!("[agent]\nsocket = \"{}\"\n\n{config}", socket.display())
+    }
+
+    /// Rewrites the configuration file (keeping the [agent] section); for reloads.
+    pub fn rewrite(&self, config: &str) -> Result<()> {
+        std::fs::write(&self.config, Self::with_agent_section(&self.socket, config))?;
+        Ok(())
+    }
+
+    /// (Re)starts the process.
+    pub fn spawn(&mut self, ns: &Netns) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = ns
+            .command(agent_bin().to_str().context("non-UTF-8 path")?)
+            .arg("-c")
+            .arg(&self.config)
+            .env("CARP_LOG", "info")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting carp-agent")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Sends a signal (e.g. "TERM", "KILL", "HUP", "STOP", "CONT").
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self.pid().context("not running")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)?;
+        Ok(())
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let child = self.child.as_mut().context("not running")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not exit within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs a control command (`status`, `set-state 1 backup`, ...) against this agent.
+    pub fn ctl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(agent_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "carp-agent {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The state of `vhid` as `carp-agent status` shows it, if the agent answers.
+    pub fn state(&self, vhid: u8) -> Option<String> {
+        let text = self.ctl(&["status"]).ok()?;
+        text.lines().find_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            match words.as_slice() {
+                [_, "carp:", state, "vhid", v, ..] if *v == vhid.to_string() => {
+                    Some((*state).to_owned())
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// Waits until `vhid` is in `state`; returns how long that took.
+    pub fn wait_state(&self, vhid: u8, state: &str, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.state(vhid).as_deref() == Some(state) {
+                return Ok(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "{}: vhid {vhid} not {state} after {timeout:?} (is {:?}); log:\n{}",
+            self.name,
+            self.state(vhid),
+            self.log_text()
+        )
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

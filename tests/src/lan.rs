@@ -1,0 +1,109 @@
+//! A switched LAN in namespaces: one switch namespace with a Linux bridge, hosts with a
+//! veth each (eth0) to it, addresses from 192.0.2.0/24 and 2001:db8::/64. Everything goes
+//! when the `Lan` is dropped.
+
+use crate::netns::{Netns, ip};
+use anyhow::Result;
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    process::Command,
+};
+
+pub struct Host {
+    pub ns: Netns,
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub addr6: Ipv6Addr,
+    /// The host's port on the bridge, in the switch namespace.
+    pub port: String,
+}
+
+pub struct Lan {
+    // Hosts first: their namespaces go before the switch's.
+    pub hosts: Vec<Host>,
+    pub switch: Netns,
+}
+
+impl Lan {
+    /// A bridge with `names.len()` hosts; host `i` gets 192.0.2.(i+1) and 2001:db8::(i+1).
+    pub fn new(tag: &str, names: &[&str]) -> Result<Self> {
+        let switch = Netns::new(&format!("{tag}-sw"))?;
+        // Snooping off: multicast adverts reach every port from the start.
+        switch.ip(&[
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let mut lan = Self {
+            hosts: Vec::new(),
+            switch,
+        };
+        for name in names {
+            lan.add_host(tag, name)?;
+        }
+        Ok(lan)
+    }
+
+    /// Adds one more host (e.g. a client that probes the VIP).
+    pub fn add_host(&mut self, tag: &str, name: &str) -> Result<&Host> {
+        let i = self.hosts.len();
+        let ns = Netns::new(&format!("{tag}-{name}"))?;
+        let port = format!("p{i}");
+        ip(&[
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            ns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            self.switch.name(),
+        ])?;
+        self.switch
+            .ip(&["link", "set", &port, "master", "br0", "up"])?;
+        // Native XDP on a veth only delivers XDP_TX frames when the peer has GRO on.
+        crate::netns::run(
+            Command::new("ip")
+                .args(["netns", "exec", self.switch.name()])
+                .args(["ethtool", "-K", &port, "gro", "on"]),
+        )?;
+        let addr = Ipv4Addr::new(192, 0, 2, 1 + i as u8);
+        let addr6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1 + i as u16);
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{addr6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        self.hosts.push(Host {
+            ns,
+            name: name.to_string(),
+            addr,
+            addr6,
+            port,
+        });
+        Ok(&self.hosts[i])
+    }
+
+    /// Pulls (or plugs back) host `i`'s cable: its switch port goes down, so its eth0
+    /// loses carrier.
+    pub fn cable(&self, i: usize, plugged: bool) -> Result<()> {
+        let state = if plugged { "up" } else { "down" };
+        self.switch
+            .ip(&["link", "set", &self.hosts[i].port, state])?;
+        Ok(())
+    }
+}

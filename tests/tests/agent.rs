@@ -1,0 +1,303 @@
+//! carp-agent processes in namespaces on a bridged LAN: election, failover, operator
+//! commands, signals, hooks and the XDP answers for the VIP.
+
+use aya::programs::XdpMode;
+use carp_agent::xdp::DataPlane;
+use carp_tests::{
+    agent::{Agent, TempDir, agent_bin},
+    lan::Lan,
+};
+use nix::sys::signal::Signal;
+use std::{process::Command, time::Duration};
+
+const PASSWORD: &str = "e2e-secret";
+/// Master-down time of a backup with advbase 1, advskew 100: 3 + 100/256 s.
+const MASTER_DOWN: Duration = Duration::from_micros(3_390_625);
+
+fn vhid(interface: &str, vhid: u8, vip: &str, advskew: u8, extra: &str, dir: &TempDir) -> String {
+    let pw = dir.path().join("carp.pass");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    format!(
+        "[[vhid]]\ninterface = \"{interface}\"\nvhid = {vhid}\nvips = [\"{vip}\"]\n\
+         advskew = {advskew}\npass_file = \"{}\"\n{extra}\n",
+        pw.display()
+    )
+}
+
+/// Addresses on a host's eth0.
+fn addrs(lan: &Lan, host: usize) -> String {
+    let out = lan.hosts[host]
+        .ns
+        .ip(&["-br", "addr", "show", "eth0"])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn two_agents_elect_one_master_and_the_backup_takes_over_when_it_is_killed() {
+    let dir = TempDir::new("kill").unwrap();
+    let lan = Lan::new("kill", &["a", "b"]).unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid("eth0", 1, "192.0.2.50/24", 0, "", &dir),
+    )
+    .unwrap();
+    let b = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "b",
+        &vhid("eth0", 1, "192.0.2.50/24", 100, "", &dir),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
+    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    // Exactly one holds the VIP, and it stays that way.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(a.state(1).as_deref(), Some("MASTER"));
+    assert_eq!(b.state(1).as_deref(), Some("BACKUP"));
+    assert!(addrs(&lan, 0).contains("192.0.2.50/24"));
+    assert!(!addrs(&lan, 1).contains("192.0.2.50"));
+
+    a.signal(Signal::SIGKILL).unwrap();
+    let gap = b
+        .wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
+        .unwrap();
+    println!("takeover after SIGKILL of the master: {gap:?} (bound {MASTER_DOWN:?})");
+    assert!(addrs(&lan, 1).contains("192.0.2.50/24"));
+}
+
+#[test]
+fn set_state_backup_hands_over_and_sigterm_bows_out_at_once() {
+    let dir = TempDir::new("hand").unwrap();
+    let lan = Lan::new("hand", &["a", "b"]).unwrap();
+    let mut a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid("eth0", 1, "192.0.2.50/24", 0, "", &dir),
+    )
+    .unwrap();
+    let b = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "b",
+        &vhid("eth0", 1, "192.0.2.50/24", 100, "", &dir),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
+    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+
+    // The seeds' `ifconfig em0 vhid 1 state backup`: a steps down, b takes over.
+    a.ctl(&["set-state", "1", "backup"]).unwrap();
+    b.wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
+        .unwrap();
+    a.wait_state(1, "BACKUP", Duration::from_secs(1)).unwrap();
+    assert!(!addrs(&lan, 0).contains("192.0.2.50"));
+
+    // b stops gracefully: its bow-out advert makes a master at once.
+    b.signal(Signal::SIGTERM).unwrap();
+    let gap = a.wait_state(1, "MASTER", Duration::from_secs(1)).unwrap();
+    println!("takeover after SIGTERM of the master: {gap:?}");
+    assert!(addrs(&lan, 0).contains("192.0.2.50/24"));
+    assert!(
+        !addrs(&lan, 1).contains("192.0.2.50"),
+        "b removed its VIP on exit"
+    );
+    drop(b);
+    // And a exits 0 on SIGTERM too.
+    a.signal(Signal::SIGTERM).unwrap();
+    assert!(a.wait(Duration::from_secs(5)).unwrap().success());
+}
+
+#[test]
+fn sighup_keeps_mastership_of_unchanged_vhids() {
+    let dir = TempDir::new("hup").unwrap();
+    let lan = Lan::new("hup", &["a"]).unwrap();
+    let one = vhid("eth0", 1, "192.0.2.50/24", 0, "", &dir);
+    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &one).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
+    let two = vhid("eth0", 2, "192.0.2.51/24", 0, "", &dir);
+    a.rewrite(&format!("{one}\n{two}")).unwrap();
+    a.signal(Signal::SIGHUP).unwrap();
+    a.wait_state(2, "BACKUP", Duration::from_secs(2)).unwrap();
+    let status = a.ctl(&["status"]).unwrap();
+    assert!(status.contains("eth0: carp: MASTER vhid 1"), "{status}");
+    // VHID 1 never left MASTER: still its first two transitions (INIT->BACKUP->MASTER).
+    assert!(status.contains("2 transitions"), "{status}");
+    a.wait_state(2, "MASTER", Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn hooks_run_with_ucarp_arguments_and_carp_environment() {
+    let dir = TempDir::new("hook").unwrap();
+    let lan = Lan::new("hook", &["a"]).unwrap();
+    let out = dir.path().join("hooks.out");
+    let script = dir.path().join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$0 $1 $2 vhid=$CARP_VHID $CARP_OLD_STATE>$CARP_STATE if=$CARP_INTERFACE vips=$CARP_VIPS\" >> {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let extra = format!(
+        "up_script = \"{0}\"\ndown_script = \"{0}\"",
+        script.display()
+    );
+    let mut a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid("eth0", 3, "192.0.2.53/24", 0, &extra, &dir),
+    )
+    .unwrap();
+    a.wait_state(3, "MASTER", Duration::from_secs(6)).unwrap();
+    a.signal(Signal::SIGTERM).unwrap();
+    assert!(a.wait(Duration::from_secs(5)).unwrap().success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let s = script.display();
+    assert_eq!(
+        text,
+        format!(
+            "{s} eth0 192.0.2.53 vhid=3 BACKUP>MASTER if=eth0 vips=192.0.2.53\n\
+             {s} eth0 192.0.2.53 vhid=3 MASTER>INIT if=eth0 vips=192.0.2.53\n"
+        )
+    );
+}
+
+/// An XDP counter from `carp-agent status`.
+fn counter(agent: &Agent, name: &str) -> u64 {
+    let status = agent.ctl(&["status"]).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.contains(" xdp "))
+        .unwrap_or_default()
+        .to_owned();
+    line.split([':', ','])
+        .find_map(|kv| {
+            let (k, v) = kv.trim().rsplit_once(' ')?;
+            (k == name).then(|| v.parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+/// Two agents in `mode`, a client arping the VIP: one MAC answers, from the master's
+/// XDP program; the backup's drops the requests.
+fn arp_answered_by_the_master_only(tag: &str, mode: &str, peer_xdp: bool) {
+    let dir = TempDir::new(tag).unwrap();
+    let mut lan = Lan::new(tag, &["a", "b"]).unwrap();
+    lan.add_host(tag, "client").unwrap();
+    // Native XDP_TX on a veth reaches the peer only when the peer runs XDP as well.
+    let mut pass_through = Vec::new();
+    if peer_xdp {
+        for h in 0..2 {
+            let mut dp = DataPlane::load().unwrap();
+            let port = lan.hosts[h].port.clone();
+            lan.switch
+                .enter(|| dp.attach(&port, XdpMode::Driver))
+                .unwrap();
+            pass_through.push(dp);
+        }
+    }
+    let cfg = |skew| {
+        format!(
+            "xdp_mode = \"{mode}\"\n\n{}",
+            vhid("eth0", 1, "192.0.2.50/24", skew, "", &dir)
+        )
+    };
+    // xdp_mode belongs to [agent]: the harness writes that section first.
+    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &cfg(0)).unwrap();
+    let b = Agent::start(&lan.hosts[1].ns, dir.path(), "b", &cfg(100)).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
+    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    assert!(a.ctl(&["status"]).unwrap().contains(&format!("xdp {mode}")));
+    let arping = lan.hosts[2]
+        .ns
+        .command("arping")
+        .args(["-c", "3", "-d", "-I", "eth0", "192.0.2.50"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&arping.stdout);
+    // -d: exit 1 when two different MACs answer. The answer is the virtual MAC.
+    assert!(arping.status.success(), "{text}");
+    assert!(text.to_lowercase().contains("00:00:5e:00:01:01"), "{text}");
+    assert!(
+        counter(&a, "arp_replied") >= 3,
+        "{}",
+        a.ctl(&["status"]).unwrap()
+    );
+    assert_eq!(counter(&b, "arp_replied"), 0);
+    assert!(
+        counter(&b, "arp_dropped") >= 3,
+        "{}",
+        b.ctl(&["status"]).unwrap()
+    );
+}
+
+#[test]
+fn only_the_master_answers_arp_for_the_vip_generic_xdp() {
+    arp_answered_by_the_master_only("arps", "skb", false);
+}
+
+#[test]
+fn only_the_master_answers_arp_for_the_vip_native_xdp() {
+    arp_answered_by_the_master_only("arpn", "native", true);
+}
+
+#[test]
+fn configuration_mistakes_exit_2_with_one_line_each() {
+    let dir = TempDir::new("bad").unwrap();
+    let lan = Lan::new("bad", &["a"]).unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[[vhid]]\ninterface = \"eth9\"\nvhid = 1\nvips = [\"192.0.2.50/24\"]\n\n\
+         [[vhid]]\ninterface = \"eth0\"\nvhid = 2\nvips = [\"198.51.100.7/24\"]\nadvbase = 0\n",
+    )
+    .unwrap();
+    let out = lan.hosts[0]
+        .ns
+        .command(agent_bin().to_str().unwrap())
+        .arg("-c")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("advbase must be 1..=255"), "{err}");
+    // Syntax and values first; the system checks (unknown interface) come once those pass.
+    std::fs::write(&cfg, "[[vhid]]\ninterface = \"eth9\"\nvhid = 1\nvips = [\"192.0.2.50/24\"]\n\n[[vhid]]\ninterface = \"eth0\"\nvhid = 2\nvips = [\"198.51.100.7/24\"]\n").unwrap();
+    let out = lan.hosts[0]
+        .ns
+        .command(agent_bin().to_str().unwrap())
+        .arg("-c")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("vhid 1 on eth9: there is no interface eth9"),
+        "{err}"
+    );
+    assert!(
+        err.contains("VIP 198.51.100.7 is not in any subnet configured on eth0"),
+        "{err}"
+    );
+    assert!(
+        !Command::new("ip")
+            .args(["-n", lan.hosts[0].ns.name(), "link", "show", "eth0"])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty()
+    );
+}
