@@ -5,3 +5,4 @@ pub mod agent;
 pub mod lan;
 pub mod netns;
 pub mod pcap;
+pub mod probe;

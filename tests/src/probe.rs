@@ -1,0 +1,66 @@
+//! A continuous ping to a VIP from a client namespace (`ping -D -i 0.01`, 100 probes a
+//! second) that records every reply, so the longest silence, the failover gap, can be
+//! read afterwards.
+
+use crate::netns::Netns;
+use anyhow::{Context as _, Result};
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+pub struct Probe {
+    child: Child,
+    replies: Arc<Mutex<Vec<f64>>>,
+}
+
+impl Probe {
+    /// Starts pinging `target` from `ns` every 10 ms.
+    pub fn start(ns: &Netns, target: &str) -> Result<Self> {
+        let mut child = ns
+            .command("ping")
+            .args(["-D", "-n", "-i", "0.01", "-W", "1", target])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting ping")?;
+        let out = child.stdout.take().context("ping stdout")?;
+        let replies = Arc::new(Mutex::new(Vec::new()));
+        let sink = replies.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                // "[1732540000.123456] 64 bytes from 192.0.2.50: icmp_seq=1 ttl=64 time=0.1 ms"
+                if let Some(ts) = line
+                    .strip_prefix('[')
+                    .and_then(|l| l.split(']').next())
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .filter(|_| line.contains("bytes from"))
+                {
+                    sink.lock().expect("probe lock").push(ts);
+                }
+            }
+        });
+        Ok(Self { child, replies })
+    }
+
+    /// Replies so far.
+    pub fn count(&self) -> usize {
+        self.replies.lock().expect("probe lock").len()
+    }
+
+    /// The longest time between two consecutive replies so far.
+    pub fn max_gap(&self) -> Duration {
+        let r = self.replies.lock().expect("probe lock");
+        let gap = r.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+        Duration::from_secs_f64(gap.max(0.0))
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
