@@ -22,7 +22,7 @@ enum Cmd {
     Test,
     /// Setup, build, and run the seeds' three-host layout in namespaces.
     Demo,
-    /// Benchmarks against ucarp and keepalived.
+    /// Benchmarks: XDP cost per path (the peer comparisons arrive with their issue).
     Bench,
 }
 
@@ -32,10 +32,7 @@ fn main() {
         Cmd::Setup => setup::run(),
         Cmd::Test => test(),
         Cmd::Demo => setup::run().and_then(|()| demo::run()),
-        Cmd::Bench => {
-            println!("cargo xtask bench: not yet — the benchmarks arrive with their issue.");
-            Ok(())
-        }
+        Cmd::Bench => setup::run().and_then(|()| bench()),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -57,6 +54,11 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 fn cargo(args: &[&str]) -> Result<()> {
     println!("==> cargo {}", args.join(" "));
     run(Command::new(env!("CARGO")).args(args))
+}
+
+fn bench() -> Result<()> {
+    println!("==> XDP cost per path (BPF_PROG_TEST_RUN; kernel.bpf_stats_enabled off)");
+    cargo(&["bench", "--quiet", "-p", "carp-tests", "--bench", "xdp"])
 }
 
 fn test() -> Result<()> {

@@ -1,0 +1,166 @@
+//! XDP cost per path with BPF_PROG_TEST_RUN. Paths that leave the frame as it was (pass,
+//! drop) run with `repeat` and the kernel's mean per run. Paths that rewrite the frame in
+//! place (ARP/NS answers) or change state (a fresh advert) would see their own output on
+//! the next repeat, so they run once per call and the median of the kernel-measured
+//! durations is reported, next to the same measurement of the pass path as a baseline
+//! (it includes the kernel timer's own cost). `cargo xtask bench` runs it; REPEAT and
+//! CALLS override the counts.
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use carp_agent::{
+    hmac::Auth,
+    xdp::{DataPlane, vhid_entry},
+};
+use carp_common::{
+    maps::{VhidKey, VipEntry, VipKey, state},
+    wire::{self, CarpHeader},
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[path = "../tests/common/frames.rs"]
+mod frames;
+
+const LO: u32 = 1;
+
+fn main() {
+    let repeat: u32 = std::env::var("REPEAT")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut dp = DataPlane::load().expect("loading the XDP program (root?)");
+    let vip4 = Ipv4Addr::new(192, 0, 2, 50);
+    let vip6: Ipv6Addr = "2001:db8::50".parse().unwrap();
+    let auth = Auth::new(b"testpass", 1, &[vip4.into(), vip6.into()]).unwrap();
+    let key = VhidKey {
+        ifindex: LO,
+        vlan: 0,
+        vhid: 1,
+        _pad: 0,
+    };
+    let vmac = wire::virtual_mac(1);
+    dp.set_vhid(
+        &key,
+        &vhid_entry(wire::VERSION, state::MASTER, 0, vmac, vmac, Some(&auth)),
+    )
+    .unwrap();
+    let vip = |family, addr: IpAddr| {
+        let mut a = [0u8; 16];
+        match addr {
+            IpAddr::V4(v) => a[..4].copy_from_slice(&v.octets()),
+            IpAddr::V6(v) => a = v.octets(),
+        }
+        VipKey {
+            ifindex: LO,
+            vlan: 0,
+            family,
+            _pad: 0,
+            addr: a,
+        }
+    };
+    let entry = VipEntry {
+        vhid: 1,
+        state: state::MASTER,
+        mac: vmac,
+    };
+    dp.set_vip(&vip(4, vip4.into()), &entry).unwrap();
+    dp.set_vip(&vip(6, vip6.into()), &entry).unwrap();
+
+    let peer: IpAddr = Ipv4Addr::new(192, 0, 2, 2).into();
+    let mac = [2, 0, 0, 0, 0, 0xbb];
+    let advert = |counter, digest| CarpHeader {
+        vhid: 1,
+        advskew: 0,
+        demote: 0,
+        advbase: 1,
+        counter,
+        digest,
+    };
+    let mut tcp = frames::ethernet([2, 0, 0, 0, 0, 0xaa], mac, None, frames::ETH_P_IP);
+    tcp.extend(frames::ipv4(
+        [192, 0, 2, 2],
+        [192, 0, 2, 1],
+        64,
+        6,
+        &[0; 20],
+    ));
+    let calls: usize = std::env::var("CALLS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20_000);
+    let mut events = dp.take_events().unwrap();
+    let mut run = |frame: &[u8], repeat: u32| {
+        let r = dp
+            .program()
+            .unwrap()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..Default::default()
+            })
+            .unwrap();
+        while events.next().is_some() {}
+        let verdict = match r.return_value {
+            1 => "DROP",
+            2 => "PASS",
+            3 => "TX",
+            _ => "?",
+        };
+        (r.duration.as_nanos() as u64, verdict)
+    };
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+
+    println!("| path | ns per packet | method | verdict |");
+    println!("|---|---:|---|---|");
+    let stateless = [
+        ("non-CARP IPv4 (TCP), passed", tcp.clone()),
+        (
+            "CARP advert, bad HMAC, dropped",
+            frames::carp(peer, &advert(0, [0; 20])),
+        ),
+    ];
+    for (name, frame) in &stateless {
+        let (ns, verdict) = run(frame, repeat);
+        println!("| {name} | {ns} | mean of repeat {repeat} | {verdict} |");
+    }
+    let per_call: Vec<(&str, Box<dyn Fn(u64) -> Vec<u8>>)> = vec![
+        (
+            "baseline: non-CARP IPv4, passed",
+            Box::new(move |_| tcp.clone()),
+        ),
+        (
+            "CARP advert, HMAC verified, to the agent",
+            Box::new(move |i| frames::carp(peer, &advert(i, auth.sign(i)))),
+        ),
+        (
+            "ARP request for the VIP, answered (XDP_TX)",
+            Box::new(move |_| frames::arp_request(mac, [192, 0, 2, 2], vip4.octets())),
+        ),
+        (
+            "Neighbor Solicitation for the VIP6, answered (XDP_TX)",
+            Box::new(move |_| {
+                frames::neighbor_solicit(
+                    mac,
+                    "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets(),
+                    vip6.octets(),
+                )
+            }),
+        ),
+    ];
+    for (name, make) in per_call {
+        let mut verdict = "";
+        let times = (0..calls as u64)
+            .map(|i| {
+                let (ns, v) = run(&make(i), 1);
+                verdict = v;
+                ns
+            })
+            .collect();
+        println!(
+            "| {name} | {} | median of {calls} single runs | {verdict} |",
+            median(times)
+        );
+    }
+}
