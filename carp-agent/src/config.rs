@@ -531,6 +531,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let c = Config::parse(include_str!("../../dist/carp.toml.example")).unwrap();
+        assert_eq!(c.vhids.len(), 2);
+        assert_eq!(c.vhids[0].advskew, 100);
+        assert_eq!(c.agent, Agent::default());
+    }
+
+    #[test]
     fn vips() {
         assert_eq!(
             parse_vip("192.0.2.1").unwrap(),

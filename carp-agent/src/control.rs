@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
-use std::{os::unix::fs::PermissionsExt as _, path::Path};
+use std::{collections::BTreeMap, os::unix::fs::PermissionsExt as _, path::Path};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
@@ -79,7 +79,7 @@ pub struct InterfaceStatus {
     /// "native" or "skb".
     pub xdp_mode: String,
     /// XDP counters by name (see `XdpStats`).
-    pub xdp: Vec<(String, u64)>,
+    pub xdp: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -147,7 +147,7 @@ impl Status {
             let counters: Vec<String> = i
                 .xdp
                 .iter()
-                .filter(|(_, v)| *v != 0)
+                .filter(|(_, v)| **v != 0)
                 .map(|(k, v)| format!("{k} {v}"))
                 .collect();
             out += &format!(
