@@ -125,7 +125,9 @@ fn main() {
         let (ns, verdict) = run(frame, repeat);
         println!("| {name} | {ns} | mean of repeat {repeat} | {verdict} |");
     }
-    let per_call: Vec<(&str, Box<dyn Fn(u64) -> Vec<u8>>)> = vec![
+    /// A frame for call `i`.
+    type Make = Box<dyn Fn(u64) -> Vec<u8>>;
+    let per_call: Vec<(&str, Make)> = vec![
         (
             "baseline: non-CARP IPv4, passed",
             Box::new(move |_| tcp.clone()),

@@ -87,6 +87,17 @@ impl Agent {
         Ok(a)
     }
 
+    /// A handle on an agent started some other way, for its control socket only.
+    pub fn client(socket: &Path) -> Self {
+        Self {
+            child: None,
+            name: socket.display().to_string(),
+            config: PathBuf::new(),
+            socket: socket.to_owned(),
+            log: PathBuf::new(),
+        }
+    }
+
     fn with_agent_section(socket: &Path, config: &str) -> String {
         format!("[agent]\nsocket = \"{}\"\n\n{config}", socket.display())
     }

@@ -301,3 +301,137 @@ fn configuration_mistakes_exit_2_with_one_line_each() {
             .is_empty()
     );
 }
+
+#[test]
+fn cable_pull_demotes_and_the_backup_takes_over_then_preempt_takes_back() {
+    let dir = TempDir::new("cable").unwrap();
+    let lan = Lan::new("cable", &["a", "b"]).unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid("eth0", 1, "192.0.2.50/24", 0, "preempt = true", &dir),
+    )
+    .unwrap();
+    let b = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "b",
+        &vhid("eth0", 1, "192.0.2.50/24", 100, "", &dir),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
+    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    lan.cable(0, false).unwrap();
+    // Carrier loss: INIT at once, VIP gone, demoted by 240 as FreeBSD does.
+    a.wait_state(1, "INIT", Duration::from_secs(2)).unwrap();
+    assert!(!addrs(&lan, 0).contains("192.0.2.50"));
+    assert!(a.ctl(&["status"]).unwrap().contains("demotion 240"));
+    let gap = b
+        .wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
+        .unwrap();
+    println!("takeover after the master's cable was pulled: {gap:?}");
+    lan.cable(0, true).unwrap();
+    let back = a.wait_state(1, "MASTER", Duration::from_secs(5)).unwrap();
+    println!("preempted back {back:?} after the cable came back");
+    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    assert!(a.ctl(&["status"]).unwrap().contains("demotion 0"));
+}
+
+#[test]
+fn unicast_peers_elect_and_fail_over() {
+    let dir = TempDir::new("uni").unwrap();
+    let lan = Lan::new("uni", &["a", "b"]).unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid(
+            "eth0",
+            1,
+            "192.0.2.50/24",
+            0,
+            "peers = [\"192.0.2.2\"]",
+            &dir,
+        ),
+    )
+    .unwrap();
+    let b = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "b",
+        &vhid(
+            "eth0",
+            1,
+            "192.0.2.50/24",
+            100,
+            "peers = [\"192.0.2.1\"]",
+            &dir,
+        ),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
+    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let status = b.ctl(&["status"]).unwrap();
+    assert!(status.contains("carp: BACKUP vhid 1"), "{status}");
+    assert!(
+        !status.contains("received 0,"),
+        "unicast adverts arrive: {status}"
+    );
+    a.signal(Signal::SIGKILL).unwrap();
+    b.wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
+        .unwrap();
+}
+
+#[test]
+fn a_second_agent_is_refused_and_the_ucarp_command_line_works() {
+    let dir = TempDir::new("cli").unwrap();
+    let lan = Lan::new("cli", &["a"]).unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "cli-pass\n").unwrap();
+    let socket = dir.path().join("ucarp.sock");
+    let mut ucarp_style = lan.hosts[0]
+        .ns
+        .command(agent_bin().to_str().unwrap())
+        .args(["--socket", socket.to_str().unwrap()])
+        .args([
+            "-i",
+            "eth0",
+            "-s",
+            "192.0.2.1",
+            "-v",
+            "9",
+            "-a",
+            "192.0.2.59",
+            "-b",
+            "1",
+            "-k",
+            "0",
+        ])
+        .arg("-o")
+        .arg(&pw)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let probe = Agent::client(&socket);
+    let ok = probe.wait_state(9, "MASTER", Duration::from_secs(6));
+    // A second agent on the same host: refused at once, naming the running one.
+    let second = lan.hosts[0]
+        .ns
+        .command(agent_bin().to_str().unwrap())
+        .args(["--socket", socket.to_str().unwrap()])
+        .args(["-i", "eth0", "-v", "10", "-a", "192.0.2.60"])
+        .output()
+        .unwrap();
+    let _ = ucarp_style.kill();
+    let _ = ucarp_style.wait();
+    ok.unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another carp-agent is already running"),
+        "{err}"
+    );
+}

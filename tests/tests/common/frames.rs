@@ -33,12 +33,7 @@ pub fn vrrp_v4(src: [u8; 4], header: &vrrp::Vrrp3Header, addrs: &[[u8; 4]]) -> V
     let vips: Vec<IpAddr> = addrs.iter().map(|a| IpAddr::from(*a)).collect();
     let src = IpAddr::from(src);
     let payload = vrrp_payload(src, group(src), *header, &vips).unwrap();
-    advert(
-        IpAddr::from(src),
-        wire::virtual_mac(header.vrid),
-        None,
-        &payload,
-    )
+    advert(src, wire::virtual_mac(header.vrid), None, &payload)
 }
 
 /// A broadcast ARP request from `sender` asking for `target`.
