@@ -4,7 +4,7 @@
 //! control socket, signals and link changes.
 
 use crate::{
-    config::{Config, MacMode, Plan, Protocol, XdpModeSetting},
+    config::{Config, MacMode, Plan, Protocol, VipPlacement, XdpModeSetting},
     control::{self, Forced, InterfaceStatus, Reply, Request, Status, VhidStatus},
     demotion::Demotion,
     election::{Action, Advert, Event, Machine, Reason, State, Timing},
@@ -137,6 +137,8 @@ struct Agent {
     rng: rand::rngs::ThreadRng,
     /// Send errors changed the demotion inside an action; applied after it.
     pending_demotion: bool,
+    /// Index of `lo`, where VIPs go in loopback placement.
+    lo: u32,
 }
 
 /// Checks what needs the system: interfaces exist, VIPs fit their subnets, a source
@@ -253,7 +255,9 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
         hooks_tx,
         rng: rand::rng(),
         pending_demotion: false,
+        lo: 0,
     };
+    agent.lo = agent.nl.link("lo").await?.index;
     let mut links = Box::pin(netlink::link_events()?);
     agent.add_vhids(plans).await?;
     let mut term = signal(SignalKind::terminate())?;
@@ -389,6 +393,14 @@ impl Agent {
         if vmac {
             self.nl.set_promisc(link.index, true).await?;
         }
+        if self.options.config.agent.vips_on == VipPlacement::Loopback {
+            // Answer ARP only for the interface's own addresses, and never announce a
+            // VIP from it: the VIPs on lo are the XDP program's to answer for.
+            for (name, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+                let path = format!("/proc/sys/net/ipv4/conf/{}/{name}", link.name);
+                std::fs::write(&path, value).with_context(|| format!("setting {path}"))?;
+            }
+        }
         let packet = PacketSocket::bind(link.index)?;
         self.ifaces.insert(
             link.name.clone(),
@@ -409,6 +421,7 @@ impl Agent {
             // Crash safety: a killed predecessor may have left our VIPs behind.
             for (vip, _) in &plan.vips {
                 self.nl.del_vip(link.index, *vip).await?;
+                self.nl.del_vip(self.lo, *vip).await?;
             }
             self.attach(&link, plan.mac == MacMode::Virtual).await?;
             let addrs = self.nl.addresses(link.index).await?;
@@ -467,6 +480,15 @@ impl Agent {
         }
         self.broadcast_demotion().await;
         Ok(())
+    }
+
+    /// The interface index and prefix length a VIP is configured with.
+    fn vip_home(&self, ifindex: u32, vip: IpAddr, prefix: u8) -> (u32, u8) {
+        match self.options.config.agent.vips_on {
+            VipPlacement::Interface => (ifindex, prefix),
+            // A host address: a subnet on lo would make the whole subnet local.
+            VipPlacement::Loopback => (self.lo, if vip.is_ipv4() { 32 } else { 128 }),
+        }
     }
 
     fn effective_demotion(&self, i: usize) -> i32 {
@@ -623,7 +645,8 @@ impl Agent {
         );
         if to == State::Master {
             for (vip, prefix) in &v.plan.vips {
-                if let Err(e) = self.nl.add_vip(v.ifindex, *vip, *prefix).await {
+                let (index, prefix) = self.vip_home(v.ifindex, *vip, *prefix);
+                if let Err(e) = self.nl.add_vip(index, *vip, prefix).await {
                     tracing::error!("vhid {}: {e:#}", v.plan.vhid);
                 }
             }
@@ -639,8 +662,9 @@ impl Agent {
                 }
             }
         } else if from == State::Master {
-            for (vip, _) in &v.plan.vips {
-                if let Err(e) = self.nl.del_vip(v.ifindex, *vip).await {
+            for (vip, prefix) in &v.plan.vips {
+                let (index, _) = self.vip_home(v.ifindex, *vip, *prefix);
+                if let Err(e) = self.nl.del_vip(index, *vip).await {
                     tracing::error!("vhid {}: {e:#}", v.plan.vhid);
                 }
             }

@@ -37,6 +37,23 @@ pub struct Agent {
     pub demotion: i32,
     /// How the XDP program attaches.
     pub xdp_mode: XdpModeSetting,
+    /// Where a master puts its VIPs.
+    pub vips_on: VipPlacement,
+}
+
+/// Where the VIPs are configured while MASTER.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VipPlacement {
+    /// On `lo` as host addresses, with arp_ignore=1 / arp_announce=2 on the CARP
+    /// interface: only the XDP program answers ARP/NDP for them, so an agent killed
+    /// before it could remove its VIPs leaves nothing answering for them (FreeBSD's
+    /// carp_iamatch guarantee).
+    #[default]
+    Loopback,
+    /// On the CARP interface itself, as FreeBSD shows them; the kernel answers ARP for
+    /// them whenever no XDP program is attached, e.g. after the agent was killed.
+    Interface,
 }
 
 /// XDP attach mode.
@@ -59,6 +76,7 @@ impl Default for Agent {
             hook_timeout: 10.0,
             demotion: 0,
             xdp_mode: XdpModeSetting::Auto,
+            vips_on: VipPlacement::Loopback,
         }
     }
 }

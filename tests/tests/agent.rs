@@ -24,26 +24,46 @@ fn vhid(interface: &str, vhid: u8, vip: &str, advskew: u8, extra: &str, dir: &Te
     )
 }
 
-/// Addresses on a host's eth0.
+/// Addresses on all of a host's interfaces (a master keeps its VIPs on lo).
 fn addrs(lan: &Lan, host: usize) -> String {
-    let out = lan.hosts[host]
-        .ns
-        .ip(&["-br", "addr", "show", "eth0"])
-        .unwrap();
+    let out = lan.hosts[host].ns.ip(&["-br", "addr"]).unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Split-brain detector: Habets' arping -d exits 1 when two different MACs answer.
+/// Returns the answering MAC.
+fn one_mac_answers(lan: &Lan, client: usize, vip: &str) -> String {
+    let out = lan.hosts[client]
+        .ns
+        .command("arping")
+        .args(["-c", "3", "-d", "-I", "eth0", vip])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        out.status.success(),
+        "split brain or no answer for {vip}:\n{text}"
+    );
+    text.split_whitespace()
+        .find(|w| w.len() == 17 && w.matches(':').count() == 5)
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no MAC in {text}"))
 }
 
 #[test]
 fn two_agents_elect_one_master_and_the_backup_takes_over_when_it_is_killed() {
     let dir = TempDir::new("kill").unwrap();
-    let lan = Lan::new("kill", &["a", "b"]).unwrap();
-    let a = Agent::start(
+    let mut lan = Lan::new("kill", &["a", "b"]).unwrap();
+    lan.add_host("kill", "client").unwrap();
+    let mut a = Agent::start(
         &lan.hosts[0].ns,
         dir.path(),
         "a",
         &vhid("eth0", 1, "192.0.2.50/24", 0, "", &dir),
     )
     .unwrap();
+    // a first: whoever finishes loading its XDP program first would otherwise win.
+    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
     let b = Agent::start(
         &lan.hosts[1].ns,
         dir.path(),
@@ -57,7 +77,7 @@ fn two_agents_elect_one_master_and_the_backup_takes_over_when_it_is_killed() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(a.state(1).as_deref(), Some("MASTER"));
     assert_eq!(b.state(1).as_deref(), Some("BACKUP"));
-    assert!(addrs(&lan, 0).contains("192.0.2.50/24"));
+    assert!(addrs(&lan, 0).contains("192.0.2.50/32"));
     assert!(!addrs(&lan, 1).contains("192.0.2.50"));
 
     a.signal(Signal::SIGKILL).unwrap();
@@ -65,7 +85,22 @@ fn two_agents_elect_one_master_and_the_backup_takes_over_when_it_is_killed() {
         .wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
         .unwrap();
     println!("takeover after SIGKILL of the master: {gap:?} (bound {MASTER_DOWN:?})");
-    assert!(addrs(&lan, 1).contains("192.0.2.50/24"));
+    assert!(addrs(&lan, 1).contains("192.0.2.50/32"));
+    // The killed agent's VIP is still on a's lo, but nothing there answers ARP for it.
+    assert!(addrs(&lan, 0).contains("192.0.2.50/32"));
+    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
+    // Restarted, a removes the stale VIP first and stays backup (no preempt).
+    a.spawn(&lan.hosts[0].ns).unwrap();
+    a.wait_state(1, "BACKUP", Duration::from_secs(3)).unwrap();
+    assert!(!addrs(&lan, 0).contains("192.0.2.50"));
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        b.state(1).as_deref(),
+        Some("MASTER"),
+        "no failback without preempt"
+    );
+    assert_eq!(a.state(1).as_deref(), Some("BACKUP"));
+    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
 }
 
 #[test]
@@ -79,6 +114,8 @@ fn set_state_backup_hands_over_and_sigterm_bows_out_at_once() {
         &vhid("eth0", 1, "192.0.2.50/24", 0, "", &dir),
     )
     .unwrap();
+    // a first: whoever finishes loading its XDP program first would otherwise win.
+    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
     let b = Agent::start(
         &lan.hosts[1].ns,
         dir.path(),
@@ -100,7 +137,7 @@ fn set_state_backup_hands_over_and_sigterm_bows_out_at_once() {
     b.signal(Signal::SIGTERM).unwrap();
     let gap = a.wait_state(1, "MASTER", Duration::from_secs(1)).unwrap();
     println!("takeover after SIGTERM of the master: {gap:?}");
-    assert!(addrs(&lan, 0).contains("192.0.2.50/24"));
+    assert!(addrs(&lan, 0).contains("192.0.2.50/32"));
     assert!(
         !addrs(&lan, 1).contains("192.0.2.50"),
         "b removed its VIP on exit"
@@ -215,6 +252,8 @@ fn arp_answered_by_the_master_only(tag: &str, mode: &str, peer_xdp: bool) {
     };
     // xdp_mode belongs to [agent]: the harness writes that section first.
     let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &cfg(0)).unwrap();
+    // a first: whoever finishes loading its XDP program first would otherwise win.
+    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
     let b = Agent::start(&lan.hosts[1].ns, dir.path(), "b", &cfg(100)).unwrap();
     a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
     b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
@@ -313,6 +352,8 @@ fn cable_pull_demotes_and_the_backup_takes_over_then_preempt_takes_back() {
         &vhid("eth0", 1, "192.0.2.50/24", 0, "preempt = true", &dir),
     )
     .unwrap();
+    // a first: whoever finishes loading its XDP program first would otherwise win.
+    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
     let b = Agent::start(
         &lan.hosts[1].ns,
         dir.path(),
@@ -356,6 +397,8 @@ fn unicast_peers_elect_and_fail_over() {
         ),
     )
     .unwrap();
+    // a first: whoever finishes loading its XDP program first would otherwise win.
+    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
     let b = Agent::start(
         &lan.hosts[1].ns,
         dir.path(),
