@@ -187,11 +187,12 @@ stats! {
     adverts,
     /// Of those, adverts whose HMAC the agent must check (prefix too long).
     unverified,
-    /// Protocol 112 for a VHID not configured here: passed on untouched.
+    /// Protocol 112 for a VHID not configured here, or for the other protocol's group of
+    /// the same number (VRRPv3 vs CARP): passed on untouched.
     foreign,
     /// Dropped: TTL / hop limit not 255.
     bad_ttl,
-    /// Dropped: version is not the VHID's protocol.
+    /// Dropped: neither CARP's version 2 nor VRRP's 3.
     bad_version,
     /// Dropped: not an advertisement.
     bad_type,

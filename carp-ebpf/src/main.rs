@@ -296,11 +296,18 @@ fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> Option<u32> {
     };
     // SAFETY: map values stay valid for the whole program run.
     let entry = unsafe { &*entry };
+    let version = version_type >> 4;
+    if version != entry.version {
+        // CARP (2) and VRRPv3 (3) groups may share a number on one segment: the other
+        // protocol's adverts belong to whoever runs that group, here or elsewhere.
+        if version == wire::VERSION || version == vrrp::VERSION {
+            count!(foreign);
+            return Some(XDP_PASS);
+        }
+        drop_as!(bad_version);
+    }
     if entry.flags & flags::UNICAST == 0 && s.ip.ttl != wire::TTL {
         drop_as!(bad_ttl);
-    }
-    if version_type >> 4 != entry.version {
-        drop_as!(bad_version);
     }
     if version_type & 0x0f != wire::TYPE_ADVERTISEMENT {
         drop_as!(bad_type);

@@ -1,0 +1,426 @@
+//! Fault injection on a bridged LAN in namespaces: the seeds' layout, demotion, a node with
+//! the wrong password, partition and heal, loss, freeze and thaw, IPv6. Every failover
+//! check ends with the split-brain detector (`arping -d`: one MAC answers for the VIP).
+
+use carp_tests::{
+    agent::{Agent, TempDir},
+    lan::Lan,
+    probe::Probe,
+};
+use nix::sys::signal::Signal;
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+const PASSWORD: &str = "failover-secret";
+/// Master-down time of a backup with advbase 1, advskew 100: 3 + 100/256 s.
+const MASTER_DOWN: Duration = Duration::from_micros(3_390_625);
+const WAIT: Duration = Duration::from_secs(8);
+
+fn vhid(vhid: u8, vip: &str, advskew: u8, extra: &str, dir: &TempDir, password: &str) -> String {
+    let pw = dir.path().join(format!("pass-{password}"));
+    std::fs::write(&pw, password).unwrap();
+    format!(
+        "[[vhid]]\ninterface = \"eth0\"\nvhid = {vhid}\nvips = [\"{vip}\"]\n\
+         advskew = {advskew}\npass_file = \"{}\"\n{extra}\n",
+        pw.display()
+    )
+}
+
+/// Split-brain detector: arping -d exits 1 when two different MACs answer. Returns the MAC.
+fn one_mac_answers(lan: &Lan, client: usize, vip: &str) -> String {
+    let out = lan.hosts[client]
+        .ns
+        .command("arping")
+        .args(["-c", "3", "-d", "-I", "eth0", vip])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        out.status.success(),
+        "split brain or no answer for {vip}:\n{text}"
+    );
+    text.split_whitespace()
+        .find(|w| w.len() == 17 && w.matches(':').count() == 5)
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no MAC in {text}"))
+}
+
+/// An XDP counter from `carp-agent status`.
+fn counter(agent: &Agent, name: &str) -> u64 {
+    let status = agent.ctl(&["status"]).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.contains(" xdp "))
+        .unwrap_or_default()
+        .to_owned();
+    line.split([':', ','])
+        .find_map(|kv| {
+            let (k, v) = kv.trim().rsplit_once(' ')?;
+            (k == name).then(|| v.parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+/// The transitions count `carp-agent status` shows for the first VHID.
+fn transitions(agent: &Agent) -> u64 {
+    let status = agent.ctl(&["status"]).unwrap();
+    status
+        .split(" transitions")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no transitions in {status}"))
+}
+
+/// Runs an nft script in the switch namespace.
+fn nft(lan: &Lan, script: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", lan.switch.name(), "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Drops `percent`% of IP protocol 112 crossing the bridge (100: a partition).
+fn lose_adverts(lan: &Lan, percent: u32) {
+    let sample = if percent >= 100 {
+        String::new()
+    } else {
+        format!("numgen random mod 100 < {percent}")
+    };
+    nft(
+        lan,
+        &format!(
+            "table bridge carptest {{\n chain filt {{\n type filter hook forward priority 0;\n \
+             ip protocol 112 {sample} drop\n }}\n}}\n"
+        ),
+    );
+}
+
+fn heal(lan: &Lan) {
+    nft(lan, "delete table bridge carptest");
+}
+
+#[test]
+fn seeds_layout_each_vip_is_answered_by_its_master() {
+    let dir = TempDir::new("seeds").unwrap();
+    let mut lan = Lan::new("seeds", &["hosta", "hostb", "hostc"]).unwrap();
+    lan.add_host("seeds", "client").unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "hosta",
+        &vhid(1, "192.0.2.50/24", 0, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    let b = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "hostb",
+        &vhid(2, "192.0.2.51/24", 0, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", WAIT).unwrap();
+    b.wait_state(2, "MASTER", WAIT).unwrap();
+    let c_conf = vhid(1, "192.0.2.50/24", 100, "", &dir, PASSWORD)
+        + &vhid(2, "192.0.2.51/24", 100, "", &dir, PASSWORD);
+    let c = Agent::start(&lan.hosts[2].ns, dir.path(), "hostc", &c_conf).unwrap();
+    c.wait_state(1, "BACKUP", WAIT).unwrap();
+    c.wait_state(2, "BACKUP", WAIT).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(c.state(1).as_deref(), Some("BACKUP"));
+    assert_eq!(c.state(2).as_deref(), Some("BACKUP"));
+    // Each VIP answered by one MAC, its VHID's virtual MAC, from its master.
+    assert_eq!(one_mac_answers(&lan, 3, "192.0.2.50"), "00:00:5e:00:01:01");
+    assert_eq!(one_mac_answers(&lan, 3, "192.0.2.51"), "00:00:5e:00:01:02");
+    assert!(counter(&a, "arp_replied") >= 3 && counter(&b, "arp_replied") >= 3);
+    assert_eq!(counter(&c, "arp_replied"), 0);
+    // hostb dies: hostc takes VHID 2 and keeps VHID 1 as backup.
+    drop(b);
+    let gap = c
+        .wait_state(2, "MASTER", MASTER_DOWN + Duration::from_secs(1))
+        .unwrap();
+    println!("seeds: hostc took VHID 2 {gap:?} after hostb was killed");
+    assert_eq!(c.state(1).as_deref(), Some("BACKUP"));
+    assert_eq!(one_mac_answers(&lan, 3, "192.0.2.51"), "00:00:5e:00:01:02");
+}
+
+#[test]
+fn demotion_hands_over_and_negative_demotion_takes_over() {
+    let dir = TempDir::new("demote").unwrap();
+    let mut lan = Lan::new("demote", &["a", "b"]).unwrap();
+    lan.add_host("demote", "client").unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid(1, "192.0.2.50/24", 50, "preempt = true", &dir, PASSWORD),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", WAIT).unwrap();
+    let b = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "b",
+        &vhid(1, "192.0.2.50/24", 100, "preempt = true", &dir, PASSWORD),
+    )
+    .unwrap();
+    b.wait_state(1, "BACKUP", WAIT).unwrap();
+    let probe = Probe::start(&lan.hosts[2].ns, "192.0.2.50").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // a demoted past b: it advertises the new skew at once and b preempts.
+    a.ctl(&["demote", "+240"]).unwrap();
+    let took = b.wait_state(1, "MASTER", Duration::from_secs(2)).unwrap();
+    a.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    println!(
+        "demotion handover: b MASTER after {took:?}, longest ping gap {:?}",
+        probe.max_gap()
+    );
+    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
+    // Undo: a preempts back.
+    a.ctl(&["demote", "=0"]).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(3)).unwrap();
+    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    // Negative demotion (FreeBSD PR 259528) makes b (100 - 150 -> 0) preferred over a (50).
+    b.ctl(&["demote", "-150"]).unwrap();
+    b.wait_state(1, "MASTER", Duration::from_secs(3)).unwrap();
+    a.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    assert!(b.ctl(&["status"]).unwrap().contains("demotion -150"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        probe.max_gap() < Duration::from_secs(1),
+        "gap {:?}",
+        probe.max_gap()
+    );
+    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
+}
+
+#[test]
+fn a_wrong_password_or_another_vhid_never_disturbs_the_group() {
+    let dir = TempDir::new("wrongpw").unwrap();
+    let lan = Lan::new("wrongpw", &["a", "b", "rogue", "other"]).unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid(1, "192.0.2.50/24", 100, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", WAIT).unwrap();
+    let b = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "b",
+        &vhid(1, "192.0.2.50/24", 200, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    b.wait_state(1, "BACKUP", WAIT).unwrap();
+    let (ta, tb) = (transitions(&a), transitions(&b));
+    // A node with the wrong password and the most attractive settings, and one on VHID 2.
+    let rogue = Agent::start(
+        &lan.hosts[2].ns,
+        dir.path(),
+        "rogue",
+        &vhid(1, "192.0.2.50/24", 0, "preempt = true", &dir, "wrong"),
+    )
+    .unwrap();
+    let other = Agent::start(
+        &lan.hosts[3].ns,
+        dir.path(),
+        "other",
+        &vhid(2, "192.0.2.52/24", 0, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    rogue.wait_state(1, "MASTER", WAIT).unwrap();
+    other.wait_state(2, "MASTER", WAIT).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        (transitions(&a), transitions(&b)),
+        (ta, tb),
+        "the group was disturbed"
+    );
+    assert_eq!(a.state(1).as_deref(), Some("MASTER"));
+    assert!(counter(&a, "bad_hmac") >= 3 && counter(&b, "bad_hmac") >= 3);
+    assert!(
+        counter(&b, "foreign") >= 3,
+        "VHID 2's adverts pass untouched"
+    );
+}
+
+#[test]
+fn partition_gives_two_masters_and_the_heal_returns_to_one_within_three_adverts() {
+    let dir = TempDir::new("part").unwrap();
+    let mut lan = Lan::new("part", &["a", "b"]).unwrap();
+    lan.add_host("part", "client").unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid(1, "192.0.2.50/24", 0, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", WAIT).unwrap();
+    let b = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "b",
+        &vhid(1, "192.0.2.50/24", 100, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    b.wait_state(1, "BACKUP", WAIT).unwrap();
+    lose_adverts(&lan, 100);
+    b.wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(
+        a.state(1).as_deref(),
+        Some("MASTER"),
+        "two masters while partitioned"
+    );
+    heal(&lan);
+    // b (advskew 100) yields to the first advert of a (advskew 0): one advert interval.
+    let took = b.wait_state(1, "BACKUP", Duration::from_secs(3)).unwrap();
+    println!("partition healed: one master again after {took:?}");
+    assert_eq!(a.state(1).as_deref(), Some("MASTER"));
+    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
+}
+
+#[test]
+fn twenty_percent_advert_loss_causes_no_flap_in_60_seconds() {
+    let dir = TempDir::new("loss").unwrap();
+    let lan = Lan::new("loss", &["a", "b"]).unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid(1, "192.0.2.50/24", 0, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", WAIT).unwrap();
+    let b = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "b",
+        &vhid(1, "192.0.2.50/24", 100, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    b.wait_state(1, "BACKUP", WAIT).unwrap();
+    let (ta, tb) = (transitions(&a), transitions(&b));
+    lose_adverts(&lan, 20);
+    std::thread::sleep(Duration::from_secs(60));
+    let received = b.ctl(&["status"]).unwrap();
+    assert_eq!(
+        (transitions(&a), transitions(&b)),
+        (ta, tb),
+        "flapped:\n{received}"
+    );
+    println!(
+        "60 s at 20 % advert loss, no flap; backup's view: {}",
+        received.lines().nth(2).unwrap_or_default().trim()
+    );
+}
+
+#[test]
+fn a_frozen_master_thaws_into_exactly_one_master() {
+    let dir = TempDir::new("freeze").unwrap();
+    let mut lan = Lan::new("freeze", &["a", "b"]).unwrap();
+    lan.add_host("freeze", "client").unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid(1, "192.0.2.50/24", 0, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", WAIT).unwrap();
+    let b = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "b",
+        &vhid(1, "192.0.2.50/24", 100, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    b.wait_state(1, "BACKUP", WAIT).unwrap();
+    a.signal(Signal::SIGSTOP).unwrap();
+    b.wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
+        .unwrap();
+    a.signal(Signal::SIGCONT).unwrap();
+    // a's overdue advert (advskew 0) wins: b steps down, a stays.
+    b.wait_state(1, "BACKUP", Duration::from_secs(3)).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(1)).unwrap();
+    let (ta, tb) = (transitions(&a), transitions(&b));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        (transitions(&a), transitions(&b)),
+        (ta, tb),
+        "flapping after the thaw"
+    );
+    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
+}
+
+#[test]
+fn an_ipv6_vip_is_answered_by_the_master_only() {
+    let dir = TempDir::new("v6").unwrap();
+    let mut lan = Lan::new("v6", &["a", "b"]).unwrap();
+    lan.add_host("v6", "client").unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid(1, "2001:db8::50/64", 0, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", WAIT).unwrap();
+    let b = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "b",
+        &vhid(1, "2001:db8::50/64", 100, "", &dir, PASSWORD),
+    )
+    .unwrap();
+    b.wait_state(1, "BACKUP", WAIT).unwrap();
+    let ping = lan.hosts[2]
+        .ns
+        .command("ping")
+        .args(["-6", "-c", "3", "-i", "0.2", "-W", "1", "2001:db8::50"])
+        .output()
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let neigh = lan.hosts[2]
+        .ns
+        .ip(&["-6", "neigh", "show", "2001:db8::50"])
+        .unwrap();
+    let neigh = String::from_utf8_lossy(&neigh.stdout);
+    assert!(neigh.contains("00:00:5e:00:01:01"), "{neigh}");
+    assert!(
+        counter(&a, "na_sent") >= 1,
+        "{}",
+        a.ctl(&["status"]).unwrap()
+    );
+    assert_eq!(counter(&b, "na_sent"), 0);
+    assert!(
+        counter(&b, "ns_dropped") >= 1,
+        "{}",
+        b.ctl(&["status"]).unwrap()
+    );
+}
