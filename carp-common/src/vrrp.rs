@@ -174,6 +174,29 @@ mod tests {
         );
     }
 
+    /// An advert captured from keepalived 2.2.7 (`vrrp_version 3`, VRID 51, priority 200,
+    /// advert_int 1, VIP 192.0.2.60) sent from 192.0.2.1 in a namespace.
+    #[test]
+    fn decodes_a_captured_keepalived_advert() {
+        let payload = [
+            0x31, 0x33, 0xc8, 0x01, 0x00, 0x64, 0xa1, 0x99, 192, 0, 2, 60,
+        ];
+        let (h, addrs) = Vrrp3Header::decode(&payload, &V4).unwrap();
+        assert_eq!(
+            h,
+            Vrrp3Header {
+                vrid: 51,
+                priority: 200,
+                count: 1,
+                max_adver_int: 100
+            }
+        );
+        assert_eq!(addrs, &[192, 0, 2, 60]);
+        let mut out = [0u8; 12];
+        h.encode(addrs, &V4, &mut out).unwrap();
+        assert_eq!(out, payload, "our encoding is byte-identical");
+    }
+
     #[test]
     fn timers_follow_rfc5798() {
         let h = Vrrp3Header {

@@ -149,3 +149,257 @@ fn our_master_and_ucarp_backup_then_ucarp_takes_over_on_our_bow_out() {
     let gap = wait_ucarp(&log, "MASTER", Duration::from_secs(2));
     println!("ucarp takeover after our SIGTERM: {gap:?}");
 }
+
+/// keepalived (VRRPv3) in `ns` for VRID `vrid` with `priority`; killed on drop.
+struct Keepalived {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Keepalived {
+    fn start(ns: &Netns, dir: &Path, name: &str, vrid: u8, priority: u8, vip: &str) -> Self {
+        let conf = dir.join(format!("{name}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n  vrrp_version 3\n  router_id {name}\n}}\n\
+                 vrrp_instance VI_{vrid} {{\n  state BACKUP\n  interface eth0\n  \
+                 virtual_router_id {vrid}\n  priority {priority}\n  advert_int 1\n  \
+                 virtual_ipaddress {{\n    {vip}\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = ns
+            .command("keepalived")
+            .args(["-n", "-l", "-D", "-P", "-f"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.join(format!("{name}.pid")))
+            .arg("-r")
+            .arg(dir.join(format!("{name}.vrrp.pid")))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    fn state(&self) -> Option<String> {
+        std::fs::read_to_string(&self.log)
+            .ok()?
+            .lines()
+            .rev()
+            .find_map(|l| {
+                l.split("Entering ")
+                    .nth(1)
+                    .and_then(|s| s.split(" STATE").next())
+                    .map(str::to_owned)
+            })
+    }
+
+    fn wait(&self, state: &str, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.state().as_deref() == Some(state) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "keepalived not {state} after {timeout:?}:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    fn signal(&self, sig: Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn vrrp_config(vrid: u8, priority: u8, vip: &str) -> String {
+    format!(
+        "[[vhid]]\ninterface = \"eth0\"\nvhid = {vrid}\nprotocol = \"vrrp3\"\npriority = {priority}\n\
+         interval_ms = 1000\npreempt = true\nvips = [\"{vip}\"]\n"
+    )
+}
+
+#[test]
+fn keepalived_master_and_our_vrrp3_backup_then_we_take_over() {
+    let dir = TempDir::new("ka1").unwrap();
+    let lan = Lan::new("ka1", &["k", "c"]).unwrap();
+    let ka = Keepalived::start(&lan.hosts[0].ns, dir.path(), "k", 51, 200, "192.0.2.60/24");
+    ka.wait("MASTER", Duration::from_secs(8));
+    let ours = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "ours",
+        &vrrp_config(51, 100, "192.0.2.60/24"),
+    )
+    .unwrap();
+    ours.wait_state(51, "BACKUP", Duration::from_secs(3))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let status = ours.ctl(&["status"]).unwrap();
+    assert!(
+        status.contains("carp: BACKUP vhid 51 vrrp priority 100"),
+        "{status}"
+    );
+    assert!(!status.contains("received 0,"), "{status}");
+    assert_eq!(ka.state().as_deref(), Some("MASTER"));
+    ka.signal(Signal::SIGKILL);
+    // Master_Down_Interval = 3 * 1 s + (256 - 100) / 256 s.
+    let gap = ours
+        .wait_state(
+            51,
+            "MASTER",
+            Duration::from_millis(3609) + Duration::from_secs(1),
+        )
+        .unwrap();
+    println!("our VRRPv3 takeover after keepalived was killed: {gap:?}");
+}
+
+#[test]
+fn our_vrrp3_master_and_keepalived_backup_then_keepalived_takes_over_on_priority_0() {
+    let dir = TempDir::new("ka2").unwrap();
+    let lan = Lan::new("ka2", &["c", "k"]).unwrap();
+    let ours = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "ours",
+        &vrrp_config(51, 200, "192.0.2.60/24"),
+    )
+    .unwrap();
+    ours.wait_state(51, "MASTER", Duration::from_secs(6))
+        .unwrap();
+    let ka = Keepalived::start(&lan.hosts[1].ns, dir.path(), "k", 51, 100, "192.0.2.60/24");
+    ka.wait("BACKUP", Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        ka.state().as_deref(),
+        Some("BACKUP"),
+        "keepalived accepted our adverts"
+    );
+    ours.signal(Signal::SIGTERM).unwrap();
+    // Priority 0: the backup takes over after Skew_Time, (256 - 100) / 256 s.
+    let gap = ka.wait("MASTER", Duration::from_secs(2));
+    println!("keepalived takeover after our SIGTERM (priority 0): {gap:?}");
+}
+
+#[test]
+fn a_carp_group_and_a_keepalived_group_share_a_segment_and_a_number() {
+    let dir = TempDir::new("mix").unwrap();
+    let lan = Lan::new("mix", &["a", "b", "k1", "k2"]).unwrap();
+    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &config(&dir, 0)).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
+    let b = Agent::start(&lan.hosts[1].ns, dir.path(), "b", &config(&dir, 100)).unwrap();
+    b.wait_state(1, "BACKUP", Duration::from_secs(3)).unwrap();
+    // VRRP group number 1 too, on the same segment.
+    let k1 = Keepalived::start(&lan.hosts[2].ns, dir.path(), "k1", 1, 200, "192.0.2.70/24");
+    k1.wait("MASTER", Duration::from_secs(8));
+    let k2 = Keepalived::start(&lan.hosts[3].ns, dir.path(), "k2", 1, 100, "192.0.2.70/24");
+    k2.wait("BACKUP", Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(a.state(1).as_deref(), Some("MASTER"));
+    assert_eq!(b.state(1).as_deref(), Some("BACKUP"));
+    assert_eq!(
+        (k1.state().as_deref(), k2.state().as_deref()),
+        (Some("MASTER"), Some("BACKUP"))
+    );
+    let status = b.ctl(&["status"]).unwrap();
+    assert!(
+        status.contains("foreign"),
+        "VRRP adverts pass as another group's: {status}"
+    );
+    assert!(status.contains("bad digests 0"), "{status}");
+}
+
+#[test]
+fn two_agents_in_vrrp3_mode_elect_and_fail_over() {
+    let dir = TempDir::new("vr").unwrap();
+    let lan = Lan::new("vr", &["a", "b"]).unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vrrp_config(7, 200, "192.0.2.77/24"),
+    )
+    .unwrap();
+    a.wait_state(7, "MASTER", Duration::from_secs(6)).unwrap();
+    let b = Agent::start(
+        &lan.hosts[1].ns,
+        dir.path(),
+        "b",
+        &vrrp_config(7, 100, "192.0.2.77/24"),
+    )
+    .unwrap();
+    b.wait_state(7, "BACKUP", Duration::from_secs(3)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.state(7).as_deref(), Some("BACKUP"));
+    a.signal(Signal::SIGKILL).unwrap();
+    b.wait_state(
+        7,
+        "MASTER",
+        Duration::from_millis(3609) + Duration::from_secs(1),
+    )
+    .unwrap();
+}
+
+#[test]
+fn tshark_dissects_our_adverts_as_carp_with_a_good_checksum() {
+    let dir = TempDir::new("tshark").unwrap();
+    let lan = Lan::new("tshark", &["a", "sniffer"]).unwrap();
+    let cap = dir.path().join("carp.pcap");
+    let mut dump = lan.hosts[1]
+        .ns
+        .command("tcpdump")
+        .args(["-i", "eth0", "-U", "-c", "3", "-w"])
+        .arg(&cap)
+        .arg("ip proto 112")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &config(&dir, 0)).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while dump.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = dump.kill();
+    let _ = dump.wait();
+    let out = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(&cap)
+        .args(["-o", "ip.try_heuristic_first:TRUE", "-T", "fields"])
+        .args([
+            "-e",
+            "carp.vhid",
+            "-e",
+            "carp.advskew",
+            "-e",
+            "carp.checksum.status",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for l in lines {
+        // vhid 1, advskew 0, checksum status 1 (good).
+        assert_eq!(l, "1\t0\t1", "{text}");
+    }
+}

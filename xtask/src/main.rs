@@ -87,6 +87,8 @@ fn test() -> Result<()> {
         ])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .args(["--", "-D", "warnings"]))?;
+    // The namespace tests run the carp-agent binary: build it first, so it is never stale.
+    cargo(&["build", "-p", "carp-agent"])?;
     cargo(&["test", "--workspace", "--exclude", "carp-ebpf"])?;
     let left = carp_tests::netns::leftovers()?;
     if !left.is_empty() {
