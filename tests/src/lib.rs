@@ -5,4 +5,5 @@ pub mod agent;
 pub mod lan;
 pub mod netns;
 pub mod pcap;
+pub mod peers;
 pub mod probe;

@@ -1,85 +1,19 @@
-//! carp-agent against the real peer it must interoperate with: Debian's ucarp, same VHID
-//! and password, each way round.
+//! carp-agent against the real peers it must interoperate with: Debian's ucarp (CARP,
+//! same VHID and password) and keepalived (VRRPv3), each way round; and tshark's reading
+//! of our adverts.
 
 use carp_tests::{
     agent::{Agent, TempDir},
     lan::Lan,
-    netns::Netns,
+    peers::{Keepalived, Ucarp, ucarp_state, wait_ucarp},
 };
 use nix::sys::signal::Signal;
 use std::{
-    path::Path,
-    process::{Child, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 const PASSWORD: &str = "peer-secret";
-
-/// ucarp in `ns` with `advskew`, logging to `log`; killed on drop.
-struct Ucarp(Child);
-
-impl Ucarp {
-    fn start(ns: &Netns, src: &str, advskew: u8, pass: &Path, log: &Path) -> Self {
-        let child = ns
-            .command("ucarp")
-            .args([
-                "-i",
-                "eth0",
-                "-s",
-                src,
-                "-v",
-                "1",
-                "-a",
-                "192.0.2.50",
-                "-b",
-                "1",
-            ])
-            .args([
-                "-k",
-                &advskew.to_string(),
-                "-u",
-                "/bin/true",
-                "-d",
-                "/bin/true",
-                "-o",
-            ])
-            .arg(pass)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        Self(child)
-    }
-}
-
-impl Drop for Ucarp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn last_state(log: &Path) -> Option<String> {
-    std::fs::read_to_string(log)
-        .ok()?
-        .lines()
-        .rev()
-        .find_map(|l| l.split("Switching to state: ").nth(1).map(str::to_owned))
-}
-
-fn wait_ucarp(log: &Path, state: &str, timeout: Duration) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if last_state(log).as_deref() == Some(state) {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "ucarp not {state} after {timeout:?}:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
 
 fn config(dir: &TempDir, advskew: u8) -> String {
     let pw = dir.path().join("pass");
@@ -142,86 +76,12 @@ fn our_master_and_ucarp_backup_then_ucarp_takes_over_on_our_bow_out() {
         !text.contains("Bad digest"),
         "ucarp rejected our adverts:\n{text}"
     );
-    assert_eq!(last_state(&log).as_deref(), Some("BACKUP"), "{text}");
+    assert_eq!(ucarp_state(&log).as_deref(), Some("BACKUP"), "{text}");
     // Our graceful stop bows out (advbase 255): ucarp treats that as a master certain to
     // time out and takes over at once.
     ours.signal(Signal::SIGTERM).unwrap();
     let gap = wait_ucarp(&log, "MASTER", Duration::from_secs(2));
     println!("ucarp takeover after our SIGTERM: {gap:?}");
-}
-
-/// keepalived (VRRPv3) in `ns` for VRID `vrid` with `priority`; killed on drop.
-struct Keepalived {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Keepalived {
-    fn start(ns: &Netns, dir: &Path, name: &str, vrid: u8, priority: u8, vip: &str) -> Self {
-        let conf = dir.join(format!("{name}.conf"));
-        std::fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n  vrrp_version 3\n  router_id {name}\n}}\n\
-                 vrrp_instance VI_{vrid} {{\n  state BACKUP\n  interface eth0\n  \
-                 virtual_router_id {vrid}\n  priority {priority}\n  advert_int 1\n  \
-                 virtual_ipaddress {{\n    {vip}\n  }}\n}}\n"
-            ),
-        )
-        .unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let child = ns
-            .command("keepalived")
-            .args(["-n", "-l", "-D", "-P", "-f"])
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.join(format!("{name}.pid")))
-            .arg("-r")
-            .arg(dir.join(format!("{name}.vrrp.pid")))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Self { child, log }
-    }
-
-    fn state(&self) -> Option<String> {
-        std::fs::read_to_string(&self.log)
-            .ok()?
-            .lines()
-            .rev()
-            .find_map(|l| {
-                l.split("Entering ")
-                    .nth(1)
-                    .and_then(|s| s.split(" STATE").next())
-                    .map(str::to_owned)
-            })
-    }
-
-    fn wait(&self, state: &str, timeout: Duration) -> Duration {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self.state().as_deref() == Some(state) {
-                return start.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "keepalived not {state} after {timeout:?}:\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-    }
-
-    fn signal(&self, sig: Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-}
-
-impl Drop for Keepalived {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn vrrp_config(vrid: u8, priority: u8, vip: &str) -> String {
