@@ -14,6 +14,20 @@ pub struct Ucarp(Child);
 
 impl Ucarp {
     pub fn start(ns: &Netns, src: &str, advskew: u8, pass: &Path, log: &Path) -> Self {
+        let no_op = Path::new("/bin/true");
+        Self::start_with_scripts(ns, src, advskew, pass, log, no_op, no_op)
+    }
+
+    /// ucarp for VHID 1 / VIP 192.0.2.50 on eth0, with up and down scripts.
+    pub fn start_with_scripts(
+        ns: &Netns,
+        src: &str,
+        advskew: u8,
+        pass: &Path,
+        log: &Path,
+        up: &Path,
+        down: &Path,
+    ) -> Self {
         let child = ns
             .command("ucarp")
             .args([
@@ -28,15 +42,11 @@ impl Ucarp {
                 "-b",
                 "1",
             ])
-            .args([
-                "-k",
-                &advskew.to_string(),
-                "-u",
-                "/bin/true",
-                "-d",
-                "/bin/true",
-                "-o",
-            ])
+            .args(["-k", &advskew.to_string(), "-z", "-u"])
+            .arg(up)
+            .arg("-d")
+            .arg(down)
+            .arg("-o")
             .arg(pass)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
@@ -95,15 +105,45 @@ pub struct Keepalived {
 
 impl Keepalived {
     pub fn start(ns: &Netns, dir: &Path, name: &str, vrid: u8, priority: u8, vip: &str) -> Self {
+        Self::start_with_interval(ns, dir, name, vrid, priority, vip, 1000)
+    }
+
+    /// One VRRPv3 instance with an advert interval in milliseconds.
+    pub fn start_with_interval(
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        vrid: u8,
+        priority: u8,
+        vip: &str,
+        interval_ms: u32,
+    ) -> Self {
+        let instance = Self::instance(vrid, priority, vip, interval_ms);
+        Self::spawn(ns, dir, name, &instance)
+    }
+
+    /// `n` instances (VRIDs 1..=n, IPv6 VIPs 2001:db8::100:vrid) in one keepalived.
+    pub fn start_many(ns: &Netns, dir: &Path, name: &str, n: u8, priority: u8) -> Self {
+        let instances: String = (1..=n)
+            .map(|v| Self::instance(v, priority, &format!("2001:db8::100:{v:x}/64"), 1000))
+            .collect();
+        Self::spawn(ns, dir, name, &instances)
+    }
+
+    fn instance(vrid: u8, priority: u8, vip: &str, interval_ms: u32) -> String {
+        format!(
+            "vrrp_instance VI_{vrid} {{\n  state BACKUP\n  interface eth0\n  \
+             virtual_router_id {vrid}\n  priority {priority}\n  advert_int {}\n  \
+             virtual_ipaddress {{\n    {vip}\n  }}\n}}\n",
+            f64::from(interval_ms) / 1000.0
+        )
+    }
+
+    fn spawn(ns: &Netns, dir: &Path, name: &str, instances: &str) -> Self {
         let conf = dir.join(format!("{name}.conf"));
         std::fs::write(
             &conf,
-            format!(
-                "global_defs {{\n  vrrp_version 3\n  router_id {name}\n}}\n\
-                 vrrp_instance VI_{vrid} {{\n  state BACKUP\n  interface eth0\n  \
-                 virtual_router_id {vrid}\n  priority {priority}\n  advert_int 1\n  \
-                 virtual_ipaddress {{\n    {vip}\n  }}\n}}\n"
-            ),
+            format!("global_defs {{\n  vrrp_version 3\n  router_id {name}\n}}\n{instances}"),
         )
         .unwrap();
         let log = dir.join(format!("{name}.log"));
@@ -120,6 +160,10 @@ impl Keepalived {
             .spawn()
             .unwrap();
         Self { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The state keepalived last logged.

@@ -22,8 +22,12 @@ enum Cmd {
     Test,
     /// Setup, build, and run the seeds' three-host layout in namespaces.
     Demo,
-    /// Benchmarks: XDP cost per path (the peer comparisons arrive with their issue).
-    Bench,
+    /// Benchmarks side by side with ucarp and keepalived; writes BENCHMARKS.md.
+    Bench {
+        /// One short trial of each, as CI runs it, without writing the report.
+        #[arg(long)]
+        smoke: bool,
+    },
 }
 
 fn main() {
@@ -32,7 +36,7 @@ fn main() {
         Cmd::Setup => setup::run(),
         Cmd::Test => test(),
         Cmd::Demo => setup::run().and_then(|()| demo::run()),
-        Cmd::Bench => setup::run().and_then(|()| bench()),
+        Cmd::Bench { smoke } => setup::run().and_then(|()| bench(smoke)),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -56,9 +60,73 @@ fn cargo(args: &[&str]) -> Result<()> {
     run(Command::new(env!("CARGO")).args(args))
 }
 
-fn bench() -> Result<()> {
-    println!("==> XDP cost per path (BPF_PROG_TEST_RUN; kernel.bpf_stats_enabled off)");
-    cargo(&["bench", "--quiet", "-p", "carp-tests", "--bench", "xdp"])
+/// Runs every benchmark and writes BENCHMARKS.md (and, from the peers bench,
+/// bench/results.json). `--smoke` runs one trial each, as CI does, without the report.
+fn bench(smoke: bool) -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let started = std::time::Instant::now();
+    // Footprint and timings are for the binary operators run: the release build.
+    cargo(&["build", "--release", "-p", "carp-agent"])?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let agent = target.join("release/carp-agent");
+    let capture = |name: &str, env: &[(&str, &str)]| -> Result<String> {
+        println!("==> cargo bench -p carp-tests --bench {name}");
+        let out = Command::new(env!("CARGO"))
+            .args(["bench", "--quiet", "-p", "carp-tests", "--bench", name])
+            .envs(env.iter().copied())
+            .env("CARP_AGENT_BIN", &agent)
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        print!("{text}");
+        if !out.status.success() {
+            bail!("the {name} benchmark failed ({})", out.status);
+        }
+        Ok(text)
+    };
+    let smoke_env: &[(&str, &str)] = if smoke {
+        &[
+            ("REPEAT", "10000"),
+            ("CALLS", "500"),
+            ("TRIALS", "1"),
+            ("FLOOD_SECS", "3"),
+        ]
+    } else {
+        &[]
+    };
+    let xdp = capture("xdp", smoke_env)?;
+    let peers = capture("peers", smoke_env)?;
+    if smoke {
+        return Ok(());
+    }
+    let uname = output(Command::new("uname").arg("-r"))?;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")?
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let report = format!(
+        "# carp benchmarks\n\nWritten by `cargo xtask bench` ({:.0?}); the raw numbers are in \
+         bench/results.json. Machine: {cpu}, {cores} cores, Linux {}. Everything runs in \
+         network namespaces on veth pairs and a Linux bridge on this one machine; peers run \
+         side by side in the same run with equal settings (advbase 1, backup advskew 100 or \
+         its VRRP twin, priority 156).\n\n## XDP cost per path\n\n{xdp}\n## Failover, \
+         handover, flood, footprint\n{peers}",
+        started.elapsed(),
+        uname.trim()
+    );
+    std::fs::write(root.join("BENCHMARKS.md"), report)?;
+    println!("==> wrote BENCHMARKS.md and bench/results.json");
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn test() -> Result<()> {
@@ -94,6 +162,15 @@ fn test() -> Result<()> {
     if !left.is_empty() {
         bail!(
             "the tests left network namespaces behind: {}",
+            left.join(" ")
+        );
+    }
+    // One short trial of every benchmark, so the bench code does not rot.
+    bench(true)?;
+    let left = carp_tests::netns::leftovers()?;
+    if !left.is_empty() {
+        bail!(
+            "the benchmarks left network namespaces behind: {}",
             left.join(" ")
         );
     }
