@@ -10,7 +10,7 @@ use crate::{
     election::{Action, Advert, Event, Machine, Reason, State, Timing},
     frame,
     hmac::{Auth, Counter},
-    hooks,
+    hooks, metrics,
     netlink::{self, Link, Netlink},
     send::{PacketSocket, UnicastSocket},
     xdp::{DataPlane, parse_event, vhid_entry},
@@ -139,6 +139,10 @@ struct Agent {
     pending_demotion: bool,
     /// Index of `lo`, where VIPs go in loopback placement.
     lo: u32,
+    /// Transitions by (interface, vhid, reason), for metrics.
+    transitions: BTreeMap<(String, u8, String), u64>,
+    /// Hook runs by outcome, for metrics.
+    hook_runs: BTreeMap<String, u64>,
 }
 
 /// Checks what needs the system: interfaces exist, VIPs fit their subnets, a source
@@ -242,6 +246,10 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
     tokio::spawn(control::serve(listener, control_tx));
     let (events_tx, mut events_rx) = mpsc::channel(1024);
     let (hooks_tx, mut hooks_rx) = mpsc::unbounded_channel();
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<metrics::Scrape>(4);
+    if let Some(addr) = options.config.agent.metrics {
+        metrics::serve(addr, scrape_tx).await?;
+    }
     let mut demotion = Demotion::default();
     demotion.adjust(options.config.agent.demotion);
     let mut agent = Agent {
@@ -256,6 +264,8 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
         rng: rand::rng(),
         pending_demotion: false,
         lo: 0,
+        transitions: BTreeMap::new(),
+        hook_runs: BTreeMap::new(),
     };
     agent.lo = agent.nl.link("lo").await?.index;
     let mut links = Box::pin(netlink::link_events()?);
@@ -283,6 +293,10 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
             }
             Some((vhid, outcome)) = hooks_rx.recv() => {
                 tracing::debug!(vhid, "hook finished: {outcome:?}");
+                *agent.hook_runs.entry(format!("{outcome:?}").to_lowercase()).or_default() += 1;
+            }
+            Some(reply) = scrape_rx.recv() => {
+                let _ = reply.send(metrics::render(&agent.status(), &agent.transitions, &agent.hook_runs));
             }
             _ = tokio::time::sleep_until(deadline.into()) => agent.on_timer().await,
             _ = hup.recv() => {
@@ -622,6 +636,12 @@ impl Agent {
     }
 
     async fn transition(&mut self, i: usize, from: State, to: State, reason: Reason) {
+        let key = (
+            self.vhids[i].plan.interface.clone(),
+            self.vhids[i].plan.vhid,
+            reason.to_string(),
+        );
+        *self.transitions.entry(key).or_default() += 1;
         let took = {
             let v = &mut self.vhids[i];
             v.n.transitions += 1;

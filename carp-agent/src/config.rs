@@ -39,6 +39,8 @@ pub struct Agent {
     pub xdp_mode: XdpModeSetting,
     /// Where a master puts its VIPs.
     pub vips_on: VipPlacement,
+    /// Address to serve Prometheus metrics on (e.g. "127.0.0.1:9720"); none by default.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Where the VIPs are configured while MASTER.
@@ -77,6 +79,7 @@ impl Default for Agent {
             demotion: 0,
             xdp_mode: XdpModeSetting::Auto,
             vips_on: VipPlacement::Loopback,
+            metrics: None,
         }
     }
 }

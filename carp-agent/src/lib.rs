@@ -8,6 +8,7 @@ pub mod election;
 pub mod frame;
 pub mod hmac;
 pub mod hooks;
+pub mod metrics;
 pub mod netlink;
 pub mod send;
 pub mod xdp;

@@ -27,6 +27,9 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9720 (overrides the file).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     ucarp: Ucarp,
     #[command(subcommand)]
@@ -113,6 +116,39 @@ enum Command {
     Reload,
     /// Check the configuration and exit (2 when it is wrong).
     Check,
+    /// Print the man page or a shell completion script (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Generated {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Writes the man page or a completion script to stdout.
+fn generate(what: Generated) -> Result<()> {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    let shell = match what {
+        Generated::Man => {
+            clap_mangen::Man::new(cmd)
+                .section("8")
+                .render(&mut std::io::stdout())?;
+            return Ok(());
+        }
+        Generated::Bash => clap_complete::Shell::Bash,
+        Generated::Zsh => clap_complete::Shell::Zsh,
+        Generated::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut cmd, "carp-agent", &mut std::io::stdout());
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -168,6 +204,15 @@ fn ucarp_config(u: &Ucarp, socket: PathBuf) -> Result<Config> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Generate { what }) = cli.command {
+        return match generate(what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("carp-agent: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(cli.log_format);
     // Options are settled before the runtime (and its threads) start.
     let options = match &cli.command {
@@ -184,7 +229,12 @@ fn main() -> ExitCode {
                     })
             };
             match loaded {
-                Ok(o) => Some(o),
+                Ok(mut o) => {
+                    if cli.metrics.is_some() {
+                        o.config.agent.metrics = cli.metrics;
+                    }
+                    Some(o)
+                }
                 Err(e) => {
                     eprintln!("carp-agent: {e:#}");
                     return ExitCode::from(EXIT_CONFIG);
@@ -281,7 +331,9 @@ async fn client(cli: Cli) -> Result<()> {
             }
         }
         Some(Command::Reload) => Request::Reload,
-        None | Some(Command::Run) | Some(Command::Check) => unreachable!("handled by serve"),
+        None | Some(Command::Run) | Some(Command::Check) | Some(Command::Generate { .. }) => {
+            unreachable!("handled before the client")
+        }
     };
     let reply = control::request(&cli.socket, &request).await?;
     if !reply.ok {

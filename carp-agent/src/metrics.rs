@@ -1,0 +1,200 @@
+//! Prometheus metrics (`--metrics 127.0.0.1:9720`): the status, as the text exposition
+//! format that prometheus-client writes, served on GET /metrics.
+
+use crate::control::Status;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use std::{collections::BTreeMap, net::SocketAddr};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+};
+
+/// A scrape waiting for the event loop to render the metrics.
+pub type Scrape = oneshot::Sender<String>;
+
+/// Serves GET /metrics on `addr`, asking the event loop for the text each time.
+pub async fn serve(addr: SocketAddr, tx: mpsc::Sender<Scrape>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!("metrics on http://{addr}/metrics");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                // One small request per connection: its first line is all that matters.
+                let mut buf = [0u8; 1024];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let (status, body) = if request.starts_with("GET /metrics ") {
+                    let (rtx, rrx) = oneshot::channel();
+                    if tx.send(rtx).await.is_err() {
+                        return;
+                    }
+                    ("200 OK", rrx.await.unwrap_or_default())
+                } else {
+                    ("404 Not Found", "only /metrics is served here\n".to_owned())
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VhidLabels {
+    interface: String,
+    vhid: u8,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    interface: String,
+    vhid: u8,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct XdpLabels {
+    interface: String,
+    counter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    outcome: String,
+}
+
+/// Renders `status` (plus transition and hook counts) in the Prometheus text format.
+pub fn render(
+    status: &Status,
+    transitions: &BTreeMap<(String, u8, String), u64>,
+    hooks: &BTreeMap<String, u64>,
+) -> String {
+    let mut registry = Registry::with_prefix("carp");
+    let state = Family::<VhidLabels, Gauge>::default();
+    let demotion = Family::<VhidLabels, Gauge>::default();
+    let sent = Family::<VhidLabels, Counter>::default();
+    let received = Family::<VhidLabels, Counter>::default();
+    let bad = Family::<VhidLabels, Counter>::default();
+    let trans = Family::<ReasonLabels, Counter>::default();
+    let xdp = Family::<XdpLabels, Counter>::default();
+    let hook = Family::<HookLabels, Counter>::default();
+    for v in &status.vhids {
+        let l = VhidLabels {
+            interface: v.interface.clone(),
+            vhid: v.vhid,
+        };
+        let code = match v.state.as_str() {
+            "MASTER" => 2,
+            "BACKUP" => 1,
+            _ => 0,
+        };
+        state.get_or_create(&l).set(code);
+        demotion.get_or_create(&l).set(i64::from(v.demotion));
+        sent.get_or_create(&l).inc_by(v.adverts_sent);
+        received.get_or_create(&l).inc_by(v.adverts_received);
+        bad.get_or_create(&l).inc_by(v.bad_digests);
+    }
+    for ((interface, vhid, reason), n) in transitions {
+        trans
+            .get_or_create(&ReasonLabels {
+                interface: interface.clone(),
+                vhid: *vhid,
+                reason: reason.clone(),
+            })
+            .inc_by(*n);
+    }
+    for i in &status.interfaces {
+        for (name, n) in &i.xdp {
+            xdp.get_or_create(&XdpLabels {
+                interface: i.name.clone(),
+                counter: name.clone(),
+            })
+            .inc_by(*n);
+        }
+    }
+    for (outcome, n) in hooks {
+        hook.get_or_create(&HookLabels {
+            outcome: outcome.clone(),
+        })
+        .inc_by(*n);
+    }
+    registry.register(
+        "vhid_state",
+        "VHID state: 0 INIT, 1 BACKUP, 2 MASTER",
+        state,
+    );
+    registry.register("vhid_demotion", "Demotion applied to the VHID", demotion);
+    registry.register("adverts_sent", "Adverts sent", sent);
+    registry.register("adverts_received", "Valid adverts received", received);
+    registry.register(
+        "bad_digests",
+        "Adverts the agent rejected for their HMAC",
+        bad,
+    );
+    registry.register("transitions", "State changes by reason", trans);
+    registry.register(
+        "xdp_packets",
+        "XDP program counters (drops by reason, replies)",
+        xdp,
+    );
+    registry.register("hook_runs", "Hook runs by outcome", hook);
+    let global = Gauge::<i64>::default();
+    global.set(i64::from(status.demotion));
+    registry.register("demotion", "Global demotion counter", global);
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{InterfaceStatus, VhidStatus};
+
+    #[test]
+    fn renders_every_family() {
+        let status = Status {
+            demotion: 240,
+            interfaces: vec![InterfaceStatus {
+                name: "eth0".into(),
+                up: true,
+                xdp_mode: "skb".into(),
+                xdp: [("bad_hmac".to_string(), 7)].into_iter().collect(),
+            }],
+            vhids: vec![VhidStatus {
+                interface: "eth0".into(),
+                vhid: 1,
+                state: "MASTER".into(),
+                adverts_sent: 3,
+                ..VhidStatus::default()
+            }],
+        };
+        let transitions = [(("eth0".to_string(), 1, "master timed out".to_string()), 1)].into();
+        let hooks = [("ok".to_string(), 2)].into();
+        let text = render(&status, &transitions, &hooks);
+        for line in [
+            "carp_vhid_state{interface=\"eth0\",vhid=\"1\"} 2",
+            "carp_adverts_sent_total{interface=\"eth0\",vhid=\"1\"} 3",
+            "carp_transitions_total{interface=\"eth0\",vhid=\"1\",reason=\"master timed out\"} 1",
+            "carp_xdp_packets_total{interface=\"eth0\",counter=\"bad_hmac\"} 7",
+            "carp_hook_runs_total{outcome=\"ok\"} 2",
+            "carp_demotion 240",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+}
