@@ -108,8 +108,29 @@ impl Agent {
         Ok(())
     }
 
+    /// Like [`Agent::start`], with extra environment variables for the process.
+    pub fn start_with_env(
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        let mut a = Self::client(&dir.join(format!("{name}.sock")));
+        a.name = name.to_owned();
+        a.config = dir.join(format!("{name}.toml"));
+        a.log = dir.join(format!("{name}.log"));
+        std::fs::write(&a.config, Self::with_agent_section(&a.socket, config))?;
+        a.spawn_with_env(ns, env)?;
+        Ok(a)
+    }
+
     /// (Re)starts the process.
     pub fn spawn(&mut self, ns: &Netns) -> Result<()> {
+        self.spawn_with_env(ns, &[])
+    }
+
+    fn spawn_with_env(&mut self, ns: &Netns, env: &[(&str, &str)]) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -119,6 +140,7 @@ impl Agent {
             .arg("-c")
             .arg(&self.config)
             .env("CARP_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())

@@ -1,0 +1,120 @@
+//! What an operator relies on: systemd's notify protocol and watchdog, Prometheus metrics,
+//! and secrets that never show in logs, `ps` or the status.
+
+use carp_tests::{
+    agent::{Agent, TempDir},
+    lan::Lan,
+};
+use nix::sys::signal::Signal;
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::net::UnixDatagram,
+    time::{Duration, Instant},
+};
+
+const SECRET: &str = "s3cr3t-0ps-pw";
+
+fn vhid(dir: &TempDir) -> String {
+    let pw = dir.path().join("carp.pass");
+    std::fs::write(&pw, SECRET).unwrap();
+    format!(
+        "[[vhid]]\ninterface = \"eth0\"\nvhid = 1\nvips = [\"192.0.2.50/24\"]\npass_file = \"{}\"\n",
+        pw.display()
+    )
+}
+
+#[test]
+fn systemd_notify_ready_and_watchdog() {
+    let dir = TempDir::new("notify").unwrap();
+    let lan = Lan::new("notify", &["a"]).unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let a = Agent::start_with_env(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid(&dir),
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    while start.elapsed() < Duration::from_secs(5) {
+        let Ok(n) = sock.recv(&mut buf) else { break };
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        seen.push(msg.clone());
+        if seen.iter().any(|m| m.contains("READY=1"))
+            && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3
+        {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|m| m.contains("READY=1")), "{seen:?}");
+    // WatchdogSec=0.2 s: pings every 0.1 s.
+    assert!(
+        seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
+        "{seen:?}"
+    );
+    drop(a);
+}
+
+#[test]
+fn prometheus_metrics_are_served() {
+    let dir = TempDir::new("metrics").unwrap();
+    let lan = Lan::new("metrics", &["a"]).unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &format!("metrics = \"127.0.0.1:9720\"\n\n{}", vhid(&dir)),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
+    let scrape = lan.hosts[0]
+        .ns
+        .enter(|| {
+            let mut s = std::net::TcpStream::connect("127.0.0.1:9720")?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        })
+        .unwrap();
+    assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
+    for needle in [
+        "carp_vhid_state{interface=\"eth0\",vhid=\"1\"} 2",
+        "carp_transitions_total{interface=\"eth0\",vhid=\"1\",reason=\"master timed out\"} 1",
+        "carp_adverts_sent_total{interface=\"eth0\",vhid=\"1\"}",
+        "carp_xdp_packets_total{interface=\"eth0\",counter=\"bad_hmac\"} 0",
+    ] {
+        assert!(scrape.contains(needle), "missing {needle}:\n{scrape}");
+    }
+}
+
+#[test]
+fn the_password_never_shows_in_logs_ps_or_status() {
+    let dir = TempDir::new("secret").unwrap();
+    let lan = Lan::new("secret", &["a"]).unwrap();
+    let mut a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &vhid(&dir)).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", a.pid().unwrap())).unwrap();
+    let status = a.ctl(&["status", "--json"]).unwrap() + &a.ctl(&["status"]).unwrap();
+    a.signal(Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    a.signal(Signal::SIGTERM).unwrap();
+    a.wait(Duration::from_secs(5)).unwrap();
+    let log = a.log_text();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    for (what, text) in [
+        ("ps", String::from_utf8_lossy(&cmdline).into_owned()),
+        ("status", status),
+        ("log", log),
+    ] {
+        assert!(!text.contains(SECRET), "the password shows in the {what}");
+    }
+}
