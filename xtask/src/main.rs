@@ -1,6 +1,7 @@
 //! `cargo xtask setup | test | demo | bench`: carp's developer workflows.
 
 mod demo;
+mod install;
 mod setup;
 
 use anyhow::{Result, bail};
@@ -22,6 +23,17 @@ enum Cmd {
     Test,
     /// Setup, build, and run the seeds' three-host layout in namespaces.
     Demo,
+    /// Install the agent, unit, example config, hook example, man page and completions.
+    Install {
+        /// Stage into this directory instead of /.
+        #[arg(long, default_value = "/")]
+        root: std::path::PathBuf,
+    },
+    /// Remove what `install` put in place, and the pinned maps.
+    Uninstall {
+        #[arg(long, default_value = "/")]
+        root: std::path::PathBuf,
+    },
     /// Benchmarks side by side with ucarp and keepalived; writes BENCHMARKS.md.
     Bench {
         /// One short trial of each, as CI runs it, without writing the report.
@@ -36,6 +48,8 @@ fn main() {
         Cmd::Setup => setup::run(),
         Cmd::Test => test(),
         Cmd::Demo => setup::run().and_then(|()| demo::run()),
+        Cmd::Install { root } => setup::run().and_then(|()| install::install(&root)),
+        Cmd::Uninstall { root } => install::uninstall(&root),
         Cmd::Bench { smoke } => setup::run().and_then(|()| bench(smoke)),
     };
     if let Err(e) = result {
