@@ -6,6 +6,7 @@ use carp_agent::xdp::DataPlane;
 use carp_tests::{
     agent::{Agent, TempDir, agent_bin},
     lan::Lan,
+    probe::Probe,
 };
 use nix::sys::signal::Signal;
 use std::{process::Command, time::Duration};
@@ -80,11 +81,16 @@ fn two_agents_elect_one_master_and_the_backup_takes_over_when_it_is_killed() {
     assert!(addrs(&lan, 0).contains("192.0.2.50/32"));
     assert!(!addrs(&lan, 1).contains("192.0.2.50"));
 
+    let probe = Probe::start(&lan.hosts[2].ns, "192.0.2.50").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
     a.signal(Signal::SIGKILL).unwrap();
-    let gap = b
+    let took = b
         .wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
         .unwrap();
-    println!("takeover after SIGKILL of the master: {gap:?} (bound {MASTER_DOWN:?})");
+    std::thread::sleep(Duration::from_millis(300));
+    let gap = probe.max_gap();
+    println!("SIGKILL of the master: takeover {took:?}, ping gap {gap:?} (bound {MASTER_DOWN:?})");
+    assert!(gap < MASTER_DOWN + Duration::from_secs(1), "gap {gap:?}");
     assert!(addrs(&lan, 1).contains("192.0.2.50/32"));
     // The killed agent's VIP is still on a's lo, but nothing there answers ARP for it.
     assert!(addrs(&lan, 0).contains("192.0.2.50/32"));
@@ -344,7 +350,8 @@ fn configuration_mistakes_exit_2_with_one_line_each() {
 #[test]
 fn cable_pull_demotes_and_the_backup_takes_over_then_preempt_takes_back() {
     let dir = TempDir::new("cable").unwrap();
-    let lan = Lan::new("cable", &["a", "b"]).unwrap();
+    let mut lan = Lan::new("cable", &["a", "b"]).unwrap();
+    lan.add_host("cable", "client").unwrap();
     let a = Agent::start(
         &lan.hosts[0].ns,
         dir.path(),
@@ -363,6 +370,9 @@ fn cable_pull_demotes_and_the_backup_takes_over_then_preempt_takes_back() {
     .unwrap();
     a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
     b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    // The TC/BSD field test: the cable is pulled under continuous ping.
+    let probe = Probe::start(&lan.hosts[2].ns, "192.0.2.50").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
     lan.cable(0, false).unwrap();
     // Carrier loss: INIT at once, VIP gone, demoted by 240 as FreeBSD does.
     a.wait_state(1, "INIT", Duration::from_secs(2)).unwrap();
@@ -371,7 +381,13 @@ fn cable_pull_demotes_and_the_backup_takes_over_then_preempt_takes_back() {
     let gap = b
         .wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
         .unwrap();
-    println!("takeover after the master's cable was pulled: {gap:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    println!(
+        "cable pull: takeover {gap:?}, ping gap {:?} (bound {MASTER_DOWN:?})",
+        probe.max_gap()
+    );
+    assert!(probe.max_gap() < MASTER_DOWN + Duration::from_secs(1));
+    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
     lan.cable(0, true).unwrap();
     let back = a.wait_state(1, "MASTER", Duration::from_secs(5)).unwrap();
     println!("preempted back {back:?} after the cable came back");
