@@ -77,34 +77,11 @@ struct Vhid {
 
 impl Vhid {
     fn key(&self) -> VhidKey {
-        VhidKey {
-            ifindex: self.ifindex,
-            vlan: 0,
-            vhid: self.plan.vhid,
-            _pad: 0,
-        }
+        VhidKey::new(self.ifindex, 0, self.plan.vhid)
     }
 
     fn id(&self) -> (String, u8) {
         (self.plan.interface.clone(), self.plan.vhid)
-    }
-}
-
-fn vip_key(ifindex: u32, addr: IpAddr) -> VipKey {
-    let (family, bytes) = match addr {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            (4, b)
-        }
-        IpAddr::V6(a) => (6, a.octets()),
-    };
-    VipKey {
-        ifindex,
-        vlan: 0,
-        family,
-        _pad: 0,
-        addr: bytes,
     }
 }
 
@@ -113,14 +90,6 @@ fn map_state(s: State) -> u8 {
         State::Init => state::INIT,
         State::Backup => state::BACKUP,
         State::Master => state::MASTER,
-    }
-}
-
-fn event_src(ev: &AdvertEvent) -> IpAddr {
-    if ev.family == 4 {
-        IpAddr::from([ev.src[0], ev.src[1], ev.src[2], ev.src[3]])
-    } else {
-        IpAddr::from(ev.src)
     }
 }
 
@@ -537,7 +506,7 @@ impl Agent {
                 state: st,
                 mac: v.mac,
             };
-            iface.dp.set_vip(&vip_key(v.ifindex, *vip), &e)?;
+            iface.dp.set_vip(&VipKey::new(v.ifindex, 0, *vip), &e)?;
         }
         Ok(())
     }
@@ -747,7 +716,7 @@ impl Agent {
             }
         };
         v.n.adverts_received += 1;
-        let src = event_src(&ev);
+        let src = ev.src_addr();
         self.feed(i, Event::Advert(Advert { src, timing })).await;
         self.apply_pending_demotion().await;
     }
@@ -954,7 +923,7 @@ impl Agent {
         if let Some(iface) = self.ifaces.get_mut(&v.plan.interface) {
             let _ = iface.dp.remove_vhid(&key);
             for vip in vips {
-                let _ = iface.dp.remove_vip(&vip_key(key.ifindex, vip));
+                let _ = iface.dp.remove_vip(&VipKey::new(key.ifindex, 0, vip));
             }
         }
     }
@@ -1034,7 +1003,6 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     #[test]
     fn subnets() {
@@ -1044,18 +1012,5 @@ mod tests {
         assert!(same_subnet(a("192.0.2.1"), a("10.0.0.1"), 0));
         assert!(same_subnet(a("2001:db8::1"), a("2001:db8::50"), 64));
         assert!(!same_subnet(a("2001:db8::1"), a("192.0.2.1"), 0));
-    }
-
-    #[test]
-    fn ring_buffer_addresses() {
-        let mut ev = AdvertEvent {
-            family: 4,
-            ..Default::default()
-        };
-        ev.src[..4].copy_from_slice(&[192, 0, 2, 9]);
-        assert_eq!(event_src(&ev), IpAddr::from(Ipv4Addr::new(192, 0, 2, 9)));
-        ev.family = 6;
-        ev.src = Ipv6Addr::LOCALHOST.octets();
-        assert_eq!(event_src(&ev), IpAddr::from(Ipv6Addr::LOCALHOST));
     }
 }

@@ -73,6 +73,17 @@ pub struct VhidEntry {
     pub pads: PadStates,
 }
 
+impl VhidKey {
+    pub const fn new(ifindex: u32, vlan: u16, vhid: u8) -> Self {
+        Self {
+            ifindex,
+            vlan,
+            vhid,
+            _pad: 0,
+        }
+    }
+}
+
 impl Default for VhidEntry {
     fn default() -> Self {
         Self {
@@ -98,6 +109,27 @@ pub struct VipKey {
     pub _pad: u8,
     /// IPv4 addresses in the first 4 bytes, the rest zero.
     pub addr: [u8; 16],
+}
+
+impl VipKey {
+    /// The key of `addr` on an interface and VLAN.
+    pub fn new(ifindex: u32, vlan: u16, addr: core::net::IpAddr) -> Self {
+        let (family, bytes) = match addr {
+            core::net::IpAddr::V4(a) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&a.octets());
+                (4, b)
+            }
+            core::net::IpAddr::V6(a) => (6, a.octets()),
+        };
+        Self {
+            ifindex,
+            vlan,
+            family,
+            _pad: 0,
+            addr: bytes,
+        }
+    }
 }
 
 #[repr(C)]
@@ -145,6 +177,17 @@ pub struct AdvertEvent {
     pub src: [u8; 16],
     pub digest: [u8; 20],
     pub _pad: [u8; 4],
+}
+
+impl AdvertEvent {
+    /// The advert's source address.
+    pub fn src_addr(&self) -> core::net::IpAddr {
+        if self.family == 4 {
+            core::net::IpAddr::from([self.src[0], self.src[1], self.src[2], self.src[3]])
+        } else {
+            core::net::IpAddr::from(self.src)
+        }
+    }
 }
 
 macro_rules! stats {
@@ -254,6 +297,24 @@ mod tests {
             size_of::<XdpStats>(),
             8 * XdpStats::default().fields().len()
         );
+    }
+
+    #[test]
+    fn keys_and_addresses() {
+        use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let k = VipKey::new(3, 7, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50)));
+        assert_eq!((k.family, &k.addr[..5]), (4, &[192, 0, 2, 50, 0][..]));
+        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        assert_eq!(VipKey::new(3, 0, v6).family, 6);
+        let mut ev = AdvertEvent {
+            family: 4,
+            ..Default::default()
+        };
+        ev.src[..4].copy_from_slice(&[192, 0, 2, 9]);
+        assert_eq!(ev.src_addr(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)));
+        ev.family = 6;
+        ev.src = Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(ev.src_addr(), v6);
     }
 
     #[test]

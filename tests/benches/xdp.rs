@@ -31,39 +31,22 @@ fn main() {
     let vip4 = Ipv4Addr::new(192, 0, 2, 50);
     let vip6: Ipv6Addr = "2001:db8::50".parse().unwrap();
     let auth = Auth::new(b"testpass", 1, &[vip4.into(), vip6.into()]).unwrap();
-    let key = VhidKey {
-        ifindex: LO,
-        vlan: 0,
-        vhid: 1,
-        _pad: 0,
-    };
+    let key = VhidKey::new(LO, 0, 1);
     let vmac = wire::virtual_mac(1);
     dp.set_vhid(
         &key,
         &vhid_entry(wire::VERSION, state::MASTER, 0, vmac, vmac, Some(&auth)),
     )
     .unwrap();
-    let vip = |family, addr: IpAddr| {
-        let mut a = [0u8; 16];
-        match addr {
-            IpAddr::V4(v) => a[..4].copy_from_slice(&v.octets()),
-            IpAddr::V6(v) => a = v.octets(),
-        }
-        VipKey {
-            ifindex: LO,
-            vlan: 0,
-            family,
-            _pad: 0,
-            addr: a,
-        }
-    };
     let entry = VipEntry {
         vhid: 1,
         state: state::MASTER,
         mac: vmac,
     };
-    dp.set_vip(&vip(4, vip4.into()), &entry).unwrap();
-    dp.set_vip(&vip(6, vip6.into()), &entry).unwrap();
+    dp.set_vip(&VipKey::new(LO, 0, vip4.into()), &entry)
+        .unwrap();
+    dp.set_vip(&VipKey::new(LO, 0, vip6.into()), &entry)
+        .unwrap();
 
     let peer: IpAddr = Ipv4Addr::new(192, 0, 2, 2).into();
     let mac = [2, 0, 0, 0, 0, 0xbb];

@@ -224,6 +224,32 @@ impl Agent {
         )
     }
 
+    /// An XDP counter of the agent's first interface, from `carp-agent status`.
+    pub fn xdp_counter(&self, name: &str) -> u64 {
+        let status = self.ctl(&["status"]).unwrap_or_default();
+        let line = status
+            .lines()
+            .find(|l| l.contains(" xdp "))
+            .unwrap_or_default();
+        line.split([':', ','])
+            .find_map(|kv| {
+                let (k, v) = kv.trim().rsplit_once(' ')?;
+                (k == name).then(|| v.parse().ok()).flatten()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The transitions `carp-agent status` counts for the first VHID.
+    pub fn transitions(&self) -> u64 {
+        let status = self.ctl(&["status"]).unwrap_or_default();
+        status
+            .split(" transitions")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no transitions in {status}"))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -107,3 +107,22 @@ impl Lan {
         Ok(())
     }
 }
+
+/// Split-brain detector, from `client`: Habets' arping -d exits 1 when two different
+/// MACs answer for `vip`. Returns the one MAC that answers; panics on none or two.
+pub fn one_mac_answers(client: &Netns, vip: &str) -> String {
+    let out = client
+        .command("arping")
+        .args(["-c", "3", "-d", "-I", "eth0", vip])
+        .output()
+        .expect("running arping");
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        out.status.success(),
+        "split brain or no answer for {vip}:\n{text}"
+    );
+    text.split_whitespace()
+        .find(|w| w.len() == 17 && w.matches(':').count() == 5)
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no MAC in {text}"))
+}

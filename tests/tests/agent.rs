@@ -5,7 +5,7 @@ use aya::programs::XdpMode;
 use carp_agent::xdp::DataPlane;
 use carp_tests::{
     agent::{Agent, TempDir, agent_bin},
-    lan::Lan,
+    lan::{Lan, one_mac_answers},
     probe::Probe,
 };
 use nix::sys::signal::Signal;
@@ -29,26 +29,6 @@ fn vhid(interface: &str, vhid: u8, vip: &str, advskew: u8, extra: &str, dir: &Te
 fn addrs(lan: &Lan, host: usize) -> String {
     let out = lan.hosts[host].ns.ip(&["-br", "addr"]).unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Split-brain detector: Habets' arping -d exits 1 when two different MACs answer.
-/// Returns the answering MAC.
-fn one_mac_answers(lan: &Lan, client: usize, vip: &str) -> String {
-    let out = lan.hosts[client]
-        .ns
-        .command("arping")
-        .args(["-c", "3", "-d", "-I", "eth0", vip])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
-    assert!(
-        out.status.success(),
-        "split brain or no answer for {vip}:\n{text}"
-    );
-    text.split_whitespace()
-        .find(|w| w.len() == 17 && w.matches(':').count() == 5)
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no MAC in {text}"))
 }
 
 #[test]
@@ -94,7 +74,10 @@ fn two_agents_elect_one_master_and_the_backup_takes_over_when_it_is_killed() {
     assert!(addrs(&lan, 1).contains("192.0.2.50/32"));
     // The killed agent's VIP is still on a's lo, but nothing there answers ARP for it.
     assert!(addrs(&lan, 0).contains("192.0.2.50/32"));
-    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
+    assert_eq!(
+        one_mac_answers(&lan.hosts[2].ns, "192.0.2.50"),
+        "00:00:5e:00:01:01"
+    );
     // Restarted, a removes the stale VIP first and stays backup (no preempt).
     a.spawn(&lan.hosts[0].ns).unwrap();
     a.wait_state(1, "BACKUP", Duration::from_secs(3)).unwrap();
@@ -106,7 +89,10 @@ fn two_agents_elect_one_master_and_the_backup_takes_over_when_it_is_killed() {
         "no failback without preempt"
     );
     assert_eq!(a.state(1).as_deref(), Some("BACKUP"));
-    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
+    assert_eq!(
+        one_mac_answers(&lan.hosts[2].ns, "192.0.2.50"),
+        "00:00:5e:00:01:01"
+    );
 }
 
 #[test]
@@ -216,22 +202,6 @@ fn hooks_run_with_ucarp_arguments_and_carp_environment() {
     );
 }
 
-/// An XDP counter from `carp-agent status`.
-fn counter(agent: &Agent, name: &str) -> u64 {
-    let status = agent.ctl(&["status"]).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.contains(" xdp "))
-        .unwrap_or_default()
-        .to_owned();
-    line.split([':', ','])
-        .find_map(|kv| {
-            let (k, v) = kv.trim().rsplit_once(' ')?;
-            (k == name).then(|| v.parse().unwrap())
-        })
-        .unwrap_or(0)
-}
-
 /// Two agents in `mode`, a client arping the VIP: one MAC answers, from the master's
 /// XDP program; the backup's drops the requests.
 fn arp_answered_by_the_master_only(tag: &str, mode: &str, peer_xdp: bool) {
@@ -275,13 +245,13 @@ fn arp_answered_by_the_master_only(tag: &str, mode: &str, peer_xdp: bool) {
     assert!(arping.status.success(), "{text}");
     assert!(text.to_lowercase().contains("00:00:5e:00:01:01"), "{text}");
     assert!(
-        counter(&a, "arp_replied") >= 3,
+        a.xdp_counter("arp_replied") >= 3,
         "{}",
         a.ctl(&["status"]).unwrap()
     );
-    assert_eq!(counter(&b, "arp_replied"), 0);
+    assert_eq!(b.xdp_counter("arp_replied"), 0);
     assert!(
-        counter(&b, "arp_dropped") >= 3,
+        b.xdp_counter("arp_dropped") >= 3,
         "{}",
         b.ctl(&["status"]).unwrap()
     );
@@ -387,7 +357,10 @@ fn cable_pull_demotes_and_the_backup_takes_over_then_preempt_takes_back() {
         probe.max_gap()
     );
     assert!(probe.max_gap() < MASTER_DOWN + Duration::from_secs(1));
-    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
+    assert_eq!(
+        one_mac_answers(&lan.hosts[2].ns, "192.0.2.50"),
+        "00:00:5e:00:01:01"
+    );
     lan.cable(0, true).unwrap();
     let back = a.wait_state(1, "MASTER", Duration::from_secs(5)).unwrap();
     println!("preempted back {back:?} after the cable came back");

@@ -4,7 +4,7 @@
 
 use carp_tests::{
     agent::{Agent, TempDir},
-    lan::Lan,
+    lan::{Lan, one_mac_answers},
     probe::Probe,
 };
 use nix::sys::signal::Signal;
@@ -26,52 +26,6 @@ fn vhid(vhid: u8, vip: &str, advskew: u8, extra: &str, dir: &TempDir, password: 
          advskew = {advskew}\npass_file = \"{}\"\n{extra}\n",
         pw.display()
     )
-}
-
-/// Split-brain detector: arping -d exits 1 when two different MACs answer. Returns the MAC.
-fn one_mac_answers(lan: &Lan, client: usize, vip: &str) -> String {
-    let out = lan.hosts[client]
-        .ns
-        .command("arping")
-        .args(["-c", "3", "-d", "-I", "eth0", vip])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
-    assert!(
-        out.status.success(),
-        "split brain or no answer for {vip}:\n{text}"
-    );
-    text.split_whitespace()
-        .find(|w| w.len() == 17 && w.matches(':').count() == 5)
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no MAC in {text}"))
-}
-
-/// An XDP counter from `carp-agent status`.
-fn counter(agent: &Agent, name: &str) -> u64 {
-    let status = agent.ctl(&["status"]).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.contains(" xdp "))
-        .unwrap_or_default()
-        .to_owned();
-    line.split([':', ','])
-        .find_map(|kv| {
-            let (k, v) = kv.trim().rsplit_once(' ')?;
-            (k == name).then(|| v.parse().unwrap())
-        })
-        .unwrap_or(0)
-}
-
-/// The transitions count `carp-agent status` shows for the first VHID.
-fn transitions(agent: &Agent) -> u64 {
-    let status = agent.ctl(&["status"]).unwrap();
-    status
-        .split(" transitions")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no transitions in {status}"))
 }
 
 /// Runs an nft script in the switch namespace.
@@ -147,10 +101,16 @@ fn seeds_layout_each_vip_is_answered_by_its_master() {
     assert_eq!(c.state(1).as_deref(), Some("BACKUP"));
     assert_eq!(c.state(2).as_deref(), Some("BACKUP"));
     // Each VIP answered by one MAC, its VHID's virtual MAC, from its master.
-    assert_eq!(one_mac_answers(&lan, 3, "192.0.2.50"), "00:00:5e:00:01:01");
-    assert_eq!(one_mac_answers(&lan, 3, "192.0.2.51"), "00:00:5e:00:01:02");
-    assert!(counter(&a, "arp_replied") >= 3 && counter(&b, "arp_replied") >= 3);
-    assert_eq!(counter(&c, "arp_replied"), 0);
+    assert_eq!(
+        one_mac_answers(&lan.hosts[3].ns, "192.0.2.50"),
+        "00:00:5e:00:01:01"
+    );
+    assert_eq!(
+        one_mac_answers(&lan.hosts[3].ns, "192.0.2.51"),
+        "00:00:5e:00:01:02"
+    );
+    assert!(a.xdp_counter("arp_replied") >= 3 && b.xdp_counter("arp_replied") >= 3);
+    assert_eq!(c.xdp_counter("arp_replied"), 0);
     // hostb dies: hostc takes VHID 2 and keeps VHID 1 as backup.
     drop(b);
     let gap = c
@@ -158,7 +118,10 @@ fn seeds_layout_each_vip_is_answered_by_its_master() {
         .unwrap();
     println!("seeds: hostc took VHID 2 {gap:?} after hostb was killed");
     assert_eq!(c.state(1).as_deref(), Some("BACKUP"));
-    assert_eq!(one_mac_answers(&lan, 3, "192.0.2.51"), "00:00:5e:00:01:02");
+    assert_eq!(
+        one_mac_answers(&lan.hosts[3].ns, "192.0.2.51"),
+        "00:00:5e:00:01:02"
+    );
 }
 
 #[test]
@@ -193,7 +156,10 @@ fn demotion_hands_over_and_negative_demotion_takes_over() {
         "demotion handover: b MASTER after {took:?}, longest ping gap {:?}",
         probe.max_gap()
     );
-    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
+    assert_eq!(
+        one_mac_answers(&lan.hosts[2].ns, "192.0.2.50"),
+        "00:00:5e:00:01:01"
+    );
     // Undo: a preempts back.
     a.ctl(&["demote", "=0"]).unwrap();
     a.wait_state(1, "MASTER", Duration::from_secs(3)).unwrap();
@@ -209,7 +175,10 @@ fn demotion_hands_over_and_negative_demotion_takes_over() {
         "gap {:?}",
         probe.max_gap()
     );
-    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
+    assert_eq!(
+        one_mac_answers(&lan.hosts[2].ns, "192.0.2.50"),
+        "00:00:5e:00:01:01"
+    );
 }
 
 #[test]
@@ -232,7 +201,7 @@ fn a_wrong_password_or_another_vhid_never_disturbs_the_group() {
     )
     .unwrap();
     b.wait_state(1, "BACKUP", WAIT).unwrap();
-    let (ta, tb) = (transitions(&a), transitions(&b));
+    let (ta, tb) = (a.transitions(), b.transitions());
     // A node with the wrong password and the most attractive settings, and one on VHID 2.
     let rogue = Agent::start(
         &lan.hosts[2].ns,
@@ -252,14 +221,14 @@ fn a_wrong_password_or_another_vhid_never_disturbs_the_group() {
     other.wait_state(2, "MASTER", WAIT).unwrap();
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        (transitions(&a), transitions(&b)),
+        (a.transitions(), b.transitions()),
         (ta, tb),
         "the group was disturbed"
     );
     assert_eq!(a.state(1).as_deref(), Some("MASTER"));
-    assert!(counter(&a, "bad_hmac") >= 3 && counter(&b, "bad_hmac") >= 3);
+    assert!(a.xdp_counter("bad_hmac") >= 3 && b.xdp_counter("bad_hmac") >= 3);
     assert!(
-        counter(&b, "foreign") >= 3,
+        b.xdp_counter("foreign") >= 3,
         "VHID 2's adverts pass untouched"
     );
 }
@@ -298,7 +267,10 @@ fn partition_gives_two_masters_and_the_heal_returns_to_one_within_three_adverts(
     let took = b.wait_state(1, "BACKUP", Duration::from_secs(3)).unwrap();
     println!("partition healed: one master again after {took:?}");
     assert_eq!(a.state(1).as_deref(), Some("MASTER"));
-    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
+    assert_eq!(
+        one_mac_answers(&lan.hosts[2].ns, "192.0.2.50"),
+        "00:00:5e:00:01:01"
+    );
 }
 
 #[test]
@@ -321,12 +293,12 @@ fn twenty_percent_advert_loss_causes_no_flap_in_60_seconds() {
     )
     .unwrap();
     b.wait_state(1, "BACKUP", WAIT).unwrap();
-    let (ta, tb) = (transitions(&a), transitions(&b));
+    let (ta, tb) = (a.transitions(), b.transitions());
     lose_adverts(&lan, 20);
     std::thread::sleep(Duration::from_secs(60));
     let received = b.ctl(&["status"]).unwrap();
     assert_eq!(
-        (transitions(&a), transitions(&b)),
+        (a.transitions(), b.transitions()),
         (ta, tb),
         "flapped:\n{received}"
     );
@@ -364,14 +336,17 @@ fn a_frozen_master_thaws_into_exactly_one_master() {
     // a's overdue advert (advskew 0) wins: b steps down, a stays.
     b.wait_state(1, "BACKUP", Duration::from_secs(3)).unwrap();
     a.wait_state(1, "MASTER", Duration::from_secs(1)).unwrap();
-    let (ta, tb) = (transitions(&a), transitions(&b));
+    let (ta, tb) = (a.transitions(), b.transitions());
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(
-        (transitions(&a), transitions(&b)),
+        (a.transitions(), b.transitions()),
         (ta, tb),
         "flapping after the thaw"
     );
-    assert_eq!(one_mac_answers(&lan, 2, "192.0.2.50"), "00:00:5e:00:01:01");
+    assert_eq!(
+        one_mac_answers(&lan.hosts[2].ns, "192.0.2.50"),
+        "00:00:5e:00:01:01"
+    );
 }
 
 #[test]
@@ -413,13 +388,13 @@ fn an_ipv6_vip_is_answered_by_the_master_only() {
     let neigh = String::from_utf8_lossy(&neigh.stdout);
     assert!(neigh.contains("00:00:5e:00:01:01"), "{neigh}");
     assert!(
-        counter(&a, "na_sent") >= 1,
+        a.xdp_counter("na_sent") >= 1,
         "{}",
         a.ctl(&["status"]).unwrap()
     );
-    assert_eq!(counter(&b, "na_sent"), 0);
+    assert_eq!(b.xdp_counter("na_sent"), 0);
     assert!(
-        counter(&b, "ns_dropped") >= 1,
+        b.xdp_counter("ns_dropped") >= 1,
         "{}",
         b.ctl(&["status"]).unwrap()
     );

@@ -41,27 +41,7 @@ fn peer4() -> IpAddr {
 }
 
 fn key(vhid: u8, vlan: u16) -> VhidKey {
-    VhidKey {
-        ifindex: LO,
-        vlan,
-        vhid,
-        _pad: 0,
-    }
-}
-
-fn vip_key(family: u8, addr: IpAddr) -> VipKey {
-    let mut a = [0u8; 16];
-    match addr {
-        IpAddr::V4(v) => a[..4].copy_from_slice(&v.octets()),
-        IpAddr::V6(v) => a = v.octets(),
-    }
-    VipKey {
-        ifindex: LO,
-        vlan: 0,
-        family,
-        _pad: 0,
-        addr: a,
-    }
+    VhidKey::new(LO, vlan, vhid)
 }
 
 /// A data plane configured like an agent would for VHID 1 (CARP, VIPs 192.0.2.50 and
@@ -94,8 +74,12 @@ impl Fixture {
             state: st,
             mac: vmac,
         };
-        self.dp.set_vip(&vip_key(4, vip4().into()), &v).unwrap();
-        self.dp.set_vip(&vip_key(6, vip6().into()), &v).unwrap();
+        self.dp
+            .set_vip(&VipKey::new(LO, 0, vip4().into()), &v)
+            .unwrap();
+        self.dp
+            .set_vip(&VipKey::new(LO, 0, vip6().into()), &v)
+            .unwrap();
     }
 
     /// Runs one frame: verdict, output bytes.
