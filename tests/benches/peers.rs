@@ -256,10 +256,18 @@ fn trial(imp: Impl, fault: Fault, tag: &str) -> (f64, f64) {
     (took, probe.max_gap().as_secs_f64())
 }
 
-/// Floods the backup's segment with forged adverts for 30 s: CARP adverts with a wrong
-/// digest (or, for keepalived, VRRPv3 adverts with a bad checksum). Returns (pps sent,
-/// transitions on both, backup CPU %).
-fn flood(imp: Impl, secs: u64, tag: &str) -> (f64, u64, f64) {
+/// What the flooder sends.
+#[derive(Clone, Copy, PartialEq)]
+enum Forgery {
+    /// CARP adverts with a wrong digest (for keepalived: VRRPv3 with a bad checksum).
+    BadDigest,
+    /// One valid advert of the master, as captured, replayed (CARP only).
+    Replay,
+}
+
+/// Floods the pair's segment with forged adverts for `secs`. Returns (pps sent, state
+/// changes on both members, backup CPU %).
+fn flood(imp: Impl, forgery: Forgery, secs: u64, tag: &str) -> (f64, u64, f64) {
     let dir = TempDir::new(tag).unwrap();
     let lan = Lan::new(tag, &["m", "b", "flooder"]).unwrap();
     let m = Member::start(imp, &lan, 0, true, dir.path());
@@ -285,7 +293,12 @@ fn flood(imp: Impl, secs: u64, tag: &str) -> (f64, u64, f64) {
             p
         }
         _ => {
-            let wrong = Auth::new(b"not-the-pass", 1, &[vip.into()]).unwrap();
+            // A replay is a valid advert (right password) sent again and again.
+            let key: &[u8] = match forgery {
+                Forgery::Replay => PASSWORD.as_bytes(),
+                Forgery::BadDigest => b"not-the-pass",
+            };
+            let wrong = Auth::new(key, 1, &[vip.into()]).unwrap();
             CarpHeader {
                 vhid: 1,
                 advskew: 0,
@@ -298,12 +311,12 @@ fn flood(imp: Impl, secs: u64, tag: &str) -> (f64, u64, f64) {
             .to_vec()
         }
     };
-    let f = frame::advert(
-        Ipv4Addr::new(192, 0, 2, 3).into(),
-        [2, 0, 0, 0, 0, 3],
-        None,
-        &payload,
-    );
+    // A replay comes from the master's address, as captured; forgeries from elsewhere.
+    let src = match forgery {
+        Forgery::Replay => lan.hosts[0].addr,
+        Forgery::BadDigest => Ipv4Addr::new(192, 0, 2, 3),
+    };
+    let f = frame::advert(src.into(), [2, 0, 0, 0, 0, 3], None, &payload);
     let before = (cpu_seconds(b.pid()), state_changes(&m), state_changes(&b));
     let sent = lan.hosts[2]
         .ns
@@ -451,14 +464,27 @@ fn main() {
 
     println!("\n### Flood: forged adverts into a master/backup pair for {flood_secs} s\n");
     println!(
-        "| implementation | forged pps sent (AF_PACKET, 1 core) | state changes | backup CPU % |"
+        "| implementation | forgery | pps sent (AF_PACKET, 1 core) | state changes | backup CPU % |"
     );
-    println!("|---|---:|---:|---:|");
-    for imp in [Impl::Carp, Impl::Ucarp, Impl::Keepalived] {
-        let (pps, flaps, cpu) = flood(imp, flood_secs, &tag());
-        println!("| {} | {pps:.0} | {flaps} | {cpu:.1} |", imp.name());
+    println!("|---|---|---:|---:|---:|");
+    for (imp, forgery, what) in [
+        (Impl::Carp, Forgery::BadDigest, "wrong HMAC"),
+        (Impl::Ucarp, Forgery::BadDigest, "wrong HMAC"),
+        (
+            Impl::Keepalived,
+            Forgery::BadDigest,
+            "bad checksum (VRRPv3 has no HMAC)",
+        ),
+        (Impl::Carp, Forgery::Replay, "replayed valid advert"),
+        (Impl::Ucarp, Forgery::Replay, "replayed valid advert"),
+    ] {
+        let (pps, flaps, cpu) = flood(imp, forgery, flood_secs, &tag());
+        println!(
+            "| {} | {what} | {pps:.0} | {flaps} | {cpu:.1} |",
+            imp.name()
+        );
         json.push(format!(
-            "{{\"bench\":\"flood\",\"impl\":\"{}\",\"pps\":{pps:.0},\"state_changes\":{flaps},\"backup_cpu_pct\":{cpu:.2}}}",
+            "{{\"bench\":\"flood\",\"impl\":\"{}\",\"forgery\":\"{what}\",\"pps\":{pps:.0},\"state_changes\":{flaps},\"backup_cpu_pct\":{cpu:.2}}}",
             imp.name()
         ));
     }
