@@ -120,13 +120,19 @@ pub fn veth(
     Ok(())
 }
 
-/// Namespaces left behind by this harness (by any process).
+/// Namespaces this harness created in processes that have exited: left behind. Names
+/// carry the creating process's pid, so a suite running elsewhere at the same time is
+/// not mistaken for a leak.
 pub fn leftovers() -> Result<Vec<String>> {
     let out = ip(&["netns", "list"])?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|n| n.starts_with(PREFIX))
+        .filter(|n| {
+            let pid = n.rsplit('-').nth(1).unwrap_or_default();
+            !std::path::Path::new("/proc").join(pid).exists()
+        })
         .map(str::to_owned)
         .collect())
 }
