@@ -28,6 +28,23 @@ pub fn agent_bin() -> PathBuf {
     bin
 }
 
+/// Starts agent "a" on host 0 of `lan` and waits until it is MASTER of `vhid`, then "b"
+/// on host 1 until it is BACKUP: started together, whichever finished loading its XDP
+/// program first could win the election.
+pub fn start_pair(
+    lan: &crate::lan::Lan,
+    dir: &Path,
+    vhid: u8,
+    conf_a: &str,
+    conf_b: &str,
+) -> Result<(Agent, Agent)> {
+    let a = Agent::start(&lan.hosts[0].ns, dir, "a", conf_a)?;
+    a.wait_state(vhid, "MASTER", Duration::from_secs(8))?;
+    let b = Agent::start(&lan.hosts[1].ns, dir, "b", conf_b)?;
+    b.wait_state(vhid, "BACKUP", Duration::from_secs(8))?;
+    Ok((a, b))
+}
+
 /// A scratch directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

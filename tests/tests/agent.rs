@@ -4,7 +4,7 @@
 use aya::programs::XdpMode;
 use carp_agent::xdp::DataPlane;
 use carp_tests::{
-    agent::{Agent, TempDir, agent_bin},
+    agent::{Agent, TempDir, agent_bin, start_pair},
     lan::{Lan, one_mac_answers},
     probe::Probe,
 };
@@ -36,24 +36,14 @@ fn two_agents_elect_one_master_and_the_backup_takes_over_when_it_is_killed() {
     let dir = TempDir::new("kill").unwrap();
     let mut lan = Lan::new("kill", &["a", "b"]).unwrap();
     lan.add_host("kill", "client").unwrap();
-    let mut a = Agent::start(
-        &lan.hosts[0].ns,
+    let (mut a, b) = start_pair(
+        &lan,
         dir.path(),
-        "a",
+        1,
         &vhid("eth0", 1, "192.0.2.50/24", 0, "", &dir),
-    )
-    .unwrap();
-    // a first: whoever finishes loading its XDP program first would otherwise win.
-    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
-    let b = Agent::start(
-        &lan.hosts[1].ns,
-        dir.path(),
-        "b",
         &vhid("eth0", 1, "192.0.2.50/24", 100, "", &dir),
     )
     .unwrap();
-    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
-    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
     // Exactly one holds the VIP, and it stays that way.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(a.state(1).as_deref(), Some("MASTER"));
@@ -99,24 +89,14 @@ fn two_agents_elect_one_master_and_the_backup_takes_over_when_it_is_killed() {
 fn set_state_backup_hands_over_and_sigterm_bows_out_at_once() {
     let dir = TempDir::new("hand").unwrap();
     let lan = Lan::new("hand", &["a", "b"]).unwrap();
-    let mut a = Agent::start(
-        &lan.hosts[0].ns,
+    let (mut a, b) = start_pair(
+        &lan,
         dir.path(),
-        "a",
+        1,
         &vhid("eth0", 1, "192.0.2.50/24", 0, "", &dir),
-    )
-    .unwrap();
-    // a first: whoever finishes loading its XDP program first would otherwise win.
-    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
-    let b = Agent::start(
-        &lan.hosts[1].ns,
-        dir.path(),
-        "b",
         &vhid("eth0", 1, "192.0.2.50/24", 100, "", &dir),
     )
     .unwrap();
-    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
-    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
 
     // The seeds' `ifconfig em0 vhid 1 state backup`: a steps down, b takes over.
     a.ctl(&["set-state", "1", "backup"]).unwrap();
@@ -227,12 +207,7 @@ fn arp_answered_by_the_master_only(tag: &str, mode: &str, peer_xdp: bool) {
         )
     };
     // xdp_mode belongs to [agent]: the harness writes that section first.
-    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &cfg(0)).unwrap();
-    // a first: whoever finishes loading its XDP program first would otherwise win.
-    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
-    let b = Agent::start(&lan.hosts[1].ns, dir.path(), "b", &cfg(100)).unwrap();
-    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
-    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    let (a, b) = start_pair(&lan, dir.path(), 1, &cfg(0), &cfg(100)).unwrap();
     assert!(a.ctl(&["status"]).unwrap().contains(&format!("xdp {mode}")));
     let arping = lan.hosts[2]
         .ns
@@ -322,24 +297,14 @@ fn cable_pull_demotes_and_the_backup_takes_over_then_preempt_takes_back() {
     let dir = TempDir::new("cable").unwrap();
     let mut lan = Lan::new("cable", &["a", "b"]).unwrap();
     lan.add_host("cable", "client").unwrap();
-    let a = Agent::start(
-        &lan.hosts[0].ns,
+    let (a, b) = start_pair(
+        &lan,
         dir.path(),
-        "a",
+        1,
         &vhid("eth0", 1, "192.0.2.50/24", 0, "preempt = true", &dir),
-    )
-    .unwrap();
-    // a first: whoever finishes loading its XDP program first would otherwise win.
-    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
-    let b = Agent::start(
-        &lan.hosts[1].ns,
-        dir.path(),
-        "b",
         &vhid("eth0", 1, "192.0.2.50/24", 100, "", &dir),
     )
     .unwrap();
-    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
-    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
     // The TC/BSD field test: the cable is pulled under continuous ping.
     let probe = Probe::start(&lan.hosts[2].ns, "192.0.2.50").unwrap();
     std::thread::sleep(Duration::from_millis(500));

@@ -3,7 +3,7 @@
 //! check ends with the split-brain detector (`arping -d`: one MAC answers for the VIP).
 
 use carp_tests::{
-    agent::{Agent, TempDir},
+    agent::{Agent, TempDir, start_pair},
     lan::{Lan, one_mac_answers},
     probe::Probe,
 };
@@ -125,22 +125,14 @@ fn demotion_hands_over_and_negative_demotion_takes_over() {
     let dir = TempDir::new("demote").unwrap();
     let mut lan = Lan::new("demote", &["a", "b"]).unwrap();
     lan.add_host("demote", "client").unwrap();
-    let a = Agent::start(
-        &lan.hosts[0].ns,
+    let (a, b) = start_pair(
+        &lan,
         dir.path(),
-        "a",
+        1,
         &vhid(1, "192.0.2.50/24", 50, "preempt = true", &dir, PASSWORD),
-    )
-    .unwrap();
-    a.wait_state(1, "MASTER", WAIT).unwrap();
-    let b = Agent::start(
-        &lan.hosts[1].ns,
-        dir.path(),
-        "b",
         &vhid(1, "192.0.2.50/24", 100, "preempt = true", &dir, PASSWORD),
     )
     .unwrap();
-    b.wait_state(1, "BACKUP", WAIT).unwrap();
     let probe = Probe::start(&lan.hosts[2].ns, "192.0.2.50").unwrap();
     std::thread::sleep(Duration::from_millis(500));
     // a demoted past b: it advertises the new skew at once and b preempts.
@@ -181,22 +173,14 @@ fn demotion_hands_over_and_negative_demotion_takes_over() {
 fn a_wrong_password_or_another_vhid_never_disturbs_the_group() {
     let dir = TempDir::new("wrongpw").unwrap();
     let lan = Lan::new("wrongpw", &["a", "b", "rogue", "other"]).unwrap();
-    let a = Agent::start(
-        &lan.hosts[0].ns,
+    let (a, b) = start_pair(
+        &lan,
         dir.path(),
-        "a",
+        1,
         &vhid(1, "192.0.2.50/24", 100, "", &dir, PASSWORD),
-    )
-    .unwrap();
-    a.wait_state(1, "MASTER", WAIT).unwrap();
-    let b = Agent::start(
-        &lan.hosts[1].ns,
-        dir.path(),
-        "b",
         &vhid(1, "192.0.2.50/24", 200, "", &dir, PASSWORD),
     )
     .unwrap();
-    b.wait_state(1, "BACKUP", WAIT).unwrap();
     let (ta, tb) = (a.transitions(), b.transitions());
     // A node with the wrong password and the most attractive settings, and one on VHID 2.
     let rogue = Agent::start(
@@ -234,22 +218,14 @@ fn partition_gives_two_masters_and_the_heal_returns_to_one_within_three_adverts(
     let dir = TempDir::new("part").unwrap();
     let mut lan = Lan::new("part", &["a", "b"]).unwrap();
     lan.add_host("part", "client").unwrap();
-    let a = Agent::start(
-        &lan.hosts[0].ns,
+    let (a, b) = start_pair(
+        &lan,
         dir.path(),
-        "a",
+        1,
         &vhid(1, "192.0.2.50/24", 0, "", &dir, PASSWORD),
-    )
-    .unwrap();
-    a.wait_state(1, "MASTER", WAIT).unwrap();
-    let b = Agent::start(
-        &lan.hosts[1].ns,
-        dir.path(),
-        "b",
         &vhid(1, "192.0.2.50/24", 100, "", &dir, PASSWORD),
     )
     .unwrap();
-    b.wait_state(1, "BACKUP", WAIT).unwrap();
     drop_adverts(&lan, None);
     b.wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
         .unwrap();
@@ -273,22 +249,14 @@ fn partition_gives_two_masters_and_the_heal_returns_to_one_within_three_adverts(
 fn twenty_percent_advert_loss_causes_no_flap_in_60_seconds() {
     let dir = TempDir::new("loss").unwrap();
     let lan = Lan::new("loss", &["a", "b"]).unwrap();
-    let a = Agent::start(
-        &lan.hosts[0].ns,
+    let (a, b) = start_pair(
+        &lan,
         dir.path(),
-        "a",
+        1,
         &vhid(1, "192.0.2.50/24", 0, "", &dir, PASSWORD),
-    )
-    .unwrap();
-    a.wait_state(1, "MASTER", WAIT).unwrap();
-    let b = Agent::start(
-        &lan.hosts[1].ns,
-        dir.path(),
-        "b",
         &vhid(1, "192.0.2.50/24", 100, "", &dir, PASSWORD),
     )
     .unwrap();
-    b.wait_state(1, "BACKUP", WAIT).unwrap();
     let (ta, tb) = (a.transitions(), b.transitions());
     // Every fifth advert lost: 20 %, spread out. Random 20 % loss would lose three in a row
     // (the 3 x advbase master-down) with ~40 % odds per minute, and BSD CARP would flap.
@@ -311,22 +279,14 @@ fn a_frozen_master_thaws_into_exactly_one_master() {
     let dir = TempDir::new("freeze").unwrap();
     let mut lan = Lan::new("freeze", &["a", "b"]).unwrap();
     lan.add_host("freeze", "client").unwrap();
-    let a = Agent::start(
-        &lan.hosts[0].ns,
+    let (a, b) = start_pair(
+        &lan,
         dir.path(),
-        "a",
+        1,
         &vhid(1, "192.0.2.50/24", 0, "", &dir, PASSWORD),
-    )
-    .unwrap();
-    a.wait_state(1, "MASTER", WAIT).unwrap();
-    let b = Agent::start(
-        &lan.hosts[1].ns,
-        dir.path(),
-        "b",
         &vhid(1, "192.0.2.50/24", 100, "", &dir, PASSWORD),
     )
     .unwrap();
-    b.wait_state(1, "BACKUP", WAIT).unwrap();
     a.signal(Signal::SIGSTOP).unwrap();
     b.wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
         .unwrap();
@@ -352,22 +312,14 @@ fn an_ipv6_vip_is_answered_by_the_master_only() {
     let dir = TempDir::new("v6").unwrap();
     let mut lan = Lan::new("v6", &["a", "b"]).unwrap();
     lan.add_host("v6", "client").unwrap();
-    let a = Agent::start(
-        &lan.hosts[0].ns,
+    let (a, b) = start_pair(
+        &lan,
         dir.path(),
-        "a",
+        1,
         &vhid(1, "2001:db8::50/64", 0, "", &dir, PASSWORD),
-    )
-    .unwrap();
-    a.wait_state(1, "MASTER", WAIT).unwrap();
-    let b = Agent::start(
-        &lan.hosts[1].ns,
-        dir.path(),
-        "b",
         &vhid(1, "2001:db8::50/64", 100, "", &dir, PASSWORD),
     )
     .unwrap();
-    b.wait_state(1, "BACKUP", WAIT).unwrap();
     let ping = lan.hosts[2]
         .ns
         .command("ping")
