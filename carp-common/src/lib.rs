@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod checksum;
+pub mod ether;
 pub mod maps;
 pub mod sha1;
 pub mod vrrp;

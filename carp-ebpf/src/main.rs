@@ -20,6 +20,10 @@ use aya_ebpf::{
 };
 use carp_common::{
     checksum,
+    ether::{
+        ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMPV6, IPV6_HLEN,
+        NA_OVERRIDE, NA_SOLICITED, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, VLAN_HLEN,
+    },
     maps::{
         AdvertEvent, EVENTS_BYTES, MAX_PREFIX, MAX_VHIDS, MAX_VIPS, ReplayEntry, VhidEntry,
         VhidKey, VipEntry, VipKey, XdpStats, flags, state,
@@ -28,18 +32,6 @@ use carp_common::{
     vrrp, wire,
 };
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_8021Q: u16 = 0x8100;
-const VLAN_HLEN: usize = 4;
-const IPV6_HLEN: usize = 40;
-const IPPROTO_ICMPV6: u8 = 58;
-const ND_NEIGHBOR_SOLICIT: u8 = 135;
-const ND_NEIGHBOR_ADVERT: u8 = 136;
-/// NA flags: Solicited and Override (RFC 4861 4.4).
-const NA_FLAGS: u8 = 0x60;
 /// NS/NA with one link-layer address option: 24 bytes of message, 8 of option.
 const ND_LEN: usize = 32;
 /// Largest payload offset: a VLAN tag and an IPv4 header with 40 bytes of options.
@@ -542,7 +534,7 @@ fn neighbor_solicit(pkt: Pkt, l2: L2) -> Option<u32> {
     // The advertisement: Solicited + Override, target, target link-layer address option.
     *na = [0; ND_LEN];
     na[0] = ND_NEIGHBOR_ADVERT;
-    na[4] = NA_FLAGS;
+    na[4] = NA_SOLICITED | NA_OVERRIDE;
     na[8..24].copy_from_slice(&target);
     na[24] = 2;
     na[25] = 1;

@@ -52,7 +52,7 @@ pub fn arp_request(sender_mac: [u8; 6], sender_ip: [u8; 4], target_ip: [u8; 4]) 
 pub fn neighbor_solicit(sender_mac: [u8; 6], src: [u8; 16], target: [u8; 16]) -> Vec<u8> {
     let mut group = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
     group[13..].copy_from_slice(&target[13..]);
-    let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    let mut ns = vec![carp_common::ether::ND_NEIGHBOR_SOLICIT, 0, 0, 0, 0, 0, 0, 0];
     ns.extend_from_slice(&target);
     ns.extend_from_slice(&[1, 1]);
     ns.extend_from_slice(&sender_mac);
