@@ -935,6 +935,9 @@ impl Agent {
             bail!("started from the command line: there is no file to reload");
         };
         let config = Config::load(&path).map_err(|e| anyhow!(e))?;
+        if config.agent.netns != self.options.config.agent.netns {
+            bail!("netns cannot change on reload: restart the agent");
+        }
         let options = Options {
             config,
             path: Some(path),

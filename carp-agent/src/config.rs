@@ -41,6 +41,10 @@ pub struct Agent {
     pub vips_on: VipPlacement,
     /// Address to serve Prometheus metrics on (e.g. "127.0.0.1:9720"); none by default.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Network namespace to run in, a name under /run/netns as `ip netns add` makes it
+    /// (keepalived's `net_namespace`). Unlike `ip netns exec` it keeps the host's
+    /// /sys/fs/bpf, so the pins stay visible to bpftool.
+    pub netns: Option<String>,
 }
 
 /// Where the VIPs are configured while MASTER.
@@ -70,6 +74,21 @@ pub enum XdpModeSetting {
     Skb,
 }
 
+impl Agent {
+    /// Agents of several namespaces on one host must not share a control socket or pins:
+    /// with `netns`, the default paths gain the namespace's name (as keepalived's pid
+    /// files do).
+    fn scope_to_netns(&mut self) {
+        let Some(ns) = &self.netns else { return };
+        if self.socket == Path::new(DEFAULT_SOCKET) {
+            self.socket = Path::new(DEFAULT_SOCKET).with_file_name(format!("{ns}.sock"));
+        }
+        if self.pin_dir == Path::new(DEFAULT_PIN_DIR) {
+            self.pin_dir = Path::new(DEFAULT_PIN_DIR).join(ns);
+        }
+    }
+}
+
 impl Default for Agent {
     fn default() -> Self {
         Self {
@@ -80,6 +99,7 @@ impl Default for Agent {
             xdp_mode: XdpModeSetting::Auto,
             vips_on: VipPlacement::Loopback,
             metrics: None,
+            netns: None,
         }
     }
 }
@@ -322,7 +342,9 @@ fn password(v: &Vhid, base: &Path) -> Result<Vec<u8>, String> {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let mut config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.agent.scope_to_netns();
+        Ok(config)
     }
 
     /// Reads and parses a file.
@@ -557,6 +579,17 @@ mod tests {
         assert_eq!(c.vhids.len(), 2);
         assert_eq!(c.vhids[0].advskew, 100);
         assert_eq!(c.agent, Agent::default());
+    }
+
+    #[test]
+    fn a_netns_scopes_the_default_paths_only() {
+        let c = Config::parse("[agent]\nnetns = \"hosta\"\n").unwrap();
+        assert_eq!(c.agent.socket, Path::new("/run/carp/hosta.sock"));
+        assert_eq!(c.agent.pin_dir, Path::new("/sys/fs/bpf/carp/hosta"));
+        let c = Config::parse("[agent]\nnetns = \"b\"\nsocket = \"/run/x.sock\"\n").unwrap();
+        assert_eq!(c.agent.socket, Path::new("/run/x.sock"));
+        assert_eq!(Config::parse("").unwrap().agent, Agent::default());
+        assert!(crate::netns::enter("../etc").is_err());
     }
 
     #[test]

@@ -10,5 +10,6 @@ pub mod hmac;
 pub mod hooks;
 pub mod metrics;
 pub mod netlink;
+pub mod netns;
 pub mod send;
 pub mod xdp;

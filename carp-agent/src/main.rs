@@ -21,9 +21,10 @@ struct Cli {
     /// Configuration file.
     #[arg(short = 'c', long, global = true, default_value = config::DEFAULT_PATH)]
     config: PathBuf,
-    /// Control socket of the running agent.
-    #[arg(long, global = true, default_value = config::DEFAULT_SOCKET)]
-    socket: PathBuf,
+    /// Control socket of the running agent [default: the config file's, else
+    /// /run/carp/agent.sock].
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -202,6 +203,10 @@ fn ucarp_config(u: &Ucarp, socket: PathBuf) -> Result<Config> {
     Ok(c)
 }
 
+fn default_socket() -> PathBuf {
+    config::DEFAULT_SOCKET.into()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Generate { what }) = cli.command {
@@ -218,8 +223,11 @@ fn main() -> ExitCode {
     let options = match &cli.command {
         None | Some(Command::Run) | Some(Command::Check) => {
             let loaded = if cli.ucarp.interface.is_some() || cli.ucarp.addr.is_some() {
-                ucarp_config(&cli.ucarp, cli.socket.clone())
-                    .map(|config| Options { config, path: None })
+                ucarp_config(
+                    &cli.ucarp,
+                    cli.socket.clone().unwrap_or_else(default_socket),
+                )
+                .map(|config| Options { config, path: None })
             } else {
                 Config::load(&cli.config)
                     .map_err(anyhow::Error::msg)
@@ -232,6 +240,12 @@ fn main() -> ExitCode {
                 Ok(mut o) => {
                     if cli.metrics.is_some() {
                         o.config.agent.metrics = cli.metrics;
+                    }
+                    if let Some(ns) = &o.config.agent.netns
+                        && let Err(e) = carp_agent::netns::enter(ns)
+                    {
+                        eprintln!("carp-agent: {e}");
+                        return ExitCode::from(EXIT_CONFIG);
                     }
                     Some(o)
                 }
@@ -335,7 +349,12 @@ async fn client(cli: Cli) -> Result<()> {
             unreachable!("handled before the client")
         }
     };
-    let reply = control::request(&cli.socket, &request).await?;
+    // The socket of the agent that runs this config file, so `-c FILE status` finds it.
+    let socket = cli
+        .socket
+        .or_else(|| Config::load(&cli.config).ok().map(|c| c.agent.socket))
+        .unwrap_or_else(default_socket);
+    let reply = control::request(&socket, &request).await?;
     if !reply.ok {
         bail!("{}", reply.error.unwrap_or_default());
     }

@@ -142,18 +142,37 @@ impl Agent {
         Ok(a)
     }
 
+    /// Like [`Agent::start`], but started from the host's namespace: for configurations
+    /// whose `[agent] netns` moves the agent itself.
+    pub fn start_on_host(dir: &Path, name: &str, config: &str) -> Result<Self> {
+        let mut a = Self::client(&dir.join(format!("{name}.sock")));
+        a.name = name.to_owned();
+        a.config = dir.join(format!("{name}.toml"));
+        a.log = dir.join(format!("{name}.log"));
+        std::fs::write(&a.config, Self::with_agent_section(&a.socket, config))?;
+        a.launch(Command::new(agent_bin()), &[])?;
+        Ok(a)
+    }
+
     /// (Re)starts the process.
     pub fn spawn(&mut self, ns: &Netns) -> Result<()> {
         self.spawn_with_env(ns, &[])
     }
 
     fn spawn_with_env(&mut self, ns: &Netns, env: &[(&str, &str)]) -> Result<()> {
+        self.launch(
+            ns.command(agent_bin().to_str().context("non-UTF-8 path")?),
+            env,
+        )
+    }
+
+    /// Runs `cmd` (the agent binary, perhaps behind `ip netns exec`) on this config.
+    fn launch(&mut self, mut cmd: Command, env: &[(&str, &str)]) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = ns
-            .command(agent_bin().to_str().context("non-UTF-8 path")?)
+        let child = cmd
             .arg("-c")
             .arg(&self.config)
             .env("CARP_LOG", "info")

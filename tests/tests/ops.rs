@@ -2,13 +2,14 @@
 //! and secrets that never show in logs, `ps` or the status.
 
 use carp_tests::{
-    agent::{Agent, TempDir},
+    agent::{Agent, TempDir, agent_bin},
     lan::Lan,
 };
 use nix::sys::signal::Signal;
 use std::{
     io::{Read as _, Write as _},
     os::unix::net::UnixDatagram,
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -117,4 +118,58 @@ fn the_password_never_shows_in_logs_ps_or_status() {
     ] {
         assert!(!text.contains(SECRET), "the password shows in the {what}");
     }
+}
+
+/// Removes a directory of pins when dropped: a stopped agent leaves its pins in place.
+struct Pins(String);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `[agent] netns` (keepalived's `net_namespace`): started from the host, the agent works
+/// in the namespace, pins under the host's bpffs in a directory named for it, and
+/// `carp-agent -c FILE status` finds it through the file.
+#[test]
+fn netns_setting_runs_the_agent_in_its_namespace() {
+    let dir = TempDir::new("nsset").unwrap();
+    let lan = Lan::new("nsset", &["a"]).unwrap();
+    let ns = lan.hosts[0].ns.name();
+    let pins = Pins(format!("/sys/fs/bpf/carp/{ns}"));
+    let a = Agent::start_on_host(
+        dir.path(),
+        "a",
+        &format!("netns = \"{ns}\"\n\n{}", vhid(&dir)),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
+    let out = Command::new(agent_bin())
+        .arg("-c")
+        .arg(&a.config)
+        .arg("status")
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("eth0: carp: MASTER vhid 1"), "{status}");
+    let lo = lan.hosts[0]
+        .ns
+        .ip(&["-4", "addr", "show", "dev", "lo"])
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&lo.stdout).contains("192.0.2.50"),
+        "the VIP is not in the namespace"
+    );
+    let dump = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(format!("{}/eth0/CARP_VHIDS", pins.0))
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains("\"vhid\":1") && dump.contains("\"state\":2"),
+        "{dump}"
+    );
+    drop(a);
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask setup | test | demo | bench`: carp's developer workflows.
+//! `cargo xtask setup | test | demo | bench | install | package`: carp's developer workflows.
 
 mod demo;
 mod install;
@@ -29,6 +29,8 @@ enum Cmd {
         #[arg(long, default_value = "/")]
         root: std::path::PathBuf,
     },
+    /// Build the Debian package (cargo-deb) into target/debian and check it.
+    Package,
     /// Remove what `install` put in place, and the pinned maps.
     Uninstall {
         #[arg(long, default_value = "/")]
@@ -49,6 +51,9 @@ fn main() {
         Cmd::Test => test(),
         Cmd::Demo => setup::run().and_then(|()| demo::run()),
         Cmd::Install { root } => setup::run().and_then(|()| install::install(&root)),
+        Cmd::Package => setup::run()
+            .and_then(|()| install::package())
+            .and_then(|deb| install::verify(&deb)),
         Cmd::Uninstall { root } => install::uninstall(&root),
         Cmd::Bench { smoke } => setup::run().and_then(|()| bench(smoke)),
     };

@@ -33,6 +33,7 @@ pub fn run() -> Result<()> {
     check_bpf_features()?;
     install_nightly_components()?;
     install_bpf_linker()?;
+    install_cargo_deb()?;
     mount_bpffs()?;
     println!("setup: ready ({:.1?})", started.elapsed());
     Ok(())
@@ -221,6 +222,27 @@ fn install_bpf_linker() -> Result<()> {
     )
     .context("building bpf-linker failed: see cargo's output above")?;
     ok(&format!("bpf-linker {BPF_LINKER_VERSION}"));
+    Ok(())
+}
+
+/// cargo-deb builds the `.deb` (`cargo xtask package`, and the package check of `test`).
+fn install_cargo_deb() -> Result<()> {
+    let version = crate::install::CARGO_DEB_VERSION;
+    let have = output(Command::new(env!("CARGO")).args(["deb", "--version"])).unwrap_or_default();
+    if have.trim().ends_with(version) {
+        ok(&format!("cargo-deb {version}"));
+        return Ok(());
+    }
+    println!("setup: building cargo-deb {version} (about 35 s)");
+    crate::run(Command::new(env!("CARGO")).args([
+        "install",
+        "cargo-deb",
+        "--version",
+        version,
+        "--locked",
+    ]))
+    .context("building cargo-deb failed: see cargo's output above")?;
+    ok(&format!("cargo-deb {version}"));
     Ok(())
 }
 
