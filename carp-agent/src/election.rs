@@ -448,11 +448,17 @@ impl Machine {
                 }
             }
             State::Backup => {
+                // "the master is going to advertise at such a low frequency that he's
+                // guaranteed to time out": the bow-out advert lands here.
+                let bowed_out = carp_units(3 * advbase, self.demoted_skew()) < theirs;
                 if self.cfg.preempt && ours < theirs {
-                    self.become_master(now, Reason::Preempt, out);
-                } else if carp_units(3 * advbase, self.demoted_skew()) < theirs {
-                    // "the master is going to advertise at such a low frequency that he's
-                    // guaranteed to time out": the bow-out advert lands here.
+                    let reason = if bowed_out {
+                        Reason::MasterBowedOut
+                    } else {
+                        Reason::Preempt
+                    };
+                    self.become_master(now, reason, out);
+                } else if bowed_out {
                     self.become_master(now, Reason::MasterBowedOut, out);
                 } else {
                     self.arm_master_down(now);
@@ -676,17 +682,20 @@ mod tests {
         assert_eq!(master.state(), State::Init);
         assert_eq!(master.deadline(), None);
 
-        let mut backup = carp(100, false);
-        backup.handle(T0, Event::LinkUp);
-        let a = backup.handle(ms(10), carp_ad(2, 255, 255));
-        assert_eq!(
-            a[0],
-            Action::Transition {
-                from: State::Backup,
-                to: State::Master,
-                reason: Reason::MasterBowedOut
-            }
-        );
+        for preempt in [false, true] {
+            let mut backup = carp(100, preempt);
+            backup.handle(T0, Event::LinkUp);
+            let a = backup.handle(ms(10), carp_ad(2, 255, 255));
+            assert_eq!(
+                a[0],
+                Action::Transition {
+                    from: State::Backup,
+                    to: State::Master,
+                    reason: Reason::MasterBowedOut
+                },
+                "preempt {preempt}"
+            );
+        }
     }
 
     #[test]

@@ -48,13 +48,18 @@ struct Asset {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from)
 }
 
 fn release_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace().join("target"), PathBuf::from)
-        .join("release")
+    target_dir().join("release")
 }
 
 fn deb() -> Result<Deb> {
@@ -140,7 +145,7 @@ pub fn package() -> Result<PathBuf> {
     build()?;
     let out = Command::new(env!("CARGO"))
         .args(["deb", "--no-build", "-p", "carp-agent", "--output"])
-        .arg(release_dir().join("../debian"))
+        .arg(target_dir().join("debian"))
         .current_dir(workspace())
         .stderr(std::process::Stdio::inherit())
         .output()
