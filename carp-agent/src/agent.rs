@@ -443,12 +443,18 @@ impl Agent {
                 n: Counters::default(),
                 plan,
             };
+            let vips: Vec<String> = v
+                .plan
+                .vips
+                .iter()
+                .map(|(a, l)| format!("{a}/{l}"))
+                .collect();
             tracing::info!(
-                "vhid {} on {}: {:?}, VIPs {:?}, adverts from {src}",
+                "vhid {} on {}: {}, VIPs {}, adverts from {src}",
                 v.plan.vhid,
                 v.plan.interface,
                 v.plan.timing,
-                v.plan.vips
+                vips.join(" ")
             );
             self.vhids.push(v);
             let i = self.vhids.len() - 1;

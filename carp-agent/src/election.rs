@@ -36,6 +36,25 @@ pub enum Timing {
     Vrrp3 { priority: u8, interval_cs: u16 },
 }
 
+/// In the status's words, for the log.
+impl std::fmt::Display for Timing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Timing::Carp { advbase, advskew } => {
+                write!(f, "carp advbase {advbase} advskew {advskew}")
+            }
+            Timing::Vrrp3 {
+                priority,
+                interval_cs,
+            } => write!(
+                f,
+                "vrrp3 priority {priority} interval {}ms",
+                u32::from(*interval_cs) * 10
+            ),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     pub timing: Timing,

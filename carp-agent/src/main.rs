@@ -7,7 +7,7 @@ use carp_agent::{
     control::{self, Forced, Request},
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+use std::{io::Write as _, net::IpAddr, path::PathBuf, process::ExitCode};
 
 #[derive(Parser)]
 #[command(
@@ -15,7 +15,8 @@ use std::{net::IpAddr, path::PathBuf, process::ExitCode};
     about = "CARP failover agent with an XDP fast path",
     long_about = "CARP failover agent with an XDP fast path.\n\n\
         Without a command it runs the agent, from --config (default /etc/carp/carp.toml) or, \
-        when -i is given, from ucarp's command line for a single VHID."
+        when -i is given, from ucarp's command line for a single VHID.",
+    after_long_help = AFTER_HELP
 )]
 struct Cli {
     /// Configuration file.
@@ -36,6 +37,29 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 }
+
+/// The man page's FILES, SIGNALS, ENVIRONMENT and EXIT STATUS, also in `--help`.
+const AFTER_HELP: &str = "\
+Files:
+  /etc/carp/carp.toml      configuration; /etc/carp/carp.toml.example explains every key
+  /run/carp/agent.sock     control socket of status, set-state, demote and reload
+  /sys/fs/bpf/carp/IFACE/  pinned maps for bpftool: CARP_VHIDS, CARP_VIPS, CARP_STATS, CARP_REPLAY
+
+Signals:
+  SIGHUP           re-read the configuration; VHIDs whose settings did not change keep their state
+  SIGTERM, SIGINT  masters bow out (advbase 255) so backups take over at once; VIPs are removed
+
+Environment:
+  CARP_LOG                     log filter, e.g. debug or carp_agent::election=debug
+  NOTIFY_SOCKET, WATCHDOG_USEC systemd's notify protocol and watchdog
+
+Exit status:
+  0  stopped cleanly, or the command succeeded
+  1  a runtime error (e.g. the XDP program could not be attached)
+  2  mistakes in the configuration, one line each; nothing was applied
+
+See also:
+  /usr/share/doc/carp/README.md, bpftool(8), ucarp(8), keepalived(8)";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -139,9 +163,25 @@ fn generate(what: Generated) -> Result<()> {
     let mut cmd = Cli::command();
     let shell = match what {
         Generated::Man => {
-            clap_mangen::Man::new(cmd)
-                .section("8")
-                .render(&mut std::io::stdout())?;
+            let man = clap_mangen::Man::new(cmd).section("8");
+            let out = &mut std::io::stdout();
+            man.render_title(out)?;
+            man.render_name_section(out)?;
+            man.render_synopsis_section(out)?;
+            man.render_description_section(out)?;
+            man.render_options_section(out)?;
+            man.render_subcommands_section(out)?;
+            // AFTER_HELP's blocks as the sections a man page has: FILES, SIGNALS, ...
+            for block in AFTER_HELP.split("\n\n") {
+                let (head, body) = block.split_once('\n').unwrap_or((block, ""));
+                let head = head.trim_end_matches(':').to_uppercase();
+                writeln!(
+                    out,
+                    ".SH \"{head}\"\n.nf\n{}\n.fi",
+                    body.replace('\\', "\\\\")
+                )?;
+            }
+            man.render_version_section(out)?;
             return Ok(());
         }
         Generated::Bash => clap_complete::Shell::Bash,
