@@ -140,6 +140,39 @@ pub fn uninstall(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Installs into a staging root and uninstalls again: every file lands, none stays.
+pub fn round_trip() -> Result<()> {
+    let root = std::env::temp_dir().join(format!("carp-stage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let checked = (|| -> Result<()> {
+        install(&root)?;
+        for a in assets()? {
+            anyhow::ensure!(root.join(&a.dst).is_file(), "install missed {}", a.dst);
+        }
+        uninstall(&root)?;
+        let left = files_under(&root)?;
+        anyhow::ensure!(left.is_empty(), "uninstall left {left:?}");
+        Ok(())
+    })();
+    std::fs::remove_dir_all(&root)?;
+    checked?;
+    println!("install: staged install and uninstall leave nothing behind");
+    Ok(())
+}
+
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files.extend(files_under(&path)?);
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
 /// Builds the `.deb` with cargo-deb and returns its path.
 pub fn package() -> Result<PathBuf> {
     build()?;

@@ -193,6 +193,10 @@ fn test() -> Result<()> {
             left.join(" ")
         );
     }
+    // The package as dpkg sees it, and install/uninstall into a staging root.
+    let deb = install::package()?;
+    install::verify(&deb)?;
+    install::round_trip()?;
     println!("all checks passed in {:.0?}", started.elapsed());
     Ok(())
 }
