@@ -158,6 +158,11 @@ async fn check_system(nl: &Netlink, plans: &[Plan]) -> Result<BTreeMap<String, L
 /// The address adverts go out from: IPv4 when the VHID has an IPv4 VIP (adverts carry one
 /// family, as ucarp's do), else the link-local IPv6 address (RFC 5798 requires it for
 /// VRRPv3), else any IPv6 one. Never a VIP.
+/// "1 VHID", "2 VHIDs": for the log and `check`.
+pub fn vhids(n: usize) -> String {
+    format!("{n} VHID{}", if n == 1 { "" } else { "s" })
+}
+
 fn advert_source(plan: &Plan, addrs: &[(IpAddr, u8)]) -> Option<IpAddr> {
     let own = addrs
         .iter()
@@ -244,7 +249,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut watchdog = tokio::time::interval(watchdog_interval());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    tracing::info!("carp-agent running: {} VHIDs", agent.vhids.len());
+    tracing::info!("carp-agent running: {}", vhids(agent.vhids.len()));
     loop {
         let deadline = agent
             .vhids
@@ -978,7 +983,8 @@ impl Agent {
             .collect();
         self.ifaces.retain(|name, _| used.contains(name));
         tracing::info!(
-            "configuration reloaded: {unchanged} VHIDs unchanged, {} started",
+            "configuration reloaded: {} unchanged, {} started",
+            vhids(unchanged),
             self.vhids.len() - unchanged
         );
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -58,6 +58,14 @@ Exit status:
   1  a runtime error (e.g. the XDP program could not be attached)
   2  mistakes in the configuration, one line each; nothing was applied
 
+Examples:
+  carp-agent check                       validate /etc/carp/carp.toml (exit 2 on mistakes)
+  carp-agent status                      every VHID in ifconfig's words (--json for scripts)
+  carp-agent demote +150                 planned handover to a preempting backup
+  carp-agent demote =0                   undo it
+  carp-agent -c /etc/carp/b.toml status  the agent that runs /etc/carp/b.toml
+  carp-agent -i eth0 -s 192.0.2.1 -v 1 -o /etc/carp/carp.pass -a 192.0.2.50   ucarp's flags
+
 See also:
   /usr/share/doc/carp/README.md, bpftool(8), ucarp(8), keepalived(8)";
 
@@ -122,8 +130,14 @@ enum Command {
         json: bool,
     },
     /// Force a VHID to MASTER or BACKUP (FreeBSD `ifconfig em0 vhid 1 state backup`).
+    ///
+    /// BACKUP stays quiet for one more advert interval than the master-down timer, so
+    /// another backup takes over; with preempt the preferred host takes it back after that.
+    /// For a planned handover use `demote`.
     SetState {
+        /// The VHID (1-255).
         vhid: u8,
+        /// The state to force.
         #[arg(value_enum)]
         state: StateArg,
         /// Only on this interface.
@@ -131,9 +145,16 @@ enum Command {
         interface: Option<String>,
     },
     /// Change demotion: +N, -N or =N (net.inet.carp.demotion), optionally of a group.
+    ///
+    /// Demotion is added to every advskew (CARP) or taken from every priority (VRRPv3):
+    /// `+N` makes this host less preferred, so a preempting backup takes over within
+    /// milliseconds once N exceeds the skew between them; `=0` undoes it.
     Demote {
+        /// +N adds, -N subtracts, =N sets.
         #[arg(allow_hyphen_values = true)]
         change: String,
+        /// Change this demotion group's counter (OpenBSD `ifconfig -g G carpdemote`)
+        /// instead of the host's; it applies to the VHIDs listing G in `groups`.
         #[arg(long)]
         group: Option<String>,
     },
@@ -170,7 +191,50 @@ fn generate(what: Generated) -> Result<()> {
             man.render_synopsis_section(out)?;
             man.render_description_section(out)?;
             man.render_options_section(out)?;
-            man.render_subcommands_section(out)?;
+            // The commands described here, not as pages of their own (none are installed).
+            writeln!(out, ".SH COMMANDS")?;
+            for sub in Cli::command()
+                .get_subcommands()
+                .filter(|c| !c.is_hide_set())
+            {
+                let args: Vec<&clap::Arg> = sub.get_arguments().collect();
+                let usage: Vec<String> = args
+                    .iter()
+                    .map(|a| {
+                        let value = a.get_id().as_str().to_uppercase();
+                        match a.get_long() {
+                            Some(long) if a.get_action().takes_values() => {
+                                format!("[--{long} {value}]")
+                            }
+                            Some(long) => format!("[--{long}]"),
+                            None => format!("<{value}>"),
+                        }
+                    })
+                    .collect();
+                let about = sub.get_long_about().or(sub.get_about());
+                writeln!(
+                    out,
+                    ".TP\n\\fBcarp-agent {}\\fR {}\n{}",
+                    sub.get_name(),
+                    usage.join(" "),
+                    about.map(ToString::to_string).unwrap_or_default()
+                )?;
+                for (a, u) in args.iter().zip(&usage) {
+                    let help = a.get_long_help().or(a.get_help());
+                    let help = help.map(ToString::to_string).unwrap_or_default();
+                    let values: Vec<String> = a
+                        .get_possible_values()
+                        .iter()
+                        .map(|v| v.get_name().to_owned())
+                        .collect();
+                    let values = if values.is_empty() || !a.get_action().takes_values() {
+                        String::new()
+                    } else {
+                        format!(" ({})", values.join(" | "))
+                    };
+                    writeln!(out, ".br\n{u}: {help}{values}")?;
+                }
+            }
             // AFTER_HELP's blocks as the sections a man page has: FILES, SIGNALS, ...
             for block in AFTER_HELP.split("\n\n") {
                 let (head, body) = block.split_once('\n').unwrap_or((block, ""));
@@ -343,7 +407,7 @@ async fn serve(options: Options, check_only: bool) -> ExitCode {
         }
     };
     if check_only {
-        println!("configuration OK: {} VHIDs", plans.len());
+        println!("configuration OK: {}", agent::vhids(plans.len()));
         return ExitCode::SUCCESS;
     }
     match agent::run(options, plans).await {
