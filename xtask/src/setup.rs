@@ -18,6 +18,7 @@ const PACKAGES: &[&str] = &[
     "xdp-tools",
     "ethtool",
     "nftables",
+    "curl",
 ];
 
 /// bpf-linker must use the LLVM of the nightly rustc that builds the eBPF crate.
