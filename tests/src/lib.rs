@@ -7,3 +7,4 @@ pub mod netns;
 pub mod pcap;
 pub mod peers;
 pub mod probe;
+pub mod systemd;

@@ -37,6 +37,19 @@ done
 mount -t tmpfs -o mode=755 tmpfs /etc/systemd/system
 printf '[Unit]\nDescription=Boot target: nothing else started\nDefaultDependencies=no\n' \
   >/run/systemd/system/carpt-boot.target
+# A unit with default dependencies pulls in sysinit.target, whose wants act on the host's
+# files and kernel (systemd-tmpfiles-setup would empty the host's /tmp: `D /tmp`). Mask
+# every unit the distribution's *.wants/*.requires name, and every generator (fstab
+# mounts, SysV scripts): the targets are reached with nothing in them.
+mkdir -p /run/systemd/system-generators
+for d in /lib /usr/lib /usr/local/lib; do
+  for g in "$d"/systemd/system-generators/*; do
+    [ -e "$g" ] && ln -sf /dev/null "/run/systemd/system-generators/${g##*/}"
+  done
+  for u in "$d"/systemd/system/*.wants/* "$d"/systemd/system/*.requires/*; do
+    [ -e "$u" ] || [ -L "$u" ] && ln -sf /dev/null "/run/systemd/system/${u##*/}"
+  done
+done
 # Container-mode PID 1 logs to /dev/console, which must be a tty: our `script` pty.
 if tty -s; then mount --bind "$(tty)" /dev/console; else mount --bind /dev/null /dev/console; fi
 # Safety belt: systemd-shutdown must never run (outside container mode it unmounts and
