@@ -158,6 +158,13 @@ async fn check_system(nl: &Netlink, plans: &[Plan]) -> Result<BTreeMap<String, L
 /// The address adverts go out from: IPv4 when the VHID has an IPv4 VIP (adverts carry one
 /// family, as ucarp's do), else the link-local IPv6 address (RFC 5798 requires it for
 /// VRRPv3), else any IPv6 one. Never a VIP.
+/// CLOCK_MONOTONIC in nanoseconds: the XDP program's `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always there");
+    u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0)
+}
+
 /// "1 VHID", "2 VHIDs": for the log and `check`.
 pub fn vhids(n: usize) -> String {
     format!("{n} VHID{}", if n == 1 { "" } else { "s" })
@@ -509,13 +516,22 @@ impl Agent {
             Protocol::Carp => wire::VERSION,
             Protocol::Vrrp3 => vrrp::VERSION,
         };
-        let entry = vhid_entry(version, st, fl, v.mac, iface.link.mac, v.auth.as_ref());
+        // Renewed by every advert: see Machine::lease.
+        let master_until = if st == state::MASTER {
+            let lease = u64::try_from(v.machine.lease().as_nanos()).unwrap_or(u64::MAX);
+            monotonic_ns().saturating_add(lease)
+        } else {
+            0
+        };
+        let mut entry = vhid_entry(version, st, fl, v.mac, iface.link.mac, v.auth.as_ref());
+        entry.master_until = master_until;
         iface.dp.set_vhid(&v.key(), &entry)?;
         for (vip, _) in &v.plan.vips {
             let e = VipEntry {
                 vhid: v.plan.vhid,
                 state: st,
                 mac: v.mac,
+                master_until,
             };
             iface.dp.set_vip(&VipKey::new(v.ifindex, 0, *vip), &e)?;
         }
@@ -612,6 +628,17 @@ impl Agent {
             tracing::warn!("send errors changed demotion to {}", self.demotion.global());
             // Applied on the next loop turn: machines must not re-enter from here.
             self.pending_demotion = true;
+        }
+        // An advert that went out renews the XDP program's MASTER lease; one that did not
+        // lets it run out, as the backups will stop hearing us.
+        if ok
+            && self.vhids[i].machine.state() == State::Master
+            && let Err(e) = self.program_maps(i)
+        {
+            tracing::error!(
+                "vhid {}: renewing the lease: {e:#}",
+                self.vhids[i].plan.vhid
+            );
         }
     }
 

@@ -227,6 +227,19 @@ impl Machine {
         }
     }
 
+    /// How long the XDP program may go on answering as MASTER after an advert of ours:
+    /// the advert interval plus one advbase (CARP) or interval (VRRPv3) for a late timer.
+    /// A backup waits at least 3 x advbase (3 x interval) after our last advert, and a
+    /// CARP interval stays under advbase + 1 s, so a frozen agent's lease runs out before
+    /// any backup takes over.
+    pub fn lease(&self) -> Duration {
+        self.advert_interval()
+            + match self.cfg.timing {
+                Timing::Carp { advbase, .. } => Duration::from_secs(u64::from(advbase)),
+                Timing::Vrrp3 { interval_cs, .. } => centiseconds(u32::from(interval_cs)),
+            }
+    }
+
     /// The interval between our adverts as MASTER.
     pub fn advert_interval(&self) -> Duration {
         match self.cfg.timing {
@@ -714,6 +727,31 @@ mod tests {
                 },
                 "preempt {preempt}"
             );
+        }
+    }
+
+    #[test]
+    fn a_lease_ends_before_any_backup_takes_over() {
+        for advbase in 1..=255u8 {
+            for advskew in [0, 1, 100, 239, 240, 254] {
+                for demotion in [0, 1000] {
+                    let mut m = carp(0, false);
+                    m.cfg.timing = Timing::Carp { advbase, advskew };
+                    m.demotion = demotion;
+                    // The quickest backup: advskew 0, master-down 3 x advbase.
+                    let quickest = Duration::from_secs(3 * u64::from(advbase));
+                    assert!(m.lease() > m.advert_interval());
+                    assert!(m.lease() < quickest, "{advbase} {advskew} {demotion}");
+                }
+            }
+        }
+        for interval_cs in [1, 100, 4095] {
+            let mut m = carp(0, false);
+            m.cfg.timing = Timing::Vrrp3 {
+                priority: 100,
+                interval_cs,
+            };
+            assert!(m.lease() < 3 * centiseconds(u32::from(interval_cs)));
         }
     }
 

@@ -67,6 +67,8 @@ pub struct VhidEntry {
     pub mac: [u8; 6],
     /// The interface's own MAC, which virtual-MAC frames are rewritten to.
     pub if_mac: [u8; 6],
+    /// See [`VipEntry::master_until`].
+    pub master_until: u64,
     /// The HMAC message before the counter: version, type, vhid, VIPs.
     pub prefix: [u8; PREFIX_CAPACITY],
     /// SHA-1 states after the HMAC pads: the key never enters the kernel.
@@ -93,6 +95,7 @@ impl Default for VhidEntry {
             prefix_len: 0,
             mac: [0; 6],
             if_mac: [0; 6],
+            master_until: 0,
             prefix: [0; PREFIX_CAPACITY],
             pads: PadStates::default(),
         }
@@ -140,6 +143,17 @@ pub struct VipEntry {
     pub state: u8,
     /// MAC to answer with.
     pub mac: [u8; 6],
+    /// MASTER's lease, in `bpf_ktime_get_ns` time (CLOCK_MONOTONIC): the agent moves it on
+    /// with every advert it sends, by less than a backup waits before taking over. A
+    /// frozen agent cannot withdraw the program's answers; its lease runs out first, so
+    /// the host goes quiet before a backup becomes master.
+    pub master_until: u64,
+}
+
+/// Whether a MASTER entry still holds its lease at `now_ns`.
+#[inline(always)]
+pub fn answers(state: u8, master_until: u64, now_ns: u64) -> bool {
+    state == state::MASTER && now_ns < master_until
 }
 
 #[repr(C)]
@@ -287,9 +301,9 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<VhidKey>(), 8);
-        assert_eq!(size_of::<VhidEntry>(), 4 + 6 + 6 + PREFIX_CAPACITY + 40);
+        assert_eq!(size_of::<VhidEntry>(), 4 + 6 + 6 + 8 + PREFIX_CAPACITY + 40);
         assert_eq!(size_of::<VipKey>(), 24);
-        assert_eq!(size_of::<VipEntry>(), 8);
+        assert_eq!(size_of::<VipEntry>(), 16);
         assert_eq!(size_of::<ReplayEntry>(), 24);
         assert_eq!(size_of::<AdvertEvent>(), 72);
         assert_eq!(align_of::<AdvertEvent>(), 8);

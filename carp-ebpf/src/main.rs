@@ -26,7 +26,7 @@ use carp_common::{
     },
     maps::{
         AdvertEvent, EVENTS_BYTES, MAX_PREFIX, MAX_VHIDS, MAX_VIPS, ReplayEntry, VhidEntry,
-        VhidKey, VipEntry, VipKey, XdpStats, flags, state,
+        VhidKey, VipEntry, VipKey, XdpStats, answers, flags,
     },
     sha1::{BLOCK_LEN, length_trailer},
     vrrp, wire,
@@ -212,12 +212,19 @@ fn virtual_mac(pkt: Pkt, l2: L2, vhid: u8) -> Option<u32> {
     if entry.flags & flags::VMAC == 0 {
         return None;
     }
-    if entry.state != state::MASTER {
+    if !answers(entry.state, entry.master_until, now()) {
         drop_as!(vmac_dropped);
     }
     write(pkt, 0, entry.if_mac)?;
     count!(vmac_passed);
     None
+}
+
+/// CLOCK_MONOTONIC, the clock of MASTER leases.
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a helper without arguments or side effects.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// This CPU's scratch memory.
@@ -321,7 +328,7 @@ fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> Option<u32> {
         return Some(XDP_DROP);
     }
     // SAFETY: a plain helper call.
-    s.event.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    s.event.ktime_ns = now();
     #[allow(
         clippy::needless_borrows_for_generic_args,
         reason = "by value would copy the 72-byte event onto the 512-byte stack"
@@ -491,7 +498,7 @@ fn arp(pkt: Pkt, l2: L2) -> Option<u32> {
     let mut addr = [0u8; 16];
     addr[..4].copy_from_slice(&target_ip);
     let vip = vip(l2, 4, addr)?;
-    if vip.state != state::MASTER {
+    if !answers(vip.state, vip.master_until, now()) {
         drop_as!(arp_dropped);
     }
     let sender_mac: [u8; 6] = read(pkt, a + 8)?;
@@ -521,7 +528,7 @@ fn neighbor_solicit(pkt: Pkt, l2: L2) -> Option<u32> {
     }
     let target: [u8; 16] = read(pkt, icmp + 8)?;
     let vip = vip(l2, 6, target)?;
-    if vip.state != state::MASTER {
+    if !answers(vip.state, vip.master_until, now()) {
         drop_as!(ns_dropped);
     }
     let src: [u8; 16] = read(pkt, l3 + 8)?;

@@ -33,15 +33,15 @@ fn main() {
     let auth = Auth::new(b"testpass", 1, &[vip4.into(), vip6.into()]).unwrap();
     let key = VhidKey::new(LO, 0, 1);
     let vmac = wire::virtual_mac(1);
-    dp.set_vhid(
-        &key,
-        &vhid_entry(wire::VERSION, state::MASTER, 0, vmac, vmac, Some(&auth)),
-    )
-    .unwrap();
+    // MASTER with a lease that never runs out.
+    let mut vhid = vhid_entry(wire::VERSION, state::MASTER, 0, vmac, vmac, Some(&auth));
+    vhid.master_until = u64::MAX;
+    dp.set_vhid(&key, &vhid).unwrap();
     let entry = VipEntry {
         vhid: 1,
         state: state::MASTER,
         mac: vmac,
+        master_until: u64::MAX,
     };
     dp.set_vip(&VipKey::new(LO, 0, vip4.into()), &entry)
         .unwrap();

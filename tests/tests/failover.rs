@@ -307,6 +307,44 @@ fn a_frozen_master_thaws_into_exactly_one_master() {
     );
 }
 
+/// A frozen agent cannot withdraw its XDP program's answers, so the program holds a lease
+/// the agent renews with every advert: the frozen master goes quiet before a backup takes
+/// over. With the interfaces' own MACs (ucarp's way) a second answer would show.
+#[test]
+fn a_frozen_master_stops_answering_before_the_backup_takes_over() {
+    let dir = TempDir::new("lease").unwrap();
+    let mut lan = Lan::new("lease", &["a", "b"]).unwrap();
+    lan.add_host("lease", "client").unwrap();
+    let conf = |advskew| {
+        vhid(
+            1,
+            "192.0.2.50/24",
+            advskew,
+            "mac = \"interface\"",
+            &dir,
+            PASSWORD,
+        )
+    };
+    let (a, b) = start_pair(&lan, dir.path(), 1, &conf(0), &conf(100)).unwrap();
+    let mac = |i: usize| {
+        let out = lan.hosts[i]
+            .ns
+            .ip(&["-br", "link", "show", "eth0"])
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace().nth(2).unwrap().to_owned()
+    };
+    assert_eq!(one_mac_answers(&lan.hosts[2].ns, "192.0.2.50"), mac(0));
+    a.signal(Signal::SIGSTOP).unwrap();
+    let took = b
+        .wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
+        .unwrap();
+    println!("a frozen: b MASTER after {took:.2?}");
+    let answer = one_mac_answers(&lan.hosts[2].ns, "192.0.2.50");
+    a.signal(Signal::SIGCONT).unwrap();
+    assert_eq!(answer, mac(1), "the frozen master still answered");
+}
+
 #[test]
 fn an_ipv6_vip_is_answered_by_the_master_only() {
     let dir = TempDir::new("v6").unwrap();

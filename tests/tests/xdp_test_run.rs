@@ -64,15 +64,22 @@ impl Fixture {
         f
     }
 
+    /// The VHID's state, a MASTER with a lease that never runs out.
     fn set_state(&mut self, st: u8, fl: u8) {
+        self.set_state_until(st, fl, u64::MAX);
+    }
+
+    fn set_state_until(&mut self, st: u8, fl: u8, master_until: u64) {
         let vmac = wire::virtual_mac(VHID);
-        let entry = vhid_entry(wire::VERSION, st, fl, vmac, IF_MAC, Some(&self.auth));
+        let mut entry = vhid_entry(wire::VERSION, st, fl, vmac, IF_MAC, Some(&self.auth));
+        entry.master_until = master_until;
         self.dp.set_vhid(&key(VHID, 0), &entry).unwrap();
         self.dp.set_vhid(&key(VHID, 7), &entry).unwrap();
         let v = VipEntry {
             vhid: VHID,
             state: st,
             mac: vmac,
+            master_until,
         };
         self.dp
             .set_vip(&VipKey::new(LO, 0, vip4().into()), &v)
@@ -481,6 +488,34 @@ fn frames_to_the_virtual_mac_are_ours_only_while_master() {
     // Interface-MAC mode: the virtual MAC is nobody's, the frame goes on untouched.
     fx.set_state(state::BACKUP, 0);
     assert_eq!(fx.run(&f), (XDP_PASS, f.clone()));
+}
+
+/// A MASTER whose lease ran out (its agent stopped renewing it) answers nothing.
+#[test]
+fn a_master_whose_lease_ran_out_answers_nothing() {
+    let mut fx = Fixture::new(state::MASTER);
+    // 1 ns after boot: long past.
+    fx.set_state_until(state::MASTER, flags::VMAC, 1);
+    let arp = frame::arp_request(PEER_MAC, [192, 0, 2, 2], vip4().octets());
+    let src: [u8; 16] = "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets();
+    let ns = frame::neighbor_solicit(PEER_MAC, src, vip6().octets());
+    let mut to_vmac = frame::ethernet(wire::virtual_mac(VHID), PEER_MAC, None, frame::ETH_P_IP);
+    to_vmac.extend(frame::ipv4(
+        [192, 0, 2, 2],
+        vip4().octets(),
+        64,
+        6,
+        &[0; 20],
+    ));
+    let (verdict, delta) = fx.run_counted(&arp);
+    assert_eq!((verdict, delta.arp_dropped), (XDP_DROP, 1));
+    let (verdict, delta) = fx.run_counted(&ns);
+    assert_eq!((verdict, delta.ns_dropped), (XDP_DROP, 1));
+    let (verdict, delta) = fx.run_counted(&to_vmac);
+    assert_eq!((verdict, delta.vmac_dropped), (XDP_DROP, 1));
+    // Renewed: answered again.
+    fx.set_state_until(state::MASTER, flags::VMAC, u64::MAX);
+    assert_eq!(fx.run(&arp).0, XDP_TX);
 }
 
 #[test]
