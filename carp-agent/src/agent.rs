@@ -155,9 +155,11 @@ async fn check_system(nl: &Netlink, plans: &[Plan]) -> Result<BTreeMap<String, L
     }
 }
 
-/// The address adverts go out from: IPv4 when the VHID has an IPv4 VIP (adverts carry one
-/// family, as ucarp's do), else the link-local IPv6 address (RFC 5798 requires it for
-/// VRRPv3), else any IPv6 one. Never a VIP.
+/// A file's inode: tells our control socket from one a successor bound.
+fn inode(path: &std::path::Path) -> Option<u64> {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).ok()?).into()
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the XDP program's `bpf_ktime_get_ns`.
 fn monotonic_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
@@ -170,6 +172,9 @@ pub fn vhids(n: usize) -> String {
     format!("{n} VHID{}", if n == 1 { "" } else { "s" })
 }
 
+/// The address adverts go out from: IPv4 when the VHID has an IPv4 VIP (adverts carry one
+/// family, as ucarp's do), else the link-local IPv6 address (RFC 5798 requires it for
+/// VRRPv3), else any IPv6 one. Never a VIP.
 fn advert_source(plan: &Plan, addrs: &[(IpAddr, u8)]) -> Option<IpAddr> {
     let own = addrs
         .iter()
@@ -223,6 +228,7 @@ pub async fn preflight(options: &Options) -> Result<Vec<Plan>, Vec<String>> {
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
     let listener = control::listen(&options.config.agent.socket).await?;
+    let socket_inode = inode(&options.config.agent.socket);
     let (control_tx, mut control_rx) = mpsc::channel(16);
     tokio::spawn(control::serve(listener, control_tx));
     let (events_tx, mut events_rx) = mpsc::channel(1024);
@@ -294,7 +300,11 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     agent.shutdown(&mut hooks_rx).await;
-    let _ = std::fs::remove_file(&agent.options.config.agent.socket);
+    // Only our own socket: an agent started while this one stopped may have bound anew.
+    let socket = &agent.options.config.agent.socket;
+    if inode(socket) == socket_inode {
+        let _ = std::fs::remove_file(socket);
+    }
     Ok(())
 }
 
