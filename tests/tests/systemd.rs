@@ -34,6 +34,13 @@ fn vhid(advskew: u8, pass_file: &str) -> String {
     )
 }
 
+/// Asserts that a hook printed each of `lines`.
+fn has_lines(out: &[String], lines: &[&str]) {
+    for line in lines {
+        assert!(out.iter().any(|l| l == line), "no {line:?} in {out:#?}");
+    }
+}
+
 /// Polls `f` every 20 ms until it holds; how long that took.
 fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -481,23 +488,24 @@ fn hooks_run_unsandboxed_through_the_wrapper() {
     let log = a.log_text();
     let out = hook_output(&log, &wrapped);
     println!("wrapped up hook:\n  {}", out.join("\n  "));
-    for line in [
-        "argv: eth0 192.0.2.51",
-        "CARP_HAST_RESOURCES=test",
-        "CARP_INTERFACE=eth0",
-        "CARP_OLD_STATE=BACKUP",
-        "CARP_STATE=MASTER",
-        "CARP_VHID=1",
-        "CARP_VIPS=192.0.2.51",
-        "NoNewPrivs:0",
-        "cgroup: 0::/system.slice/carp-hook-eth0-1.service",
-        "role: ok",
-        "mount: ok",
-        "data: ok",
-        "mysql-start: ok",
-    ] {
-        assert!(out.iter().any(|l| l == line), "no {line:?} in {out:#?}");
-    }
+    has_lines(
+        &out,
+        &[
+            "argv: eth0 192.0.2.51",
+            "CARP_HAST_RESOURCES=test",
+            "CARP_INTERFACE=eth0",
+            "CARP_OLD_STATE=BACKUP",
+            "CARP_STATE=MASTER",
+            "CARP_VHID=1",
+            "CARP_VIPS=192.0.2.51",
+            "NoNewPrivs:0",
+            "cgroup: 0::/system.slice/carp-hook-eth0-1.service",
+            "role: ok",
+            "mount: ok",
+            "data: ok",
+            "mysql-start: ok",
+        ],
+    );
     assert!(
         out.iter()
             .any(|l| l.starts_with("eth0: ") && l.contains(" 192.0.2.1/24")),
@@ -534,19 +542,20 @@ fn hooks_run_unsandboxed_through_the_wrapper() {
     // Directly: the sandbox refuses each step; the agent logs the hook's failure.
     let out = hook_output(&log, &direct);
     println!("direct up hook:\n  {}", out.join("\n  "));
-    for line in [
-        "argv: eth0 192.0.2.52",
-        "CARP_VHID=2",
-        "CARP_STATE=MASTER",
-        "NoNewPrivs:1",
-        "cgroup: 0::/system.slice/carp-agent.service",
-        "role: FAILED",
-        "mount: FAILED",
-        "data: FAILED",
-        "mysql-start: FAILED",
-    ] {
-        assert!(out.iter().any(|l| l == line), "no {line:?} in {out:#?}");
-    }
+    has_lines(
+        &out,
+        &[
+            "argv: eth0 192.0.2.52",
+            "CARP_VHID=2",
+            "CARP_STATE=MASTER",
+            "NoNewPrivs:1",
+            "cgroup: 0::/system.slice/carp-agent.service",
+            "role: FAILED",
+            "mount: FAILED",
+            "data: FAILED",
+            "mysql-start: FAILED",
+        ],
+    );
     assert_eq!(mounted(&sd, "/var/lib/carpt-mysql-2"), None);
     assert!(sd.run(&["cat", "/var/lib/carpt-role-2"]).is_err());
     assert_eq!(
@@ -584,15 +593,16 @@ fn hooks_run_unsandboxed_through_the_wrapper() {
         "{log}"
     );
     let out = hook_output(&log, &wrapped);
-    for line in [
-        "CARP_STATE=INIT",
-        "CARP_OLD_STATE=MASTER",
-        "mysql-stop: ok",
-        "umount: ok",
-        "role: ok",
-    ] {
-        assert!(out.iter().any(|l| l == line), "no {line:?} in {out:#?}");
-    }
+    has_lines(
+        &out,
+        &[
+            "CARP_STATE=INIT",
+            "CARP_OLD_STATE=MASTER",
+            "mysql-stop: ok",
+            "umount: ok",
+            "role: ok",
+        ],
+    );
     assert!(
         hook_output(&log, &direct)
             .iter()
@@ -615,13 +625,14 @@ fn hooks_run_unsandboxed_through_the_wrapper() {
         "{log}"
     );
     let out = hook_output(&log, &hang);
-    for line in [
-        "giving up: MASTER -> INIT",
-        "carpt-hang.unsandboxed: carp-hook-eth0-3.service failed (exit-code), \
-         see: systemctl status carp-hook-eth0-3.service",
-    ] {
-        assert!(out.iter().any(|l| l == line), "no {line:?} in {out:#?}");
-    }
+    has_lines(
+        &out,
+        &[
+            "giving up: MASTER -> INIT",
+            "carpt-hang.unsandboxed: carp-hook-eth0-3.service failed (exit-code), \
+             see: systemctl status carp-hook-eth0-3.service",
+        ],
+    );
     assert_eq!(
         sd.show("carp-hook-eth0-3.service", "ExecMainStatus")
             .unwrap(),

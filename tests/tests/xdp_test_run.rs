@@ -129,6 +129,25 @@ impl Fixture {
     }
 }
 
+/// A Neighbor Solicitation from 2001:db8::2 for the VIP6, and that source.
+fn solicit_vip6() -> (Vec<u8>, [u8; 16]) {
+    let src: [u8; 16] = "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets();
+    (frame::neighbor_solicit(PEER_MAC, src, vip6().octets()), src)
+}
+
+/// An IPv4 frame (protocol 6) for the VIP, to the virtual MAC.
+fn to_vmac() -> Vec<u8> {
+    let mut f = frame::ethernet(wire::virtual_mac(VHID), PEER_MAC, None, frame::ETH_P_IP);
+    f.extend(frame::ipv4(
+        [192, 0, 2, 2],
+        vip4().octets(),
+        64,
+        6,
+        &[0; 20],
+    ));
+    f
+}
+
 /// The counters one protocol-112 packet moves: `proto112` and what `f` sets.
 fn only(f: impl FnOnce(&mut XdpStats)) -> XdpStats {
     let mut s = XdpStats {
@@ -437,8 +456,7 @@ fn arp_for_a_vip_is_answered_while_master_and_dropped_otherwise() {
 #[test]
 fn neighbor_solicitation_for_a_vip6_is_answered_while_master() {
     let mut fx = Fixture::new(state::MASTER);
-    let src: [u8; 16] = "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets();
-    let ns = frame::neighbor_solicit(PEER_MAC, src, vip6().octets());
+    let (ns, src) = solicit_vip6();
     let (verdict, out) = fx.run(&ns);
     assert_eq!(verdict, XDP_TX);
     let vmac = wire::virtual_mac(VHID);
@@ -469,15 +487,7 @@ fn neighbor_solicitation_for_a_vip6_is_answered_while_master() {
 #[test]
 fn frames_to_the_virtual_mac_are_ours_only_while_master() {
     let mut fx = Fixture::new(state::MASTER);
-    let vmac = wire::virtual_mac(VHID);
-    let mut f = frame::ethernet(vmac, PEER_MAC, None, frame::ETH_P_IP);
-    f.extend(frame::ipv4(
-        [192, 0, 2, 2],
-        vip4().octets(),
-        64,
-        6,
-        &[0; 20],
-    ));
+    let f = to_vmac();
     let (verdict, out) = fx.run(&f);
     assert_eq!(verdict, XDP_PASS);
     assert_eq!(&out[..6], &IF_MAC, "rewritten to the interface MAC");
@@ -497,16 +507,8 @@ fn a_master_whose_lease_ran_out_answers_nothing() {
     // 1 ns after boot: long past.
     fx.set_state_until(state::MASTER, flags::VMAC, 1);
     let arp = frame::arp_request(PEER_MAC, [192, 0, 2, 2], vip4().octets());
-    let src: [u8; 16] = "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets();
-    let ns = frame::neighbor_solicit(PEER_MAC, src, vip6().octets());
-    let mut to_vmac = frame::ethernet(wire::virtual_mac(VHID), PEER_MAC, None, frame::ETH_P_IP);
-    to_vmac.extend(frame::ipv4(
-        [192, 0, 2, 2],
-        vip4().octets(),
-        64,
-        6,
-        &[0; 20],
-    ));
+    let (ns, _) = solicit_vip6();
+    let to_vmac = to_vmac();
     let (verdict, delta) = fx.run_counted(&arp);
     assert_eq!((verdict, delta.arp_dropped), (XDP_DROP, 1));
     let (verdict, delta) = fx.run_counted(&ns);
