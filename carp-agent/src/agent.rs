@@ -425,8 +425,11 @@ impl Agent {
             let link = self.nl.link(&plan.interface).await?;
             // Crash safety: a killed predecessor may have left our VIPs behind.
             for (vip, _) in &plan.vips {
-                self.nl.del_vip(link.index, *vip).await?;
-                self.nl.del_vip(self.lo, *vip).await?;
+                for (index, name) in [(link.index, link.name.as_str()), (self.lo, "lo")] {
+                    if self.nl.del_vip(index, *vip).await? {
+                        tracing::info!("removed {vip} from {name}, left by a previous agent");
+                    }
+                }
             }
             self.attach(&link, plan.mac == MacMode::Virtual).await?;
             let addrs = self.nl.addresses(link.index).await?;

@@ -347,6 +347,27 @@ impl Config {
         Ok(config)
     }
 
+    /// The control socket of the agent running `path`, for the client commands. Only the
+    /// `[agent]` table must be right: a VHID mistake made while editing the file must not
+    /// hide the running agent. `None` when there is no such file.
+    pub fn socket_of(path: &Path) -> Result<Option<PathBuf>, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut agent: Agent = match table.remove("agent") {
+            Some(value) => value
+                .try_into()
+                .map_err(|e| format!("{}: [agent]: {e}", path.display()))?,
+            None => Agent::default(),
+        };
+        agent.scope_to_netns();
+        Ok(Some(agent.socket))
+    }
+
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
@@ -590,6 +611,22 @@ mod tests {
         assert_eq!(c.agent.socket, Path::new("/run/x.sock"));
         assert_eq!(Config::parse("").unwrap().agent, Agent::default());
         assert!(crate::netns::enter("../etc").is_err());
+    }
+
+    #[test]
+    fn the_socket_is_found_despite_a_vhid_mistake() {
+        let dir = std::env::temp_dir().join(format!("carp-socket-of-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.toml");
+        std::fs::write(&path, "[agent]\nnetns = \"b\"\n[[vhid]]\nadvskew = 300\n").unwrap();
+        assert!(Config::load(&path).is_err());
+        let socket = Config::socket_of(&path).unwrap();
+        std::fs::write(&path, "[agent\n").unwrap();
+        let broken = Config::socket_of(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(socket, Some(PathBuf::from("/run/carp/b.sock")));
+        assert!(broken.is_err());
+        assert_eq!(Config::socket_of(&dir.join("none.toml")), Ok(None));
     }
 
     #[test]

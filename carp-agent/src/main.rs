@@ -43,7 +43,9 @@ const AFTER_HELP: &str = "\
 Files:
   /etc/carp/carp.toml      configuration; /etc/carp/carp.toml.example explains every key
   /run/carp/agent.sock     control socket of status, set-state, demote and reload
+                           (/run/carp/NETNS.sock with [agent] netns = \"NETNS\")
   /sys/fs/bpf/carp/IFACE/  pinned maps for bpftool: CARP_VHIDS, CARP_VIPS, CARP_STATS, CARP_REPLAY
+                           (/sys/fs/bpf/carp/NETNS/IFACE/ with netns)
 
 Signals:
   SIGHUP           re-read the configuration; VHIDs whose settings did not change keep their state
@@ -125,7 +127,7 @@ enum Command {
     Run,
     /// Show every VHID in ifconfig's words.
     Status {
-        /// Print the status as JSON (schema: carp_agent::control::Status).
+        /// Print the status as JSON (fields: see the README, "Running it on a host").
         #[arg(long)]
         json: bool,
     },
@@ -460,10 +462,12 @@ async fn client(cli: Cli) -> Result<()> {
         }
     };
     // The socket of the agent that runs this config file, so `-c FILE status` finds it.
-    let socket = cli
-        .socket
-        .or_else(|| Config::load(&cli.config).ok().map(|c| c.agent.socket))
-        .unwrap_or_else(default_socket);
+    let socket = match cli.socket {
+        Some(s) => s,
+        None => Config::socket_of(&cli.config)
+            .map_err(|e| anyhow::anyhow!("{e} (--socket reaches the agent regardless)"))?
+            .unwrap_or_else(default_socket),
+    };
     let reply = control::request(&socket, &request).await?;
     if !reply.ok {
         bail!("{}", reply.error.unwrap_or_default());

@@ -130,7 +130,8 @@ impl Netlink {
     }
 
     /// Removes a VIP if it is there.
-    pub async fn del_vip(&self, index: u32, addr: IpAddr) -> Result<()> {
+    /// Removes `addr` from the link; whether it was there.
+    pub async fn del_vip(&self, index: u32, addr: IpAddr) -> Result<bool> {
         let msgs: Vec<_> = self
             .handle
             .address()
@@ -141,14 +142,15 @@ impl Netlink {
             .try_collect()
             .await
             .with_context(|| format!("looking up {addr}"))?;
+        let mut removed = false;
         for m in msgs {
             match self.handle.address().del(m).execute().await {
-                Ok(()) => {}
+                Ok(()) => removed = true,
                 Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENOENT)) => {}
                 Err(e) => bail!("removing {addr}: {e}"),
             }
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Promiscuous mode, so frames to a virtual MAC reach the interface (BSD's ifpromisc).
