@@ -128,11 +128,14 @@ pub fn leftovers() -> Result<Vec<String>> {
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(PREFIX))
-        .filter(|n| {
-            let pid = n.rsplit('-').nth(1).unwrap_or_default();
-            !std::path::Path::new("/proc").join(pid).exists()
-        })
+        .filter(|n| n.starts_with(PREFIX) && owner_gone(n))
         .map(str::to_owned)
         .collect())
+}
+
+/// Whether the process a harness name was made by (`...-<pid>-<n>`) has exited: names of
+/// running test processes are theirs, not leftovers.
+pub fn owner_gone(name: &str) -> bool {
+    let pid = name.rsplit('-').nth(1).unwrap_or_default();
+    !std::path::Path::new("/proc").join(pid).exists()
 }

@@ -241,6 +241,19 @@ impl Drop for Systemd {
     }
 }
 
+/// Cgroups a finished test process left behind (possible only if it was killed before its
+/// guards ran), for `cargo xtask test`'s leak check.
+pub fn leftover_cgroups() -> Result<Vec<String>> {
+    let Ok(root) = cgroup2_root() else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!("{PREFIX}sd-");
+    Ok(std::fs::read_dir(root)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix) && crate::netns::owner_gone(n))
+        .collect())
+}
+
 /// The host's cgroup2 mount: /sys/fs/cgroup (unified) or /sys/fs/cgroup/unified (hybrid).
 fn cgroup2_root() -> Result<PathBuf> {
     ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]

@@ -148,6 +148,20 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Fails when `who` left network namespaces or systemd test cgroups behind.
+fn no_leftovers(who: &str) -> Result<()> {
+    let netns = carp_tests::netns::leftovers()?;
+    let cgroups = carp_tests::systemd::leftover_cgroups()?;
+    if !netns.is_empty() || !cgroups.is_empty() {
+        bail!(
+            "{who} left network namespaces [{}] or cgroups [{}] behind",
+            netns.join(" "),
+            cgroups.join(" ")
+        );
+    }
+    Ok(())
+}
+
 fn test() -> Result<()> {
     setup::run()?;
     let started = std::time::Instant::now();
@@ -177,22 +191,10 @@ fn test() -> Result<()> {
     // The namespace tests run the carp-agent binary: build it first, so it is never stale.
     cargo(&["build", "-p", "carp-agent"])?;
     cargo(&["test", "--workspace", "--exclude", "carp-ebpf"])?;
-    let left = carp_tests::netns::leftovers()?;
-    if !left.is_empty() {
-        bail!(
-            "the tests left network namespaces behind: {}",
-            left.join(" ")
-        );
-    }
+    no_leftovers("the tests")?;
     // One short trial of every benchmark, so the bench code does not rot.
     bench(true)?;
-    let left = carp_tests::netns::leftovers()?;
-    if !left.is_empty() {
-        bail!(
-            "the benchmarks left network namespaces behind: {}",
-            left.join(" ")
-        );
-    }
+    no_leftovers("the benchmarks")?;
     // The package as dpkg sees it, and install/uninstall into a staging root.
     let deb = install::package()?;
     install::verify(&deb)?;
