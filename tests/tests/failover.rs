@@ -28,6 +28,29 @@ fn vhid(vhid: u8, vip: &str, advskew: u8, extra: &str, dir: &TempDir, password: 
     )
 }
 
+/// A master "a" and a backup "b" of VHID 1 on `vip`, each with its advskew and extra
+/// settings, and a client as host 2, on a LAN of their own. Bound in this order, the
+/// agents drop before their namespaces and files.
+fn group(
+    tag: &str,
+    vip: &str,
+    (skew_a, extra_a): (u8, &str),
+    (skew_b, extra_b): (u8, &str),
+) -> (TempDir, Lan, Agent, Agent) {
+    let dir = TempDir::new(tag).unwrap();
+    let mut lan = Lan::new(tag, &["a", "b"]).unwrap();
+    lan.add_host(tag, "client").unwrap();
+    let (a, b) = start_pair(
+        &lan,
+        dir.path(),
+        1,
+        &vhid(1, vip, skew_a, extra_a, &dir, PASSWORD),
+        &vhid(1, vip, skew_b, extra_b, &dir, PASSWORD),
+    )
+    .unwrap();
+    (dir, lan, a, b)
+}
+
 /// Runs an nft script in the switch namespace.
 fn nft(lan: &Lan, script: &str) {
     use std::io::Write as _;
@@ -122,17 +145,12 @@ fn seeds_layout_each_vip_is_answered_by_its_master() {
 
 #[test]
 fn demotion_hands_over_and_negative_demotion_takes_over() {
-    let dir = TempDir::new("demote").unwrap();
-    let mut lan = Lan::new("demote", &["a", "b"]).unwrap();
-    lan.add_host("demote", "client").unwrap();
-    let (a, b) = start_pair(
-        &lan,
-        dir.path(),
-        1,
-        &vhid(1, "192.0.2.50/24", 50, "preempt = true", &dir, PASSWORD),
-        &vhid(1, "192.0.2.50/24", 100, "preempt = true", &dir, PASSWORD),
-    )
-    .unwrap();
+    let (_dir, lan, a, b) = group(
+        "demote",
+        "192.0.2.50/24",
+        (50, "preempt = true"),
+        (100, "preempt = true"),
+    );
     let probe = Probe::start(&lan.hosts[2].ns, "192.0.2.50").unwrap();
     std::thread::sleep(Duration::from_millis(500));
     // a demoted past b: it advertises the new skew at once and b preempts.
@@ -215,17 +233,7 @@ fn a_wrong_password_or_another_vhid_never_disturbs_the_group() {
 
 #[test]
 fn partition_gives_two_masters_and_the_heal_returns_to_one_within_three_adverts() {
-    let dir = TempDir::new("part").unwrap();
-    let mut lan = Lan::new("part", &["a", "b"]).unwrap();
-    lan.add_host("part", "client").unwrap();
-    let (a, b) = start_pair(
-        &lan,
-        dir.path(),
-        1,
-        &vhid(1, "192.0.2.50/24", 0, "", &dir, PASSWORD),
-        &vhid(1, "192.0.2.50/24", 100, "", &dir, PASSWORD),
-    )
-    .unwrap();
+    let (_dir, lan, a, b) = group("part", "192.0.2.50/24", (0, ""), (100, ""));
     drop_adverts(&lan, None);
     b.wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
         .unwrap();
@@ -276,17 +284,7 @@ fn twenty_percent_advert_loss_causes_no_flap_in_60_seconds() {
 
 #[test]
 fn a_frozen_master_thaws_into_exactly_one_master() {
-    let dir = TempDir::new("freeze").unwrap();
-    let mut lan = Lan::new("freeze", &["a", "b"]).unwrap();
-    lan.add_host("freeze", "client").unwrap();
-    let (a, b) = start_pair(
-        &lan,
-        dir.path(),
-        1,
-        &vhid(1, "192.0.2.50/24", 0, "", &dir, PASSWORD),
-        &vhid(1, "192.0.2.50/24", 100, "", &dir, PASSWORD),
-    )
-    .unwrap();
+    let (_dir, lan, a, b) = group("freeze", "192.0.2.50/24", (0, ""), (100, ""));
     a.signal(Signal::SIGSTOP).unwrap();
     b.wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
         .unwrap();
@@ -312,20 +310,8 @@ fn a_frozen_master_thaws_into_exactly_one_master() {
 /// over. With the interfaces' own MACs (ucarp's way) a second answer would show.
 #[test]
 fn a_frozen_master_stops_answering_before_the_backup_takes_over() {
-    let dir = TempDir::new("lease").unwrap();
-    let mut lan = Lan::new("lease", &["a", "b"]).unwrap();
-    lan.add_host("lease", "client").unwrap();
-    let conf = |advskew| {
-        vhid(
-            1,
-            "192.0.2.50/24",
-            advskew,
-            "mac = \"interface\"",
-            &dir,
-            PASSWORD,
-        )
-    };
-    let (a, b) = start_pair(&lan, dir.path(), 1, &conf(0), &conf(100)).unwrap();
+    let mac_mode = "mac = \"interface\"";
+    let (_dir, lan, a, b) = group("lease", "192.0.2.50/24", (0, mac_mode), (100, mac_mode));
     let mac = |i: usize| {
         let out = lan.hosts[i]
             .ns
@@ -347,17 +333,7 @@ fn a_frozen_master_stops_answering_before_the_backup_takes_over() {
 
 #[test]
 fn an_ipv6_vip_is_answered_by_the_master_only() {
-    let dir = TempDir::new("v6").unwrap();
-    let mut lan = Lan::new("v6", &["a", "b"]).unwrap();
-    lan.add_host("v6", "client").unwrap();
-    let (a, b) = start_pair(
-        &lan,
-        dir.path(),
-        1,
-        &vhid(1, "2001:db8::50/64", 0, "", &dir, PASSWORD),
-        &vhid(1, "2001:db8::50/64", 100, "", &dir, PASSWORD),
-    )
-    .unwrap();
+    let (_dir, lan, a, b) = group("v6", "2001:db8::50/64", (0, ""), (100, ""));
     let ping = lan.hosts[2]
         .ns
         .command("ping")
