@@ -89,18 +89,17 @@ impl Agent {
     /// Starts `carp-agent -c <dir>/<name>.toml` inside `ns`. `config` starts inside the
     /// [agent] section this adds (socket in `dir`): settings for it first, then the VHIDs.
     pub fn start(ns: &Netns, dir: &Path, name: &str, config: &str) -> Result<Self> {
-        let socket = dir.join(format!("{name}.sock"));
-        let path = dir.join(format!("{name}.toml"));
-        let log = dir.join(format!("{name}.log"));
-        std::fs::write(&path, Self::with_agent_section(&socket, config))?;
-        let mut a = Self {
-            child: None,
-            name: name.to_owned(),
-            config: path,
-            socket,
-            log,
-        };
-        a.spawn(ns)?;
+        Self::start_with_env(ns, dir, name, config, &[])
+    }
+
+    /// An agent not yet running: its files `<dir>/<name>.{toml,sock,log}`, the
+    /// configuration written.
+    fn prepare(dir: &Path, name: &str, config: &str) -> Result<Self> {
+        let mut a = Self::client(&dir.join(format!("{name}.sock")));
+        a.name = name.to_owned();
+        a.config = dir.join(format!("{name}.toml"));
+        a.log = dir.join(format!("{name}.log"));
+        std::fs::write(&a.config, Self::with_agent_section(&a.socket, config))?;
         Ok(a)
     }
 
@@ -133,11 +132,7 @@ impl Agent {
         config: &str,
         env: &[(&str, &str)],
     ) -> Result<Self> {
-        let mut a = Self::client(&dir.join(format!("{name}.sock")));
-        a.name = name.to_owned();
-        a.config = dir.join(format!("{name}.toml"));
-        a.log = dir.join(format!("{name}.log"));
-        std::fs::write(&a.config, Self::with_agent_section(&a.socket, config))?;
+        let mut a = Self::prepare(dir, name, config)?;
         a.spawn_with_env(ns, env)?;
         Ok(a)
     }
@@ -145,11 +140,7 @@ impl Agent {
     /// Like [`Agent::start`], but started from the host's namespace: for configurations
     /// whose `[agent] netns` moves the agent itself.
     pub fn start_on_host(dir: &Path, name: &str, config: &str) -> Result<Self> {
-        let mut a = Self::client(&dir.join(format!("{name}.sock")));
-        a.name = name.to_owned();
-        a.config = dir.join(format!("{name}.toml"));
-        a.log = dir.join(format!("{name}.log"));
-        std::fs::write(&a.config, Self::with_agent_section(&a.socket, config))?;
+        let mut a = Self::prepare(dir, name, config)?;
         a.launch(Command::new(agent_bin()), &[])?;
         Ok(a)
     }
