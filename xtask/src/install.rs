@@ -3,6 +3,7 @@
 //! carp-agent/Cargo.toml; `--root` stages into a directory.
 
 use anyhow::{Context as _, Result, bail};
+use carp_tests::agent::TempDir;
 use serde::Deserialize;
 use std::{
     path::{Path, PathBuf},
@@ -142,20 +143,16 @@ pub fn uninstall(root: &Path) -> Result<()> {
 
 /// Installs into a staging root and uninstalls again: every file lands, none stays.
 pub fn round_trip() -> Result<()> {
-    let root = std::env::temp_dir().join(format!("carp-stage-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let checked = (|| -> Result<()> {
-        install(&root)?;
-        for a in assets()? {
-            anyhow::ensure!(root.join(&a.dst).is_file(), "install missed {}", a.dst);
-        }
-        uninstall(&root)?;
-        let left = files_under(&root)?;
-        anyhow::ensure!(left.is_empty(), "uninstall left {left:?}");
-        Ok(())
-    })();
-    std::fs::remove_dir_all(&root)?;
-    checked?;
+    // Removed when dropped, also on the way out with an error.
+    let stage = TempDir::new("stage")?;
+    let root = stage.path();
+    install(root)?;
+    for a in assets()? {
+        anyhow::ensure!(root.join(&a.dst).is_file(), "install missed {}", a.dst);
+    }
+    uninstall(root)?;
+    let left = files_under(root)?;
+    anyhow::ensure!(left.is_empty(), "uninstall left {left:?}");
     println!("install: staged install and uninstall leave nothing behind");
     Ok(())
 }
@@ -212,28 +209,27 @@ pub fn verify(deb_file: &Path) -> Result<()> {
         control.contains(&format!("Package: {}", deb()?.name)),
         "unexpected package name in\n{control}"
     );
-    let dir = std::env::temp_dir().join(format!("carp-deb-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    crate::run(Command::new("dpkg-deb").arg("-x").arg(deb_file).arg(&dir))?;
-    let checked = (|| -> Result<()> {
-        let version =
-            crate::output(Command::new(dir.join("usr/sbin/carp-agent")).arg("--version"))?;
-        anyhow::ensure!(
-            version.starts_with("carp-agent "),
-            "packaged binary: {version:?}"
-        );
-        // Unit syntax, directives and commands, with the packaged binary at its packaged
-        // path: a private mount namespace shows it there without installing anything.
-        let unit = dir.join("lib/systemd/system/carp-agent.service");
-        crate::run(Command::new("unshare").args(["--mount", "sh", "-ec"]).arg(format!(
-            "mount -t tmpfs carp-verify /usr/sbin && cp {}/usr/sbin/carp-agent /usr/sbin/ && \
-             systemd-analyze verify --man=no {}",
-            dir.display(),
-            unit.display()
-        )))
-    })();
-    std::fs::remove_dir_all(&dir)?;
-    checked?;
+    let extracted = TempDir::new("deb")?;
+    let dir = extracted.path();
+    crate::run(Command::new("dpkg-deb").arg("-x").arg(deb_file).arg(dir))?;
+    let version = crate::output(Command::new(dir.join("usr/sbin/carp-agent")).arg("--version"))?;
+    anyhow::ensure!(
+        version.starts_with("carp-agent "),
+        "packaged binary: {version:?}"
+    );
+    // Unit syntax, directives and commands, with the packaged binary at its packaged
+    // path: a private mount namespace shows it there without installing anything.
+    let unit = dir.join("lib/systemd/system/carp-agent.service");
+    crate::run(
+        Command::new("unshare")
+            .args(["--mount", "sh", "-ec"])
+            .arg(format!(
+                "mount -t tmpfs carp-verify /usr/sbin && cp {}/usr/sbin/carp-agent /usr/sbin/ && \
+         systemd-analyze verify --man=no {}",
+                dir.display(),
+                unit.display()
+            )),
+    )?;
     println!("package: contents, modes, scripts, binary and unit checked");
     Ok(())
 }
