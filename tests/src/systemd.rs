@@ -82,12 +82,11 @@ impl Systemd {
         sd.child = Some(child);
         let systemd = std::fs::canonicalize("/lib/systemd/systemd")?;
         let deadline = start + BOOT_TIMEOUT;
-        // PID 1 is unshare's child, which is script's child.
+        // PID 1 is the shallowest systemd under script: unshare's child, and script may
+        // run unshare through a `$SHELL -c` of its own (dash, or no $SHELL, forks one).
         while sd.pid.is_none() {
             sd.check_alive()?;
-            if let Some(pid) = first_child(script).and_then(first_child)
-                && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(systemd.clone())
-            {
+            if let Some(pid) = shallowest_descendant(script, &systemd) {
                 sd.pid = Some(pid);
             } else if Instant::now() > deadline {
                 bail!("no systemd after {BOOT_TIMEOUT:?}:\n{}", sd.console());
@@ -263,13 +262,32 @@ fn cgroup2_root() -> Result<PathBuf> {
         .context("no cgroup2 hierarchy under /sys/fs/cgroup")
 }
 
-fn first_child(pid: i32) -> Option<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+/// Breadth-first through /proc/<pid>/task/<pid>/children: the first descendant of `root`
+/// running `exe` (its forked children, deeper, still show the same exe until they exec).
+fn shallowest_descendant(root: i32, exe: &Path) -> Option<i32> {
+    let mut level = vec![root];
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for pid in level {
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            next.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
+        }
+        if let Some(&pid) = next.iter().find(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .as_deref()
+                == Some(exe)
+        }) {
+            return Some(pid);
+        }
+        level = next;
+    }
+    None
 }
 
 /// rmdir of a cgroup and its descendants, deepest first.
