@@ -102,6 +102,8 @@ struct Agent {
     demotion: Demotion<(String, u8)>,
     events_tx: mpsc::Sender<AdvertEvent>,
     hooks_tx: mpsc::UnboundedSender<(u8, hooks::Outcome)>,
+    /// The agent's network namespace under /run/netns, for hooks (CARP_NETNS).
+    netns: Option<String>,
     /// Random source for the CARP counter until a peer is heard.
     rng: rand::rngs::ThreadRng,
     /// Send errors changed the demotion inside an action; applied after it.
@@ -248,6 +250,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
         demotion,
         events_tx,
         hooks_tx,
+        netns: crate::netns::identify(),
         rng: rand::rng(),
         pending_demotion: false,
         lo: 0,
@@ -451,10 +454,7 @@ impl Agent {
                 Protocol::Vrrp3 => None,
             };
             let machine = Machine::new(plan.machine(src));
-            let hooks = hooks::Queue::start(
-                Duration::from_secs_f64(self.options.config.agent.hook_timeout),
-                self.hooks_tx.clone(),
-            );
+            let hooks = hooks::Queue::start(self.hooks_tx.clone());
             let v = Vhid {
                 ifindex: link.index,
                 machine,
@@ -720,6 +720,8 @@ impl Agent {
                 interface: v.plan.interface.clone(),
                 vhid: v.plan.vhid,
                 vips: v.plan.vips.iter().map(|(a, _)| a.to_string()).collect(),
+                netns: self.netns.clone(),
+                timeout: Duration::from_secs_f64(self.options.config.agent.hook_timeout),
                 from,
                 to,
             });
@@ -986,8 +988,19 @@ impl Agent {
             bail!("started from the command line: there is no file to reload");
         };
         let config = Config::load(&path).map_err(|e| anyhow!(e))?;
-        if config.agent.netns != self.options.config.agent.netns {
-            bail!("netns cannot change on reload: restart the agent");
+        let fixed = self.options.config.agent.restart_needed(&config.agent);
+        if !fixed.is_empty() {
+            bail!(
+                "[agent] {} cannot change on reload: restart the agent",
+                fixed.join(", ")
+            );
+        }
+        if config.agent.demotion != self.options.config.agent.demotion {
+            tracing::warn!(
+                "[agent] demotion is the value at start; the demotion now stays {} \
+                 (change it with `carp-agent demote`)",
+                self.demotion.global()
+            );
         }
         let options = Options {
             config,

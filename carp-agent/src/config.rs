@@ -47,6 +47,24 @@ pub struct Agent {
     pub netns: Option<String>,
 }
 
+impl Agent {
+    /// The settings that differ in `new` and that a reload cannot apply: the agent binds,
+    /// attaches, places VIPs and enters its namespace with them once, at start.
+    pub fn restart_needed(&self, new: &Agent) -> Vec<&'static str> {
+        [
+            ("socket", self.socket != new.socket),
+            ("pin_dir", self.pin_dir != new.pin_dir),
+            ("xdp_mode", self.xdp_mode != new.xdp_mode),
+            ("vips_on", self.vips_on != new.vips_on),
+            ("metrics", self.metrics != new.metrics),
+            ("netns", self.netns != new.netns),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+}
+
 /// Where the VIPs are configured while MASTER.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -534,6 +552,18 @@ mod tests {
         assert_eq!(plans[1].vips[1], ("2001:db8::51".parse().unwrap(), 128));
         assert!(plans[1].preempt);
         assert!(!format!("{:?}", plans[0]).contains("testpass"));
+    }
+
+    #[test]
+    fn a_reload_names_the_settings_only_a_restart_applies() {
+        let parse = |t: &str| toml::from_str::<Config>(t).unwrap().agent;
+        let old = parse("[agent]\nhook_timeout = 5\n");
+        let same = parse("[agent]\nhook_timeout = 9\ndemotion = 50\n");
+        let moved = parse(
+            "[agent]\nsocket = \"/run/carp/b.sock\"\nvips_on = \"interface\"\nmetrics = \"127.0.0.1:9720\"\n",
+        );
+        assert!(old.restart_needed(&same).is_empty());
+        assert_eq!(old.restart_needed(&moved), ["socket", "vips_on", "metrics"]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Up and down scripts, run the way ucarp runs them so its scripts keep working:
 //! `script <interface> <vip>` (the VHID's first VIP; ucarp has only one), plus an
 //! environment naming everything: CARP_VHID, CARP_STATE, CARP_OLD_STATE, CARP_INTERFACE,
-//! CARP_VIPS (space separated). Hooks of one VHID run one after another in transition
+//! CARP_VIPS (space separated), and CARP_NETNS (the agent's network namespace under
+//! /run/netns, empty if unnamed), which tells apart agents of one host. Hooks of one VHID run one after another in transition
 //! order, off the event loop, each with a timeout; their output goes to the log.
 
 use crate::election::State;
@@ -15,6 +16,9 @@ pub struct Run {
     pub interface: String,
     pub vhid: u8,
     pub vips: Vec<String>,
+    pub netns: Option<String>,
+    /// `hook_timeout` when the transition happened: a reload applies to the next run.
+    pub timeout: Duration,
     pub from: State,
     pub to: State,
 }
@@ -29,6 +33,7 @@ impl Run {
             .env("CARP_OLD_STATE", self.from.to_string())
             .env("CARP_INTERFACE", &self.interface)
             .env("CARP_VIPS", self.vips.join(" "))
+            .env("CARP_NETNS", self.netns.as_deref().unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -45,7 +50,8 @@ pub enum Outcome {
     TimedOut,
 }
 
-async fn execute(run: &Run, timeout: Duration) -> Outcome {
+async fn execute(run: &Run) -> Outcome {
+    let timeout = run.timeout;
     let name = run.script.display();
     let child = match run.command().spawn() {
         Ok(c) => c,
@@ -94,11 +100,11 @@ pub struct Queue {
 
 impl Queue {
     /// Starts the runner task; `done` hears each outcome.
-    pub fn start(timeout: Duration, done: mpsc::UnboundedSender<(u8, Outcome)>) -> Self {
+    pub fn start(done: mpsc::UnboundedSender<(u8, Outcome)>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Run>();
         tokio::spawn(async move {
             while let Some(run) = rx.recv().await {
-                let outcome = execute(&run, timeout).await;
+                let outcome = execute(&run).await;
                 let _ = done.send((run.vhid, outcome));
             }
         });
@@ -124,7 +130,7 @@ mod tests {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\necho \"$1 $2 $CARP_VHID $CARP_OLD_STATE>$CARP_STATE $CARP_INTERFACE [$CARP_VIPS]\" >> {}\n",
+                "#!/bin/sh\necho \"$1 $2 $CARP_VHID $CARP_OLD_STATE>$CARP_STATE $CARP_INTERFACE [$CARP_VIPS] ns=$CARP_NETNS\" >> {}\n",
                 log.display()
             ),
         )
@@ -138,12 +144,14 @@ mod tests {
         }
 
         let (done_tx, mut done) = mpsc::unbounded_channel();
-        let q = Queue::start(Duration::from_millis(300), done_tx);
+        let q = Queue::start(done_tx);
         let run = |script: &PathBuf, from, to| Run {
             script: script.clone(),
             interface: "eth0".into(),
             vhid: 7,
             vips: vec!["192.0.2.50".into(), "2001:db8::50".into()],
+            netns: Some("hosta".into()),
+            timeout: Duration::from_millis(300),
             from,
             to,
         };
@@ -168,8 +176,8 @@ mod tests {
         );
         assert_eq!(
             text,
-            "eth0 192.0.2.50 7 BACKUP>MASTER eth0 [192.0.2.50 2001:db8::50]\n\
-             eth0 192.0.2.50 7 MASTER>BACKUP eth0 [192.0.2.50 2001:db8::50]\n"
+            "eth0 192.0.2.50 7 BACKUP>MASTER eth0 [192.0.2.50 2001:db8::50] ns=hosta\n\
+             eth0 192.0.2.50 7 MASTER>BACKUP eth0 [192.0.2.50 2001:db8::50] ns=hosta\n"
         );
     }
 }

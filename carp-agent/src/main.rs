@@ -38,7 +38,8 @@ struct Cli {
     command: Option<Command>,
 }
 
-/// The man page's FILES, SIGNALS, ENVIRONMENT and EXIT STATUS, also in `--help`.
+/// The man page's FILES, SIGNALS, ENVIRONMENT (the agent's and its hooks') and EXIT STATUS,
+/// also in `--help`.
 const AFTER_HELP: &str = "\
 Files:
   /etc/carp/carp.toml      configuration; /etc/carp/carp.toml.example explains every key
@@ -54,6 +55,8 @@ Signals:
 Environment:
   CARP_LOG                     log filter, e.g. debug or carp_agent::election=debug
   NOTIFY_SOCKET, WATCHDOG_USEC systemd's notify protocol and watchdog
+  Hooks (up_script, down_script) are called as `HOOK <interface> <first vip>` with
+  CARP_VHID, CARP_STATE, CARP_OLD_STATE, CARP_INTERFACE, CARP_VIPS and CARP_NETNS set
 
 Exit status:
   0  stopped cleanly, or the command succeeded

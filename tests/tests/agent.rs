@@ -136,6 +136,30 @@ fn sighup_keeps_mastership_of_unchanged_vhids() {
     // VHID 1 never left MASTER: still its first two transitions (INIT->BACKUP->MASTER).
     assert!(status.contains("2 transitions"), "{status}");
     a.wait_state(2, "MASTER", Duration::from_secs(5)).unwrap();
+
+    // Where the VIPs live is set once, at start: a reload that moves them is refused
+    // whole (VHID 3 does not start either) and the masters keep their VIPs where they are.
+    let three = vhid("eth0", 3, "192.0.2.52/24", 0, "", &dir);
+    a.rewrite(&format!("vips_on = \"interface\"\n\n{one}\n{two}\n{three}"))
+        .unwrap();
+    let err = a.ctl(&["reload"]).unwrap_err().to_string();
+    assert!(
+        err.contains("[agent] vips_on cannot change on reload: restart the agent"),
+        "{err}"
+    );
+    let status = a.ctl(&["status"]).unwrap();
+    assert!(!status.contains("vhid 3"), "{status}");
+    assert!(status.contains("eth0: carp: MASTER vhid 1"), "{status}");
+    assert!(status.contains("2 transitions"), "{status}");
+    let lo = lan.hosts[0]
+        .ns
+        .ip(&["-br", "addr", "show", "dev", "lo"])
+        .unwrap();
+    let lo = String::from_utf8_lossy(&lo.stdout);
+    assert!(
+        lo.contains("192.0.2.50/32") && lo.contains("192.0.2.51/32"),
+        "{lo}"
+    );
 }
 
 #[test]

@@ -458,6 +458,9 @@ fn hooks_run_unsandboxed_through_the_wrapper() {
     )
     .unwrap();
     let a = install_unit(&sd, &lan.hosts[0].ns, &dir.path().join("a.log"), &config);
+    // The agent runs in a named namespace (NetworkNamespacePath=/run/netns/NAME): the
+    // wrapper's units carry its name, so agents of one host with the same VHID never meet.
+    let hook_unit = |n: u8| format!("carp-hook-{}-eth0-{n}.service", lan.hosts[0].ns.name());
 
     sd.systemctl(&["start", UNIT]).unwrap();
     let t = Instant::now();
@@ -499,7 +502,8 @@ fn hooks_run_unsandboxed_through_the_wrapper() {
             "CARP_VHID=1",
             "CARP_VIPS=192.0.2.51",
             "NoNewPrivs:0",
-            "cgroup: 0::/system.slice/carp-hook-eth0-1.service",
+            &format!("CARP_NETNS={}", lan.hosts[0].ns.name()),
+            &format!("cgroup: 0::/system.slice/{}", hook_unit(1)),
             "role: ok",
             "mount: ok",
             "data: ok",
@@ -534,10 +538,7 @@ fn hooks_run_unsandboxed_through_the_wrapper() {
         "active"
     );
     // Waited for and gone: the start job of the oneshot lasted as long as the hook.
-    assert_eq!(
-        sd.show("carp-hook-eth0-1.service", "LoadState").unwrap(),
-        "not-found"
-    );
+    assert_eq!(sd.show(&hook_unit(1), "LoadState").unwrap(), "not-found");
 
     // Directly: the sandbox refuses each step; the agent logs the hook's failure.
     let out = hook_output(&log, &direct);
@@ -568,12 +569,9 @@ fn hooks_run_unsandboxed_through_the_wrapper() {
     done(&hang, "killed after 3s");
     let killed = t.elapsed();
     let stopped = until("the hanging hook's unit stopped", WAIT, || {
-        sd.show("carp-hook-eth0-3.service", "ActiveState").unwrap() == "failed"
+        sd.show(&hook_unit(3), "ActiveState").unwrap() == "failed"
     });
-    assert_eq!(
-        sd.show("carp-hook-eth0-3.service", "Result").unwrap(),
-        "signal"
-    );
+    assert_eq!(sd.show(&hook_unit(3), "Result").unwrap(), "signal");
     assert!(
         sd.run(&["pgrep", "-f", "sleep 987"]).is_err(),
         "the hanging hook still runs"
@@ -629,15 +627,13 @@ fn hooks_run_unsandboxed_through_the_wrapper() {
         &out,
         &[
             "giving up: MASTER -> INIT",
-            "carpt-hang.unsandboxed: carp-hook-eth0-3.service failed (exit-code), \
-             see: systemctl status carp-hook-eth0-3.service",
+            &format!(
+                "carpt-hang.unsandboxed: {0} failed (exit-code), see: systemctl status {0}",
+                hook_unit(3)
+            ),
         ],
     );
-    assert_eq!(
-        sd.show("carp-hook-eth0-3.service", "ExecMainStatus")
-            .unwrap(),
-        "7"
-    );
+    assert_eq!(sd.show(&hook_unit(3), "ExecMainStatus").unwrap(), "7");
     assert!(log.contains("carp-agent stopped"), "{log}");
     println!("hook outcomes as the agent logged them:");
     // "hook SCRIPT OUTCOME", not "hook SCRIPT: LINE".
