@@ -4,11 +4,12 @@
 //! control socket, signals and link changes.
 
 use crate::{
-    config::{Config, MacMode, Plan, Protocol, VipPlacement, XdpModeSetting},
-    control::{self, Forced, InterfaceStatus, Reply, Request, Status, VhidStatus},
+    config::{Check, Config, MacMode, Plan, Protocol, VipPlacement, XdpModeSetting},
+    control::{self, CheckStatus, Forced, InterfaceStatus, Reply, Request, Status, VhidStatus},
     demotion::Demotion,
     election::{Action, Advert, Event, Machine, Reason, State, Timing},
     frame,
+    health::{self, Health},
     hmac::{Auth, Counter},
     hooks, metrics,
     netlink::{self, Link, Netlink},
@@ -85,6 +86,17 @@ impl Vhid {
     }
 }
 
+/// A running `[[check]]`.
+struct CheckRun {
+    spec: Check,
+    id: u64,
+    health: Health,
+    runs: u64,
+    failures: u64,
+    last_failure: Option<String>,
+    _runner: health::Runner,
+}
+
 fn map_state(s: State) -> u8 {
     match s {
         State::Init => state::INIT,
@@ -104,6 +116,10 @@ struct Agent {
     hooks_tx: mpsc::UnboundedSender<(u8, hooks::Outcome)>,
     /// The agent's network namespace under /run/netns, for hooks (CARP_NETNS).
     netns: Option<String>,
+    checks: Vec<CheckRun>,
+    checks_tx: mpsc::UnboundedSender<health::Report>,
+    /// Id of the next check runner started.
+    next_check: u64,
     /// Random source for the CARP counter until a peer is heard.
     rng: rand::rngs::ThreadRng,
     /// Send errors changed the demotion inside an action; applied after it.
@@ -235,6 +251,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
     tokio::spawn(control::serve(listener, control_tx));
     let (events_tx, mut events_rx) = mpsc::channel(1024);
     let (hooks_tx, mut hooks_rx) = mpsc::unbounded_channel();
+    let (checks_tx, mut checks_rx) = mpsc::unbounded_channel();
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<metrics::Scrape>(4);
     if let Some(addr) = options.config.agent.metrics {
         metrics::serve(addr, scrape_tx).await?;
@@ -251,6 +268,9 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
         events_tx,
         hooks_tx,
         netns: crate::netns::identify(),
+        checks: Vec::new(),
+        checks_tx,
+        next_check: 0,
         rng: rand::rng(),
         pending_demotion: false,
         lo: 0,
@@ -260,6 +280,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
     agent.lo = agent.nl.link("lo").await?.index;
     let mut links = Box::pin(netlink::link_events()?);
     agent.add_vhids(plans).await?;
+    agent.sync_checks().await;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -285,6 +306,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
                 tracing::debug!(vhid, "hook finished: {outcome:?}");
                 *agent.hook_runs.entry(format!("{outcome:?}").to_lowercase()).or_default() += 1;
             }
+            Some(report) = checks_rx.recv() => agent.on_check(report).await,
             Some(reply) = scrape_rx.recv() => {
                 let _ = reply.send(metrics::render(&agent.status(), &agent.transitions, &agent.hook_runs));
             }
@@ -819,6 +841,96 @@ impl Agent {
         }
     }
 
+    /// Runs the configured checks: unchanged ones keep their runner and verdict, removed
+    /// ones stop and give back their demotion, new ones start (pending until their first
+    /// run, which decides alone).
+    async fn sync_checks(&mut self) {
+        let specs = self.options.config.checks.clone();
+        let mut changed = false;
+        let mut kept = Vec::new();
+        for c in std::mem::take(&mut self.checks) {
+            if specs.contains(&c.spec) {
+                kept.push(c);
+            } else {
+                if c.health.failing() {
+                    self.demote_for(&c.spec, -c.spec.demote);
+                    changed = true;
+                }
+                tracing::info!("check {} removed", c.spec.name);
+            }
+        }
+        for spec in specs {
+            if !kept.iter().any(|c| c.spec == spec) {
+                let id = self.next_check;
+                self.next_check += 1;
+                kept.push(CheckRun {
+                    health: Health::new(spec.fall, spec.rise),
+                    id,
+                    runs: 0,
+                    failures: 0,
+                    last_failure: None,
+                    _runner: health::Runner::start(id, spec.clone(), self.checks_tx.clone()),
+                    spec,
+                });
+            }
+        }
+        self.checks = kept;
+        if changed {
+            self.broadcast_demotion().await;
+        }
+    }
+
+    fn demote_for(&mut self, spec: &Check, delta: i32) {
+        match &spec.group {
+            Some(g) => self.demotion.adjust_group(g, delta),
+            None => self.demotion.adjust(delta),
+        }
+    }
+
+    /// A check run finished: a verdict that turns failing demotes, one that turns healthy
+    /// again undoes it.
+    async fn on_check(&mut self, report: health::Report) {
+        let Some(c) = self.checks.iter_mut().find(|c| c.id == report.id) else {
+            return; // A runner a reload replaced.
+        };
+        c.runs += 1;
+        if let Err(why) = &report.result {
+            c.failures += 1;
+            tracing::debug!("check {}: {why}", c.spec.name);
+            c.last_failure = Some(why.clone());
+        }
+        let was_failing = c.health.failing();
+        if !c.health.record(report.result.is_ok()) {
+            return;
+        }
+        let spec = c.spec.clone();
+        let whom = spec
+            .group
+            .as_deref()
+            .map(|g| format!("group {g}"))
+            .unwrap_or_else(|| "the host".into());
+        match (was_failing, c.health.failing()) {
+            (false, true) => {
+                tracing::warn!(
+                    "check {} failing ({}): demoting {whom} by {}",
+                    spec.name,
+                    report.result.err().unwrap_or_default(),
+                    spec.demote
+                );
+                self.demote_for(&spec, spec.demote);
+            }
+            (true, false) => {
+                tracing::info!("check {} healthy again: {whom} promoted back", spec.name);
+                self.demote_for(&spec, -spec.demote);
+            }
+            _ => {
+                tracing::info!("check {} healthy", spec.name);
+                return;
+            }
+        }
+        self.broadcast_demotion().await;
+    }
+
     fn find(&self, vhid: u8, interface: Option<&str>) -> Result<Vec<usize>> {
         let found: Vec<usize> = (0..self.vhids.len())
             .filter(|&i| {
@@ -960,10 +1072,29 @@ impl Agent {
                     .unwrap_or_default(),
             })
             .collect();
+        let checks = self
+            .checks
+            .iter()
+            .map(|c| CheckStatus {
+                name: c.spec.name.clone(),
+                state: match c.health.healthy() {
+                    None => "pending",
+                    Some(true) => "healthy",
+                    Some(false) => "failing",
+                }
+                .into(),
+                demote: c.spec.demote,
+                group: c.spec.group.clone(),
+                runs: c.runs,
+                failures: c.failures,
+                last_failure: c.last_failure.clone(),
+            })
+            .collect();
         Status {
             demotion: self.demotion.global(),
             interfaces,
             vhids,
+            checks,
         }
     }
 
@@ -1035,6 +1166,7 @@ impl Agent {
             .map(|v| v.plan.interface.clone())
             .collect();
         self.ifaces.retain(|name, _| used.contains(name));
+        self.sync_checks().await;
         tracing::info!(
             "configuration reloaded: {} unchanged, {} started",
             vhids(unchanged),

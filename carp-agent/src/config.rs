@@ -22,6 +22,52 @@ pub struct Config {
     pub agent: Agent,
     #[serde(default, rename = "vhid")]
     pub vhids: Vec<Vhid>,
+    #[serde(default, rename = "check")]
+    pub checks: Vec<Check>,
+}
+
+/// A health check (keepalived's `vrrp_script` + `track_script`, OpenBSD's ifstated
+/// running `carpdemote`): a command run every `interval`; while it fails the host, or
+/// one demotion group, is demoted so that a preempting backup takes over.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// Names it in logs, the status and metrics.
+    pub name: String,
+    /// Program and arguments, no shell; exit status 0 is healthy.
+    pub command: Vec<String>,
+    /// Seconds from the end of a run to the start of the next.
+    #[serde(default = "default_check_interval")]
+    pub interval: f64,
+    /// Seconds a run may take; one that takes longer is killed and counts as failed.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: f64,
+    /// Failed runs in a row that make a healthy check failing.
+    #[serde(default = "default_fall_rise")]
+    pub fall: u32,
+    /// Successful runs in a row that make a failing check healthy.
+    #[serde(default = "default_fall_rise")]
+    pub rise: u32,
+    /// Demotion added while failing; the default, CARP_MAXSKEW like a downed link, makes
+    /// this host lose to any backup.
+    #[serde(default = "default_check_demote")]
+    pub demote: i32,
+    /// Demote only the VHIDs of this group, instead of the whole host.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+fn default_check_interval() -> f64 {
+    2.0
+}
+fn default_check_timeout() -> f64 {
+    1.0
+}
+fn default_fall_rise() -> u32 {
+    2
+}
+fn default_check_demote() -> i32 {
+    crate::demotion::IFDOWN_FACTOR
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -499,10 +545,52 @@ impl Config {
                 down_script: v.down_script.clone(),
             });
         }
+        self.validate_checks(&mut mistakes);
         if mistakes.is_empty() {
             Ok(plans)
         } else {
             Err(mistakes)
+        }
+    }
+
+    fn validate_checks(&self, mistakes: &mut Vec<Mistake>) {
+        let mut names = BTreeSet::new();
+        for c in &self.checks {
+            let mut bad = |what: String| {
+                mistakes.push(Mistake {
+                    at: format!("check {:?}", c.name),
+                    what,
+                })
+            };
+            if c.name.is_empty() {
+                bad("name is empty".into());
+            }
+            if !names.insert(&c.name) {
+                bad("this name is used by another check".into());
+            }
+            match c.command.first() {
+                None => bad("command is empty: give the program and its arguments".into()),
+                Some(p) if !Path::new(p).is_absolute() => {
+                    bad(format!("command {p:?} must be an absolute path"))
+                }
+                Some(_) => {}
+            }
+            for (key, secs) in [("interval", c.interval), ("timeout", c.timeout)] {
+                if !secs.is_finite() || secs <= 0.0 {
+                    bad(format!("{key} must be a positive number of seconds"));
+                }
+            }
+            if c.fall == 0 || c.rise == 0 {
+                bad("fall and rise must be at least 1".into());
+            }
+            if c.demote <= 0 {
+                bad("demote must be positive".into());
+            }
+            if let Some(g) = &c.group
+                && !self.vhids.iter().any(|v| v.groups.contains(g))
+            {
+                bad(format!("group {g:?} is not in the groups of any [[vhid]]"));
+            }
         }
     }
 }
@@ -564,6 +652,70 @@ mod tests {
         );
         assert!(old.restart_needed(&same).is_empty());
         assert_eq!(old.restart_needed(&moved), ["socket", "vips_on", "metrics"]);
+    }
+
+    #[test]
+    fn checks_take_defaults_and_report_their_mistakes() {
+        let ok = Config::parse(
+            r#"
+            [[vhid]]
+            interface = "eth0"
+            vhid = 1
+            vips = ["192.0.2.50"]
+            groups = ["web"]
+
+            [[check]]
+            name = "nginx"
+            command = ["/usr/bin/systemctl", "is-active", "--quiet", "nginx"]
+            group = "web"
+        "#,
+        )
+        .unwrap();
+        ok.validate(Path::new("/")).unwrap();
+        let c = &ok.checks[0];
+        assert_eq!(
+            (c.interval, c.timeout, c.fall, c.rise, c.demote),
+            (2.0, 1.0, 2, 2, 240)
+        );
+        let bad = Config::parse(
+            r#"
+            [[vhid]]
+            interface = "eth0"
+            vhid = 1
+            vips = ["192.0.2.50"]
+
+            [[check]]
+            name = "a"
+            command = ["pidof", "nginx"]
+            interval = 0
+            fall = 0
+            demote = -5
+            group = "wbe"
+
+            [[check]]
+            name = "a"
+            command = []
+        "#,
+        )
+        .unwrap();
+        let text: Vec<String> = bad
+            .validate(Path::new("/"))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            text,
+            [
+                r#"check "a": command "pidof" must be an absolute path"#,
+                r#"check "a": interval must be a positive number of seconds"#,
+                r#"check "a": fall and rise must be at least 1"#,
+                r#"check "a": demote must be positive"#,
+                r#"check "a": group "wbe" is not in the groups of any [[vhid]]"#,
+                r#"check "a": this name is used by another check"#,
+                r#"check "a": command is empty: give the program and its arguments"#,
+            ]
+        );
     }
 
     #[test]

@@ -70,6 +70,24 @@ pub struct Status {
     pub demotion: i32,
     pub interfaces: Vec<InterfaceStatus>,
     pub vhids: Vec<VhidStatus>,
+    #[serde(default)]
+    pub checks: Vec<CheckStatus>,
+}
+
+/// A `[[check]]` and its verdict.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CheckStatus {
+    pub name: String,
+    /// "healthy", "failing" (the host or group is demoted by `demote`) or "pending"
+    /// (no run finished yet).
+    pub state: String,
+    pub demote: i32,
+    /// The demotion group, if it demotes one group only.
+    pub group: Option<String>,
+    pub runs: u64,
+    pub failures: u64,
+    /// Why the last failed run failed.
+    pub last_failure: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -160,6 +178,24 @@ impl Status {
                 } else {
                     counters.join(", ")
                 }
+            );
+        }
+        for c in &self.checks {
+            out += &format!(
+                "check {}: {} (demote {}{}), {} runs, {} failed{}\n",
+                c.name,
+                c.state,
+                c.demote,
+                c.group
+                    .as_deref()
+                    .map(|g| format!(" of group {g}"))
+                    .unwrap_or_default(),
+                c.runs,
+                c.failures,
+                c.last_failure
+                    .as_deref()
+                    .map(|f| format!(", last: {f}"))
+                    .unwrap_or_default()
             );
         }
         out += &format!("demotion {}\n", self.demotion);
@@ -282,6 +318,15 @@ mod tests {
                 vips: vec!["192.0.2.50/24".into()],
                 ..VhidStatus::default()
             }],
+            checks: vec![CheckStatus {
+                name: "nginx".into(),
+                state: "failing".into(),
+                demote: 240,
+                group: Some("web".into()),
+                runs: 9,
+                failures: 2,
+                last_failure: Some("exit status: 3".into()),
+            }],
         };
         let text = s.text();
         assert!(
@@ -289,6 +334,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\tinet 192.0.2.50/24 vhid 1\n"));
+        assert!(
+            text.contains(
+                "check nginx: failing (demote 240 of group web), 9 runs, 2 failed, \
+                 last: exit status: 3\n"
+            ),
+            "{text}"
+        );
     }
 
     #[tokio::test]

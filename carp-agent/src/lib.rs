@@ -6,6 +6,7 @@ pub mod control;
 pub mod demotion;
 pub mod election;
 pub mod frame;
+pub mod health;
 pub mod hmac;
 pub mod hooks;
 pub mod metrics;

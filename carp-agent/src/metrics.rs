@@ -73,6 +73,11 @@ struct XdpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabels {
     outcome: String,
 }
@@ -152,6 +157,29 @@ pub fn render(
         xdp,
     );
     registry.register("hook_runs", "Hook runs by outcome", hook);
+    let healthy = Family::<CheckLabels, Gauge>::default();
+    let check_runs = Family::<CheckLabels, Counter>::default();
+    let check_failures = Family::<CheckLabels, Counter>::default();
+    for c in &status.checks {
+        let l = CheckLabels {
+            check: c.name.clone(),
+        };
+        let code = match c.state.as_str() {
+            "healthy" => 1,
+            "failing" => 0,
+            _ => -1,
+        };
+        healthy.get_or_create(&l).set(code);
+        check_runs.get_or_create(&l).inc_by(c.runs);
+        check_failures.get_or_create(&l).inc_by(c.failures);
+    }
+    registry.register(
+        "check_healthy",
+        "Health check verdict: 1 healthy, 0 failing (demoting), -1 pending",
+        healthy,
+    );
+    registry.register("check_runs", "Health check runs", check_runs);
+    registry.register("check_failures", "Failed health check runs", check_failures);
     let global = Gauge::<i64>::default();
     global.set(i64::from(status.demotion));
     registry.register("demotion", "Global demotion counter", global);
@@ -163,7 +191,7 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{InterfaceStatus, VhidStatus};
+    use crate::control::{CheckStatus, InterfaceStatus, VhidStatus};
 
     #[test]
     fn renders_every_family() {
@@ -182,6 +210,13 @@ mod tests {
                 adverts_sent: 3,
                 ..VhidStatus::default()
             }],
+            checks: vec![CheckStatus {
+                name: "nginx".into(),
+                state: "failing".into(),
+                runs: 5,
+                failures: 2,
+                ..CheckStatus::default()
+            }],
         };
         let transitions = [(("eth0".to_string(), 1, "master timed out".to_string()), 1)].into();
         let hooks = [("ok".to_string(), 2)].into();
@@ -193,6 +228,9 @@ mod tests {
             "carp_xdp_packets_total{interface=\"eth0\",counter=\"bad_hmac\"} 7",
             "carp_hook_runs_total{outcome=\"ok\"} 2",
             "carp_demotion 240",
+            "carp_check_healthy{check=\"nginx\"} 0",
+            "carp_check_runs_total{check=\"nginx\"} 5",
+            "carp_check_failures_total{check=\"nginx\"} 2",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

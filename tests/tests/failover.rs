@@ -188,6 +188,103 @@ fn demotion_hands_over_and_negative_demotion_takes_over() {
 }
 
 #[test]
+fn a_failing_health_check_hands_over_and_its_recovery_takes_back() {
+    // The check passes while this file exists (keepalived's `track_file`, as a command).
+    let flag = TempDir::new("check-flag").unwrap();
+    let up = flag.path().join("web-up");
+    std::fs::write(&up, "").unwrap();
+    let with_check = format!(
+        "preempt = true\ngroups = [\"web\"]\n\n[[check]]\nname = \"web\"\n\
+         command = [\"/usr/bin/test\", \"-e\", \"{}\"]\ninterval = 0.2\nfall = 2\nrise = 3\n\
+         group = \"web\"\n",
+        up.display()
+    );
+    let (dir, lan, a, b) = group(
+        "check",
+        "192.0.2.50/24",
+        (0, &with_check),
+        (100, "preempt = true"),
+    );
+    let status = a.ctl(&["status"]).unwrap();
+    assert!(
+        status.contains("check web: healthy (demote 240 of group web)"),
+        "{status}"
+    );
+    let probe = Probe::start(&lan.hosts[2].ns, "192.0.2.50").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    std::fs::remove_file(&up).unwrap();
+    let took = b.wait_state(1, "MASTER", Duration::from_secs(3)).unwrap();
+    a.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    let status = a.ctl(&["status"]).unwrap();
+    // Only the group is demoted: the VHID counts 240, the host-wide counter stays 0.
+    for line in [
+        "check web: failing (demote 240 of group web)",
+        "last: exit status: 1",
+        "demotion 240, send errors",
+        "\ndemotion 0\n",
+    ] {
+        assert!(status.contains(line), "no {line:?} in\n{status}");
+    }
+    assert!(
+        a.log_text()
+            .contains("check web failing (exit status: 1): demoting group web by 240")
+    );
+
+    std::fs::write(&up, "").unwrap();
+    let back = a.wait_state(1, "MASTER", Duration::from_secs(3)).unwrap();
+    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    println!(
+        "check failing -> b MASTER after {took:.2?}; healthy -> a MASTER after {back:.2?}; \
+         longest ping gap {:?}",
+        probe.max_gap()
+    );
+    assert!(
+        probe.max_gap() < Duration::from_secs(1),
+        "gap {:?}",
+        probe.max_gap()
+    );
+    let json = a.ctl(&["status", "--json"]).unwrap();
+    assert!(
+        json.contains("\"name\": \"web\",\n      \"state\": \"healthy\""),
+        "{json}"
+    );
+    drop(a);
+
+    // Down at start: the first run demotes before the first election, so a never takes
+    // over from b, preempt and a better skew notwithstanding.
+    std::fs::remove_file(&up).unwrap();
+    let a = Agent::start(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid(1, "192.0.2.50/24", 0, &with_check, &dir, PASSWORD),
+    )
+    .unwrap();
+    a.wait_state(1, "BACKUP", Duration::from_secs(3)).unwrap();
+    std::thread::sleep(MASTER_DOWN + Duration::from_secs(1));
+    assert_eq!(a.state(1).as_deref(), Some("BACKUP"));
+    assert_eq!(b.state(1).as_deref(), Some("MASTER"));
+    assert!(a.ctl(&["status"]).unwrap().contains("check web: failing"));
+
+    // A reload that drops the failing check gives its demotion back: a preempts.
+    a.rewrite(&vhid(
+        1,
+        "192.0.2.50/24",
+        0,
+        "preempt = true\ngroups = [\"web\"]",
+        &dir,
+        PASSWORD,
+    ))
+    .unwrap();
+    a.ctl(&["reload"]).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(3)).unwrap();
+    b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
+    assert!(!a.ctl(&["status"]).unwrap().contains("check web"));
+}
+
+#[test]
 fn a_wrong_password_or_another_vhid_never_disturbs_the_group() {
     let dir = TempDir::new("wrongpw").unwrap();
     let lan = Lan::new("wrongpw", &["a", "b", "rogue", "other"]).unwrap();
