@@ -68,6 +68,9 @@ struct Vhid {
     counter: Counter,
     /// Address adverts go out from.
     src: IpAddr,
+    /// Source of a second advert, of the other family, for a CARP VHID with VIPs of both:
+    /// FreeBSD's carp_send_ad_locked sends one per family the VHID has addresses of.
+    also_from: Option<IpAddr>,
     /// MAC that answers for the VIPs and sources multicast adverts.
     mac: [u8; 6],
     hooks: hooks::Queue,
@@ -190,15 +193,21 @@ pub fn vhids(n: usize) -> String {
     format!("{n} VHID{}", if n == 1 { "" } else { "s" })
 }
 
-/// The address adverts go out from: IPv4 when the VHID has an IPv4 VIP (adverts carry one
-/// family, as ucarp's do), else the link-local IPv6 address (RFC 5798 requires it for
-/// VRRPv3), else any IPv6 one. Never a VIP.
+/// The address adverts go out from: IPv4 when the VHID has an IPv4 VIP (ucarp speaks
+/// IPv4 only, and the election breaks ties by this address), else IPv6. Never a VIP.
 fn advert_source(plan: &Plan, addrs: &[(IpAddr, u8)]) -> Option<IpAddr> {
+    let v4 = plan.vips.iter().any(|(v, _)| v.is_ipv4());
+    family_source(plan, addrs, !v4)
+}
+
+/// The interface's first IPv4 address, or its link-local IPv6 address (RFC 5798 requires
+/// it for VRRPv3, FreeBSD sends CARP from it too), else any IPv6 one. Never a VIP.
+fn family_source(plan: &Plan, addrs: &[(IpAddr, u8)], v6: bool) -> Option<IpAddr> {
     let own = addrs
         .iter()
         .map(|(a, _)| *a)
         .filter(|a| !plan.vips.iter().any(|(v, _)| v == a));
-    if plan.vips.iter().any(|(v, _)| v.is_ipv4()) {
+    if !v6 {
         return own.clone().find(IpAddr::is_ipv4);
     }
     let v6: Vec<Ipv6Addr> = own
@@ -211,6 +220,15 @@ fn advert_source(plan: &Plan, addrs: &[(IpAddr, u8)]) -> Option<IpAddr> {
         .find(|a| a.is_unicast_link_local())
         .or(v6.first())
         .map(|a| IpAddr::V6(*a))
+}
+
+/// Whether a second advert goes out from `src`'s other family: a multicast CARP VHID with
+/// VIPs of both families. (VRRPv3 runs one instance per family, RFC 5798; unicast peers
+/// name their family.)
+fn sends_both_families(plan: &Plan, src: IpAddr) -> bool {
+    plan.protocol == Protocol::Carp
+        && plan.peers.is_empty()
+        && plan.vips.iter().any(|(v, _)| v.is_ipv6() != src.is_ipv6())
 }
 
 fn same_subnet(a: IpAddr, b: IpAddr, len: u8) -> bool {
@@ -475,6 +493,17 @@ impl Agent {
                 Protocol::Carp => Some(Auth::new(&plan.password, plan.vhid, &plan.vip_addrs())?),
                 Protocol::Vrrp3 => None,
             };
+            let dual = sends_both_families(&plan, src);
+            let also_from = dual
+                .then(|| family_source(&plan, &addrs, src.is_ipv4()))
+                .flatten();
+            if dual && also_from.is_none() {
+                tracing::warn!(
+                    "vhid {} on {}: no address of the VIPs' other family; adverts go out from {src} only",
+                    plan.vhid,
+                    plan.interface
+                );
+            }
             let machine = Machine::new(plan.machine(src));
             let hooks = hooks::Queue::start(self.hooks_tx.clone());
             let v = Vhid {
@@ -483,6 +512,7 @@ impl Agent {
                 auth,
                 counter: Counter::default(),
                 src,
+                also_from,
                 mac,
                 hooks,
                 since: Instant::now(),
@@ -627,10 +657,11 @@ impl Agent {
         };
         let mut ok = true;
         if v.plan.peers.is_empty() {
-            let group = frame::group(v.src);
-            if let Some(payload) = payload_for(v, &mut self.rng, group) {
-                let f = frame::advert(v.src, v.mac, None, &payload);
-                ok = iface.packet.send(&f).is_ok();
+            for src in std::iter::once(v.src).chain(v.also_from) {
+                if let Some(payload) = payload_for(v, &mut self.rng, frame::group(src)) {
+                    let f = frame::advert(src, v.mac, None, &payload);
+                    ok &= iface.packet.send(&f).is_ok();
+                }
             }
         } else {
             let v6 = v.src.is_ipv6();

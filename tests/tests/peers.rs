@@ -3,7 +3,7 @@
 //! of our adverts.
 
 use carp_tests::{
-    agent::{Agent, TempDir},
+    agent::{Agent, TempDir, start_pair},
     lan::Lan,
     peers::{Keepalived, Ucarp, ucarp_state, wait_ucarp},
 };
@@ -262,4 +262,87 @@ fn tshark_dissects_our_adverts_as_carp_with_a_good_checksum() {
         // vhid 1, advskew 0, checksum status 1 (good).
         assert_eq!(l, "1\t0\t1", "{text}");
     }
+}
+
+/// A VHID with an IPv4 and an IPv6 VIP advertises on both families, as FreeBSD's
+/// carp_send_ad_locked does: 224.0.0.18 from the interface's address and ff02::12 from its
+/// link-local one, the same HMAC (over every VIP) in each. tshark reads both as CARP with
+/// a good checksum; the backup's XDP program verifies both digests.
+#[test]
+fn a_dual_stack_vhid_advertises_on_both_families() {
+    let dir = TempDir::new("dual").unwrap();
+    let lan = Lan::new("dual", &["a", "b", "sniffer"]).unwrap();
+    let pw = dir.path().join("pass");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    let conf = |skew: u8| {
+        format!(
+            "[[vhid]]\ninterface = \"eth0\"\nvhid = 1\n\
+             vips = [\"192.0.2.50/24\", \"2001:db8::50/64\"]\nadvskew = {skew}\npass_file = \"{}\"\n",
+            pw.display()
+        )
+    };
+    let (a, b) = start_pair(&lan, dir.path(), 1, &conf(0), &conf(100)).unwrap();
+    let cap = dir.path().join("dual.pcap");
+    let mut dump = lan.hosts[2]
+        .ns
+        .command("tcpdump")
+        .args(["-i", "eth0", "-U", "-c", "6", "-w"])
+        .arg(&cap)
+        .arg("ip proto 112 or ip6 proto 112")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while dump.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = dump.kill();
+    let _ = dump.wait();
+    let out = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(&cap)
+        // CARP is a heuristic of each IP version: without the ipv6 one, tshark reads
+        // protocol 112 over IPv6 as VRRP.
+        .args(["-o", "ip.try_heuristic_first:TRUE"])
+        .args(["-o", "ipv6.try_heuristic_first:TRUE", "-T", "fields"])
+        .args([
+            "-e",
+            "ip.src",
+            "-e",
+            "ipv6.src",
+            "-e",
+            "ipv6.dst",
+            "-e",
+            "carp.vhid",
+        ])
+        .args(["-e", "carp.checksum.status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        6,
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v4 = lines
+        .iter()
+        .filter(|l| **l == "192.0.2.1\t\t\t1\t1")
+        .count();
+    let v6 = lines
+        .iter()
+        .filter(|l| l.starts_with("\tfe80::") && l.ends_with("\tff02::12\t1\t1"))
+        .count();
+    let _ = std::fs::copy(&cap, "/tmp/dual.pcap");
+    assert_eq!((v4, v6), (3, 3), "{text}");
+
+    let before = b.xdp_counter("adverts");
+    std::thread::sleep(Duration::from_secs(2));
+    let got = b.xdp_counter("adverts") - before;
+    assert!(got >= 3, "the backup's XDP passed {got} adverts in 2 s");
+    assert_eq!(b.xdp_counter("bad_hmac"), 0);
+    assert_eq!(b.state(1).as_deref(), Some("BACKUP"));
+    assert_eq!(a.state(1).as_deref(), Some("MASTER"));
 }

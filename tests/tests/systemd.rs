@@ -444,8 +444,11 @@ fn hooks_run_unsandboxed_through_the_wrapper() {
              pass_file = \"{PASS_FILE}\"\nup_script = \"{script}\"\ndown_script = \"{script}\"\n"
         )
     };
+    // And a health check from inside the sandbox: is the MySQL of VHID 1 running?
+    let check = "[[check]]\nname = \"mysql\"\ninterval = 0.2\nfall = 1\nrise = 1\n\
+                 command = [\"/usr/bin/systemctl\", \"is-active\", \"--quiet\", \"carpt-mysql@1.service\"]\n";
     let config = format!(
-        "[agent]\nhook_timeout = 3\n\n{}{}{}",
+        "[agent]\nhook_timeout = 3\n\n{}{}{}{check}",
         vhid(1, &wrapped),
         vhid(2, &direct),
         vhid(3, &hang),
@@ -539,6 +542,25 @@ fn hooks_run_unsandboxed_through_the_wrapper() {
     );
     // Waited for and gone: the start job of the oneshot lasted as long as the hook.
     assert_eq!(sd.show(&hook_unit(1), "LoadState").unwrap(), "not-found");
+
+    // The check sees what systemctl sees from inside the agent's sandbox.
+    let check_is = |state: &str| {
+        let wanted = format!("check mysql: {state} (demote 240)");
+        until(&wanted, WAIT, || {
+            a.ctl(&["status"]).is_ok_and(|s| s.contains(&wanted))
+        })
+    };
+    check_is("healthy");
+    sd.systemctl(&["stop", "carpt-mysql@1.service"]).unwrap();
+    let failing = check_is("failing");
+    assert!(a.ctl(&["status"]).unwrap().contains("\ndemotion 240\n"));
+    sd.systemctl(&["start", "carpt-mysql@1.service"]).unwrap();
+    let healthy = check_is("healthy");
+    assert!(a.ctl(&["status"]).unwrap().contains("\ndemotion 0\n"));
+    println!(
+        "check `systemctl is-active` under the sandbox: failing {failing:.2?} after the \
+         service stopped, healthy {healthy:.2?} after it started"
+    );
 
     // Directly: the sandbox refuses each step; the agent logs the hook's failure.
     let out = hook_output(&log, &direct);
