@@ -4,6 +4,10 @@
 //! hooks do, and report through a channel.
 
 use crate::config::Check;
+use nix::{
+    sys::signal::{Signal, killpg},
+    unistd::Pid,
+};
 use std::{process::Stdio, time::Duration};
 use tokio::{process::Command, sync::mpsc, task::JoinHandle};
 
@@ -93,7 +97,9 @@ impl Runner {
     }
 }
 
-/// One run, killed at the timeout; its first line of output says why it failed.
+/// One run, killed at the timeout; its first line of output says why it failed. It runs
+/// in a process group of its own, killed whole when the run ends: a probe that hangs in a
+/// grandchild (`sh -c "curl ..."`) must not leave one behind every interval.
 async fn run(check: &Check) -> Result<(), String> {
     let (program, args) = check.command.split_first().ok_or("no command")?;
     let child = Command::new(program)
@@ -102,12 +108,21 @@ async fn run(check: &Check) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("{program} could not start: {e}"))?;
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
     let timeout = Duration::from_secs_f64(check.timeout);
-    let out = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
+    let out = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    if let Some(group) = group {
+        // ESRCH when nothing is left.
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+    let out = out
         .map_err(|_| format!("killed after {timeout:?}"))?
         .map_err(|e| e.to_string())?;
     if out.status.success() {
@@ -178,6 +193,30 @@ mod tests {
             run(&check(&["/bin/sleep", "5"], 0.1)).await,
             Err("killed after 100ms".into())
         );
+        // What the run started dies with it.
+        let pid_file = std::env::temp_dir().join(format!("carp-check-{}", std::process::id()));
+        let script = format!("sleep 30 & echo $! >{}; wait", pid_file.display());
+        assert_eq!(
+            run(&check(&["/bin/sh", "-c", &script], 0.3)).await,
+            Err("killed after 300ms".into())
+        );
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::fs::remove_file(&pid_file).unwrap();
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.starts_with(" Z")))
+        };
+        for _ in 0..100 {
+            if !alive() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!alive(), "the check's background sleep {pid} outlived it");
         let missing = run(&check(&["/nonexistent/check"], 1.0)).await.unwrap_err();
         assert!(
             missing.starts_with("/nonexistent/check could not start"),
