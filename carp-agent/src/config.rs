@@ -359,6 +359,11 @@ pub fn parse_vip(text: &str) -> Result<(IpAddr, u8), String> {
     Ok((addr, len))
 }
 
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// Reads the password from the one source configured.
 fn password(v: &Vhid, base: &Path) -> Result<Vec<u8>, String> {
     let sources = [
@@ -573,6 +578,10 @@ impl Config {
                 Some(p) if !Path::new(p).is_absolute() => {
                     bad(format!("command {p:?} must be an absolute path"))
                 }
+                // A program that cannot start fails every run: the host would stay demoted.
+                Some(p) if !is_executable(Path::new(p)) => {
+                    bad(format!("command {p:?} is not an executable file"))
+                }
                 Some(_) => {}
             }
             for (key, secs) in [("interval", c.interval), ("timeout", c.timeout)] {
@@ -695,6 +704,10 @@ mod tests {
             [[check]]
             name = "a"
             command = []
+
+            [[check]]
+            name = "b"
+            command = ["/dev/null"]
         "#,
         )
         .unwrap();
@@ -714,6 +727,7 @@ mod tests {
                 r#"check "a": group "wbe" is not in the groups of any [[vhid]]"#,
                 r#"check "a": this name is used by another check"#,
                 r#"check "a": command is empty: give the program and its arguments"#,
+                r#"check "b": command "/dev/null" is not an executable file"#,
             ]
         );
     }

@@ -412,7 +412,12 @@ async fn serve(options: Options, check_only: bool) -> ExitCode {
         }
     };
     if check_only {
-        println!("configuration OK: {}", agent::vhids(plans.len()));
+        let checks = match options.config.checks.len() {
+            0 => String::new(),
+            1 => ", 1 health check".into(),
+            n => format!(", {n} health checks"),
+        };
+        println!("configuration OK: {}{checks}", agent::vhids(plans.len()));
         return ExitCode::SUCCESS;
     }
     match agent::run(options, plans).await {
