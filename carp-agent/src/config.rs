@@ -584,10 +584,12 @@ impl Config {
                 }
                 Some(_) => {}
             }
-            for (key, secs) in [("interval", c.interval), ("timeout", c.timeout)] {
-                if !secs.is_finite() || secs <= 0.0 {
-                    bad(format!("{key} must be a positive number of seconds"));
-                }
+            // A process every few milliseconds would only burn the CPU the adverts need.
+            if !(c.interval >= 0.1 && c.interval.is_finite()) {
+                bad("interval must be at least 0.1 seconds".into());
+            }
+            if !(c.timeout > 0.0 && c.timeout.is_finite()) {
+                bad("timeout must be a positive number of seconds".into());
             }
             if c.fall == 0 || c.rise == 0 {
                 bad("fall and rise must be at least 1".into());
@@ -721,7 +723,7 @@ mod tests {
             text,
             [
                 r#"check "a": command "pidof" must be an absolute path"#,
-                r#"check "a": interval must be a positive number of seconds"#,
+                r#"check "a": interval must be at least 0.1 seconds"#,
                 r#"check "a": fall and rise must be at least 1"#,
                 r#"check "a": demote must be positive"#,
                 r#"check "a": group "wbe" is not in the groups of any [[vhid]]"#,
