@@ -5,11 +5,13 @@
 use carp_tests::{
     agent::{Agent, TempDir, start_pair},
     lan::Lan,
+    netns::Netns,
     peers::{Keepalived, Ucarp, ucarp_state, wait_ucarp},
 };
 use nix::sys::signal::Signal;
 use std::{
-    process::Stdio,
+    path::Path,
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -212,56 +214,66 @@ fn two_agents_in_vrrp3_mode_elect_and_fail_over() {
     .unwrap();
 }
 
-#[test]
-fn tshark_dissects_our_adverts_as_carp_with_a_good_checksum() {
-    let dir = TempDir::new("tshark").unwrap();
-    let lan = Lan::new("tshark", &["a", "sniffer"]).unwrap();
-    let cap = dir.path().join("carp.pcap");
-    let mut dump = lan.hosts[1]
-        .ns
-        .command("tcpdump")
-        .args(["-i", "eth0", "-U", "-c", "3", "-w"])
-        .arg(&cap)
-        .arg("ip proto 112")
+/// tcpdump on `ns`'s eth0, writing the first `count` frames matching `filter` to `cap`.
+fn sniff(ns: &Netns, cap: &Path, count: usize, filter: &str) -> Child {
+    ns.command("tcpdump")
+        .args(["-i", "eth0", "-U", "-c", &count.to_string(), "-w"])
+        .arg(cap)
+        .arg(filter)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &config(&dir, 0)).unwrap();
-    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(6);
+        .unwrap()
+}
+
+/// Waits up to `timeout` for the capture to end, then tshark's `fields` of each frame,
+/// tab separated. CARP is a heuristic of each IP version: without the ipv6 option tshark
+/// reads protocol 112 over IPv6 as VRRP.
+fn carp_fields(mut dump: Child, cap: &Path, timeout: Duration, fields: &[&str]) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
     while dump.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = dump.kill();
     let _ = dump.wait();
-    let out = std::process::Command::new("tshark")
-        .args(["-r"])
-        .arg(&cap)
-        .args(["-o", "ip.try_heuristic_first:TRUE", "-T", "fields"])
-        .args([
-            "-e",
-            "carp.vhid",
-            "-e",
-            "carp.advskew",
-            "-e",
-            "carp.checksum.status",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines.len(),
-        3,
-        "{text}{}",
+    let mut tshark = std::process::Command::new("tshark");
+    tshark
+        .arg("-r")
+        .arg(cap)
+        .args(["-o", "ip.try_heuristic_first:TRUE"])
+        .args(["-o", "ipv6.try_heuristic_first:TRUE", "-T", "fields"]);
+    for f in fields {
+        tshark.args(["-e", f]);
+    }
+    let out = tshark.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for l in lines {
-        // vhid 1, advskew 0, checksum status 1 (good).
-        assert_eq!(l, "1\t0\t1", "{text}");
-    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn tshark_dissects_our_adverts_as_carp_with_a_good_checksum() {
+    let dir = TempDir::new("tshark").unwrap();
+    let lan = Lan::new("tshark", &["a", "sniffer"]).unwrap();
+    let cap = dir.path().join("carp.pcap");
+    let dump = sniff(&lan.hosts[1].ns, &cap, 3, "ip proto 112");
+    std::thread::sleep(Duration::from_millis(500));
+    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &config(&dir, 0)).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
+    let lines = carp_fields(
+        dump,
+        &cap,
+        Duration::from_secs(6),
+        &["carp.vhid", "carp.advskew", "carp.checksum.status"],
+    );
+    // vhid 1, advskew 0, checksum status 1 (good).
+    assert_eq!(lines, ["1\t0\t1"; 3]);
 }
 
 /// A VHID with an IPv4 and an IPv6 VIP advertises on both families, as FreeBSD's
@@ -283,60 +295,25 @@ fn a_dual_stack_vhid_advertises_on_both_families() {
     };
     let (a, b) = start_pair(&lan, dir.path(), 1, &conf(0), &conf(100)).unwrap();
     let cap = dir.path().join("dual.pcap");
-    let mut dump = lan.hosts[2]
-        .ns
-        .command("tcpdump")
-        .args(["-i", "eth0", "-U", "-c", "6", "-w"])
-        .arg(&cap)
-        .arg("ip proto 112 or ip6 proto 112")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while dump.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = dump.kill();
-    let _ = dump.wait();
-    let out = std::process::Command::new("tshark")
-        .args(["-r"])
-        .arg(&cap)
-        // CARP is a heuristic of each IP version: without the ipv6 one, tshark reads
-        // protocol 112 over IPv6 as VRRP.
-        .args(["-o", "ip.try_heuristic_first:TRUE"])
-        .args(["-o", "ipv6.try_heuristic_first:TRUE", "-T", "fields"])
-        .args([
-            "-e",
+    let dump = sniff(&lan.hosts[2].ns, &cap, 6, "ip proto 112 or ip6 proto 112");
+    let lines = carp_fields(
+        dump,
+        &cap,
+        Duration::from_secs(8),
+        &[
             "ip.src",
-            "-e",
             "ipv6.src",
-            "-e",
             "ipv6.dst",
-            "-e",
             "carp.vhid",
-        ])
-        .args(["-e", "carp.checksum.status"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines.len(),
-        6,
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+            "carp.checksum.status",
+        ],
     );
-    let v4 = lines
-        .iter()
-        .filter(|l| **l == "192.0.2.1\t\t\t1\t1")
-        .count();
+    let v4 = lines.iter().filter(|l| *l == "192.0.2.1\t\t\t1\t1").count();
     let v6 = lines
         .iter()
         .filter(|l| l.starts_with("\tfe80::") && l.ends_with("\tff02::12\t1\t1"))
         .count();
-    let _ = std::fs::copy(&cap, "/tmp/dual.pcap");
-    assert_eq!((v4, v6), (3, 3), "{text}");
+    assert_eq!((lines.len(), v4, v6), (6, 3, 3), "{lines:#?}");
 
     let before = b.xdp_counter("adverts");
     std::thread::sleep(Duration::from_secs(2));
