@@ -1,6 +1,6 @@
 //! carp-agent side by side with ucarp and keepalived in namespaces: failover gap when the
-//! master dies (SIGKILL) or loses its link, planned handover (SIGTERM), flood resistance,
-//! and footprint. Prints markdown tables and writes `bench/results.json`.
+//! master dies (SIGKILL), loses its link or fails its health check, planned handover
+//! (SIGTERM), flood resistance, and footprint. Prints markdown tables and writes `bench/results.json`.
 //! TRIALS (default 5) and FLOOD_SECS (default 30) scale it down for a smoke run.
 
 use carp_agent::{frame, hmac::Auth};
@@ -65,27 +65,57 @@ enum Member {
     Keepalived(Keepalived),
 }
 
+/// A health check that passes while its file exists: every second, 2 failures or
+/// successes in a row to change, in both implementations that have one.
+const CHECK_DETECT: Duration = Duration::from_secs(2);
+
 impl Member {
-    fn start(imp: Impl, lan: &Lan, host: usize, master: bool, dir: &Path) -> Self {
+    /// `check`: the group runs with a health check on this file (the master's; the backup
+    /// preempts, which keepalived does by default).
+    fn start(
+        imp: Impl,
+        lan: &Lan,
+        host: usize,
+        master: bool,
+        dir: &Path,
+        check: Option<&Path>,
+    ) -> Self {
         let ns = &lan.hosts[host].ns;
         let name = format!("h{host}");
         let pass = dir.join("pass");
         std::fs::write(&pass, PASSWORD).unwrap();
+        if let (Impl::Keepalived, true, Some(flag)) = (imp, master, check) {
+            let vip = format!("{VIP}/24");
+            return Member::Keepalived(Keepalived::start_tracking(
+                ns, dir, &name, 1, 200, &vip, flag,
+            ));
+        }
         match imp {
-            Impl::Carp => Member::Agent(
-                Agent::start(
-                    ns,
-                    dir,
-                    &name,
-                    &format!(
-                        "[[vhid]]\ninterface = \"eth0\"\nvhid = 1\nvips = [\"{VIP}/24\"]\n\
-                         advskew = {}\npass_file = \"{}\"\n",
-                        if master { 0 } else { 100 },
-                        pass.display()
+            Impl::Carp => {
+                let checked = match check {
+                    None => String::new(),
+                    Some(_) if !master => "preempt = true\n".into(),
+                    Some(flag) => format!(
+                        "preempt = true\n\n[[check]]\nname = \"service\"\n\
+                         command = [\"/usr/bin/test\", \"-e\", \"{}\"]\ninterval = 1\nfall = 2\nrise = 2\n",
+                        flag.display()
                     ),
+                };
+                Member::Agent(
+                    Agent::start(
+                        ns,
+                        dir,
+                        &name,
+                        &format!(
+                            "[[vhid]]\ninterface = \"eth0\"\nvhid = 1\nvips = [\"{VIP}/24\"]\n\
+                             advskew = {}\npass_file = \"{}\"\n{checked}",
+                            if master { 0 } else { 100 },
+                            pass.display()
+                        ),
+                    )
+                    .unwrap(),
                 )
-                .unwrap(),
-            ),
+            }
             Impl::CarpVrrp(ms) => Member::Agent(
                 Agent::start(
                     ns,
@@ -227,6 +257,8 @@ enum Fault {
     Kill,
     Cable,
     Term,
+    /// The master's health check starts failing.
+    Check,
 }
 
 /// One trial: master and backup elected, client pinging, then the fault. Returns the
@@ -235,9 +267,12 @@ fn trial(imp: Impl, fault: Fault, tag: &str) -> (f64, f64) {
     let dir = TempDir::new(tag).unwrap();
     let mut lan = Lan::new(tag, &["m", "b"]).unwrap();
     lan.add_host(tag, "client").unwrap();
-    let m = Member::start(imp, &lan, 0, true, dir.path());
+    let flag = dir.path().join("service-up");
+    std::fs::write(&flag, "").unwrap();
+    let check = (fault == Fault::Check).then_some(flag.as_path());
+    let m = Member::start(imp, &lan, 0, true, dir.path(), check);
     m.wait("MASTER", Duration::from_secs(10));
-    let b = Member::start(imp, &lan, 1, false, dir.path());
+    let b = Member::start(imp, &lan, 1, false, dir.path(), check);
     b.wait("BACKUP", Duration::from_secs(10));
     let probe = Probe::start(&lan.hosts[2].ns, VIP).unwrap();
     std::thread::sleep(Duration::from_millis(700));
@@ -246,6 +281,7 @@ fn trial(imp: Impl, fault: Fault, tag: &str) -> (f64, f64) {
         Fault::Kill => m.signal(Signal::SIGKILL),
         Fault::Term => m.signal(Signal::SIGTERM),
         Fault::Cable => lan.cable(0, false).unwrap(),
+        Fault::Check => std::fs::remove_file(&flag).unwrap(),
     }
     while !b.is("MASTER") && start.elapsed() < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_millis(2));
@@ -270,9 +306,9 @@ enum Forgery {
 fn flood(imp: Impl, forgery: Forgery, secs: u64, tag: &str) -> (f64, u64, f64) {
     let dir = TempDir::new(tag).unwrap();
     let lan = Lan::new(tag, &["m", "b", "flooder"]).unwrap();
-    let m = Member::start(imp, &lan, 0, true, dir.path());
+    let m = Member::start(imp, &lan, 0, true, dir.path(), None);
     m.wait("MASTER", Duration::from_secs(10));
-    let b = Member::start(imp, &lan, 1, false, dir.path());
+    let b = Member::start(imp, &lan, 1, false, dir.path(), None);
     b.wait("BACKUP", Duration::from_secs(10));
     let vip: Ipv4Addr = VIP.parse().unwrap();
     let payload = match imp {
@@ -423,6 +459,10 @@ fn main() {
         (Fault::Kill, "Failover: master SIGKILLed"),
         (Fault::Cable, "Failover: master's link down (cable pull)"),
         (Fault::Term, "Planned handover: master SIGTERM"),
+        (
+            Fault::Check,
+            "Failover: the master's health check fails (bound = its detection, 2 x 1 s)",
+        ),
     ] {
         println!("\n### {title} ({trials} trials; seconds)\n");
         println!(
@@ -430,6 +470,10 @@ fn main() {
         );
         println!("|---|---:|---|---|");
         let mut impls = vec![Impl::Carp, Impl::Ucarp, Impl::Keepalived];
+        if fault == Fault::Check {
+            // ucarp has no health checks.
+            impls.retain(|i| *i != Impl::Ucarp);
+        }
         if fault == Fault::Cable {
             impls.extend([
                 Impl::CarpVrrp(100),
@@ -439,12 +483,17 @@ fn main() {
         }
         for imp in impls {
             let runs: Vec<(f64, f64)> = (0..trials).map(|_| trial(imp, fault, &tag())).collect();
+            let bound = if fault == Fault::Check {
+                CHECK_DETECT
+            } else {
+                imp.bound()
+            };
             let t = stats(runs.iter().map(|r| r.0).collect());
             let g = stats(runs.iter().map(|r| r.1).collect());
             println!(
                 "| {} | {:.3} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} |",
                 imp.name(),
-                imp.bound().as_secs_f64(),
+                bound.as_secs_f64(),
                 t.min,
                 t.median,
                 t.max,
@@ -455,7 +504,7 @@ fn main() {
             json.push(format!(
                 "{{\"bench\":\"{title}\",\"impl\":\"{}\",\"bound_s\":{:.4},\"takeover_s\":{:?},\"gap_s\":{:?}}}",
                 imp.name(),
-                imp.bound().as_secs_f64(),
+                bound.as_secs_f64(),
                 runs.iter().map(|r| (r.0 * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
                 runs.iter().map(|r| (r.1 * 1000.0).round() / 1000.0).collect::<Vec<_>>()
             ));

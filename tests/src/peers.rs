@@ -118,23 +118,46 @@ impl Keepalived {
         vip: &str,
         interval_ms: u32,
     ) -> Self {
-        let instance = Self::instance(vrid, priority, vip, interval_ms);
+        let instance = Self::instance(vrid, priority, vip, interval_ms, "");
         Self::spawn(ns, dir, name, &instance)
+    }
+
+    /// One VRRPv3 instance (1 s adverts) that tracks a health check, as keepalived users
+    /// write it: `vrrp_script` + `track_script`, the check passing while `flag` exists
+    /// (every second, 2 falls or rises to change, the priority 60 lower while it fails).
+    pub fn start_tracking(
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        vrid: u8,
+        priority: u8,
+        vip: &str,
+        flag: &Path,
+    ) -> Self {
+        let script = format!(
+            "vrrp_script chk {{\n  script \"/usr/bin/test -e {}\"\n  interval 1\n  fall 2\n  \
+             rise 2\n  weight -60\n}}\n",
+            flag.display()
+        );
+        let track = "  track_script {\n    chk\n  }\n";
+        let instance = Self::instance(vrid, priority, vip, 1000, track);
+        Self::spawn(ns, dir, name, &(script + &instance))
     }
 
     /// `n` instances (VRIDs 1..=n, IPv6 VIPs 2001:db8::100:vrid) in one keepalived.
     pub fn start_many(ns: &Netns, dir: &Path, name: &str, n: u8, priority: u8) -> Self {
         let instances: String = (1..=n)
-            .map(|v| Self::instance(v, priority, &format!("2001:db8::100:{v:x}/64"), 1000))
+            .map(|v| Self::instance(v, priority, &format!("2001:db8::100:{v:x}/64"), 1000, ""))
             .collect();
         Self::spawn(ns, dir, name, &instances)
     }
 
-    fn instance(vrid: u8, priority: u8, vip: &str, interval_ms: u32) -> String {
+    /// A `vrrp_instance` block; `extra` goes in it as it is.
+    fn instance(vrid: u8, priority: u8, vip: &str, interval_ms: u32, extra: &str) -> String {
         format!(
             "vrrp_instance VI_{vrid} {{\n  state BACKUP\n  interface eth0\n  \
              virtual_router_id {vrid}\n  priority {priority}\n  advert_int {}\n  \
-             virtual_ipaddress {{\n    {vip}\n  }}\n}}\n",
+             virtual_ipaddress {{\n    {vip}\n  }}\n{extra}}}\n",
             f64::from(interval_ms) / 1000.0
         )
     }
