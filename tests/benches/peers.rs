@@ -130,9 +130,10 @@ impl Member {
                 .unwrap(),
             ),
             Impl::Ucarp => {
-                // ucarp leaves the VIP to its scripts.
-                let up = dir.join("up.sh");
-                let down = dir.join("down.sh");
+                // ucarp leaves the VIP to its scripts; each host its own, as rewriting one
+                // the other host's ucarp is running fails with ETXTBSY.
+                let up = dir.join(format!("{name}.up.sh"));
+                let down = dir.join(format!("{name}.down.sh"));
                 std::fs::write(&up, "#!/bin/sh\nip addr add $2/24 dev $1\n").unwrap();
                 std::fs::write(&down, "#!/bin/sh\nip addr del $2/24 dev $1\n").unwrap();
                 for s in [&up, &down] {
