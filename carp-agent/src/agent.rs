@@ -884,7 +884,8 @@ impl Agent {
                 kept.push(c);
             } else {
                 if c.health.failing() {
-                    self.demote_for(&c.spec, -c.spec.demote);
+                    self.demotion
+                        .adjust_in(c.spec.group.as_deref(), -c.spec.demote);
                     changed = true;
                 }
                 tracing::info!("check {} removed", c.spec.name);
@@ -908,13 +909,6 @@ impl Agent {
         self.checks = kept;
         if changed {
             self.broadcast_demotion().await;
-        }
-    }
-
-    fn demote_for(&mut self, spec: &Check, delta: i32) {
-        match &spec.group {
-            Some(g) => self.demotion.adjust_group(g, delta),
-            None => self.demotion.adjust(delta),
         }
     }
 
@@ -948,11 +942,11 @@ impl Agent {
                     report.result.err().unwrap_or_default(),
                     spec.demote
                 );
-                self.demote_for(&spec, spec.demote);
+                self.demotion.adjust_in(spec.group.as_deref(), spec.demote);
             }
             (true, false) => {
                 tracing::info!("check {} healthy again: {whom} promoted back", spec.name);
-                self.demote_for(&spec, -spec.demote);
+                self.demotion.adjust_in(spec.group.as_deref(), -spec.demote);
             }
             _ => {
                 tracing::info!("check {} healthy", spec.name);
@@ -1013,10 +1007,7 @@ impl Agent {
                     '=' => value - current,
                     _ => return Reply::err(format!("unknown demotion operator {op:?}")),
                 };
-                match &group {
-                    Some(g) => self.demotion.adjust_group(g, delta),
-                    None => self.demotion.adjust(delta),
-                }
+                self.demotion.adjust_in(group.as_deref(), delta);
                 tracing::info!(
                     "demotion {}{delta:+} by operator",
                     group

@@ -42,6 +42,14 @@ impl<K: Ord + Clone> Demotion<K> {
         *v = v.saturating_add(delta);
     }
 
+    /// Adds `delta` to `group`'s counter, or to the global one when there is none.
+    pub fn adjust_in(&mut self, group: Option<&str>, delta: i32) {
+        match group {
+            Some(g) => self.adjust_group(g, delta),
+            None => self.adjust(delta),
+        }
+    }
+
     /// The demotion that applies to a VHID in `groups`.
     pub fn effective<'a>(&self, groups: impl IntoIterator<Item = &'a str>) -> i32 {
         groups
