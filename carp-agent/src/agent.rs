@@ -13,7 +13,7 @@ use crate::{
     hmac::{Auth, Counter},
     hooks, metrics,
     netlink::{self, Link, Netlink},
-    send::{PacketSocket, UnicastSocket},
+    send::{Memberships, PacketSocket, UnicastSocket},
     xdp::{DataPlane, parse_event, vhid_entry},
 };
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -25,7 +25,7 @@ use carp_common::{
 use futures_util::StreamExt as _;
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv6Addr},
+    net::IpAddr,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -48,7 +48,8 @@ struct Iface {
     dp: DataPlane,
     mode: XdpMode,
     packet: PacketSocket,
-    unicast: BTreeMap<bool, UnicastSocket>,
+    /// Raw sockets for unicast adverts, one per source address.
+    unicast: BTreeMap<IpAddr, UnicastSocket>,
 }
 
 #[derive(Default)]
@@ -57,7 +58,6 @@ struct Counters {
     adverts_sent: u64,
     adverts_received: u64,
     send_errors: u64,
-    bad_digests: u64,
 }
 
 struct Vhid {
@@ -68,11 +68,17 @@ struct Vhid {
     counter: Counter,
     /// Address adverts go out from.
     src: IpAddr,
-    /// Source of a second advert, of the other family, for a CARP VHID with VIPs of both:
-    /// FreeBSD's carp_send_ad_locked sends one per family the VHID has addresses of.
+    /// Source of adverts of the other family: for a CARP VHID with VIPs of both (FreeBSD's
+    /// carp_send_ad_locked sends one per family the VHID has addresses of), or for its
+    /// unicast peers of that family.
     also_from: Option<IpAddr>,
     /// MAC that answers for the VIPs and sources multicast adverts.
     mac: [u8; 6],
+    /// NAs carry the Router flag (see [`flags::ROUTER`]).
+    router: bool,
+    /// VIPs (on lo) whose subnet the master routes over the interface.
+    routed: Vec<(IpAddr, u8)>,
+    _memberships: Memberships,
     hooks: hooks::Queue,
     since: Instant,
     last_reason: Reason,
@@ -135,8 +141,10 @@ struct Agent {
     hook_runs: BTreeMap<String, u64>,
 }
 
-/// Checks what needs the system: interfaces exist, VIPs fit their subnets, a source
-/// address exists. Returns one mistake per problem, like config validation.
+/// Checks what needs the system: interfaces exist, VIPs are not host addresses, a source
+/// address exists. A VIP outside the interface's subnets is fine (carp.sh basic_v4: the
+/// master routes the VIP's subnet over the interface). Returns one mistake per problem,
+/// like config validation.
 async fn check_system(nl: &Netlink, plans: &[Plan]) -> Result<BTreeMap<String, Link>, Vec<String>> {
     let mut links = BTreeMap::new();
     let mut mistakes = Vec::new();
@@ -154,19 +162,25 @@ async fn check_system(nl: &Netlink, plans: &[Plan]) -> Result<BTreeMap<String, L
             }
         }
         let index = links[&p.interface].index;
-        let addrs = nl.addresses(index).await.unwrap_or_default();
-        let own: Vec<_> = addrs
-            .iter()
-            .filter(|(a, _)| !p.vips.iter().any(|(v, _)| v == a))
-            .collect();
+        let mut addrs = nl.addresses(index).await.unwrap_or_default();
+        if let Ok(lo) = nl.link("lo").await {
+            addrs.extend(nl.addresses(lo.index).await.unwrap_or_default());
+        }
         for (vip, _) in &p.vips {
-            // FreeBSD's carp_set_addr: a VIP must sit in a subnet of the interface.
-            if !own.iter().any(|(a, len)| same_subnet(*a, *vip, *len)) && p.peers.is_empty() {
+            // The agent adds and removes its VIPs: one that is already a host address would
+            // be taken from the host when this VHID is not master.
+            if addrs.iter().any(|a| a.addr == *vip && !a.vip) {
                 mistakes.push(format!(
-                    "{at}: VIP {vip} is not in any subnet configured on {}",
-                    p.interface
+                    "{at}: VIP {vip} is already an address of this host; a VIP must be an address \
+                     only the master holds"
                 ));
             }
+        }
+        if crate::addrs::advert_sources(p, &addrs).is_none() {
+            mistakes.push(format!(
+                "{at}: {} has no address to send adverts from (to the peers' family and scope)",
+                p.interface
+            ));
         }
     }
     if mistakes.is_empty() {
@@ -174,6 +188,13 @@ async fn check_system(nl: &Netlink, plans: &[Plan]) -> Result<BTreeMap<String, L
     } else {
         Err(mistakes)
     }
+}
+
+/// Whether the host forwards IPv6 on `interface`, which makes CARP's NAs carry the Router
+/// flag (nd6_na_output reads V_ip6_forwarding).
+fn ipv6_forwarding(interface: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{interface}/forwarding"))
+        .is_ok_and(|v| v.trim() == "1")
 }
 
 /// A file's inode: tells our control socket from one a successor bound.
@@ -191,58 +212,6 @@ fn monotonic_ns() -> u64 {
 /// "1 VHID", "2 VHIDs": for the log and `check`.
 pub fn vhids(n: usize) -> String {
     format!("{n} VHID{}", if n == 1 { "" } else { "s" })
-}
-
-/// The address adverts go out from: IPv4 when the VHID has an IPv4 VIP (ucarp speaks
-/// IPv4 only, and the election breaks ties by this address), else IPv6. Never a VIP.
-fn advert_source(plan: &Plan, addrs: &[(IpAddr, u8)]) -> Option<IpAddr> {
-    let v4 = plan.vips.iter().any(|(v, _)| v.is_ipv4());
-    family_source(plan, addrs, !v4)
-}
-
-/// The interface's first IPv4 address, or its link-local IPv6 address (RFC 5798 requires
-/// it for VRRPv3, FreeBSD sends CARP from it too), else any IPv6 one. Never a VIP.
-fn family_source(plan: &Plan, addrs: &[(IpAddr, u8)], v6: bool) -> Option<IpAddr> {
-    let own = addrs
-        .iter()
-        .map(|(a, _)| *a)
-        .filter(|a| !plan.vips.iter().any(|(v, _)| v == a));
-    if !v6 {
-        return own.clone().find(IpAddr::is_ipv4);
-    }
-    let v6: Vec<Ipv6Addr> = own
-        .filter_map(|a| match a {
-            IpAddr::V6(a) => Some(a),
-            IpAddr::V4(_) => None,
-        })
-        .collect();
-    v6.iter()
-        .find(|a| a.is_unicast_link_local())
-        .or(v6.first())
-        .map(|a| IpAddr::V6(*a))
-}
-
-/// Whether a second advert goes out from `src`'s other family: a multicast CARP VHID with
-/// VIPs of both families. (VRRPv3 runs one instance per family, RFC 5798; unicast peers
-/// name their family.)
-fn sends_both_families(plan: &Plan, src: IpAddr) -> bool {
-    plan.protocol == Protocol::Carp
-        && plan.peers.is_empty()
-        && plan.vips.iter().any(|(v, _)| v.is_ipv6() != src.is_ipv6())
-}
-
-fn same_subnet(a: IpAddr, b: IpAddr, len: u8) -> bool {
-    match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(b) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(b) & mask
-        }
-        _ => false,
-    }
 }
 
 /// Validates the configuration against the system; errors here exit with code 2.
@@ -476,12 +445,10 @@ impl Agent {
             }
             self.attach(&link, plan.mac == MacMode::Virtual).await?;
             let addrs = self.nl.addresses(link.index).await?;
-            let src = match plan.src {
-                Some(src) => src,
-                None => advert_source(&plan, &addrs).with_context(|| {
-                    format!("{} has no address to send adverts from", plan.interface)
-                })?,
-            };
+            let sources = crate::addrs::advert_sources(&plan, &addrs).with_context(|| {
+                format!("{} has no address to send adverts from", plan.interface)
+            })?;
+            let src = sources.first;
             let mac = match plan.mac {
                 MacMode::Virtual => match plan.timing {
                     Timing::Vrrp3 { .. } if src.is_ipv6() => wire::virtual_mac_v6(plan.vhid),
@@ -493,18 +460,38 @@ impl Agent {
                 Protocol::Carp => Some(Auth::new(&plan.password, plan.vhid, &plan.vip_addrs())?),
                 Protocol::Vrrp3 => None,
             };
-            let dual = sends_both_families(&plan, src);
-            let also_from = dual
-                .then(|| family_source(&plan, &addrs, src.is_ipv4()))
-                .flatten();
-            if dual && also_from.is_none() {
+            if plan.peers.is_empty()
+                && plan.protocol == Protocol::Carp
+                && sources.other.is_none()
+                && plan.vips.iter().any(|(v, _)| v.is_ipv6() != src.is_ipv6())
+            {
                 tracing::warn!(
                     "vhid {} on {}: no address of the VIPs' other family; adverts go out from {src} only",
                     plan.vhid,
                     plan.interface
                 );
             }
-            let machine = Machine::new(plan.machine(src));
+            // VIPs on lo leave their subnet unrouted when it is not one of the interface's.
+            let own: Vec<_> = addrs.iter().filter(|a| !a.vip).collect();
+            let routed = plan
+                .vips
+                .iter()
+                .copied()
+                .filter(|(vip, prefix)| {
+                    self.options.config.agent.vips_on == VipPlacement::Loopback
+                        && *prefix < if vip.is_ipv4() { 32 } else { 128 }
+                        && !own
+                            .iter()
+                            .any(|o| crate::addrs::same_subnet(o.addr, *vip, o.prefix))
+                })
+                .collect();
+            let router = match plan.protocol {
+                Protocol::Vrrp3 => true,
+                Protocol::Carp => ipv6_forwarding(&link.name),
+            };
+            let memberships = Memberships::join(link.index, &plan)
+                .with_context(|| format!("joining multicast groups on {}", plan.interface))?;
+            let machine = Machine::new(plan.machine(src, sources.other));
             let hooks = hooks::Queue::start(self.hooks_tx.clone());
             let v = Vhid {
                 ifindex: link.index,
@@ -512,8 +499,11 @@ impl Agent {
                 auth,
                 counter: Counter::default(),
                 src,
-                also_from,
+                also_from: sources.other,
                 mac,
+                router,
+                routed,
+                _memberships: memberships,
                 hooks,
                 since: Instant::now(),
                 last_reason: Reason::LinkDown,
@@ -577,6 +567,9 @@ impl Agent {
         if v.plan.mac == MacMode::Virtual {
             fl |= flags::VMAC;
         }
+        if v.router {
+            fl |= flags::ROUTER;
+        }
         let version = match v.plan.protocol {
             Protocol::Carp => wire::VERSION,
             Protocol::Vrrp3 => vrrp::VERSION,
@@ -622,8 +615,10 @@ impl Agent {
         let Some(iface) = self.ifaces.get_mut(&v.plan.interface) else {
             return;
         };
-        let payload_for = |v: &mut Vhid, rng: &mut rand::rngs::ThreadRng, dst: IpAddr| match timing
-        {
+        let payload_for = |v: &mut Vhid,
+                           rng: &mut rand::rngs::ThreadRng,
+                           src: IpAddr,
+                           dst: IpAddr| match timing {
             Timing::Carp { advbase, advskew } => {
                 let counter = v.counter.next(rand::Rng::random(rng));
                 let digest = v.auth.as_ref().map(|a| a.sign(counter)).unwrap_or_default();
@@ -644,7 +639,7 @@ impl Agent {
                 priority,
                 interval_cs,
             } => frame::vrrp_payload(
-                v.src,
+                src,
                 dst,
                 vrrp::Vrrp3Header {
                     vrid: v.plan.vhid,
@@ -658,27 +653,35 @@ impl Agent {
         let mut ok = true;
         if v.plan.peers.is_empty() {
             for src in std::iter::once(v.src).chain(v.also_from) {
-                if let Some(payload) = payload_for(v, &mut self.rng, frame::group(src)) {
+                if let Some(payload) = payload_for(v, &mut self.rng, src, frame::group(src)) {
                     let f = frame::advert(src, v.mac, None, &payload);
                     ok &= iface.packet.send(&f).is_ok();
                 }
             }
         } else {
-            let v6 = v.src.is_ipv6();
-            let sock = match iface.unicast.entry(v6) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    match UnicastSocket::bind(&v.plan.interface, v6) {
-                        Ok(s) => e.insert(s),
-                        Err(err) => {
-                            tracing::error!("vhid {}: {err:#}", v.plan.vhid);
-                            return;
+            for peer in v.plan.peers.clone() {
+                // From our address of the peer's family, bound, so the peer sees the address
+                // the tie-break compares.
+                let Some(from) = std::iter::once(v.src)
+                    .chain(v.also_from)
+                    .find(|s| s.is_ipv6() == peer.is_ipv6())
+                else {
+                    continue;
+                };
+                let sock = match iface.unicast.entry(from) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        match UnicastSocket::bind(&iface.link, from) {
+                            Ok(s) => e.insert(s),
+                            Err(err) => {
+                                tracing::error!("vhid {}: {err:#}", v.plan.vhid);
+                                ok = false;
+                                continue;
+                            }
                         }
                     }
-                }
-            };
-            for peer in v.plan.peers.clone() {
-                if let Some(payload) = payload_for(v, &mut self.rng, peer) {
+                };
+                if let Some(payload) = payload_for(v, &mut self.rng, from, peer) {
                     ok &= sock.send(&payload, peer).is_ok();
                 }
             }
@@ -743,18 +746,28 @@ impl Agent {
                     tracing::error!("vhid {}: {e:#}", v.plan.vhid);
                 }
             }
+            for (vip, prefix) in &v.routed {
+                if let Err(e) = self.nl.add_subnet_route(v.ifindex, *vip, *prefix).await {
+                    tracing::error!("vhid {}: {e:#}", v.plan.vhid);
+                }
+            }
             if let Some(iface) = self.ifaces.get(&v.plan.interface) {
                 for _ in 0..v.plan.garp_count.max(1) {
                     for (vip, _) in &v.plan.vips {
                         let f = match vip {
                             IpAddr::V4(a) => frame::gratuitous_arp(v.mac, *a, None),
-                            IpAddr::V6(a) => frame::unsolicited_na(v.mac, *a, None),
+                            IpAddr::V6(a) => frame::unsolicited_na(v.mac, *a, v.router, None),
                         };
                         let _ = iface.packet.send(&f);
                     }
                 }
             }
         } else if from == State::Master {
+            for (vip, prefix) in &v.routed {
+                if let Err(e) = self.nl.del_subnet_route(v.ifindex, *vip, *prefix).await {
+                    tracing::error!("vhid {}: {e:#}", v.plan.vhid);
+                }
+            }
             for (vip, prefix) in &v.plan.vips {
                 let (index, _) = self.vip_home(v.ifindex, *vip, *prefix);
                 if let Err(e) = self.nl.del_vip(index, *vip).await {
@@ -800,16 +813,8 @@ impl Agent {
             return;
         };
         let v = &mut self.vhids[i];
+        // The XDP program verified the digest (or the VRRP checksum) before handing it over.
         let timing = if ev.version == wire::VERSION {
-            if ev.verified == 0
-                && !v
-                    .auth
-                    .as_ref()
-                    .is_some_and(|a| a.verify(ev.counter, &ev.digest))
-            {
-                v.n.bad_digests += 1;
-                return;
-            }
             v.counter.adopt(ev.counter);
             Timing::Carp {
                 advbase: ev.advbase,
@@ -822,8 +827,12 @@ impl Agent {
             }
         };
         v.n.adverts_received += 1;
-        let src = ev.src_addr();
-        self.feed(i, Event::Advert(Advert { src, timing })).await;
+        let advert = Advert {
+            src: ev.src_addr(),
+            timing,
+            demote: ev.demote,
+        };
+        self.feed(i, Event::Advert(advert)).await;
         self.apply_pending_demotion().await;
     }
 
@@ -1066,7 +1075,6 @@ impl Agent {
                     adverts_sent: v.n.adverts_sent,
                     adverts_received: v.n.adverts_received,
                     send_errors: v.n.send_errors,
-                    bad_digests: v.n.bad_digests,
                 }
             })
             .collect();
@@ -1219,20 +1227,5 @@ impl Agent {
             }
         }
         tracing::info!("carp-agent stopped");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subnets() {
-        let a = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(same_subnet(a("192.0.2.1"), a("192.0.2.50"), 24));
-        assert!(!same_subnet(a("192.0.2.1"), a("198.51.100.50"), 24));
-        assert!(same_subnet(a("192.0.2.1"), a("10.0.0.1"), 0));
-        assert!(same_subnet(a("2001:db8::1"), a("2001:db8::50"), 64));
-        assert!(!same_subnet(a("2001:db8::1"), a("192.0.2.1"), 0));
     }
 }

@@ -326,12 +326,13 @@ impl Plan {
         self.vips.iter().map(|(a, _)| *a).collect()
     }
 
-    /// The election settings, given the address adverts go out from.
-    pub fn machine(&self, local_addr: IpAddr) -> MachineConfig {
+    /// The election settings, given the addresses adverts go out from.
+    pub fn machine(&self, local_addr: IpAddr, local_other: Option<IpAddr>) -> MachineConfig {
         MachineConfig {
             timing: self.timing,
             preempt: self.preempt,
             local_addr,
+            local_other,
         }
     }
 }

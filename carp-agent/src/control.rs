@@ -123,7 +123,6 @@ pub struct VhidStatus {
     pub adverts_sent: u64,
     pub adverts_received: u64,
     pub send_errors: u64,
-    pub bad_digests: u64,
 }
 
 impl Status {
@@ -150,15 +149,14 @@ impl Status {
             }
             out += &format!(
                 "\tsince {:.1}s ({}), {} transitions, adverts sent {} received {}, \
-                 demotion {}, send errors {}, bad digests {}\n",
+                 demotion {}, send errors {}\n",
                 v.seconds_in_state,
                 v.last_reason,
                 v.transitions,
                 v.adverts_sent,
                 v.adverts_received,
                 v.demotion,
-                v.send_errors,
-                v.bad_digests
+                v.send_errors
             );
         }
         for i in &self.interfaces {

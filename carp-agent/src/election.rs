@@ -61,9 +61,22 @@ pub struct Config {
     /// Take over from a less preferred master (FreeBSD `net.inet.carp.preempt`, default
     /// off; VRRP's Preempt_Mode, default on).
     pub preempt: bool,
-    /// The address adverts are sent from. Adverts from it are our own and ignored; VRRP
-    /// breaks priority ties with it.
+    /// The address adverts are sent from. Adverts from it are our own and ignored; ties
+    /// are broken against it.
     pub local_addr: IpAddr,
+    /// The address adverts of the other family go out from, if any (a CARP VHID with VIPs
+    /// or unicast peers of both families): ties with a sender of that family are broken
+    /// against it, so both sides compare the addresses actually on the wire.
+    pub local_other: Option<IpAddr>,
+}
+
+impl Config {
+    /// Our address of `peer`'s family, to compare it with.
+    fn local_for(&self, peer: IpAddr) -> IpAddr {
+        self.local_other
+            .filter(|o| o.is_ipv6() == peer.is_ipv6())
+            .unwrap_or(self.local_addr)
+    }
 }
 
 /// An authenticated advert, as the machine needs it.
@@ -71,6 +84,9 @@ pub struct Config {
 pub struct Advert {
     pub src: IpAddr,
     pub timing: Timing,
+    /// CARP byte 4: OpenBSD's demotion count of the sender (`carp_group_demote_count`);
+    /// FreeBSD and ucarp send 0, and so do we, folding demotion into advskew instead.
+    pub demote: u8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +114,8 @@ pub enum Reason {
     Preempt,
     /// The master announced an interval so long it is certain to time out (BSD bow-out).
     MasterBowedOut,
+    /// The master announced an OpenBSD demotion count above ours (0).
+    MasterDemoted,
     /// A master heard an equal or more preferred master.
     PreferredMaster,
     /// VRRP: the priority is 255, the addresses are ours.
@@ -114,6 +132,7 @@ impl std::fmt::Display for Reason {
             Reason::MasterDown => "master timed out",
             Reason::Preempt => "preempting a less preferred master",
             Reason::MasterBowedOut => "master bowed out",
+            Reason::MasterDemoted => "master is demoted",
             Reason::PreferredMaster => "more preferred master heard",
             Reason::Owner => "address owner",
             Reason::Forced => "operator request",
@@ -424,7 +443,7 @@ impl Machine {
     }
 
     fn on_advert(&mut self, now: Duration, ad: Advert, out: &mut Vec<Action>) {
-        if ad.src == self.cfg.local_addr {
+        if ad.src == self.cfg.local_addr || Some(ad.src) == self.cfg.local_other {
             self.looped += 1;
             return;
         }
@@ -440,6 +459,7 @@ impl Machine {
                 ad.src,
                 advbase,
                 carp_units(their_base, u32::from(their_skew)),
+                ad.demote,
                 out,
             ),
             (
@@ -454,13 +474,17 @@ impl Machine {
         }
     }
 
-    /// carp_input_c, after the digest verified.
+    /// carp_input_c, after the digest verified. A non-zero demote byte comes from OpenBSD,
+    /// whose carp_proto_input_c compares it before the intervals: a master yields only to
+    /// a sender whose demote count is not above its own, and a backup takes over from a
+    /// master whose count is above its own even without preemption. Ours is always 0.
     fn carp_advert(
         &mut self,
         now: Duration,
         src: IpAddr,
         advbase: u8,
         theirs: u32,
+        demote: u8,
         out: &mut Vec<Action>,
     ) {
         let ours = carp_units(advbase, self.demoted_skew());
@@ -473,8 +497,9 @@ impl Machine {
             // do we, in ucarp's order, so that against ucarp exactly one side yields and
             // against FreeBSD at least one does.
             State::Master => {
-                if ours > theirs
-                    || (ours == theirs && ucarp_order(src) < ucarp_order(self.cfg.local_addr))
+                let local = self.cfg.local_for(src);
+                if demote == 0
+                    && (ours > theirs || (ours == theirs && ucarp_order(src) < ucarp_order(local)))
                 {
                     self.become_backup(now, Reason::PreferredMaster, out);
                 }
@@ -482,8 +507,11 @@ impl Machine {
             State::Backup => {
                 // "the master is going to advertise at such a low frequency that he's
                 // guaranteed to time out": the bow-out advert lands here.
-                let bowed_out = carp_units(3 * advbase, self.demoted_skew()) < theirs;
-                if self.cfg.preempt && ours < theirs {
+                // In u32: 3 x advbase overflows a byte above 85 (FreeBSD computes in int).
+                let bowed_out = 3 * u32::from(advbase) * SKEW_UNITS + self.demoted_skew() < theirs;
+                if demote > 0 {
+                    self.become_master(now, Reason::MasterDemoted, out);
+                } else if self.cfg.preempt && ours < theirs {
                     let reason = if bowed_out {
                         Reason::MasterBowedOut
                     } else {
@@ -525,7 +553,7 @@ impl Machine {
             State::Master => {
                 if priority == vrrp::PRIORITY_STOP {
                     self.advertise(now, out);
-                } else if priority > mine || (priority == mine && src > self.cfg.local_addr) {
+                } else if priority > mine || (priority == mine && src > self.cfg.local_for(src)) {
                     self.master_interval_cs = interval_cs;
                     self.become_backup(now, Reason::PreferredMaster, out);
                 }
@@ -553,6 +581,7 @@ mod tests {
             },
             preempt,
             local_addr: ip(1),
+            local_other: None,
         })
     }
 
@@ -564,6 +593,7 @@ mod tests {
             },
             preempt,
             local_addr: ip(1),
+            local_other: None,
         })
     }
 
@@ -571,6 +601,7 @@ mod tests {
         Event::Advert(Advert {
             src: ip(src),
             timing: Timing::Carp { advbase, advskew },
+            demote: 0,
         })
     }
 
@@ -581,6 +612,7 @@ mod tests {
                 priority,
                 interval_cs: 100,
             },
+            demote: 0,
         })
     }
 
@@ -685,6 +717,7 @@ mod tests {
                     advbase: 1,
                     advskew: 50,
                 },
+                demote: 0,
             }),
         );
         assert_eq!(

@@ -5,7 +5,7 @@ use carp_common::{checksum, vrrp, wire};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use carp_common::ether::{ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMPV6};
-use carp_common::ether::{NA_OVERRIDE, ND_NEIGHBOR_ADVERT};
+use carp_common::ether::{NA_OVERRIDE, NA_ROUTER, ND_NEIGHBOR_ADVERT};
 /// DSCP 56 (CS7, network control) in the TOS byte, as modern FreeBSD marks adverts.
 pub const TOS_CS7: u8 = 56 << 2;
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -155,9 +155,10 @@ pub fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], message: &[u8]) -> u16 {
 }
 
 /// An unsolicited Neighbor Advertisement for `vip` at `mac` to all nodes, Override set
-/// (what BSD's carp_send_na sends).
-pub fn unsolicited_na(mac: [u8; 6], vip: Ipv6Addr, vlan: Option<u16>) -> Vec<u8> {
-    let mut na = vec![ND_NEIGHBOR_ADVERT, 0, 0, 0, NA_OVERRIDE, 0, 0, 0];
+/// (what BSD's carp_send_na sends), Router set for a router (see `maps::flags::ROUTER`).
+pub fn unsolicited_na(mac: [u8; 6], vip: Ipv6Addr, router: bool, vlan: Option<u16>) -> Vec<u8> {
+    let flags = NA_OVERRIDE | if router { NA_ROUTER } else { 0 };
+    let mut na = vec![ND_NEIGHBOR_ADVERT, 0, 0, 0, flags, 0, 0, 0];
     na.extend_from_slice(&vip.octets());
     na.extend_from_slice(&[2, 1]);
     na.extend_from_slice(&mac);
@@ -183,9 +184,12 @@ mod tests {
     #[test]
     fn na_checksum_verifies() {
         let vip: Ipv6Addr = "2001:db8::50".parse().unwrap();
-        let f = unsolicited_na([0, 0, 0x5e, 0, 1, 1], vip, None);
+        let f = unsolicited_na([0, 0, 0x5e, 0, 1, 1], vip, false, None);
         assert_eq!(icmpv6_checksum(&vip.octets(), &ALL_NODES, &f[54..]), 0);
         assert_eq!(f[54 + 4], NA_OVERRIDE);
+        let f = unsolicited_na([0, 0, 0x5e, 0, 2, 1], vip, true, None);
+        assert_eq!(icmpv6_checksum(&vip.octets(), &ALL_NODES, &f[54..]), 0);
+        assert_eq!(f[54 + 4], NA_OVERRIDE | NA_ROUTER);
     }
 
     #[test]

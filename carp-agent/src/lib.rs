@@ -1,5 +1,6 @@
 //! carp-agent: the userspace side of carp.
 
+pub mod addrs;
 pub mod agent;
 pub mod config;
 pub mod control;

@@ -93,7 +93,6 @@ pub fn render(
     let demotion = Family::<VhidLabels, Gauge>::default();
     let sent = Family::<VhidLabels, Counter>::default();
     let received = Family::<VhidLabels, Counter>::default();
-    let bad = Family::<VhidLabels, Counter>::default();
     let trans = Family::<ReasonLabels, Counter>::default();
     let xdp = Family::<XdpLabels, Counter>::default();
     let hook = Family::<HookLabels, Counter>::default();
@@ -111,7 +110,6 @@ pub fn render(
         demotion.get_or_create(&l).set(i64::from(v.demotion));
         sent.get_or_create(&l).inc_by(v.adverts_sent);
         received.get_or_create(&l).inc_by(v.adverts_received);
-        bad.get_or_create(&l).inc_by(v.bad_digests);
     }
     for ((interface, vhid, reason), n) in transitions {
         trans
@@ -145,11 +143,6 @@ pub fn render(
     registry.register("vhid_demotion", "Demotion applied to the VHID", demotion);
     registry.register("adverts_sent", "Adverts sent", sent);
     registry.register("adverts_received", "Valid adverts received", received);
-    registry.register(
-        "bad_digests",
-        "Adverts the agent rejected for their HMAC",
-        bad,
-    );
     registry.register("transitions", "State changes by reason", trans);
     registry.register(
         "xdp_packets",

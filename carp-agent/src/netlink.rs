@@ -4,12 +4,14 @@
 use anyhow::{Context as _, Result, anyhow, bail};
 use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use rtnetlink::{
-    Handle, LinkUnspec, MulticastGroup, new_connection, new_multicast_connection,
+    Handle, LinkUnspec, MulticastGroup, RouteMessageBuilder, new_connection,
+    new_multicast_connection,
     packet_core::NetlinkPayload,
     packet_route::{
         RouteNetlinkMessage,
-        address::{AddressAttribute, AddressFlags},
+        address::{AddressAttribute, AddressFlags, AddressMessage, AddressProtocol},
         link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+        route::{RouteMessage, RouteScope},
     },
 };
 use std::net::IpAddr;
@@ -91,8 +93,9 @@ impl Netlink {
         }
     }
 
-    /// The addresses on an interface, with prefix lengths.
-    pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>> {
+    /// The addresses on an interface, with prefix lengths, and whether each is a VIP this
+    /// agent (or a killed predecessor) added.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<Address>> {
         let msgs: Vec<_> = self
             .handle
             .address()
@@ -106,7 +109,11 @@ impl Netlink {
             .iter()
             .filter_map(|m| {
                 m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Address(ip) => Some((*ip, m.header.prefix_len)),
+                    AddressAttribute::Address(ip) => Some(Address {
+                        addr: *ip,
+                        prefix: m.header.prefix_len,
+                        vip: is_vip(m),
+                    }),
                     _ => None,
                 })
             })
@@ -117,6 +124,11 @@ impl Netlink {
     /// detection: the election already decided who owns it.
     pub async fn add_vip(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
         let mut req = self.handle.address().add(index, addr, prefix);
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Protocol(AddressProtocol::Other(
+                VIP_PROTO,
+            )));
         if addr.is_ipv6() {
             req.message_mut()
                 .attributes
@@ -129,8 +141,8 @@ impl Netlink {
         }
     }
 
-    /// Removes a VIP if it is there.
-    /// Removes `addr` from the link; whether it was there.
+    /// Removes the VIP `addr` from the link if this agent (or a killed predecessor) added
+    /// it; whether it was there. A host address equal to it is never touched.
     pub async fn del_vip(&self, index: u32, addr: IpAddr) -> Result<bool> {
         let msgs: Vec<_> = self
             .handle
@@ -143,7 +155,7 @@ impl Netlink {
             .await
             .with_context(|| format!("looking up {addr}"))?;
         let mut removed = false;
-        for m in msgs {
+        for m in msgs.into_iter().filter(is_vip) {
             match self.handle.address().del(m).execute().await {
                 Ok(()) => removed = true,
                 Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENOENT)) => {}
@@ -151,6 +163,28 @@ impl Netlink {
             }
         }
         Ok(removed)
+    }
+
+    /// A route to the VIP's own subnet over the interface, from the VIP: the connected route
+    /// FreeBSD gets from `ifconfig em0 vhid 1 192.0.2.1/29` when the VIP's subnet is not
+    /// one of the interface's (carp.sh basic_v4). Already there is fine.
+    pub async fn add_subnet_route(&self, index: u32, vip: IpAddr, prefix: u8) -> Result<()> {
+        let req = self.handle.route().add(subnet_route(index, vip, prefix)?);
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(anyhow!("adding a route to {vip}/{prefix}: {e}")),
+        }
+    }
+
+    /// Removes the route [`Netlink::add_subnet_route`] added, if it is there.
+    pub async fn del_subnet_route(&self, index: u32, vip: IpAddr, prefix: u8) -> Result<()> {
+        let req = self.handle.route().del(subnet_route(index, vip, prefix)?);
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENOENT)) => Ok(()),
+            Err(e) => Err(anyhow!("removing the route to {vip}/{prefix}: {e}")),
+        }
     }
 
     /// Promiscuous mode, so frames to a virtual MAC reach the interface (BSD's ifpromisc).
@@ -162,6 +196,37 @@ impl Netlink {
             .await
             .map_err(|e| anyhow!("setting promiscuous mode: {e}"))
     }
+}
+
+fn subnet_route(index: u32, vip: IpAddr, prefix: u8) -> Result<RouteMessage> {
+    let net = crate::addrs::network(vip, prefix);
+    Ok(RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(net, prefix)
+        .and_then(|b| b.pref_source(vip))
+        .map_err(|e| anyhow!("route to {vip}/{prefix}: {e}"))?
+        .output_interface(index)
+        .scope(RouteScope::Link)
+        .build())
+}
+
+/// The IFA_PROTO value VIPs are added with (the CARP protocol number, as good a tag as
+/// any): a restarted agent removes what a killed one left behind, and nothing else.
+pub const VIP_PROTO: u8 = carp_common::wire::IPPROTO_CARP;
+
+/// An address on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address {
+    pub addr: IpAddr,
+    pub prefix: u8,
+    /// Added by carp-agent as a VIP (tagged with [`VIP_PROTO`]).
+    pub vip: bool,
+}
+
+fn is_vip(m: &AddressMessage) -> bool {
+    m.attributes
+        .contains(&AddressAttribute::Protocol(AddressProtocol::Other(
+            VIP_PROTO,
+        )))
 }
 
 /// Link changes (RTNLGRP_LINK) as they happen.

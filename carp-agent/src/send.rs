@@ -1,13 +1,15 @@
-//! Putting frames on the wire. Multicast adverts, gratuitous ARP and NAs go out whole
-//! through an AF_PACKET socket, so the source MAC can be the virtual one as on BSD;
-//! unicast adverts to configured peers go through a raw IP socket, so the kernel resolves
-//! the peer's MAC.
+//! Putting frames on the wire, and the memberships that let them in. Multicast adverts,
+//! gratuitous ARP and NAs go out whole through an AF_PACKET socket, so the source MAC can
+//! be the virtual one as on BSD; unicast adverts to configured peers go through a raw IP
+//! socket, so the kernel resolves the peer's MAC.
 
+use crate::{addrs::solicited_node, config::Plan, netlink::Link};
 use anyhow::{Context as _, Result};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use carp_common::wire;
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use std::{
     mem::{size_of, zeroed},
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6},
 };
 
 /// An AF_PACKET socket bound to one interface, for whole Ethernet frames.
@@ -44,14 +46,16 @@ impl PacketSocket {
     }
 }
 
-/// A raw IP socket for protocol 112 on one interface, for unicast adverts to peers.
+/// A raw IP socket for protocol 112 on one interface, bound to the advert source, for
+/// unicast adverts to peers.
 pub struct UnicastSocket {
     sock: Socket,
+    ifindex: u32,
 }
 
 impl UnicastSocket {
-    pub fn bind(interface: &str, family_v6: bool) -> Result<Self> {
-        let domain = if family_v6 {
+    pub fn bind(link: &Link, src: IpAddr) -> Result<Self> {
+        let domain = if src.is_ipv6() {
             Domain::IPV6
         } else {
             Domain::IPV4
@@ -60,22 +64,85 @@ impl UnicastSocket {
         let sock = Socket::new(domain, Type::RAW, Some(proto))
             .context("opening a raw IP socket (needs CAP_NET_RAW)")?;
         sock.set_nonblocking(true)?;
-        sock.bind_device(Some(interface.as_bytes()))
-            .with_context(|| format!("binding the raw socket to {interface}"))?;
+        sock.bind_device(Some(link.name.as_bytes()))
+            .with_context(|| format!("binding the raw socket to {}", link.name))?;
+        sock.bind(&SockAddr::from(scoped(src, link.index)))
+            .with_context(|| format!("binding the raw socket to {src}"))?;
         // Unicast adverts still carry TTL 255 (FreeBSD skips the check for them, ucarp
         // and BSD peers configured for multicast do not).
-        if family_v6 {
+        if src.is_ipv6() {
             sock.set_unicast_hops_v6(u32::from(carp_common::wire::TTL))?;
         } else {
             sock.set_ttl(u32::from(carp_common::wire::TTL))?;
         }
-        Ok(Self { sock })
+        Ok(Self {
+            sock,
+            ifindex: link.index,
+        })
     }
 
     /// Sends a CARP/VRRP payload to `peer`; the kernel writes the IP header.
     pub fn send(&self, payload: &[u8], peer: IpAddr) -> std::io::Result<()> {
         self.sock
-            .send_to(payload, &SockAddr::from(SocketAddr::new(peer, 0)))
+            .send_to(payload, &SockAddr::from(scoped(peer, self.ifindex)))
             .map(drop)
+    }
+}
+
+/// `addr` as a socket address, with the interface as scope when it is link-local.
+fn scoped(addr: IpAddr, ifindex: u32) -> SocketAddr {
+    match addr {
+        IpAddr::V6(a) if a.is_unicast_link_local() => {
+            SocketAddr::V6(SocketAddrV6::new(a, 0, 0, ifindex))
+        }
+        _ => SocketAddr::new(addr, 0),
+    }
+}
+
+/// A VHID's multicast memberships on its interface, left when dropped. FreeBSD's
+/// carp_multicast_setup and carp_multicast6_setup join the advert groups; NICs that
+/// filter multicast pass nothing else, promiscuous or not (`mac = "interface"` is never
+/// promiscuous). VIP6s kept on `lo` also need their solicited-node groups joined here, as
+/// the kernel only joins them on the interface an address is on.
+pub struct Memberships {
+    _sockets: Vec<Socket>,
+}
+
+impl Memberships {
+    pub fn join(ifindex: u32, plan: &Plan) -> Result<Self> {
+        let multicast = plan.peers.is_empty();
+        let mut sockets = Vec::new();
+        if multicast && plan.vips.iter().any(|(v, _)| v.is_ipv4()) {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+            s.join_multicast_v4_n(
+                &Ipv4Addr::from(wire::GROUP_V4),
+                &InterfaceIndexOrAddress::Index(ifindex),
+            )
+            .context("joining 224.0.0.18")?;
+            sockets.push(s);
+        }
+        let v6: Vec<Ipv6Addr> = plan
+            .vips
+            .iter()
+            .filter_map(|(v, _)| match v {
+                IpAddr::V6(a) => Some(*a),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        if !v6.is_empty() {
+            let s = Socket::new(Domain::IPV6, Type::DGRAM, None)?;
+            let mut groups: Vec<Ipv6Addr> = v6.iter().map(|a| solicited_node(*a)).collect();
+            if multicast {
+                groups.push(Ipv6Addr::from(wire::GROUP_V6));
+            }
+            groups.sort_unstable();
+            groups.dedup();
+            for g in groups {
+                s.join_multicast_v6(&g, ifindex)
+                    .with_context(|| format!("joining {g}"))?;
+            }
+            sockets.push(s);
+        }
+        Ok(Self { _sockets: sockets })
     }
 }

@@ -8,9 +8,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use carp_common::maps::{
-    self, AdvertEvent, MAX_PREFIX, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats,
-};
+use carp_common::maps::{self, AdvertEvent, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats};
 use std::path::Path;
 
 /// The compiled XDP object, built by build.rs.
@@ -28,7 +26,7 @@ pub struct DataPlane {
 }
 
 /// The map entry for a VHID: protocol, state, MACs and, for CARP, what the program needs
-/// to verify digests (message prefix and pad states, never the password).
+/// to verify digests (the prepared HMAC, never the password).
 pub fn vhid_entry(
     version: u8,
     state: u8,
@@ -46,14 +44,7 @@ pub fn vhid_entry(
         ..VhidEntry::default()
     };
     if let Some(auth) = auth {
-        let prefix = auth.prefix();
-        if prefix.len() <= MAX_PREFIX {
-            entry.prefix[..prefix.len()].copy_from_slice(prefix);
-            entry.pads = auth.pad_states();
-        }
-        // Longer prefixes are flagged by their length alone: the program then hands the
-        // adverts over unverified and the agent checks them.
-        entry.prefix_len = u8::try_from(prefix.len()).unwrap_or(u8::MAX);
+        entry.auth = auth.kernel();
     }
     entry
 }

@@ -5,7 +5,7 @@
 
 use carp_agent::{
     election::{Action, Advert, Config, Event, Machine, State, Timing},
-    hmac::{Auth, Counter, ReplayGuard},
+    hmac::{Auth, Counter},
 };
 use carp_common::{
     vrrp::{PseudoHeader, Vrrp3Header},
@@ -39,7 +39,6 @@ struct Node {
     machine: Machine,
     auth: Auth,
     counter: Counter,
-    guard: ReplayGuard,
     alive: bool,
     link: bool,
     /// Partition side; packets only cross between equal sides.
@@ -52,6 +51,7 @@ impl Node {
             timing: self.timing,
             preempt: self.preempt,
             local_addr: self.addr.into(),
+            local_other: None,
         })
     }
 }
@@ -105,10 +105,10 @@ impl Sim {
                         timing,
                         preempt,
                         local_addr: addr.into(),
+                        local_other: None,
                     }),
                     auth: Auth::new(PASSWORD, VHID, &[vip()]).unwrap(),
                     counter: Counter::default(),
-                    guard: ReplayGuard::default(),
                     alive: true,
                     link: true,
                     side: 0,
@@ -219,27 +219,27 @@ impl Sim {
         self.queue.push(Reverse((at, self.seq, d)));
     }
 
-    /// The receive path of the agent: decode, authenticate, replay check, then the machine.
+    /// The receive path of the agent: decode, authenticate (no replay check: BSD and ucarp
+    /// have none, and OpenBSD repeats its counter), then the machine.
     fn deliver(&mut self, d: Delivery) {
         let node = &mut self.nodes[d.to];
         if !node.alive || !node.link {
             return;
         }
         let src: IpAddr = d.src.into();
+        let mut demote = 0;
         let timing = match self.mode {
             Mode::Carp => {
                 let Ok(h) = CarpHeader::decode(&d.payload) else {
                     self.rejected += 1;
                     return;
                 };
-                if h.vhid != VHID
-                    || !node.auth.verify(h.counter, &h.digest)
-                    || !node.guard.accept(src, h.counter)
-                {
+                if h.vhid != VHID || !node.auth.verify(h.counter, &h.digest) {
                     self.rejected += 1;
                     return;
                 }
                 node.counter.adopt(h.counter);
+                demote = h.demote;
                 Timing::Carp {
                     advbase: h.advbase,
                     advskew: h.advskew,
@@ -260,7 +260,14 @@ impl Sim {
                 }
             }
         };
-        self.feed(d.to, Event::Advert(Advert { src, timing }));
+        self.feed(
+            d.to,
+            Event::Advert(Advert {
+                src,
+                timing,
+                demote,
+            }),
+        );
     }
 
     /// Runs events until `until`.
@@ -319,7 +326,6 @@ impl Sim {
         n.alive = true;
         n.machine = n.fresh_machine();
         n.counter = Counter::default();
-        n.guard = ReplayGuard::default();
         self.feed(i, Event::LinkUp);
     }
 

@@ -14,6 +14,7 @@ pub const IPPROTO_ICMPV6: u8 = 58;
 /// ICMPv6 types of Neighbor Solicitation and Advertisement (RFC 4861 4.3, 4.4).
 pub const ND_NEIGHBOR_SOLICIT: u8 = 135;
 pub const ND_NEIGHBOR_ADVERT: u8 = 136;
-/// NA flags: Solicited and Override.
+/// NA flags: Router, Solicited and Override (RFC 4861 4.4).
+pub const NA_ROUTER: u8 = 0x80;
 pub const NA_SOLICITED: u8 = 0x40;
 pub const NA_OVERRIDE: u8 = 0x20;

@@ -2,7 +2,7 @@
 //! declares its maps with these types (as BTF maps, so `bpftool map dump` prints named
 //! fields); the agent opens them by these names and writes them on every state change.
 
-use crate::sha1::PadStates;
+use crate::sha1::CounterHmac;
 
 /// Per-CPU counters of the XDP program (one entry, index 0): [`XdpStats`].
 pub const STATS: &str = "CARP_STATS";
@@ -10,7 +10,8 @@ pub const STATS: &str = "CARP_STATS";
 pub const VHIDS: &str = "CARP_VHIDS";
 /// Virtual addresses: [`VipKey`] → [`VipEntry`], written by the agent.
 pub const VIPS: &str = "CARP_VIPS";
-/// Last accepted advert per VHID: [`VhidKey`] → [`ReplayEntry`], written by the program.
+/// Last advert handed to the agent per VHID: [`VhidKey`] → [`ReplayEntry`], written by the
+/// program.
 pub const REPLAY: &str = "CARP_REPLAY";
 /// Ring buffer of [`AdvertEvent`]s for the agent.
 pub const EVENTS: &str = "CARP_EVENTS";
@@ -19,12 +20,6 @@ pub const MAX_VHIDS: usize = 1024;
 pub const MAX_VIPS: usize = 4096;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: usize = 256 * 1024;
-/// Longest HMAC message prefix the program verifies itself: prefix plus the 8-byte counter
-/// must finish in one SHA-1 block. Longer ones (many VIPs) reach the agent unverified.
-pub const MAX_PREFIX: usize = crate::sha1::MAX_ONE_BLOCK_MSG - 8;
-/// Room for the prefix in [`VhidEntry`].
-pub const PREFIX_CAPACITY: usize = 48;
-const _: () = assert!(MAX_PREFIX <= PREFIX_CAPACITY);
 
 /// VHID states as the program reads them.
 pub mod state {
@@ -37,8 +32,12 @@ pub mod state {
 pub mod flags {
     /// Adverts arrive by unicast from configured peers: no TTL 255 check (as FreeBSD).
     pub const UNICAST: u8 = 1;
-    /// Virtual-MAC mode: frames to 00:00:5e:00:01:vhid are ours while MASTER.
+    /// Virtual-MAC mode: frames to the VHID's MAC are ours while MASTER.
     pub const VMAC: u8 = 2;
+    /// Neighbor Advertisements carry the Router flag: always for VRRPv3 (RFC 5798 section
+    /// 7.3 makes the virtual router a router), for CARP when the host forwards IPv6 (as
+    /// nd6_na_output sets it from V_ip6_forwarding).
+    pub const ROUTER: u8 = 4;
 }
 
 #[repr(C)]
@@ -61,18 +60,19 @@ pub struct VhidEntry {
     pub version: u8,
     /// Bits of [`flags`].
     pub flags: u8,
-    /// Bytes of `prefix` in use; above [`MAX_PREFIX`] the program does not verify.
-    pub prefix_len: u8,
-    /// Source MAC of ARP replies and NAs: the virtual MAC or the interface's.
+    pub _pad: u8,
+    /// Source MAC of ARP replies and NAs, and the destination MAC of frames that are ours
+    /// while MASTER in virtual-MAC mode: 00:00:5e:00:01:vhid, 00:00:5e:00:02:vrid for
+    /// IPv6 VRRPv3 (RFC 5798 section 7.3), or the interface's.
     pub mac: [u8; 6],
     /// The interface's own MAC, which virtual-MAC frames are rewritten to.
     pub if_mac: [u8; 6],
     /// See [`VipEntry::master_until`].
     pub master_until: u64,
-    /// The HMAC message before the counter: version, type, vhid, VIPs.
-    pub prefix: [u8; PREFIX_CAPACITY],
-    /// SHA-1 states after the HMAC pads: the key never enters the kernel.
-    pub pads: PadStates,
+    /// CARP: the HMAC over the constant prefix (version, type, vhid, VIPs) prepared for
+    /// any counter, from the pad states (the key never enters the kernel).
+    pub auth: CounterHmac,
+    pub _pad_end: [u8; 4],
 }
 
 impl VhidKey {
@@ -92,12 +92,12 @@ impl Default for VhidEntry {
             state: state::INIT,
             version: 0,
             flags: 0,
-            prefix_len: 0,
+            _pad: 0,
             mac: [0; 6],
             if_mac: [0; 6],
             master_until: 0,
-            prefix: [0; PREFIX_CAPACITY],
-            pads: PadStates::default(),
+            auth: CounterHmac::default(),
+            _pad_end: [0; 4],
         }
     }
 }
@@ -156,12 +156,32 @@ pub fn answers(state: u8, master_until: u64, now_ns: u64) -> bool {
     state == state::MASTER && now_ns < master_until
 }
 
+/// The last CARP advert handed to the agent for a VHID. OpenBSD's `carp_prepare_ad` puts
+/// the same cookie in the counter of every advert, so an advert equal to the last one is
+/// a legitimate keepalive: it is handed over again once per half of its sender's interval
+/// and dropped (counted) when it comes sooner, so a replayed advert cannot flood the agent.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplayEntry {
-    /// Source address of the last accepted advert (IPv4 in the first 4 bytes).
+    /// Source address (IPv4 in the first 4 bytes).
     pub src: [u8; 16],
     pub counter: u64,
+    /// `bpf_ktime_get_ns` when it was handed over.
+    pub seen_ns: u64,
+    pub advbase: u8,
+    pub advskew: u8,
+    pub demote: u8,
+    pub _pad: [u8; 5],
+}
+
+/// How long after an advert of interval `advbase` + `advskew`/256 s the same advert is
+/// handed to the agent again: half the interval, at least 1/512 s (OpenBSD allows advbase 0).
+#[inline(always)]
+pub const fn repeat_gap_ns(advbase: u8, advskew: u8) -> u64 {
+    let units = advbase as u64 * 256 + advskew as u64;
+    let units = if units == 0 { 1 } else { units };
+    // 1/256 s is 3_906_250 ns; half of it per unit.
+    units * 1_953_125
 }
 
 /// A valid advert handed to the agent.
@@ -179,18 +199,16 @@ pub struct AdvertEvent {
     pub version: u8,
     /// 4 or 6.
     pub family: u8,
-    /// 1 when the program verified the HMAC, 0 when the agent must (long prefix).
-    pub verified: u8,
+    pub _pad: u8,
     pub advbase: u8,
     pub advskew: u8,
+    /// Byte 4 of a CARP advert: OpenBSD's demotion count, 0 from FreeBSD and ucarp.
     pub demote: u8,
     /// VRRPv3 priority.
     pub priority: u8,
     /// VRRPv3 Max_Advert_Interval in centiseconds.
     pub interval_cs: u16,
     pub src: [u8; 16],
-    pub digest: [u8; 20],
-    pub _pad: [u8; 4],
 }
 
 impl AdvertEvent {
@@ -242,8 +260,9 @@ stats! {
     proto112,
     /// Valid adverts handed to the agent (then dropped).
     adverts,
-    /// Of those, adverts whose HMAC the agent must check (prefix too long).
-    unverified,
+    /// Of those, CARP adverts equal to the last one from the same source: what OpenBSD
+    /// sends every time (one counter cookie), or a replay.
+    repeated,
     /// Protocol 112 for a VHID not configured here, or for the other protocol's group of
     /// the same number (VRRPv3 vs CARP): passed on untouched.
     foreign,
@@ -261,7 +280,8 @@ stats! {
     bad_checksum,
     /// Dropped: wrong HMAC (wrong password, VIPs or VHID).
     bad_hmac,
-    /// Dropped: the last accepted advert from the same source, again.
+    /// Dropped: the last advert from the same source again, sooner than half its
+    /// interval after it (a replay flood; see [`ReplayEntry`]).
     replay,
     /// Dropped: the ring buffer to the agent was full.
     ringbuf_full,
@@ -301,11 +321,11 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<VhidKey>(), 8);
-        assert_eq!(size_of::<VhidEntry>(), 4 + 6 + 6 + 8 + PREFIX_CAPACITY + 40);
+        assert_eq!(size_of::<VhidEntry>(), 4 + 6 + 6 + 8 + 40 + 128 + 4 + 4);
         assert_eq!(size_of::<VipKey>(), 24);
         assert_eq!(size_of::<VipEntry>(), 16);
-        assert_eq!(size_of::<ReplayEntry>(), 24);
-        assert_eq!(size_of::<AdvertEvent>(), 72);
+        assert_eq!(size_of::<ReplayEntry>(), 40);
+        assert_eq!(size_of::<AdvertEvent>(), 48);
         assert_eq!(align_of::<AdvertEvent>(), 8);
         assert_eq!(
             size_of::<XdpStats>(),

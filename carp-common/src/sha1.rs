@@ -135,13 +135,23 @@ impl PadStates {
         Some(Self { inner, outer })
     }
 
-    /// HMAC-SHA1 given the inner hash's last block, already padded (see [`last_block`]):
-    /// the form the XDP program builds without variable-length copies. The block is then
-    /// reused for the outer hash, to spare the 512-byte BPF stack a second one.
+    /// HMAC-SHA1 of a message of at most [`MAX_ONE_BLOCK_MSG`] bytes.
+    pub fn hmac(&self, msg: &[u8]) -> Option<[u8; DIGEST_LEN]> {
+        let mut blocks = [last_block(msg)?, [0; BLOCK_LEN]];
+        Some(self.finish(&mut blocks, 1))
+    }
+
+    /// Finishes the inner hash with the first `count` (1 or 2) of `blocks`, already padded,
+    /// then the outer hash. The first block is reused for the outer hash, to spare the
+    /// 512-byte BPF stack another one.
     #[cfg_attr(target_arch = "bpf", inline(never))]
-    pub fn hmac_block(&self, block: &mut [u8; BLOCK_LEN]) -> [u8; DIGEST_LEN] {
+    pub fn finish(&self, blocks: &mut [[u8; BLOCK_LEN]; 2], count: u8) -> [u8; DIGEST_LEN] {
         let mut inner = self.inner;
-        compress(&mut inner, block);
+        compress(&mut inner, &blocks[0]);
+        if count > 1 {
+            compress(&mut inner, &blocks[1]);
+        }
+        let block = &mut blocks[0];
         block.fill(0);
         block[..DIGEST_LEN].copy_from_slice(&digest(&inner));
         block[DIGEST_LEN] = 0x80;
@@ -150,16 +160,93 @@ impl PadStates {
         compress(&mut outer, block);
         digest(&outer)
     }
+}
 
-    /// HMAC-SHA1 of a message of at most [`MAX_ONE_BLOCK_MSG`] bytes.
-    pub fn hmac(&self, msg: &[u8]) -> Option<[u8; DIGEST_LEN]> {
-        Some(self.hmac_block(&mut last_block(msg)?))
+/// Everything needed to compute HMAC-SHA1(key, prefix ‖ counter) for any 64-bit counter,
+/// without the key: CARP's digest (`carp_hmac_generate`) over a prefix that is constant per
+/// VHID. The inner state has absorbed the ipad block and every whole 64-byte block of the
+/// prefix; `blocks` holds the rest of the prefix, room for the counter at `counter_at`,
+/// the padding and the bit length, in one or two blocks. So the XDP program verifies a
+/// VHID with any number of VIPs with one fixed-size copy, eight byte writes and two or
+/// three compressions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterHmac {
+    pub pads: PadStates,
+    pub blocks: [[u8; BLOCK_LEN]; 2],
+    /// Offset of the counter's first byte in `blocks` (below [`BLOCK_LEN`]).
+    pub counter_at: u8,
+    /// Blocks in use: 1 or 2.
+    pub block_count: u8,
+    pub _pad: [u8; 2],
+}
+
+impl Default for CounterHmac {
+    fn default() -> Self {
+        Self {
+            pads: PadStates::default(),
+            blocks: [[0; BLOCK_LEN]; 2],
+            counter_at: 0,
+            block_count: 1,
+            _pad: [0; 2],
+        }
+    }
+}
+
+impl CounterHmac {
+    /// Prepares `prefix` under `key` (a key of at most one block, as CARP passwords are).
+    pub fn new(key: &[u8], prefix: &[u8]) -> Option<Self> {
+        let mut pads = PadStates::from_key(key)?;
+        let whole = prefix.len() / BLOCK_LEN * BLOCK_LEN;
+        for block in prefix[..whole].chunks_exact(BLOCK_LEN) {
+            let mut b = [0u8; BLOCK_LEN];
+            b.copy_from_slice(block);
+            compress(&mut pads.inner, &b);
+        }
+        let tail = &prefix[whole..];
+        let msg_end = tail.len() + 8;
+        let block_count = if msg_end < BLOCK_LEN - 8 { 1 } else { 2 };
+        let mut flat = [0u8; 2 * BLOCK_LEN];
+        flat[..tail.len()].copy_from_slice(tail);
+        flat[msg_end] = 0x80;
+        let end = block_count * BLOCK_LEN;
+        let bits = ((BLOCK_LEN + prefix.len() + 8) as u64) * 8;
+        flat[end - 8..end].copy_from_slice(&bits.to_be_bytes());
+        let mut blocks = [[0u8; BLOCK_LEN]; 2];
+        blocks[0].copy_from_slice(&flat[..BLOCK_LEN]);
+        blocks[1].copy_from_slice(&flat[BLOCK_LEN..]);
+        Some(Self {
+            pads,
+            blocks,
+            counter_at: tail.len() as u8,
+            block_count: block_count as u8,
+            _pad: [0; 2],
+        })
+    }
+
+    /// The digest for `counter`, computed in `work` (the XDP program's scratch memory).
+    #[inline(always)]
+    pub fn digest(&self, counter: u64, work: &mut [[u8; BLOCK_LEN]; 2]) -> [u8; DIGEST_LEN] {
+        *work = self.blocks;
+        let at = usize::from(self.counter_at);
+        let bytes = counter.to_be_bytes();
+        let mut i = 0;
+        while i < 8 {
+            // Masked so the verifier sees the write stay inside the two blocks.
+            let pos = (at + i) & (2 * BLOCK_LEN - 1);
+            work[pos / BLOCK_LEN][pos % BLOCK_LEN] = bytes[i];
+            i += 1;
+        }
+        self.pads.finish(work, self.block_count)
     }
 }
 
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]` arrays of u32, no padding, every bit pattern valid.
 unsafe impl aya::Pod for PadStates {}
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]` arrays and bytes with explicit padding, every bit pattern valid.
+unsafe impl aya::Pod for CounterHmac {}
 
 #[cfg(test)]
 mod tests {
@@ -185,6 +272,44 @@ mod tests {
             mac.update(&msg);
             let expected: [u8; 20] = mac.finalize().into_bytes().into();
             prop_assert_eq!(PadStates::from_key(&key).unwrap().hmac(&msg), Some(expected));
+        }
+    }
+
+    proptest! {
+        /// Every prefix length, including those that put the counter across a block
+        /// boundary or need a second final block.
+        #[test]
+        fn counter_hmac_equals_the_hmac_crate(key in proptest::collection::vec(any::<u8>(), 0..20), prefix in proptest::collection::vec(any::<u8>(), 0..400), counter: u64) {
+            use hmac::{Hmac, KeyInit, Mac};
+            let mut mac = Hmac::<::sha1::Sha1>::new_from_slice(&key).unwrap();
+            mac.update(&prefix);
+            mac.update(&counter.to_be_bytes());
+            let expected: [u8; 20] = mac.finalize().into_bytes().into();
+            let prepared = CounterHmac::new(&key, &prefix).unwrap();
+            prop_assert_eq!(prepared.digest(counter, &mut [[0; BLOCK_LEN]; 2]), expected);
+        }
+    }
+
+    #[test]
+    fn counter_hmac_at_every_boundary() {
+        use hmac::{Hmac, KeyInit, Mac};
+        for len in 0..=2 * BLOCK_LEN + 1 {
+            let prefix: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut mac = Hmac::<::sha1::Sha1>::new_from_slice(b"love").unwrap();
+            mac.update(&prefix);
+            mac.update(&u64::MAX.to_be_bytes());
+            let expected: [u8; 20] = mac.finalize().into_bytes().into();
+            let prepared = CounterHmac::new(b"love", &prefix).unwrap();
+            assert_eq!(
+                prepared.block_count,
+                if len % 64 < 48 { 1 } else { 2 },
+                "{len}"
+            );
+            assert_eq!(
+                prepared.digest(u64::MAX, &mut [[0; BLOCK_LEN]; 2]),
+                expected,
+                "{len}"
+            );
         }
     }
 

@@ -13,6 +13,14 @@ pub const PRIORITY_OWNER: u8 = 255;
 pub const PRIORITY_STOP: u8 = 0;
 /// Default priority of a backup.
 pub const PRIORITY_DEFAULT: u8 = 100;
+/// Most addresses an IPv4 advert carries: the count is one byte.
+pub const MAX_ADDRS_V4: usize = 255;
+/// Most addresses an IPv6 advert carries on a 1500-byte Ethernet MTU (RFC 5798 5.2.5:
+/// an advert must fit one packet): (1500 - 40 - 8) / 16.
+pub const MAX_ADDRS_V6: usize = 90;
+/// The longest advert payload either family carries.
+pub const MAX_PAYLOAD: usize = HEADER_LEN + 16 * MAX_ADDRS_V6;
+const _: () = assert!(MAX_PAYLOAD >= HEADER_LEN + 4 * MAX_ADDRS_V4);
 /// The advert interval field is 12 bits of centiseconds.
 pub const MAX_ADVER_INT_MASK: u16 = 0x0fff;
 

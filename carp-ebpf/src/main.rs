@@ -22,13 +22,13 @@ use carp_common::{
     checksum,
     ether::{
         ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMPV6, IPV6_HLEN,
-        NA_OVERRIDE, NA_SOLICITED, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, VLAN_HLEN,
+        NA_OVERRIDE, NA_ROUTER, NA_SOLICITED, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, VLAN_HLEN,
     },
     maps::{
-        AdvertEvent, EVENTS_BYTES, MAX_PREFIX, MAX_VHIDS, MAX_VIPS, ReplayEntry, VhidEntry,
-        VhidKey, VipEntry, VipKey, XdpStats, answers, flags,
+        AdvertEvent, EVENTS_BYTES, MAX_VHIDS, MAX_VIPS, ReplayEntry, VhidEntry, VhidKey, VipEntry,
+        VipKey, XdpStats, answers, flags, repeat_gap_ns,
     },
-    sha1::{BLOCK_LEN, length_trailer},
+    sha1::BLOCK_LEN,
     vrrp, wire,
 };
 
@@ -36,8 +36,6 @@ use carp_common::{
 const ND_LEN: usize = 32;
 /// Largest payload offset: a VLAN tag and an IPv4 header with 40 bytes of options.
 const MAX_L4: usize = ETH_HLEN + VLAN_HLEN + 60;
-/// The VRRPv3 adverts the program checks itself carry at most this many bytes.
-const MAX_VRRP_PAYLOAD: usize = vrrp::HEADER_LEN + 4 * 16;
 
 #[btf_map]
 static CARP_STATS: PerCpuArray<XdpStats, 1> = PerCpuArray::new();
@@ -56,10 +54,12 @@ struct Scratch {
     event: AdvertEvent,
     /// The CARP header, copied out of the packet.
     header: [u8; wire::HEADER_LEN],
-    /// The inner hash's last block, then the outer one.
-    block: [u8; BLOCK_LEN],
+    /// The inner hash's last blocks, then the outer one.
+    blocks: [[u8; BLOCK_LEN]; 2],
     /// The Neighbor Advertisement being built.
     na: [u8; ND_LEN],
+    /// The advert being recorded in `CARP_REPLAY`.
+    replay: ReplayEntry,
     ip: Ip,
 }
 
@@ -169,8 +169,10 @@ fn handle(pkt: Pkt) -> Option<u32> {
         ifindex: pkt.ifindex,
     };
     let dst: [u8; 6] = read(pkt, 0)?;
-    if dst[..5] == wire::virtual_mac(0)[..5]
-        && let Some(verdict) = virtual_mac(pkt, l2, dst[5])
+    // 00:00:5e:00:01:xx (CARP, VRRP IPv4) or 00:00:5e:00:02:xx (VRRP IPv6).
+    if dst[..4] == wire::virtual_mac(0)[..4]
+        && (dst[4] == 1 || dst[4] == 2)
+        && let Some(verdict) = virtual_mac(pkt, l2, dst)
     {
         return Some(verdict);
     }
@@ -196,20 +198,21 @@ fn handle(pkt: Pkt) -> Option<u32> {
     }
 }
 
-/// A frame to 00:00:5e:00:01:vhid: ours to take (rewritten to the interface MAC, so the
+/// A frame to a VHID's virtual MAC: ours to take (rewritten to the interface MAC, so the
 /// stack accepts it) while MASTER of a virtual-MAC VHID, dropped otherwise. `None` when
-/// the VHID is not ours in virtual-MAC mode: the frame goes on as usual.
+/// the VHID is not ours in virtual-MAC mode or uses the other virtual MAC: the frame goes
+/// on as usual.
 #[inline(always)]
-fn virtual_mac(pkt: Pkt, l2: L2, vhid: u8) -> Option<u32> {
+fn virtual_mac(pkt: Pkt, l2: L2, dst: [u8; 6]) -> Option<u32> {
     let key = VhidKey {
         ifindex: l2.ifindex,
         vlan: l2.vlan,
-        vhid,
+        vhid: dst[5],
         _pad: 0,
     };
     // SAFETY: map values stay valid for the whole program run.
     let entry = unsafe { &*CARP_VHIDS.get_ptr(key)? };
-    if entry.flags & flags::VMAC == 0 {
+    if entry.flags & flags::VMAC == 0 || entry.mac[4] != dst[4] {
         return None;
     }
     if !answers(entry.state, entry.master_until, now()) {
@@ -376,51 +379,37 @@ fn carp_advert(
     ev.advbase = h[wire::offset::ADVBASE];
     ev.advskew = h[wire::offset::ADVSKEW];
     ev.demote = h[wire::offset::DEMOTE];
-    ev.digest.copy_from_slice(&h[wire::offset::DIGEST..]);
-    let plen = usize::from(entry.prefix_len);
-    if plen <= MAX_PREFIX {
-        // HMAC-SHA1 over prefix ‖ counter from the agent's pad states; the last block is
-        // built byte by byte, as the verifier wants no variable-length copies.
-        let msg_len = plen + 8;
-        let mut i = 0;
-        while i < BLOCK_LEN - 8 {
-            s.block[i] = if i < plen {
-                entry.prefix[i]
-            } else if i < msg_len {
-                // Byte i - plen of the big-endian counter, by shifting: indexing a stack
-                // array at a variable offset makes LLVM emit pointer arithmetic the
-                // verifier refuses.
-                (ev.counter >> (8 * (7 - ((i - plen) & 7)))) as u8
-            } else if i == msg_len {
-                0x80
-            } else {
-                0
-            };
-            i += 1;
-        }
-        s.block[BLOCK_LEN - 8..].copy_from_slice(&length_trailer(msg_len));
-        if entry.pads.hmac_block(&mut s.block) != ev.digest {
-            count!(bad_hmac);
-            return Some(());
-        }
-        ev.verified = 1;
-    } else {
-        count!(unverified);
+    // carp_hmac_verify before anything is recorded, as carp_input_c does.
+    if entry.auth.digest(ev.counter, &mut s.blocks) != h[wire::offset::DIGEST..] {
+        count!(bad_hmac);
+        return Some(());
     }
+    let now = now();
+    let fresh = &mut s.replay;
+    fresh.src = ev.src;
+    fresh.counter = ev.counter;
+    fresh.seen_ns = now;
+    fresh.advbase = ev.advbase;
+    fresh.advskew = ev.advskew;
+    fresh.demote = ev.demote;
     if let Some(last) = CARP_REPLAY.get_ptr_mut(key) {
-        // SAFETY: map value, valid for the run; a racing CPU can only make us miss a replay.
+        // SAFETY: map value, valid for the run; a racing CPU can only let one more through.
         let last = unsafe { &mut *last };
-        if last.src == ev.src && last.counter == ev.counter {
-            count!(replay);
-            return Some(());
+        if last.src == fresh.src
+            && last.counter == fresh.counter
+            && [last.advbase, last.advskew, last.demote]
+                == [fresh.advbase, fresh.advskew, fresh.demote]
+        {
+            // OpenBSD sends its cookie in every advert: a keepalive, unless it comes so
+            // soon after the last one that only a replay flood explains it.
+            if now.wrapping_sub(last.seen_ns) < repeat_gap_ns(fresh.advbase, fresh.advskew) {
+                count!(replay);
+                return Some(());
+            }
+            count!(repeated);
         }
-        last.src = ev.src;
-        last.counter = ev.counter;
+        *last = *fresh;
     } else {
-        let fresh = ReplayEntry {
-            src: ev.src,
-            counter: ev.counter,
-        };
         let _ = CARP_REPLAY.insert(key, fresh, 0);
     }
     None
@@ -437,7 +426,7 @@ fn vrrp_advert(pkt: Pkt, l4: usize, s: &mut Scratch) -> Option<()> {
     };
     let addr_len = if ip.family == 4 { 4 } else { 16 };
     let len = vrrp::HEADER_LEN + usize::from(h[3]) * addr_len;
-    if ip.len != len || len > MAX_VRRP_PAYLOAD {
+    if ip.len != len || len > vrrp::MAX_PAYLOAD {
         count!(bad_length);
         return Some(());
     }
@@ -456,10 +445,8 @@ fn vrrp_advert(pkt: Pkt, l4: usize, s: &mut Scratch) -> Option<()> {
     // (VRRPv3 lengths are even) under a constant loop bound.
     let mut sum = pseudo.sum(len);
     let mut i = 0;
-    while i < MAX_VRRP_PAYLOAD {
-        if i < len {
-            sum = checksum::add(sum, &read::<[u8; 2]>(pkt, l4 + i)?);
-        }
+    while i < vrrp::MAX_PAYLOAD && i < len {
+        sum = checksum::add(sum, &read::<[u8; 2]>(pkt, l4 + i)?);
         i += 2;
     }
     if checksum::finish(sum) != 0 {
@@ -468,7 +455,6 @@ fn vrrp_advert(pkt: Pkt, l4: usize, s: &mut Scratch) -> Option<()> {
     }
     s.event.priority = h[2];
     s.event.interval_cs = u16::from_be_bytes([h[4], h[5]]) & vrrp::MAX_ADVER_INT_MASK;
-    s.event.verified = 1;
     None
 }
 
@@ -517,7 +503,8 @@ fn arp(pkt: Pkt, l2: L2) -> Option<u32> {
 
 /// A Neighbor Solicitation for one of our VIP6s: answered with a Neighbor Advertisement in
 /// place while MASTER, dropped otherwise. Solicitations of other shapes (DAD from ::, no
-/// source link-layer option) go to the kernel while MASTER.
+/// source link-layer option) go to the kernel while MASTER, and so do invalid ones (RFC
+/// 4861 7.1.1: hop limit not 255, a multicast source), which it discards.
 #[inline(never)]
 fn neighbor_solicit(pkt: Pkt, l2: L2) -> Option<u32> {
     let l3 = l2.l3;
@@ -533,15 +520,31 @@ fn neighbor_solicit(pkt: Pkt, l2: L2) -> Option<u32> {
     }
     let src: [u8; 16] = read(pkt, l3 + 8)?;
     let payload_len = usize::from(be16(pkt, l3 + 4)?);
+    let [_, hop_limit] = read::<[u8; 2]>(pkt, l3 + 6)?;
     let option: [u8; 8] = read(pkt, icmp + 24)?;
-    if payload_len != ND_LEN || option[..2] != [1, 1] || src == [0; 16] {
+    if payload_len != ND_LEN
+        || option[..2] != [1, 1]
+        || src == [0; 16]
+        || src[0] == 0xff
+        || hop_limit != wire::TTL
+    {
         return None;
     }
+    let vhid = VhidKey {
+        ifindex: l2.ifindex,
+        vlan: l2.vlan,
+        vhid: vip.vhid,
+        _pad: 0,
+    };
+    // SAFETY: map values stay valid for the whole program run.
+    let router = CARP_VHIDS
+        .get_ptr(vhid)
+        .is_some_and(|e| unsafe { (*e).flags } & flags::ROUTER != 0);
     let na = &mut scratch()?.na;
-    // The advertisement: Solicited + Override, target, target link-layer address option.
+    // The advertisement: Solicited + Override (+ Router), target, target link-layer option.
     *na = [0; ND_LEN];
     na[0] = ND_NEIGHBOR_ADVERT;
-    na[4] = NA_SOLICITED | NA_OVERRIDE;
+    na[4] = NA_SOLICITED | NA_OVERRIDE | if router { NA_ROUTER } else { 0 };
     na[8..24].copy_from_slice(&target);
     na[24] = 2;
     na[25] = 1;
