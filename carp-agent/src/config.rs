@@ -3,6 +3,7 @@
 //! a list of mistakes, each one sentence. Nothing is applied before it all validates.
 
 use crate::election::{Config as MachineConfig, Timing};
+use carp_common::{maps::MAX_VIPS, vrrp};
 use serde::Deserialize;
 use std::{
     collections::BTreeSet,
@@ -360,6 +361,15 @@ pub fn parse_vip(text: &str) -> Result<(IpAddr, u8), String> {
     Ok((addr, len))
 }
 
+/// The longest hook timeout, check interval or check timeout: a day. Anything longer is a
+/// mistake, and infinite or huge values do not fit a `Duration`.
+pub const MAX_SECONDS: f64 = 86_400.0;
+
+/// A positive, finite number of seconds up to [`MAX_SECONDS`].
+fn seconds_ok(s: f64) -> bool {
+    s > 0.0 && s <= MAX_SECONDS
+}
+
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -457,12 +467,15 @@ impl Config {
                 what: "no [[vhid]] is configured".into(),
             });
         }
-        if self.agent.hook_timeout.is_nan() || self.agent.hook_timeout <= 0.0 {
+        if !seconds_ok(self.agent.hook_timeout) {
             mistakes.push(Mistake {
                 at: "agent".into(),
-                what: "hook_timeout must be a positive number of seconds".into(),
+                what: format!("hook_timeout must be a number of seconds in (0, {MAX_SECONDS}]"),
             });
         }
+        // Where each VIP is configured: one VIP in two VHIDs would have two masters.
+        let mut owners: std::collections::BTreeMap<IpAddr, String> = Default::default();
+        let mut per_interface: std::collections::BTreeMap<&str, usize> = Default::default();
         for v in &self.vhids {
             let at = format!("vhid {} on {}", v.vhid, v.interface);
             let mut bad = |what: String| {
@@ -486,6 +499,25 @@ impl Config {
                     Ok(vip) => vips.push(vip),
                     Err(e) => bad(e),
                 }
+            }
+            for (vip, _) in &vips {
+                match owners.get(vip) {
+                    Some(other) if *other != at => {
+                        bad(format!("VIP {vip} is also a VIP of {other}"));
+                    }
+                    Some(_) => bad(format!("VIP {vip} is listed twice")),
+                    None => {
+                        owners.insert(*vip, at.clone());
+                    }
+                }
+            }
+            let on_interface = per_interface.entry(&v.interface).or_default();
+            *on_interface += vips.len();
+            if *on_interface > MAX_VIPS {
+                bad(format!(
+                    "more than {MAX_VIPS} VIPs on {}: the XDP program's map holds no more",
+                    v.interface
+                ));
             }
             if v.vips.is_empty() {
                 bad("at least one VIP is needed".into());
@@ -515,6 +547,17 @@ impl Config {
                     if v.pass_file.is_some() || v.pass_env.is_some() || v.pass_credential.is_some()
                     {
                         bad("VRRPv3 has no authentication: drop the password".into());
+                    }
+                    // RFC 5798 5.2.5: one advert carries every address of its family.
+                    let v4 = vips.iter().filter(|(a, _)| a.is_ipv4()).count();
+                    let v6 = vips.len() - v4;
+                    if v4 > vrrp::MAX_ADDRS_V4 || v6 > vrrp::MAX_ADDRS_V6 {
+                        bad(format!(
+                            "a VRRPv3 advert carries at most {} IPv4 or {} IPv6 addresses \
+                             (one 1500-byte packet); this VHID has {v4} and {v6}",
+                            vrrp::MAX_ADDRS_V4,
+                            vrrp::MAX_ADDRS_V6
+                        ));
                     }
                     Timing::Vrrp3 {
                         priority: v.priority,
@@ -586,11 +629,13 @@ impl Config {
                 Some(_) => {}
             }
             // A process every few milliseconds would only burn the CPU the adverts need.
-            if !(c.interval >= 0.1 && c.interval.is_finite()) {
-                bad("interval must be at least 0.1 seconds".into());
+            if !(c.interval >= 0.1 && seconds_ok(c.interval)) {
+                bad(format!("interval must be 0.1 to {MAX_SECONDS} seconds"));
             }
-            if !(c.timeout > 0.0 && c.timeout.is_finite()) {
-                bad("timeout must be a positive number of seconds".into());
+            if !seconds_ok(c.timeout) {
+                bad(format!(
+                    "timeout must be a number of seconds in (0, {MAX_SECONDS}]"
+                ));
             }
             if c.fall == 0 || c.rise == 0 {
                 bad("fall and rise must be at least 1".into());
@@ -724,7 +769,7 @@ mod tests {
             text,
             [
                 r#"check "a": command "pidof" must be an absolute path"#,
-                r#"check "a": interval must be at least 0.1 seconds"#,
+                r#"check "a": interval must be 0.1 to 86400 seconds"#,
                 r#"check "a": fall and rise must be at least 1"#,
                 r#"check "a": demote must be positive"#,
                 r#"check "a": group "wbe" is not in the groups of any [[vhid]]"#,
@@ -775,6 +820,72 @@ mod tests {
         assert!(has("interval_ms must be a multiple of 10"));
         assert!(has("configured twice"));
         assert!(has("must be an absolute path"));
+    }
+
+    /// What would fail at run time is refused by `check`, one line each: durations that do
+    /// not fit (they panicked at first use), a VIP in two VHIDs (two masters), VRRP adverts
+    /// too long for one packet, more VIPs than the XDP map holds.
+    #[test]
+    fn run_time_failures_are_refused_up_front() {
+        let vrrp6: Vec<String> = (0..91).map(|i| format!("\"2001:db8::1:{i:x}\"")).collect();
+        let many: Vec<String> = (0..MAX_VIPS - 1)
+            .map(|i| format!("\"198.51.{}.{}\"", 100 + i / 256, i % 256))
+            .collect();
+        let text = format!(
+            r#"
+            [agent]
+            hook_timeout = inf
+
+            [[vhid]]
+            interface = "eth0"
+            vhid = 1
+            vips = ["192.0.2.50/24", "192.0.2.51"]
+
+            [[vhid]]
+            interface = "eth1"
+            vhid = 2
+            vips = ["192.0.2.50/24", "192.0.2.52", "192.0.2.52"]
+
+            [[vhid]]
+            interface = "eth0"
+            vhid = 3
+            protocol = "vrrp3"
+            vips = [{}]
+
+            [[vhid]]
+            interface = "eth2"
+            vhid = 4
+            vips = [{}, "203.0.113.1", "203.0.113.2"]
+
+            [[check]]
+            name = "c"
+            command = ["/bin/true"]
+            timeout = 1e300
+            interval = nan
+        "#,
+            vrrp6.join(", "),
+            many.join(", ")
+        );
+        let all: Vec<String> = Config::parse(&text)
+            .unwrap()
+            .validate(Path::new("/"))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            all,
+            [
+                "agent: hook_timeout must be a number of seconds in (0, 86400]",
+                "vhid 2 on eth1: VIP 192.0.2.50 is also a VIP of vhid 1 on eth0",
+                "vhid 2 on eth1: VIP 192.0.2.52 is listed twice",
+                "vhid 3 on eth0: a VRRPv3 advert carries at most 255 IPv4 or 90 IPv6 addresses \
+                 (one 1500-byte packet); this VHID has 0 and 91",
+                "vhid 4 on eth2: more than 4096 VIPs on eth2: the XDP program's map holds no more",
+                r#"check "c": interval must be 0.1 to 86400 seconds"#,
+                r#"check "c": timeout must be a number of seconds in (0, 86400]"#,
+            ]
+        );
     }
 
     #[test]

@@ -118,6 +118,9 @@ pub enum Reason {
     MasterDemoted,
     /// A master heard an equal or more preferred master.
     PreferredMaster,
+    /// VRRP: a master of equal priority and lower address went on advertising for a
+    /// master-down interval (FreeBSD 15 breaks no ties), so we yield instead.
+    PeerKeptMastership,
     /// VRRP: the priority is 255, the addresses are ours.
     Owner,
     Forced,
@@ -134,6 +137,7 @@ impl std::fmt::Display for Reason {
             Reason::MasterBowedOut => "master bowed out",
             Reason::MasterDemoted => "master is demoted",
             Reason::PreferredMaster => "more preferred master heard",
+            Reason::PeerKeptMastership => "an equal master did not yield",
             Reason::Owner => "address owner",
             Reason::Forced => "operator request",
             Reason::Shutdown => "shutdown",
@@ -166,6 +170,8 @@ pub struct Machine {
     master_down_at: Option<Duration>,
     /// Adverts from our own address, ignored (looped back by a switch or a second agent).
     looped: u64,
+    /// VRRP MASTER: since when an equal-priority master that should yield has not.
+    tie_since: Option<Duration>,
 }
 
 /// 1/256 s in the units CARP compares in.
@@ -205,6 +211,7 @@ impl Machine {
             advert_at: None,
             master_down_at: None,
             looped: 0,
+            tie_since: None,
         }
     }
 
@@ -284,9 +291,10 @@ impl Machine {
 
     fn demoted_skew(&self) -> u32 {
         match self.cfg.timing {
-            Timing::Carp { advskew, .. } => {
-                (i32::from(advskew) + self.demotion).clamp(0, i32::from(wire::MAXSKEW)) as u32
-            }
+            Timing::Carp { advskew, .. } => i32::from(advskew)
+                .saturating_add(self.demotion)
+                .clamp(0, i32::from(wire::MAXSKEW))
+                as u32,
             Timing::Vrrp3 { .. } => 0,
         }
     }
@@ -296,9 +304,9 @@ impl Machine {
     fn priority(&self) -> u8 {
         match self.cfg.timing {
             Timing::Vrrp3 { priority, .. } if self.demotion == 0 => priority,
-            Timing::Vrrp3 { priority, .. } => {
-                (i32::from(priority) - self.demotion).clamp(1, 254) as u8
-            }
+            Timing::Vrrp3 { priority, .. } => i32::from(priority)
+                .saturating_sub(self.demotion)
+                .clamp(1, 254) as u8,
             Timing::Carp { .. } => 0,
         }
     }
@@ -358,6 +366,7 @@ impl Machine {
     }
 
     fn set_state(&mut self, to: State, reason: Reason, out: &mut Vec<Action>) {
+        self.tie_since = None;
         if self.state != to {
             out.push(Action::Transition {
                 from: self.state,
@@ -556,6 +565,16 @@ impl Machine {
                 } else if priority > mine || (priority == mine && src > self.cfg.local_for(src)) {
                     self.master_interval_cs = interval_cs;
                     self.become_backup(now, Reason::PreferredMaster, out);
+                } else if priority == mine {
+                    // RFC 5798 6.4.3 makes the lower address yield; FreeBSD 15's
+                    // vrrp_input_c keeps mastership on equal priority. When the peer has
+                    // not yielded for a master-down interval, yield to it, so a mixed
+                    // group still ends with one master.
+                    let since = *self.tie_since.get_or_insert(now);
+                    if now.saturating_sub(since) >= self.master_down_interval() {
+                        self.master_interval_cs = interval_cs;
+                        self.become_backup(now, Reason::PeerKeptMastership, out);
+                    }
                 }
             }
         }
@@ -923,6 +942,34 @@ mod tests {
         assert_eq!(m.state(), State::Backup);
     }
 
+    /// A FreeBSD 15 master of equal priority and lower address keeps advertising (its
+    /// vrrp_input_c breaks no ties): after a master-down interval we yield to it.
+    #[test]
+    fn vrrp_yields_to_an_equal_master_that_does_not() {
+        let mut m = vrrp(100, true);
+        m.handle(T0, Event::LinkUp);
+        m.handle(ms(3600), Event::Timer);
+        assert_eq!(m.state(), State::Master);
+        let mut t = ms(3700);
+        while m.state() == State::Master {
+            assert!(
+                t < ms(3700) + m.master_down_interval() + ms(1000),
+                "never yielded"
+            );
+            m.handle(t, vrrp_ad(0, 100));
+            t += ms(1000);
+        }
+        assert!(t > ms(3700) + m.master_down_interval());
+        // A lower-priority master never makes it yield.
+        let mut m = vrrp(100, true);
+        m.handle(T0, Event::LinkUp);
+        m.handle(ms(3600), Event::Timer);
+        for i in 0..20 {
+            m.handle(ms(4000 + 1000 * i), vrrp_ad(0, 99));
+        }
+        assert_eq!(m.state(), State::Master);
+    }
+
     #[test]
     fn vrrp_backup_preemption_and_priority_zero() {
         let mut m = vrrp(150, true);
@@ -967,5 +1014,145 @@ mod tests {
             Some(ms(3000)),
             "a VRRP advert does not re-arm a CARP backup"
         );
+    }
+
+    /// Two hosts on a lossless segment, adverts arriving 1 ms after they are sent, started
+    /// at the same instant. Returns the machines after `secs` seconds.
+    fn converge(mut m: [Machine; 2], secs: u64) -> [Machine; 2] {
+        let end = Duration::from_secs(secs);
+        let mut queue: Vec<(Duration, usize, Event)> =
+            vec![(T0, 0, Event::LinkUp), (T0, 1, Event::LinkUp)];
+        loop {
+            for (i, x) in m.iter().enumerate() {
+                if let Some(t) = x.deadline() {
+                    if !queue
+                        .iter()
+                        .any(|(q, j, e)| *j == i && *q == t && *e == Event::Timer)
+                    {
+                        queue.push((t, i, Event::Timer));
+                    }
+                }
+            }
+            queue.sort_by_key(|(t, i, _)| (*t, *i));
+            if queue.is_empty() || queue[0].0 > end {
+                return m;
+            }
+            let (now, i, ev) = queue.remove(0);
+            let src = m[i].cfg.local_addr;
+            for action in m[i].handle(now, ev) {
+                if let Action::Advertise(timing) = action {
+                    let ad = Advert {
+                        src,
+                        timing,
+                        demote: 0,
+                    };
+                    queue.push((now + ms(1), 1 - i, Event::Advert(ad)));
+                }
+            }
+            // Timers that are no longer armed are dropped at the next turn.
+            queue.retain(|(t, j, e)| *e != Event::Timer || m[*j].deadline() == Some(*t));
+        }
+    }
+
+    fn carp_host(last: u8, advbase: u8, advskew: u8, demotion: i32, preempt: bool) -> Machine {
+        let mut m = Machine::new(Config {
+            timing: Timing::Carp { advbase, advskew },
+            preempt,
+            local_addr: ip(last),
+            local_other: None,
+        });
+        m.handle(T0, Event::Demotion(demotion));
+        m
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+        /// Every advbase 1-255, advskew 0-254 and demotion, on the real machine: FreeBSD's
+        /// master-down time (carp_setrun: 3 x advbase + advskew/256 s), no overflow (tests
+        /// build with overflow checks), and two hosts started together end with exactly
+        /// one master.
+        #[test]
+        fn carp_full_ranges_converge_to_one_master(
+            advbase in 1u8..=255,
+            skews in (0u8..=254, 0u8..=254),
+            demotions in (proptest::prelude::any::<i32>(), -300i32..300),
+            preempt: bool,
+        ) {
+            let a = carp_host(1, advbase, skews.0, demotions.0, preempt);
+            let b = carp_host(2, advbase, skews.1, demotions.1, preempt);
+            proptest::prop_assert_eq!(
+                a.master_down_interval(),
+                Duration::from_micros(
+                    (3 * u64::from(advbase) * 256 + u64::from(skews.0)) * 1_000_000 / 256
+                )
+            );
+            let [a, b] = converge([a, b], 12 * u64::from(advbase));
+            let masters = [&a, &b].iter().filter(|m| m.state() == State::Master).count();
+            proptest::prop_assert_eq!(masters, 1, "{:?} {:?}", a, b);
+        }
+
+        /// Any advert a peer may send (every byte value, OpenBSD's advbase 0 and demote
+        /// byte, VRRP priorities and intervals) is handled without a panic in every state.
+        #[test]
+        fn any_advert_is_handled(
+            advbase in 1u8..=255,
+            advskew in 0u8..=254,
+            their_base: u8,
+            their_skew: u8,
+            demote: u8,
+            priority: u8,
+            interval_cs in 0u16..0x1000,
+            at in 0u64..2_000_000,
+        ) {
+            let mut c = carp_host(1, advbase, advskew, 0, true);
+            let mut v = vrrp(priority.max(1), true);
+            for m in [&mut c, &mut v] {
+                m.handle(T0, Event::LinkUp);
+                for timing in [
+                    Timing::Carp { advbase: their_base, advskew: their_skew },
+                    Timing::Vrrp3 { priority, interval_cs },
+                ] {
+                    let ad = Event::Advert(Advert { src: ip(9), timing, demote });
+                    m.handle(Duration::from_millis(at), ad);
+                    m.handle(Duration::from_millis(at) + Duration::from_secs(800), Event::Timer);
+                    m.handle(Duration::from_millis(at) + Duration::from_secs(801), ad);
+                }
+            }
+        }
+    }
+
+    /// VRRPv3 at every priority pair and the shortest and longest intervals: one master.
+    #[test]
+    fn vrrp_priorities_converge_to_one_master() {
+        for interval_cs in [1u16, 10, 100, 4095] {
+            for (pa, pb) in [
+                (1u8, 1u8),
+                (100, 100),
+                (100, 200),
+                (254, 254),
+                (255, 100),
+                (1, 254),
+            ] {
+                let host = |last, priority| {
+                    Machine::new(Config {
+                        timing: Timing::Vrrp3 {
+                            priority,
+                            interval_cs,
+                        },
+                        preempt: true,
+                        local_addr: ip(last),
+                        local_other: None,
+                    })
+                };
+                let secs = 12 * u64::from(interval_cs) / 100 + 2;
+                let [a, b] = converge([host(1, pa), host(2, pb)], secs);
+                let masters = [&a, &b]
+                    .iter()
+                    .filter(|m| m.state() == State::Master)
+                    .count();
+                assert_eq!(masters, 1, "{interval_cs} {pa} {pb}: {a:?} {b:?}");
+            }
+        }
     }
 }

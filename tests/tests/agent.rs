@@ -288,7 +288,8 @@ fn configuration_mistakes_exit_2_with_one_line_each() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("advbase must be 1..=255"), "{err}");
     // Syntax and values first; the system checks (unknown interface) come once those pass.
-    std::fs::write(&cfg, "[[vhid]]\ninterface = \"eth9\"\nvhid = 1\nvips = [\"192.0.2.50/24\"]\n\n[[vhid]]\ninterface = \"eth0\"\nvhid = 2\nvips = [\"198.51.100.7/24\"]\n").unwrap();
+    // A VIP that is the host's own address would be taken from it while BACKUP.
+    std::fs::write(&cfg, "[[vhid]]\ninterface = \"eth9\"\nvhid = 1\nvips = [\"192.0.2.50/24\"]\n\n[[vhid]]\ninterface = \"eth0\"\nvhid = 2\nvips = [\"192.0.2.1/24\"]\n").unwrap();
     let out = lan.hosts[0]
         .ns
         .command(agent_bin().to_str().unwrap())
@@ -303,7 +304,7 @@ fn configuration_mistakes_exit_2_with_one_line_each() {
         "{err}"
     );
     assert!(
-        err.contains("VIP 198.51.100.7 is not in any subnet configured on eth0"),
+        err.contains("vhid 2 on eth0: VIP 192.0.2.1 is already an address of this host"),
         "{err}"
     );
     assert!(
