@@ -1024,13 +1024,12 @@ mod tests {
             vec![(T0, 0, Event::LinkUp), (T0, 1, Event::LinkUp)];
         loop {
             for (i, x) in m.iter().enumerate() {
-                if let Some(t) = x.deadline() {
-                    if !queue
+                if let Some(t) = x.deadline()
+                    && !queue
                         .iter()
                         .any(|(q, j, e)| *j == i && *q == t && *e == Event::Timer)
-                    {
-                        queue.push((t, i, Event::Timer));
-                    }
+                {
+                    queue.push((t, i, Event::Timer));
                 }
             }
             queue.sort_by_key(|(t, i, _)| (*t, *i));
