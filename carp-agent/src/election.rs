@@ -942,6 +942,43 @@ mod tests {
         assert_eq!(m.state(), State::Backup);
     }
 
+    /// OpenBSD's carp_proto_input_c compares demote counts before intervals: a demoted
+    /// OpenBSD master is taken over from without preemption, and its adverts never make
+    /// our master yield, however good its interval.
+    #[test]
+    fn openbsd_demote_byte() {
+        let demoted = |advskew| {
+            Event::Advert(Advert {
+                src: ip(2),
+                timing: Timing::Carp {
+                    advbase: 1,
+                    advskew,
+                },
+                demote: 1,
+            })
+        };
+        let mut backup = carp(100, false);
+        backup.handle(T0, Event::LinkUp);
+        let a = backup.handle(ms(10), demoted(0));
+        assert_eq!(
+            a[0],
+            Action::Transition {
+                from: State::Backup,
+                to: State::Master,
+                reason: Reason::MasterDemoted
+            }
+        );
+        let mut master = carp(100, false);
+        master.handle(T0, Event::LinkUp);
+        master.handle(ms(3400), Event::Timer);
+        assert_eq!(master.state(), State::Master);
+        assert_eq!(master.handle(ms(3500), demoted(0)), vec![]);
+        assert_eq!(master.state(), State::Master);
+        // With demote 0 the same advert wins as usual.
+        master.handle(ms(3600), carp_ad(2, 1, 0));
+        assert_eq!(master.state(), State::Backup);
+    }
+
     /// A FreeBSD 15 master of equal priority and lower address keeps advertising (its
     /// vrrp_input_c breaks no ties): after a master-down interval we yield to it.
     #[test]
