@@ -48,16 +48,32 @@ fn main() {
     dp.set_vip(&VipKey::new(LO, 0, vip6.into()), &entry)
         .unwrap();
 
+    // VHIDs 2 and 3 with 16 and 12 IPv4 VIPs: the HMAC message spans two SHA-1 blocks
+    // (one of them prepared by the agent), and for 12 the counter needs a second final one.
+    let many = |vhid: u8, n: u32| {
+        let vips: Vec<IpAddr> = (0..n)
+            .map(|i| Ipv4Addr::from(0xc633_6400 + i).into())
+            .collect();
+        let auth = Auth::new(b"testpass", vhid, &vips).unwrap();
+        let entry = vhid_entry(wire::VERSION, state::BACKUP, 0, vmac, vmac, Some(&auth));
+        (auth, entry)
+    };
+    let (auth16, entry16) = many(2, 16);
+    let (auth12, entry12) = many(3, 12);
+    dp.set_vhid(&VhidKey::new(LO, 0, 2), &entry16).unwrap();
+    dp.set_vhid(&VhidKey::new(LO, 0, 3), &entry12).unwrap();
+
     let peer: IpAddr = Ipv4Addr::new(192, 0, 2, 2).into();
     let mac = [2, 0, 0, 0, 0, 0xbb];
-    let advert = |counter, digest| CarpHeader {
-        vhid: 1,
+    let advert_of = |vhid, counter, digest| CarpHeader {
+        vhid,
         advskew: 0,
         demote: 0,
         advbase: 1,
         counter,
         digest,
     };
+    let advert = move |counter, digest| advert_of(1, counter, digest);
     let mut tcp = frames::ethernet([2, 0, 0, 0, 0, 0xaa], mac, None, frames::ETH_P_IP);
     tcp.extend(frames::ipv4(
         [192, 0, 2, 2],
@@ -103,6 +119,14 @@ fn main() {
             "CARP advert, bad HMAC, dropped",
             frames::carp(peer, &advert(0, [0; 20])),
         ),
+        (
+            "CARP advert, 16 IPv4 VIPs, bad HMAC, dropped",
+            frames::carp(peer, &advert_of(2, 0, [0; 20])),
+        ),
+        (
+            "CARP advert, 12 IPv4 VIPs (two final blocks), bad HMAC, dropped",
+            frames::carp(peer, &advert_of(3, 0, [0; 20])),
+        ),
     ];
     for (name, frame) in &stateless {
         let (ns, verdict) = run(frame, repeat);
@@ -118,6 +142,14 @@ fn main() {
         (
             "CARP advert, HMAC verified, to the agent",
             Box::new(move |i| frames::carp(peer, &advert(i, auth.sign(i)))),
+        ),
+        (
+            "CARP advert, 16 IPv4 VIPs, HMAC verified, to the agent",
+            Box::new(move |i| frames::carp(peer, &advert_of(2, i, auth16.sign(i)))),
+        ),
+        (
+            "CARP advert, 12 IPv4 VIPs, HMAC verified, to the agent",
+            Box::new(move |i| frames::carp(peer, &advert_of(3, i, auth12.sign(i)))),
         ),
         (
             "ARP request for the VIP, answered (XDP_TX)",
