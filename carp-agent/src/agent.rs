@@ -7,14 +7,14 @@ use crate::{
     config::{Check, Config, MacMode, Plan, Protocol, VipPlacement, XdpModeSetting},
     control::{self, CheckStatus, Forced, InterfaceStatus, Reply, Request, Status, VhidStatus},
     demotion::Demotion,
-    election::{Action, Advert, Event, Machine, Reason, State, Timing},
+    election::{Action, Event, Machine, Reason, State, Timing},
     frame,
     health::{self, Health},
     hmac::{Auth, Counter},
     hooks, metrics,
     netlink::{self, Link, Netlink},
     send::{Memberships, PacketSocket, UnicastSocket},
-    xdp::{DataPlane, parse_event, vhid_entry},
+    xdp::{DataPlane, advert_of, parse_event, vhid_entry},
 };
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{maps::RingBuf, programs::XdpMode};
@@ -812,26 +812,12 @@ impl Agent {
         else {
             return;
         };
+        let (advert, counter) = advert_of(&ev);
         let v = &mut self.vhids[i];
-        // The XDP program verified the digest (or the VRRP checksum) before handing it over.
-        let timing = if ev.version == wire::VERSION {
-            v.counter.adopt(ev.counter);
-            Timing::Carp {
-                advbase: ev.advbase,
-                advskew: ev.advskew,
-            }
-        } else {
-            Timing::Vrrp3 {
-                priority: ev.priority,
-                interval_cs: ev.interval_cs,
-            }
-        };
+        if let Some(counter) = counter {
+            v.counter.adopt(counter);
+        }
         v.n.adverts_received += 1;
-        let advert = Advert {
-            src: ev.src_addr(),
-            timing,
-            demote: ev.demote,
-        };
         self.feed(i, Event::Advert(advert)).await;
         self.apply_pending_demotion().await;
     }

@@ -1158,6 +1158,48 @@ mod tests {
         }
     }
 
+    /// Two hosts with equal settings started at the same instant, for both families and
+    /// both protocols: one master (FreeBSD's defaults, advskew 0 on both, as carp.sh
+    /// starts them; the tie-break compares the addresses each side sends from).
+    #[test]
+    fn equal_hosts_started_together_elect_one_master() {
+        let pairs: [(IpAddr, IpAddr); 3] = [
+            (ip(1), ip(2)),
+            (
+                "2001:db8:1::2".parse().unwrap(),
+                "2001:db8:2::2".parse().unwrap(),
+            ),
+            ("fe80::2".parse().unwrap(), "fe80::3".parse().unwrap()),
+        ];
+        for (a, b) in pairs {
+            for timing in [
+                Timing::Carp {
+                    advbase: 1,
+                    advskew: 0,
+                },
+                Timing::Vrrp3 {
+                    priority: 100,
+                    interval_cs: 100,
+                },
+            ] {
+                let host = |local_addr| {
+                    Machine::new(Config {
+                        timing,
+                        preempt: false,
+                        local_addr,
+                        local_other: None,
+                    })
+                };
+                let [x, y] = converge([host(a), host(b)], 30);
+                let masters = [&x, &y]
+                    .iter()
+                    .filter(|m| m.state() == State::Master)
+                    .count();
+                assert_eq!(masters, 1, "{a} {b} {timing}: {x:?} {y:?}");
+            }
+        }
+    }
+
     /// VRRPv3 at every priority pair and the shortest and longest intervals: one master.
     #[test]
     fn vrrp_priorities_converge_to_one_master() {

@@ -1,14 +1,20 @@
 //! The XDP data plane from the agent's side: loading and attaching the program, pinning
 //! its maps for `bpftool`, writing VHID and VIP state, reading counters and advert events.
 
-use crate::hmac::Auth;
+use crate::{
+    election::{Advert, Timing},
+    hmac::Auth,
+};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use carp_common::maps::{self, AdvertEvent, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats};
+use carp_common::{
+    maps::{self, AdvertEvent, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats},
+    wire,
+};
 use std::path::Path;
 
 /// The compiled XDP object, built by build.rs.
@@ -47,6 +53,30 @@ pub fn vhid_entry(
         entry.auth = auth.kernel();
     }
     entry
+}
+
+/// What an advert the program handed over tells the election, and for CARP the counter to
+/// adopt (carp_input_c). The program verified the digest (or VRRP's checksum) already.
+pub fn advert_of(ev: &AdvertEvent) -> (Advert, Option<u64>) {
+    let (timing, counter) = if ev.version == wire::VERSION {
+        let timing = Timing::Carp {
+            advbase: ev.advbase,
+            advskew: ev.advskew,
+        };
+        (timing, Some(ev.counter))
+    } else {
+        let timing = Timing::Vrrp3 {
+            priority: ev.priority,
+            interval_cs: ev.interval_cs,
+        };
+        (timing, None)
+    };
+    let advert = Advert {
+        src: ev.src_addr(),
+        timing,
+        demote: ev.demote,
+    };
+    (advert, counter)
 }
 
 /// Decodes a ring buffer record.
@@ -170,5 +200,45 @@ impl DataPlane {
                 .take_map(maps::EVENTS)
                 .with_context(|| format!("map {} missing or already taken", maps::EVENTS))?,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::election::{Config, Event, Machine, State};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any record the ring buffer could hold, every field arbitrary, goes through the
+        /// agent's receive path (decode, convert, the election in every state) without a
+        /// panic or an overflow.
+        #[test]
+        fn any_event_is_handled(bytes in proptest::collection::vec(any::<u8>(), 0..80), carp: bool, at in 0u64..1_000_000) {
+            let Some(ev) = parse_event(&bytes) else {
+                prop_assert!(bytes.len() < size_of::<AdvertEvent>());
+                return Ok(());
+            };
+            let (advert, counter) = advert_of(&ev);
+            prop_assert_eq!(counter.is_some(), ev.version == wire::VERSION);
+            let timing = if carp {
+                Timing::Carp { advbase: 1, advskew: 0 }
+            } else {
+                Timing::Vrrp3 { priority: 100, interval_cs: 100 }
+            };
+            let mut m = Machine::new(Config {
+                timing,
+                preempt: true,
+                local_addr: "192.0.2.1".parse().unwrap(),
+                local_other: None,
+            });
+            let now = std::time::Duration::from_millis(at);
+            for event in [Event::Advert(advert), Event::LinkUp, Event::Advert(advert), Event::Timer] {
+                m.handle(now, event);
+            }
+            m.handle(now + std::time::Duration::from_secs(1000), Event::Timer);
+            prop_assert!(m.state() != State::Init);
+            m.handle(now + std::time::Duration::from_secs(1001), Event::Advert(advert));
+        }
     }
 }
