@@ -677,6 +677,17 @@ mod tests {
         groups = ["web"]
     "#;
 
+    /// Every mistake `validate` finds in `text`, as `check` prints them.
+    fn mistakes(text: &str) -> Vec<String> {
+        Config::parse(text)
+            .unwrap()
+            .validate(Path::new("/"))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     #[test]
     fn the_seeds_hostc_parses() {
         // SAFETY: tests in this module set this variable only to this value.
@@ -734,8 +745,7 @@ mod tests {
             (c.interval, c.timeout, c.fall, c.rise, c.demote),
             (2.0, 1.0, 2, 2, 240)
         );
-        let bad = Config::parse(
-            r#"
+        let bad = r#"
             [[vhid]]
             interface = "eth0"
             vhid = 1
@@ -756,15 +766,8 @@ mod tests {
             [[check]]
             name = "b"
             command = ["/dev/null"]
-        "#,
-        )
-        .unwrap();
-        let text: Vec<String> = bad
-            .validate(Path::new("/"))
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        "#;
+        let text = mistakes(bad);
         assert_eq!(
             text,
             [
@@ -866,13 +869,7 @@ mod tests {
             vrrp6.join(", "),
             many.join(", ")
         );
-        let all: Vec<String> = Config::parse(&text)
-            .unwrap()
-            .validate(Path::new("/"))
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let all = mistakes(&text);
         assert_eq!(
             all,
             [
