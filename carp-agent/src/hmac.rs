@@ -59,6 +59,8 @@ pub struct Auth {
     /// HMAC state after the key and the message prefix, cloned per advert.
     prepared: Hmac<Sha1>,
     kernel: CounterHmac,
+    /// OpenBSD's variant without IPv6 link-local VIPs, when the VHID has any.
+    kernel_nov6ll: Option<CounterHmac>,
     prefix: Vec<u8>,
 }
 
@@ -82,9 +84,19 @@ impl Auth {
         prepared.update(&prefix);
         let kernel =
             CounterHmac::new(password, &prefix).expect("password shorter than a SHA-1 block");
+        let global: Vec<IpAddr> = vips
+            .iter()
+            .copied()
+            .filter(|a| !matches!(a, IpAddr::V6(a) if a.is_unicast_link_local()))
+            .collect();
+        let kernel_nov6ll = (global.len() < vips.len()).then(|| {
+            CounterHmac::new(password, &message_prefix(vhid, &global))
+                .expect("password shorter than a SHA-1 block")
+        });
         Ok(Self {
             prepared,
             kernel,
+            kernel_nov6ll,
             prefix,
         })
     }
@@ -107,6 +119,12 @@ impl Auth {
     /// The HMAC prepared for the XDP program's map: any VIP count is verified there.
     pub fn kernel(&self) -> CounterHmac {
         self.kernel
+    }
+
+    /// OpenBSD's `HMAC_NOV6LL` variant, prepared likewise, when the VHID has IPv6
+    /// link-local VIPs (otherwise both variants are the same).
+    pub fn kernel_nov6ll(&self) -> Option<CounterHmac> {
+        self.kernel_nov6ll
     }
 
     /// The message bytes before the counter.
@@ -218,6 +236,28 @@ mod tests {
             let work = &mut [[0; 64]; 2];
             assert_eq!(auth.kernel().digest(77, work), auth.sign(77), "{n} VIPs");
         }
+    }
+
+    /// OpenBSD's carp_prepare_ad sends the digest over the VIPs without IPv6 link-local
+    /// ones (`HMAC_NOV6LL`): the prepared variant is exactly that.
+    #[test]
+    fn openbsd_nov6ll_variant() {
+        let ll: IpAddr = "fe80::50".parse().unwrap();
+        let v4: IpAddr = Ipv4Addr::new(192, 0, 2, 50).into();
+        let auth = Auth::new(b"pw", 1, &[v4, ll]).unwrap();
+        let openbsd = Auth::new(b"pw", 1, &[v4]).unwrap();
+        let work = &mut [[0; 64]; 2];
+        assert_eq!(
+            auth.kernel_nov6ll().unwrap().digest(9, work),
+            openbsd.sign(9)
+        );
+        assert_ne!(auth.kernel().digest(9, work), openbsd.sign(9));
+        assert!(
+            Auth::new(b"pw", 1, &[v4])
+                .unwrap()
+                .kernel_nov6ll()
+                .is_none()
+        );
     }
 
     #[test]

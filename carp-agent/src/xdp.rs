@@ -51,6 +51,10 @@ pub fn vhid_entry(
     };
     if let Some(auth) = auth {
         entry.auth = auth.kernel();
+        if let Some(nov6ll) = auth.kernel_nov6ll() {
+            entry.auth_nov6ll = nov6ll;
+            entry.flags |= maps::flags::NOV6LL;
+        }
     }
     entry
 }

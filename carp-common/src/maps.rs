@@ -38,6 +38,8 @@ pub mod flags {
     /// 7.3 makes the virtual router a router), for CARP when the host forwards IPv6 (as
     /// nd6_na_output sets it from V_ip6_forwarding).
     pub const ROUTER: u8 = 4;
+    /// The VHID has IPv6 link-local VIPs: digests without them (OpenBSD's) verify too.
+    pub const NOV6LL: u8 = 8;
 }
 
 #[repr(C)]
@@ -72,7 +74,10 @@ pub struct VhidEntry {
     /// CARP: the HMAC over the constant prefix (version, type, vhid, VIPs) prepared for
     /// any counter, from the pad states (the key never enters the kernel).
     pub auth: CounterHmac,
-    pub _pad_end: [u8; 4],
+    /// With [`flags::NOV6LL`]: the same over the VIPs without IPv6 link-local ones, the
+    /// digest OpenBSD sends (carp_prepare_ad uses `HMAC_NOV6LL`; carp_hmac_verify accepts
+    /// either).
+    pub auth_nov6ll: CounterHmac,
 }
 
 impl VhidKey {
@@ -97,7 +102,7 @@ impl Default for VhidEntry {
             if_mac: [0; 6],
             master_until: 0,
             auth: CounterHmac::default(),
-            _pad_end: [0; 4],
+            auth_nov6ll: CounterHmac::default(),
         }
     }
 }
@@ -321,7 +326,7 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<VhidKey>(), 8);
-        assert_eq!(size_of::<VhidEntry>(), 4 + 6 + 6 + 8 + 40 + 128 + 4 + 4);
+        assert_eq!(size_of::<VhidEntry>(), 4 + 6 + 6 + 8 + 2 * (40 + 128 + 4));
         assert_eq!(size_of::<VipKey>(), 24);
         assert_eq!(size_of::<VipEntry>(), 16);
         assert_eq!(size_of::<ReplayEntry>(), 40);

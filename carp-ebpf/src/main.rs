@@ -380,7 +380,10 @@ fn carp_advert(
     ev.advskew = h[wire::offset::ADVSKEW];
     ev.demote = h[wire::offset::DEMOTE];
     // carp_hmac_verify before anything is recorded, as carp_input_c does.
-    if entry.auth.digest(ev.counter, &mut s.blocks) != h[wire::offset::DIGEST..] {
+    if entry.auth.digest(ev.counter, &mut s.blocks) != h[wire::offset::DIGEST..]
+        && (entry.flags & flags::NOV6LL == 0
+            || entry.auth_nov6ll.digest(ev.counter, &mut s.blocks) != h[wire::offset::DIGEST..])
+    {
         count!(bad_hmac);
         return Some(());
     }

@@ -449,6 +449,34 @@ fn vrrp3_adverts() {
     );
 }
 
+/// OpenBSD's carp_hmac_verify accepts digests with and without IPv6 link-local VIPs and
+/// sends the one without (`HMAC_NOV6LL`); FreeBSD hashes them all. A VHID with a
+/// link-local VIP verifies both, and nothing else.
+#[test]
+fn both_openbsd_hmac_variants_verify() {
+    let mut fx = Fixture::new(state::BACKUP);
+    let ll: IpAddr = "fe80::50".parse().unwrap();
+    fx.auth = Auth::new(PASSWORD, VHID, &[vip4().into(), ll]).unwrap();
+    fx.set_state(state::BACKUP, 0);
+    let freebsd = fx.advert(11, 0);
+    let openbsd = CarpHeader {
+        digest: Auth::new(PASSWORD, VHID, &[vip4().into()])
+            .unwrap()
+            .sign(12),
+        ..fx.advert(12, 0)
+    };
+    for h in [freebsd, openbsd] {
+        let f = frame::carp(peer4(), &h);
+        assert_eq!(fx.run_counted(&f), (XDP_DROP, only(|s| s.adverts = 1)));
+    }
+    let other = CarpHeader {
+        digest: Auth::new(PASSWORD, VHID, &[ll]).unwrap().sign(13),
+        ..fx.advert(13, 0)
+    };
+    let f = frame::carp(peer4(), &other);
+    assert_eq!(fx.run_counted(&f), (XDP_DROP, only(|s| s.bad_hmac = 1)));
+}
+
 /// RFC 5798 allows up to 255 addresses (IPv4) and as many as one packet holds (IPv6);
 /// keepalived and FreeBSD 15 send them all. Longer than that is malformed.
 #[test]
