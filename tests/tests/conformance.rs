@@ -104,19 +104,27 @@ fn vhid1(vip: &str, extra: &str) -> String {
     format!("[[vhid]]\ninterface = \"eth0\"\nvhid = 1\nvips = [\"{vip}\"]\n{extra}\n")
 }
 
-/// Both agents' states and logs, for a failure message.
+/// Both agents' states, non-zero XDP counters and logs, for a failure message.
 fn report(a: &Agent, b: &Agent) -> String {
-    format!(
-        "{}: {:?}, {}: {:?}\n--- {} log:\n{}\n--- {} log:\n{}",
-        a.name,
-        a.state(1),
-        b.name,
-        b.state(1),
-        a.name,
-        a.log_text(),
-        b.name,
-        b.log_text()
-    )
+    [a, b]
+        .iter()
+        .map(|x| {
+            let xdp: Vec<(String, u64)> = x
+                .status()
+                .map(|s| s.interfaces)
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|i| i.xdp)
+                .filter(|(_, n)| *n != 0)
+                .collect();
+            format!(
+                "\n--- {}: {:?}, XDP {xdp:?}, log:\n{}",
+                x.name,
+                x.state(1),
+                x.log_text()
+            )
+        })
+        .collect()
 }
 
 /// carp.sh's `wait_for_carp`: waits until one of the two is MASTER of VHID 1, then
@@ -128,7 +136,7 @@ fn wait_for_carp(a: &Agent, b: &Agent) -> bool {
     while !master(a) && !master(b) {
         assert!(
             start.elapsed() < ELECTION,
-            "no MASTER after {ELECTION:?}; {}",
+            "no MASTER after {ELECTION:?}{}",
             report(a, b)
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -138,7 +146,7 @@ fn wait_for_carp(a: &Agent, b: &Agent) -> bool {
     match (states.0.as_deref(), states.1.as_deref()) {
         (Some("MASTER"), Some("BACKUP")) => true,
         (Some("BACKUP"), Some("MASTER")) => false,
-        _ => panic!("not one MASTER and one BACKUP; {}", report(a, b)),
+        _ => panic!("not one MASTER and one BACKUP{}", report(a, b)),
     }
 }
 
@@ -152,7 +160,7 @@ fn ping_ok(ns: &Netns, args: &[&str], agents: (&Agent, &Agent)) {
     let out = ping(ns, args);
     assert!(
         out.status.success(),
-        "ping {args:?} from {} failed ({}): {}{}; {}",
+        "ping {args:?} from {} failed ({}): {}{}{}",
         ns.name(),
         out.status,
         String::from_utf8_lossy(&out.stdout),
@@ -173,9 +181,12 @@ fn sanity_ping(ns: &Netns, family: &str, dst: &str, agents: (&Agent, &Agent)) {
 /// second agent could otherwise be running first and win an election carp.sh's order
 /// decides.
 fn agent(ns: &Netns, dir: &TempDir, name: &str, config: &str) -> Agent {
-    let a = Agent::start(ns, dir.path(), name, config).unwrap();
+    let mut a = Agent::start(ns, dir.path(), name, config).unwrap();
     let start = Instant::now();
     while !matches!(a.state(1).as_deref(), Some("BACKUP" | "MASTER")) {
+        if let Ok(status) = a.wait(Duration::ZERO) {
+            panic!("{name} exited ({status}); log:\n{}", a.log_text());
+        }
         assert!(
             start.elapsed() < ELECTION,
             "{name}: VHID 1 not running after {ELECTION:?} (is {:?}); log:\n{}",
@@ -333,7 +344,7 @@ fn unicast_v4() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         received() >= before + 2,
-        "two's adverts stopped reaching its peer; {}",
+        "two's adverts stopped reaching its peer{}",
         report(&two, &three)
     );
     assert_eq!(
@@ -514,7 +525,7 @@ fn nd6_ns_source_mac() {
     let out = ping(&j.three, &ping_args);
     assert!(
         !out.status.success(),
-        "the BACKUP sent from the VIP: {}; {}",
+        "the BACKUP sent from the VIP: {}{}",
         String::from_utf8_lossy(&out.stdout),
         report(&master, &slave)
     );
