@@ -3,6 +3,7 @@
 
 use crate::netns::Netns;
 use anyhow::{Context as _, Result, bail};
+use carp_agent::control::Status;
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -220,18 +221,20 @@ impl Agent {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// The state of `vhid` as `carp-agent status` shows it, if the agent answers.
+    /// `carp-agent status --json`, typed: the agent's documented schema.
+    pub fn status(&self) -> Result<Status> {
+        let json = self.ctl(&["status", "--json"])?;
+        serde_json::from_str(&json).with_context(|| format!("{}: status {json}", self.name))
+    }
+
+    /// The state of `vhid` (on its first interface), if the agent answers.
     pub fn state(&self, vhid: u8) -> Option<String> {
-        let text = self.ctl(&["status"]).ok()?;
-        text.lines().find_map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            match words.as_slice() {
-                [_, "carp:", state, "vhid", v, ..] if *v == vhid.to_string() => {
-                    Some((*state).to_owned())
-                }
-                _ => None,
-            }
-        })
+        let status = self.status().ok()?;
+        status
+            .vhids
+            .into_iter()
+            .find(|v| v.vhid == vhid)
+            .map(|v| v.state)
     }
 
     /// Waits until `vhid` is in `state`; returns how long that took.
@@ -251,30 +254,28 @@ impl Agent {
         )
     }
 
-    /// An XDP counter of the agent's first interface, from `carp-agent status`.
+    /// An XDP counter of the agent's first interface; panics when the agent does not
+    /// answer or has no such counter, so a typo or a dead agent never reads as 0.
     pub fn xdp_counter(&self, name: &str) -> u64 {
-        let status = self.ctl(&["status"]).unwrap_or_default();
-        let line = status
-            .lines()
-            .find(|l| l.contains(" xdp "))
-            .unwrap_or_default();
-        line.split([':', ','])
-            .find_map(|kv| {
-                let (k, v) = kv.trim().rsplit_once(' ')?;
-                (k == name).then(|| v.parse().ok()).flatten()
-            })
-            .unwrap_or(0)
+        let status = self.status().unwrap_or_else(|e| panic!("{e:#}"));
+        let iface = status
+            .interfaces
+            .first()
+            .unwrap_or_else(|| panic!("{}: no interface in {status:?}", self.name));
+        *iface
+            .xdp
+            .get(name)
+            .unwrap_or_else(|| panic!("{}: no XDP counter {name} in {:?}", self.name, iface.xdp))
     }
 
-    /// The transitions `carp-agent status` counts for the first VHID.
+    /// The transitions of the agent's first VHID; panics when the agent does not answer.
     pub fn transitions(&self) -> u64 {
-        let status = self.ctl(&["status"]).unwrap_or_default();
+        let status = self.status().unwrap_or_else(|e| panic!("{e:#}"));
         status
-            .split(" transitions")
-            .next()
-            .and_then(|s| s.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no transitions in {status}"))
+            .vhids
+            .first()
+            .unwrap_or_else(|| panic!("{}: no VHID in {status:?}", self.name))
+            .transitions
     }
 
     pub fn log_text(&self) -> String {
