@@ -47,6 +47,11 @@ pub fn solicited_node(addr: Ipv6Addr) -> Ipv6Addr {
 pub struct Sources {
     pub first: IpAddr,
     pub other: Option<IpAddr>,
+    /// The interface has no address of its own for multicast adverts of a family, so they
+    /// go out from the VHID's first VIP of it, as FreeBSD's do when the CARP address is
+    /// the interface's only one (carp.sh `switch`). Peers doing the same send from the same
+    /// address: adverts from it are then a peer's, not our own looped back.
+    pub from_vip: bool,
 }
 
 /// The VHID's advert sources among the interface's own addresses (never a VIP). `None`
@@ -77,15 +82,22 @@ pub fn advert_sources(plan: &Plan, addrs: &[Address]) -> Option<Sources> {
             .copied()
     };
     if plan.peers.is_empty() {
-        let v4 = plan.vips.iter().any(|(v, _)| v.is_ipv4());
-        let first = pick(!v4, true)?;
-        let both = plan.protocol == Protocol::Carp
-            && plan
-                .vips
+        let vip_of = |v6: bool| {
+            plan.vips
                 .iter()
-                .any(|(v, _)| v.is_ipv6() != first.is_ipv6());
+                .map(|(v, _)| *v)
+                .find(|v| v.is_ipv6() == v6)
+        };
+        let v4 = vip_of(false).is_some();
+        let own_first = pick(!v4, true);
+        let first = own_first.or_else(|| vip_of(!v4))?;
+        let both = plan.protocol == Protocol::Carp && vip_of(!first.is_ipv6()).is_some();
         let other = if both { pick(v4, true) } else { None };
-        return Some(Sources { first, other });
+        return Some(Sources {
+            first,
+            other,
+            from_vip: own_first.is_none(),
+        });
     }
     let family_of_peers = |v6: bool| -> Option<bool> {
         let peers: Vec<&IpAddr> = plan.peers.iter().filter(|p| p.is_ipv6() == v6).collect();
@@ -97,21 +109,17 @@ pub fn advert_sources(plan: &Plan, addrs: &[Address]) -> Option<Sources> {
     };
     let v4 = family_of_peers(false).map(|ll| pick(false, ll));
     let v6 = family_of_peers(true).map(|ll| pick(true, ll));
-    match (v4, v6) {
-        (Some(a), Some(b)) => Some(Sources {
-            first: a?,
-            other: b,
-        }),
-        (Some(a), None) => Some(Sources {
-            first: a?,
-            other: None,
-        }),
-        (None, Some(b)) => Some(Sources {
-            first: b?,
-            other: None,
-        }),
-        (None, None) => None,
-    }
+    let (first, other) = match (v4, v6) {
+        (Some(a), Some(b)) => (a?, b),
+        (Some(a), None) => (a?, None),
+        (None, Some(b)) => (b?, None),
+        (None, None) => return None,
+    };
+    Some(Sources {
+        first,
+        other,
+        from_vip: false,
+    })
 }
 
 #[cfg(test)]
@@ -181,7 +189,17 @@ mod tests {
             prefix: 32,
             vip: true,
         });
-        assert!(advert_sources(&plan("vips = [\"192.0.2.1/29\"]"), &left).is_none());
+        let s = advert_sources(&plan("vips = [\"192.0.2.1/29\"]"), &left).unwrap();
+        assert_eq!(
+            (s.first, s.from_vip),
+            (a("192.0.2.1"), true),
+            "carp.sh switch"
+        );
+        let s = advert_sources(&plan("vips = [\"192.0.2.1/29\"]"), &own(&HOST)).unwrap();
+        assert!(!s.from_vip);
+        // Unicast needs an address of the host's own to bind.
+        let uni = plan("vips = [\"192.0.2.1/32\"]\npeers = [\"198.51.100.224\"]");
+        assert!(advert_sources(&uni, &left).is_none());
     }
 
     /// carp.sh unicast_v6 and unicast_ll_v6: the source has the peer's scope.

@@ -162,14 +162,15 @@ async fn check_system(nl: &Netlink, plans: &[Plan]) -> Result<BTreeMap<String, L
             }
         }
         let index = links[&p.interface].index;
-        let mut addrs = nl.addresses(index).await.unwrap_or_default();
+        let addrs = nl.addresses(index).await.unwrap_or_default();
+        let mut host = addrs.clone();
         if let Ok(lo) = nl.link("lo").await {
-            addrs.extend(nl.addresses(lo.index).await.unwrap_or_default());
+            host.extend(nl.addresses(lo.index).await.unwrap_or_default());
         }
         for (vip, _) in &p.vips {
             // The agent adds and removes its VIPs: one that is already a host address would
             // be taken from the host when this VHID is not master.
-            if addrs.iter().any(|a| a.addr == *vip && !a.vip) {
+            if host.iter().any(|a| a.addr == *vip && !a.vip) {
                 mistakes.push(format!(
                     "{at}: VIP {vip} is already an address of this host; a VIP must be an address \
                      only the master holds"
@@ -491,7 +492,16 @@ impl Agent {
             };
             let memberships = Memberships::join(link.index, &plan)
                 .with_context(|| format!("joining multicast groups on {}", plan.interface))?;
-            let machine = Machine::new(plan.machine(src, sources.other));
+            if sources.from_vip {
+                tracing::warn!(
+                    "vhid {} on {}: the interface has no address of its own of the VIP's family; \
+                     adverts go out from the VIP {src}, which peers cannot break ties with: \
+                     give the interface an address",
+                    plan.vhid,
+                    plan.interface
+                );
+            }
+            let machine = Machine::new(plan.machine(&sources));
             let hooks = hooks::Queue::start(self.hooks_tx.clone());
             let v = Vhid {
                 ifindex: link.index,

@@ -328,12 +328,13 @@ impl Plan {
     }
 
     /// The election settings, given the addresses adverts go out from.
-    pub fn machine(&self, local_addr: IpAddr, local_other: Option<IpAddr>) -> MachineConfig {
+    pub fn machine(&self, sources: &crate::addrs::Sources) -> MachineConfig {
         MachineConfig {
             timing: self.timing,
             preempt: self.preempt,
-            local_addr,
-            local_other,
+            local_addr: sources.first,
+            local_other: sources.other,
+            shared_source: sources.from_vip,
         }
     }
 }

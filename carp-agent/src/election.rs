@@ -68,6 +68,9 @@ pub struct Config {
     /// or unicast peers of both families): ties with a sender of that family are broken
     /// against it, so both sides compare the addresses actually on the wire.
     pub local_other: Option<IpAddr>,
+    /// `local_addr` is a VIP that peers may send from too (see
+    /// `addrs::Sources::from_vip`): adverts from it are not our own.
+    pub shared_source: bool,
 }
 
 impl Config {
@@ -452,7 +455,9 @@ impl Machine {
     }
 
     fn on_advert(&mut self, now: Duration, ad: Advert, out: &mut Vec<Action>) {
-        if ad.src == self.cfg.local_addr || Some(ad.src) == self.cfg.local_other {
+        if !self.cfg.shared_source
+            && (ad.src == self.cfg.local_addr || Some(ad.src) == self.cfg.local_other)
+        {
             self.looped += 1;
             return;
         }
@@ -507,8 +512,10 @@ impl Machine {
             // against FreeBSD at least one does.
             State::Master => {
                 let local = self.cfg.local_for(src);
+                // A tie with a sender of our own (shared) address: both yield, as FreeBSD's
+                // carp_input_c does on any tie, and the first to time out wins.
                 if demote == 0
-                    && (ours > theirs || (ours == theirs && ucarp_order(src) < ucarp_order(local)))
+                    && (ours > theirs || (ours == theirs && ucarp_order(src) <= ucarp_order(local)))
                 {
                     self.become_backup(now, Reason::PreferredMaster, out);
                 }
@@ -601,6 +608,7 @@ mod tests {
             preempt,
             local_addr: ip(1),
             local_other: None,
+            shared_source: false,
         })
     }
 
@@ -613,6 +621,7 @@ mod tests {
             preempt,
             local_addr: ip(1),
             local_other: None,
+            shared_source: false,
         })
     }
 
@@ -1055,10 +1064,15 @@ mod tests {
 
     /// Two hosts on a lossless segment, adverts arriving 1 ms after they are sent, started
     /// at the same instant. Returns the machines after `secs` seconds.
-    fn converge(mut m: [Machine; 2], secs: u64) -> [Machine; 2] {
+    fn converge(m: [Machine; 2], secs: u64) -> [Machine; 2] {
+        converge_from(m, [T0, T0], secs)
+    }
+
+    /// [`converge`] with the hosts' links coming up at `starts`.
+    fn converge_from(mut m: [Machine; 2], starts: [Duration; 2], secs: u64) -> [Machine; 2] {
         let end = Duration::from_secs(secs);
         let mut queue: Vec<(Duration, usize, Event)> =
-            vec![(T0, 0, Event::LinkUp), (T0, 1, Event::LinkUp)];
+            vec![(starts[0], 0, Event::LinkUp), (starts[1], 1, Event::LinkUp)];
         loop {
             for (i, x) in m.iter().enumerate() {
                 if let Some(t) = x.deadline()
@@ -1096,6 +1110,7 @@ mod tests {
             preempt,
             local_addr: ip(last),
             local_other: None,
+            shared_source: false,
         });
         m.handle(T0, Event::Demotion(demotion));
         m
@@ -1188,6 +1203,7 @@ mod tests {
                         preempt: false,
                         local_addr,
                         local_other: None,
+                        shared_source: false,
                     })
                 };
                 let [x, y] = converge([host(a), host(b)], 30);
@@ -1197,6 +1213,43 @@ mod tests {
                     .count();
                 assert_eq!(masters, 1, "{a} {b} {timing}: {x:?} {y:?}");
             }
+        }
+    }
+
+    /// Hosts whose interface has no address but the VIP send from the VIP (carp.sh
+    /// `switch`): equal adverts from it are a peer's; both yield on the tie (FreeBSD's
+    /// rule) and the first to time out wins, so hosts that did not start in the same
+    /// millisecond end with one master for either protocol. (Started in lockstep they
+    /// could collide forever, as FreeBSD's would: hence the warning to give the
+    /// interface an address.)
+    #[test]
+    fn hosts_sending_from_the_same_vip_elect_one_master() {
+        for timing in [
+            Timing::Carp {
+                advbase: 1,
+                advskew: 0,
+            },
+            Timing::Vrrp3 {
+                priority: 100,
+                interval_cs: 100,
+            },
+        ] {
+            let host = || {
+                Machine::new(Config {
+                    timing,
+                    preempt: false,
+                    local_addr: ip(1),
+                    local_other: None,
+                    shared_source: true,
+                })
+            };
+            let [x, y] = converge_from([host(), host()], [T0, ms(137)], 30);
+            let masters = [&x, &y]
+                .iter()
+                .filter(|m| m.state() == State::Master)
+                .count();
+            assert_eq!(masters, 1, "{timing}: {x:?} {y:?}");
+            assert_eq!(x.looped() + y.looped(), 0);
         }
     }
 
@@ -1221,6 +1274,7 @@ mod tests {
                         preempt: true,
                         local_addr: ip(last),
                         local_other: None,
+                        shared_source: false,
                     })
                 };
                 let secs = 12 * u64::from(interval_cs) / 100 + 2;

@@ -52,6 +52,7 @@ impl Node {
             preempt: self.preempt,
             local_addr: self.addr.into(),
             local_other: None,
+            shared_source: false,
         })
     }
 }
@@ -106,6 +107,7 @@ impl Sim {
                         preempt,
                         local_addr: addr.into(),
                         local_other: None,
+                        shared_source: false,
                     }),
                     auth: Auth::new(PASSWORD, VHID, &[vip()]).unwrap(),
                     counter: Counter::default(),
