@@ -2,7 +2,9 @@
 //! in a root-only directory; `carp-agent status`, `set-state`, `demote` and `reload` are
 //! its clients.
 
+use crate::config::Protocol;
 use anyhow::{Context as _, Result, bail};
+use carp_common::State;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, os::unix::fs::PermissionsExt as _, path::Path};
 use tokio::{
@@ -78,9 +80,7 @@ pub struct Status {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct CheckStatus {
     pub name: String,
-    /// "healthy", "failing" (the host or group is demoted by `demote`) or "pending"
-    /// (no run finished yet).
-    pub state: String,
+    pub state: Verdict,
     pub demote: i32,
     /// The demotion group, if it demotes one group only.
     pub group: Option<String>,
@@ -90,12 +90,53 @@ pub struct CheckStatus {
     pub last_failure: Option<String>,
 }
 
+/// A check's verdict.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// No run finished yet.
+    #[default]
+    Pending,
+    Healthy,
+    /// The host or group is demoted by `demote`.
+    Failing,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Pending => "pending",
+            Verdict::Healthy => "healthy",
+            Verdict::Failing => "failing",
+        })
+    }
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Attached {
+    /// In the driver.
+    Native,
+    /// Generic XDP, on the skb.
+    #[default]
+    Skb,
+}
+
+impl std::fmt::Display for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Attached::Native => "native",
+            Attached::Skb => "skb",
+        })
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct InterfaceStatus {
     pub name: String,
     pub up: bool,
-    /// "native" or "skb".
-    pub xdp_mode: String,
+    pub xdp_mode: Attached,
     /// XDP counters by name (see `XdpStats`).
     pub xdp: BTreeMap<String, u64>,
 }
@@ -104,10 +145,8 @@ pub struct InterfaceStatus {
 pub struct VhidStatus {
     pub interface: String,
     pub vhid: u8,
-    /// "carp" or "vrrp3".
-    pub protocol: String,
-    /// INIT, BACKUP or MASTER.
-    pub state: String,
+    pub protocol: Protocol,
+    pub state: State,
     pub advbase: u8,
     pub advskew: u8,
     pub priority: u8,
@@ -130,7 +169,7 @@ impl Status {
     pub fn text(&self) -> String {
         let mut out = String::new();
         for v in &self.vhids {
-            let timing = if v.protocol == "carp" {
+            let timing = if v.protocol == Protocol::Carp {
                 format!("advbase {} advskew {}", v.advbase, v.advskew)
             } else {
                 format!("vrrp priority {} interval {}ms", v.priority, v.interval_ms)
@@ -272,6 +311,11 @@ pub async fn request(path: &Path, req: &Request) -> Result<Reply> {
     serde_json::from_str(&line).context("unreadable reply from the agent")
 }
 
+/// A file's inode: tells our control socket from one a successor bound.
+pub fn inode(path: &Path) -> Option<u64> {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).ok()?).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,8 +353,8 @@ mod tests {
             vhids: vec![VhidStatus {
                 interface: "em0".into(),
                 vhid: 1,
-                protocol: "carp".into(),
-                state: "MASTER".into(),
+                protocol: Protocol::Carp,
+                state: State::Master,
                 advbase: 1,
                 advskew: 0,
                 vips: vec!["192.0.2.50/24".into()],
@@ -318,7 +362,7 @@ mod tests {
             }],
             checks: vec![CheckStatus {
                 name: "nginx".into(),
-                state: "failing".into(),
+                state: Verdict::Failing,
                 demote: 240,
                 group: Some("web".into()),
                 runs: 9,

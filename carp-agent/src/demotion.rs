@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// `net.inet.carp.ifdown_demotion_factor` and `senderr_demotion_factor` default:
 /// CARP_MAXSKEW.
-pub const IFDOWN_FACTOR: i32 = 240;
-pub const SENDERR_FACTOR: i32 = 240;
+pub const IFDOWN_FACTOR: i32 = carp_common::wire::MAXSKEW as i32;
+pub const SENDERR_FACTOR: i32 = IFDOWN_FACTOR;
 /// `CARP_SENDAD_MAX_ERRORS` / `CARP_SENDAD_MIN_SUCCESS`.
 pub const SENDAD_MAX_ERRORS: u32 = 3;
 pub const SENDAD_MIN_SUCCESS: u32 = 3;
@@ -48,6 +48,22 @@ impl<K: Ord + Clone> Demotion<K> {
             Some(g) => self.adjust_group(g, delta),
             None => self.adjust(delta),
         }
+    }
+
+    /// `carp-agent demote`: `+N` and `-N` add to the host's counter or `group`'s, `=N`
+    /// sets it. Returns the counter's new value; arithmetic saturates.
+    pub fn operate(&mut self, op: char, value: i32, group: Option<&str>) -> Result<i32, String> {
+        let counter = match group {
+            Some(g) => self.groups.entry(g.to_owned()).or_default(),
+            None => &mut self.global,
+        };
+        *counter = match op {
+            '+' => counter.saturating_add(value),
+            '-' => counter.saturating_sub(value),
+            '=' => value,
+            _ => return Err(format!("unknown demotion operator {op:?}")),
+        };
+        Ok(*counter)
     }
 
     /// The demotion that applies to a VHID in `groups`.
@@ -101,6 +117,20 @@ impl<K: Ord + Clone> Demotion<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The operator's `demote`, at the ends of i32 too (`demote -- -2147483648` overflowed).
+    #[test]
+    fn operator_demotion() {
+        let mut d = Demotion::<u8>::default();
+        assert_eq!(d.operate('+', 50, None), Ok(50));
+        assert_eq!(d.operate('=', 20, Some("web")), Ok(20));
+        assert_eq!(d.operate('-', 15, Some("web")), Ok(5));
+        assert_eq!(d.effective(["web"]), 55);
+        assert_eq!(d.operate('-', i32::MIN, None), Ok(i32::MAX));
+        assert_eq!(d.operate('=', i32::MIN, None), Ok(i32::MIN));
+        assert_eq!(d.operate('+', i32::MIN, None), Ok(i32::MIN));
+        assert!(d.operate('*', 1, None).is_err());
+    }
 
     #[test]
     fn link_down_demotes_once_per_vhid() {

@@ -4,8 +4,8 @@
 use carp_common::{checksum, vrrp, wire};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use carp_common::ether::{ARP_REQUEST, NA_OVERRIDE, NA_ROUTER, ND_NEIGHBOR_ADVERT};
 pub use carp_common::ether::{ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMPV6};
-use carp_common::ether::{NA_OVERRIDE, NA_ROUTER, ND_NEIGHBOR_ADVERT};
 /// DSCP 56 (CS7, network control) in the TOS byte, as modern FreeBSD marks adverts.
 pub const TOS_CS7: u8 = 56 << 2;
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -139,7 +139,7 @@ pub fn group(src: IpAddr) -> IpAddr {
 /// A gratuitous ARP request announcing `vip` at `mac` (what BSD's arp_announce sends).
 pub fn gratuitous_arp(mac: [u8; 6], vip: Ipv4Addr, vlan: Option<u16>) -> Vec<u8> {
     let mut f = ethernet(BROADCAST, mac, vlan, ETH_P_ARP);
-    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&ARP_REQUEST);
     f.extend_from_slice(&mac);
     f.extend_from_slice(&vip.octets());
     f.extend_from_slice(&[0; 6]);
@@ -149,8 +149,7 @@ pub fn gratuitous_arp(mac: [u8; 6], vip: Ipv4Addr, vlan: Option<u16>) -> Vec<u8>
 
 /// The ICMPv6 checksum of `message` between `src` and `dst` (RFC 8200 8.1).
 pub fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], message: &[u8]) -> u16 {
-    let mut sum = checksum::add(checksum::add(0, src), dst);
-    sum += message.len() as u32 + u32::from(IPPROTO_ICMPV6);
+    let sum = checksum::pseudo(src, dst, IPPROTO_ICMPV6, message.len());
     checksum::finish(checksum::add(sum, message))
 }
 

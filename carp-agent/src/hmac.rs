@@ -73,11 +73,17 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// Whether every CARP peer can use `password`.
+pub fn check_password(password: &[u8]) -> Result<(), AuthError> {
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(AuthError::PasswordTooLong(password.len()));
+    }
+    Ok(())
+}
+
 impl Auth {
     pub fn new(password: &[u8], vhid: u8, vips: &[IpAddr]) -> Result<Self, AuthError> {
-        if password.len() > MAX_PASSWORD_LEN {
-            return Err(AuthError::PasswordTooLong(password.len()));
-        }
+        check_password(password)?;
         let prefix = message_prefix(vhid, vips);
         let mut prepared =
             Hmac::<Sha1>::new_from_slice(password).expect("HMAC takes keys of any length");

@@ -2,6 +2,7 @@
 
 pub mod addrs;
 pub mod agent;
+pub mod checks;
 pub mod config;
 pub mod control;
 pub mod demotion;
@@ -10,8 +11,11 @@ pub mod frame;
 pub mod health;
 pub mod hmac;
 pub mod hooks;
+pub mod iface;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;
+pub mod preflight;
 pub mod send;
+pub mod vhid;
 pub mod xdp;

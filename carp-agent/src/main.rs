@@ -2,9 +2,10 @@
 
 use anyhow::{Context as _, Result, bail};
 use carp_agent::{
-    agent::{self, Options},
-    config::{self, Config, Vhid},
+    agent,
+    config::{self, Config, VhidConfig},
     control::{self, Forced, Request},
+    preflight::{self, Options},
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{io::Write as _, net::IpAddr, path::PathBuf, process::ExitCode};
@@ -292,7 +293,7 @@ fn init_logging(format: LogFormat) {
 fn ucarp_config(u: &Ucarp, socket: PathBuf) -> Result<Config> {
     let interface = u.interface.clone().context("-i/--interface is required")?;
     let addr = u.addr.clone().context("-a/--addr is required")?;
-    let mut v = Vhid::new(&interface, u.vhid, vec![addr]);
+    let mut v = VhidConfig::new(&interface, u.vhid, vec![addr]);
     v.advbase = u.advbase;
     v.advskew = u.advskew;
     v.preempt = u.preempt;
@@ -397,7 +398,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(options: Options, check_only: bool) -> ExitCode {
-    let plans = match agent::preflight(&options).await {
+    let plans = match preflight::preflight(&options).await {
         Ok(p) => p,
         Err(mistakes) => {
             let at = options
@@ -417,7 +418,10 @@ async fn serve(options: Options, check_only: bool) -> ExitCode {
             1 => ", 1 health check".into(),
             n => format!(", {n} health checks"),
         };
-        println!("configuration OK: {}{checks}", agent::vhids(plans.len()));
+        println!(
+            "configuration OK: {}{checks}",
+            preflight::vhids(plans.len())
+        );
         return ExitCode::SUCCESS;
     }
     match agent::run(options, plans).await {

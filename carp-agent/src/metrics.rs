@@ -1,7 +1,7 @@
 //! Prometheus metrics (`--metrics 127.0.0.1:9720`): the status, as the text exposition
 //! format that prometheus-client writes, served on GET /metrics.
 
-use crate::control::Status;
+use crate::control::{Status, Verdict};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -101,11 +101,7 @@ pub fn render(
             interface: v.interface.clone(),
             vhid: v.vhid,
         };
-        let code = match v.state.as_str() {
-            "MASTER" => 2,
-            "BACKUP" => 1,
-            _ => 0,
-        };
+        let code = i64::from(v.state as u8);
         state.get_or_create(&l).set(code);
         demotion.get_or_create(&l).set(i64::from(v.demotion));
         sent.get_or_create(&l).inc_by(v.adverts_sent);
@@ -157,10 +153,10 @@ pub fn render(
         let l = CheckLabels {
             check: c.name.clone(),
         };
-        let code = match c.state.as_str() {
-            "healthy" => 1,
-            "failing" => 0,
-            _ => -1,
+        let code = match c.state {
+            Verdict::Healthy => 1,
+            Verdict::Failing => 0,
+            Verdict::Pending => -1,
         };
         healthy.get_or_create(&l).set(code);
         check_runs.get_or_create(&l).inc_by(c.runs);
@@ -184,7 +180,7 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{CheckStatus, InterfaceStatus, VhidStatus};
+    use crate::control::{Attached, CheckStatus, InterfaceStatus, VhidStatus};
 
     #[test]
     fn renders_every_family() {
@@ -193,19 +189,19 @@ mod tests {
             interfaces: vec![InterfaceStatus {
                 name: "eth0".into(),
                 up: true,
-                xdp_mode: "skb".into(),
+                xdp_mode: Attached::Skb,
                 xdp: [("bad_hmac".to_string(), 7)].into_iter().collect(),
             }],
             vhids: vec![VhidStatus {
                 interface: "eth0".into(),
                 vhid: 1,
-                state: "MASTER".into(),
+                state: carp_common::State::Master,
                 adverts_sent: 3,
                 ..VhidStatus::default()
             }],
             checks: vec![CheckStatus {
                 name: "nginx".into(),
-                state: "failing".into(),
+                state: Verdict::Failing,
                 runs: 5,
                 failures: 2,
                 ..CheckStatus::default()

@@ -1,15 +1,22 @@
-//! A deterministic simulator: several hosts run the real election machines, HMAC and wire
-//! encoding on a simulated LAN with a virtual clock, loss, delay, partitions, link flaps,
-//! crashes and forged adverts. Properties are checked over many seeded runs; a failure
-//! names its seed, and `CARP_SIM_SEED=<n>` replays just that one.
+//! A deterministic simulator: several hosts run the agent's own VHID code (vhid.rs: the
+//! election, counters, frames as carp-agent builds them) and the XDP program's checks (the
+//! real decoders and the in-kernel digest) on a simulated LAN with a virtual clock, loss,
+//! delay, partitions, link flaps, crashes and forged adverts. It keeps no model of its own.
+//! Properties are checked over many seeded runs; a failure names its seed, and
+//! `CARP_SIM_SEED=<n>` replays just that one.
 
 use carp_agent::{
-    election::{Action, Advert, Config, Event, Machine, State, Timing},
-    hmac::{Auth, Counter},
+    config::{MacMode, Plan, VipPlacement},
+    election::{Action, Event, State, Timing},
+    hmac::Auth,
+    netlink::Link,
+    vhid::{Outgoing, Vhid},
 };
 use carp_common::{
+    maps::AdvertEvent,
+    sha1::CounterHmac,
     vrrp::{PseudoHeader, Vrrp3Header},
-    wire::{CarpHeader, GROUP_V4},
+    wire::{self, CarpHeader, GROUP_V4},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::{
@@ -33,12 +40,11 @@ enum Mode {
 }
 
 struct Node {
-    addr: Ipv4Addr,
-    timing: Timing,
-    preempt: bool,
-    machine: Machine,
-    auth: Auth,
-    counter: Counter,
+    plan: Plan,
+    link_info: Link,
+    vhid: Vhid,
+    /// What the XDP program verifies digests with (carp_hmac_verify in the kernel).
+    kernel: CounterHmac,
     alive: bool,
     link: bool,
     /// Partition side; packets only cross between equal sides.
@@ -46,14 +52,17 @@ struct Node {
 }
 
 impl Node {
-    fn fresh_machine(&self) -> Machine {
-        Machine::new(Config {
-            timing: self.timing,
-            preempt: self.preempt,
-            local_addr: self.addr.into(),
-            local_other: None,
-            shared_source: false,
-        })
+    /// The agent's VHID as it starts: the same code path as carp-agent's.
+    fn fresh(&self) -> Vhid {
+        // The plan names its source, as `src` in the configuration does.
+        Vhid::new(
+            self.plan.clone(),
+            &self.link_info,
+            &[],
+            VipPlacement::Loopback,
+            false,
+        )
+        .unwrap()
     }
 }
 
@@ -98,25 +107,41 @@ impl Sim {
                         interval_cs: 100,
                     },
                 };
-                let mut n = Node {
-                    addr,
+                let plan = Plan {
+                    interface: "eth0".into(),
+                    vhid: VHID,
+                    vips: vec![(vip(), 24)],
                     timing,
                     preempt,
-                    machine: Machine::new(Config {
-                        timing,
-                        preempt,
-                        local_addr: addr.into(),
-                        local_other: None,
-                        shared_source: false,
-                    }),
-                    auth: Auth::new(PASSWORD, VHID, &[vip()]).unwrap(),
-                    counter: Counter::default(),
+                    password: PASSWORD.to_vec(),
+                    groups: Vec::new(),
+                    peers: Vec::new(),
+                    mac: MacMode::Virtual,
+                    garp_count: 1,
+                    src: Some(addr.into()),
+                    up_script: None,
+                    down_script: None,
+                };
+                let link_info = Link {
+                    index: 2,
+                    name: "eth0".into(),
+                    mac: [2, 0, 0, 0, 0, 1 + i as u8],
+                    up: true,
+                    veth: false,
+                };
+                let kernel = Auth::new(PASSWORD, VHID, &[vip()]).unwrap().kernel();
+                let mut node = Node {
+                    vhid: Vhid::new(plan.clone(), &link_info, &[], VipPlacement::Loopback, false)
+                        .unwrap(),
+                    plan,
+                    link_info,
+                    kernel,
                     alive: true,
                     link: true,
                     side: 0,
                 };
-                n.machine = n.fresh_machine();
-                n
+                node.vhid = node.fresh();
+                node
             })
             .collect();
         let mut sim = Self {
@@ -143,7 +168,7 @@ impl Sim {
     }
 
     fn feed(&mut self, i: usize, event: Event) {
-        let actions = self.nodes[i].machine.handle(self.now, event);
+        let actions = self.nodes[i].vhid.machine.handle(self.now, event);
         for a in actions {
             match a {
                 Action::Transition { to, .. } => self.log.push((self.now, i, to)),
@@ -152,67 +177,37 @@ impl Sim {
         }
     }
 
-    fn encode(&mut self, i: usize, timing: Timing) -> Vec<u8> {
-        let node = &mut self.nodes[i];
-        match timing {
-            Timing::Carp { advbase, advskew } => {
-                let counter = node.counter.next(self.rng.random());
-                CarpHeader {
-                    vhid: VHID,
-                    advskew,
-                    demote: 0,
-                    advbase,
-                    counter,
-                    digest: node.auth.sign(counter),
-                }
-                .encode()
-                .to_vec()
-            }
-            Timing::Vrrp3 {
-                priority,
-                interval_cs,
-            } => {
-                let mut out = [0u8; 12];
-                let pseudo = PseudoHeader::V4 {
-                    src: node.addr.octets(),
-                    dst: GROUP_V4,
-                };
-                let ip = match vip() {
-                    IpAddr::V4(a) => a.octets(),
-                    IpAddr::V6(_) => unreachable!("the simulated VIP is IPv4"),
-                };
-                let h = Vrrp3Header {
-                    vrid: VHID,
-                    priority,
-                    count: 1,
-                    max_adver_int: interval_cs,
-                };
-                let n = h.encode(&ip, &pseudo, &mut out).unwrap();
-                out[..n].to_vec()
-            }
-        }
-    }
-
+    /// The agent's adverts as it builds them, whole frames, put on the simulated segment.
     fn send(&mut self, from: usize, timing: Timing) {
         let n = &self.nodes[from];
         if !n.alive || !n.link {
             return;
         }
-        let payload = self.encode(from, timing);
-        let (src, side) = (self.nodes[from].addr, self.nodes[from].side);
-        for to in 0..self.nodes.len() {
-            if to == from || self.nodes[to].side != side || self.rng.random_bool(self.loss) {
-                continue;
+        let rng = &mut self.rng;
+        let out = self.nodes[from].vhid.adverts(timing, || rng.random());
+        let side = self.nodes[from].side;
+        for o in out {
+            let Outgoing::Frame(frame) = o else {
+                panic!("the simulated group is multicast")
+            };
+            // What arrives: the IPv4 source and payload of the frame.
+            let ihl = usize::from(frame[14] & 0x0f) * 4;
+            let src = Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]);
+            let payload = frame[14 + ihl..].to_vec();
+            for to in 0..self.nodes.len() {
+                if to == from || self.nodes[to].side != side || self.rng.random_bool(self.loss) {
+                    continue;
+                }
+                let delay = Duration::from_micros(self.rng.random_range(50..=self.max_delay_us));
+                self.push(
+                    self.now + delay,
+                    Delivery {
+                        to,
+                        src,
+                        payload: payload.clone(),
+                    },
+                );
             }
-            let delay = Duration::from_micros(self.rng.random_range(50..=self.max_delay_us));
-            self.push(
-                self.now + delay,
-                Delivery {
-                    to,
-                    src,
-                    payload: payload.clone(),
-                },
-            );
         }
     }
 
@@ -221,31 +216,36 @@ impl Sim {
         self.queue.push(Reverse((at, self.seq, d)));
     }
 
-    /// The receive path of the agent: decode, authenticate (no replay check: BSD and ucarp
-    /// have none, and OpenBSD repeats its counter), then the machine.
+    /// The receive path: what the XDP program checks, with the real decoders and the
+    /// digest it computes, then the agent's own `Vhid::receive` and machine.
     fn deliver(&mut self, d: Delivery) {
         let node = &mut self.nodes[d.to];
         if !node.alive || !node.link {
             return;
         }
-        let src: IpAddr = d.src.into();
-        let mut demote = 0;
-        let timing = match self.mode {
+        let mut ev = AdvertEvent {
+            ifindex: node.link_info.index,
+            vhid: VHID,
+            family: 4,
+            ..AdvertEvent::default()
+        };
+        ev.src[..4].copy_from_slice(&d.src.octets());
+        match self.mode {
             Mode::Carp => {
                 let Ok(h) = CarpHeader::decode(&d.payload) else {
                     self.rejected += 1;
                     return;
                 };
-                if h.vhid != VHID || !node.auth.verify(h.counter, &h.digest) {
+                let work = &mut [[0; 64]; 2];
+                if h.vhid != VHID || node.kernel.digest(h.counter, work) != h.digest {
                     self.rejected += 1;
                     return;
                 }
-                node.counter.adopt(h.counter);
-                demote = h.demote;
-                Timing::Carp {
-                    advbase: h.advbase,
-                    advskew: h.advskew,
-                }
+                ev.version = wire::VERSION;
+                ev.counter = h.counter;
+                ev.advbase = h.advbase;
+                ev.advskew = h.advskew;
+                ev.demote = h.demote;
             }
             Mode::Vrrp3 => {
                 let pseudo = PseudoHeader::V4 {
@@ -256,20 +256,13 @@ impl Sim {
                     self.rejected += 1;
                     return;
                 };
-                Timing::Vrrp3 {
-                    priority: h.priority,
-                    interval_cs: h.max_adver_int,
-                }
+                ev.version = carp_common::vrrp::VERSION;
+                ev.priority = h.priority;
+                ev.interval_cs = h.max_adver_int;
             }
-        };
-        self.feed(
-            d.to,
-            Event::Advert(Advert {
-                src,
-                timing,
-                demote,
-            }),
-        );
+        }
+        let event = node.vhid.receive(&ev);
+        self.feed(d.to, event);
     }
 
     /// Runs events until `until`.
@@ -281,7 +274,7 @@ impl Sim {
                 .iter()
                 .enumerate()
                 .filter(|(_, n)| n.alive && n.link)
-                .filter_map(|(i, n)| n.machine.deadline().map(|t| (t, i)))
+                .filter_map(|(i, n)| n.vhid.machine.deadline().map(|t| (t, i)))
                 .min();
             let take_packet = match (next_packet, next_timer) {
                 (Some(p), Some((t, _))) => p <= t,
@@ -314,7 +307,7 @@ impl Sim {
 
     fn masters(&self) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].alive && self.nodes[i].machine.state() == State::Master)
+            .filter(|&i| self.nodes[i].alive && self.nodes[i].vhid.state() == State::Master)
             .collect()
     }
 
@@ -326,8 +319,7 @@ impl Sim {
     fn restart(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         n.alive = true;
-        n.machine = n.fresh_machine();
-        n.counter = Counter::default();
+        n.vhid = n.fresh();
         self.feed(i, Event::LinkUp);
     }
 
@@ -340,7 +332,7 @@ impl Sim {
     fn master_down(&self) -> Duration {
         self.nodes
             .iter()
-            .map(|n| n.fresh_machine().master_down_interval())
+            .map(|n| n.fresh().machine.master_down_interval())
             .max()
             .unwrap()
     }
@@ -563,7 +555,7 @@ fn partition_gives_two_masters_and_heal_returns_to_one_within_three_adverts() {
             let interval = sim
                 .masters()
                 .iter()
-                .map(|&i| sim.nodes[i].machine.advert_interval())
+                .map(|&i| sim.nodes[i].vhid.machine.advert_interval())
                 .max()
                 .unwrap();
             sim.run_for(3 * interval);
@@ -581,5 +573,23 @@ fn equal_settings_still_converge() {
         let mut sim = Sim::new(seed, Mode::Carp, &[(0, false), (0, false), (0, false)]);
         sim.run_for(4 * sim.master_down());
         assert_eq!(sim.masters().len(), 1, "{}", sim.ctx());
+    }
+}
+
+/// Hosts with equal settings that come up in the same instant (FreeBSD's defaults, as
+/// carp.sh starts them), for both protocols: one master, through the agent's own code.
+#[test]
+fn equal_hosts_up_at_the_same_instant_elect_one_master() {
+    for seed in seeds(50) {
+        for mode in modes() {
+            let mut sim = Sim::new(seed, mode, &[(0, false), (0, false)]);
+            for i in 0..sim.nodes.len() {
+                let n = &mut sim.nodes[i];
+                n.vhid = n.fresh();
+                sim.feed(i, Event::LinkUp);
+            }
+            sim.run_for(4 * sim.master_down());
+            assert_eq!(sim.masters().len(), 1, "{}", sim.ctx());
+        }
     }
 }

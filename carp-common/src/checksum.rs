@@ -31,6 +31,14 @@ pub fn internet(data: &[u8]) -> u16 {
     finish(add(0, data))
 }
 
+/// The running sum of an IP pseudo-header (RFC 768 for IPv4, RFC 8200 8.1 for IPv6; the
+/// same words either way): source, destination, upper-layer protocol and length. VRRPv3
+/// and ICMPv6 checksums continue from it with [`add`] over their message.
+#[inline(always)]
+pub fn pseudo(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u32 {
+    add(add(0, src), dst) + u32::from(proto) + len as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

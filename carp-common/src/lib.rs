@@ -7,5 +7,8 @@ pub mod checksum;
 pub mod ether;
 pub mod maps;
 pub mod sha1;
+pub mod state;
 pub mod vrrp;
 pub mod wire;
+
+pub use state::State;

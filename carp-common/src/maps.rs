@@ -2,7 +2,7 @@
 //! declares its maps with these types (as BTF maps, so `bpftool map dump` prints named
 //! fields); the agent opens them by these names and writes them on every state change.
 
-use crate::sha1::CounterHmac;
+use crate::{State, sha1::CounterHmac};
 
 /// Per-CPU counters of the XDP program (one entry, index 0): [`XdpStats`].
 pub const STATS: &str = "CARP_STATS";
@@ -20,13 +20,6 @@ pub const MAX_VHIDS: usize = 1024;
 pub const MAX_VIPS: usize = 4096;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: usize = 256 * 1024;
-
-/// VHID states as the program reads them.
-pub mod state {
-    pub const INIT: u8 = 0;
-    pub const BACKUP: u8 = 1;
-    pub const MASTER: u8 = 2;
-}
 
 /// [`VhidEntry::flags`].
 pub mod flags {
@@ -55,7 +48,7 @@ pub struct VhidKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VhidEntry {
-    /// One of [`state`].
+    /// A [`State`] as a byte.
     pub state: u8,
     /// Protocol version expected: [`crate::wire::VERSION`] (CARP) or
     /// [`crate::vrrp::VERSION`] (VRRPv3).
@@ -69,7 +62,10 @@ pub struct VhidEntry {
     pub mac: [u8; 6],
     /// The interface's own MAC, which virtual-MAC frames are rewritten to.
     pub if_mac: [u8; 6],
-    /// See [`VipEntry::master_until`].
+    /// MASTER's lease, in `bpf_ktime_get_ns` time (CLOCK_MONOTONIC): the agent moves it on
+    /// with every advert it sends, by less than a backup waits before taking over. A
+    /// frozen agent cannot withdraw the program's answers; its lease runs out first, so
+    /// the host goes quiet before a backup becomes master.
     pub master_until: u64,
     /// CARP: the HMAC over the constant prefix (version, type, vhid, VIPs) prepared for
     /// any counter, from the pad states (the key never enters the kernel).
@@ -94,7 +90,7 @@ impl VhidKey {
 impl Default for VhidEntry {
     fn default() -> Self {
         Self {
-            state: state::INIT,
+            state: State::Init as u8,
             version: 0,
             flags: 0,
             _pad: 0,
@@ -140,25 +136,19 @@ impl VipKey {
     }
 }
 
+/// A VIP's VHID: its state, MAC and lease are the VHID entry's, so a lease renewal writes
+/// one entry however many VIPs the VHID has.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipEntry {
     pub vhid: u8,
-    /// One of [`state`], kept equal to the VHID's.
-    pub state: u8,
-    /// MAC to answer with.
-    pub mac: [u8; 6],
-    /// MASTER's lease, in `bpf_ktime_get_ns` time (CLOCK_MONOTONIC): the agent moves it on
-    /// with every advert it sends, by less than a backup waits before taking over. A
-    /// frozen agent cannot withdraw the program's answers; its lease runs out first, so
-    /// the host goes quiet before a backup becomes master.
-    pub master_until: u64,
+    pub _pad: [u8; 3],
 }
 
 /// Whether a MASTER entry still holds its lease at `now_ns`.
 #[inline(always)]
 pub fn answers(state: u8, master_until: u64, now_ns: u64) -> bool {
-    state == state::MASTER && now_ns < master_until
+    state == State::Master as u8 && now_ns < master_until
 }
 
 /// The last CARP advert handed to the agent for a VHID. OpenBSD's `carp_prepare_ad` puts
@@ -328,7 +318,7 @@ mod tests {
         assert_eq!(size_of::<VhidKey>(), 8);
         assert_eq!(size_of::<VhidEntry>(), 4 + 6 + 6 + 8 + 2 * (40 + 128 + 4));
         assert_eq!(size_of::<VipKey>(), 24);
-        assert_eq!(size_of::<VipEntry>(), 16);
+        assert_eq!(size_of::<VipEntry>(), 4);
         assert_eq!(size_of::<ReplayEntry>(), 40);
         assert_eq!(size_of::<AdvertEvent>(), 48);
         assert_eq!(align_of::<AdvertEvent>(), 8);

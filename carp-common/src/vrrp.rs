@@ -47,8 +47,7 @@ impl PseudoHeader {
             Self::V4 { src, dst } => (src, dst),
             Self::V6 { src, dst } => (src, dst),
         };
-        let sum = checksum::add(checksum::add(0, src), dst);
-        sum + u32::from(crate::wire::IPPROTO_CARP) + len as u32
+        checksum::pseudo(src, dst, crate::wire::IPPROTO_CARP, len)
     }
 }
 

@@ -26,7 +26,7 @@ pub const AUTHLEN: u8 = 7;
 /// Length of `struct carp_header`.
 pub const HEADER_LEN: usize = 36;
 /// Length of the HMAC-SHA1 digest.
-pub const DIGEST_LEN: usize = 20;
+pub const DIGEST_LEN: usize = crate::sha1::DIGEST_LEN;
 /// Largest advskew plus demotion an advert carries (`CARP_MAXSKEW`).
 pub const MAXSKEW: u8 = 240;
 /// Default advbase in seconds (`CARP_DFLTINTV`).

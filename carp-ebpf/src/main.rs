@@ -11,6 +11,8 @@
 #![no_std]
 #![no_main]
 
+use core::mem::offset_of;
+
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     btf_maps::{HashMap, PerCpuArray, RingBuf},
@@ -21,8 +23,10 @@ use aya_ebpf::{
 use carp_common::{
     checksum,
     ether::{
-        ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMPV6, IPV6_HLEN,
-        NA_OVERRIDE, NA_ROUTER, NA_SOLICITED, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, VLAN_HLEN,
+        ARP_REPLY, ARP_REQUEST, ArpPacket, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
+        EthHeader, IPPROTO_ICMPV6, IPV6_HLEN, Ipv4Header, Ipv6Header, NA_OVERRIDE, NA_ROUTER,
+        NA_SOLICITED, ND_LEN, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, NdMessage, VLAN_HLEN,
+        VlanTag,
     },
     maps::{
         AdvertEvent, EVENTS_BYTES, MAX_VHIDS, MAX_VIPS, ReplayEntry, VhidEntry, VhidKey, VipEntry,
@@ -32,8 +36,6 @@ use carp_common::{
     vrrp, wire,
 };
 
-/// NS/NA with one link-layer address option: 24 bytes of message, 8 of option.
-const ND_LEN: usize = 32;
 /// Largest payload offset: a VLAN tag and an IPv4 header with 40 bytes of options.
 const MAX_L4: usize = ETH_HLEN + VLAN_HLEN + 60;
 
@@ -155,12 +157,12 @@ struct L2 {
 
 #[inline(always)]
 fn handle(pkt: Pkt) -> Option<u32> {
-    let mut ethertype = be16(pkt, 12)?;
+    let mut ethertype = be16(pkt, offset_of!(EthHeader, ethertype))?;
     let mut l3 = ETH_HLEN;
     let mut vlan = 0;
     if ethertype == ETH_P_8021Q {
-        vlan = be16(pkt, 14)? & 0x0fff;
-        ethertype = be16(pkt, 16)?;
+        vlan = be16(pkt, ETH_HLEN + offset_of!(VlanTag, tci))? & 0x0fff;
+        ethertype = be16(pkt, ETH_HLEN + offset_of!(VlanTag, ethertype))?;
         l3 += VLAN_HLEN;
     }
     let l2 = L2 {
@@ -168,7 +170,7 @@ fn handle(pkt: Pkt) -> Option<u32> {
         vlan,
         ifindex: pkt.ifindex,
     };
-    let dst: [u8; 6] = read(pkt, 0)?;
+    let dst: [u8; 6] = read(pkt, offset_of!(EthHeader, dst))?;
     // 00:00:5e:00:01:xx (CARP, VRRP IPv4) or 00:00:5e:00:02:xx (VRRP IPv6).
     if dst[..4] == wire::virtual_mac(0)[..4]
         && (dst[4] == 1 || dst[4] == 2)
@@ -179,21 +181,21 @@ fn handle(pkt: Pkt) -> Option<u32> {
     match ethertype {
         ETH_P_IP => {
             // Fast path: anything but protocol 112 passes after one two-byte read.
-            let [_, proto] = read::<[u8; 2]>(pkt, l3 + 8)?;
+            let [_, proto] = read::<[u8; 2]>(pkt, l3 + offset_of!(Ipv4Header, ttl))?;
             if proto != wire::IPPROTO_CARP {
                 return None;
             }
-            ipv4(pkt, l2)
+            Some(ipv4(pkt, l2))
         }
         ETH_P_IPV6 => {
-            let [next, _] = read::<[u8; 2]>(pkt, l3 + 6)?;
+            let [next, _] = read::<[u8; 2]>(pkt, l3 + offset_of!(Ipv6Header, next))?;
             match next {
-                wire::IPPROTO_CARP => ipv6(pkt, l2),
-                IPPROTO_ICMPV6 => neighbor_solicit(pkt, l2),
+                wire::IPPROTO_CARP => Some(ipv6(pkt, l2)),
+                IPPROTO_ICMPV6 => Some(neighbor_solicit(pkt, l2)),
                 _ => None,
             }
         }
-        ETH_P_ARP => arp(pkt, l2),
+        ETH_P_ARP => Some(arp(pkt, l2)),
         _ => None,
     }
 }
@@ -218,9 +220,18 @@ fn virtual_mac(pkt: Pkt, l2: L2, dst: [u8; 6]) -> Option<u32> {
     if !answers(entry.state, entry.master_until, now()) {
         drop_as!(vmac_dropped);
     }
-    write(pkt, 0, entry.if_mac)?;
+    write(pkt, offset_of!(EthHeader, dst), entry.if_mac)?;
     count!(vmac_passed);
     None
+}
+
+/// The verdict of a path whose `None` means "not ours": the frame passes. The paths that
+/// are calls of their own return it as a plain `u32`: an `Option` goes back through the
+/// caller's stack, and LLVM may then leave a stack pointer in r0, which the verifier
+/// refuses ("cannot return stack pointer to the caller").
+#[inline(always)]
+fn verdict(path: impl FnOnce() -> Option<u32>) -> u32 {
+    path().unwrap_or(XDP_PASS)
 }
 
 /// CLOCK_MONOTONIC, the clock of MASTER leases.
@@ -231,117 +242,129 @@ fn now() -> u64 {
 }
 
 /// This CPU's scratch memory.
+///
+/// # Safety
+/// Once per path of a program run: the slot is this CPU's, and nothing else uses it while
+/// the program runs, but two references from two calls would alias.
 #[inline(always)]
-fn scratch() -> Option<&'static mut Scratch> {
-    // SAFETY: this CPU's own slot, used by this program run only.
+unsafe fn scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: see above; the caller takes it once.
     CARP_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
 // Own BPF frames for the paths: their locals must not add up on the 512-byte stack.
 #[inline(never)]
-fn ipv4(pkt: Pkt, l2: L2) -> Option<u32> {
-    count!(proto112);
-    let s = scratch()?;
-    let [vihl, _] = read::<[u8; 2]>(pkt, l2.l3)?;
-    let total = usize::from(be16(pkt, l2.l3 + 2)?);
-    let [ttl, _] = read::<[u8; 2]>(pkt, l2.l3 + 8)?;
-    let ihl = usize::from(vihl & 0x0f) * 4;
-    if vihl >> 4 != 4 || ihl < 20 || total < ihl {
-        drop_as!(bad_length);
-    }
-    s.ip.src = [0; 16];
-    s.ip.dst = [0; 16];
-    s.ip.src[..4].copy_from_slice(&read::<[u8; 4]>(pkt, l2.l3 + 12)?);
-    s.ip.dst[..4].copy_from_slice(&read::<[u8; 4]>(pkt, l2.l3 + 16)?);
-    s.ip.family = 4;
-    s.ip.ttl = ttl;
-    s.ip.l4 = l2.l3 + ihl;
-    s.ip.len = total - ihl;
-    advert(pkt, l2, s)
+fn ipv4(pkt: Pkt, l2: L2) -> u32 {
+    verdict(|| {
+        count!(proto112);
+        // SAFETY: the IPv4 path's one use.
+        let s = unsafe { scratch() }?;
+        let [vihl, _] = read::<[u8; 2]>(pkt, l2.l3 + offset_of!(Ipv4Header, version_ihl))?;
+        let total = usize::from(be16(pkt, l2.l3 + offset_of!(Ipv4Header, total_len))?);
+        let [ttl, _] = read::<[u8; 2]>(pkt, l2.l3 + offset_of!(Ipv4Header, ttl))?;
+        let ihl = usize::from(vihl & 0x0f) * 4;
+        if vihl >> 4 != 4 || ihl < 20 || total < ihl {
+            drop_as!(bad_length);
+        }
+        s.ip.src = [0; 16];
+        s.ip.dst = [0; 16];
+        s.ip.src[..4].copy_from_slice(&read::<[u8; 4]>(pkt, l2.l3 + offset_of!(Ipv4Header, src))?);
+        s.ip.dst[..4].copy_from_slice(&read::<[u8; 4]>(pkt, l2.l3 + offset_of!(Ipv4Header, dst))?);
+        s.ip.family = 4;
+        s.ip.ttl = ttl;
+        s.ip.l4 = l2.l3 + ihl;
+        s.ip.len = total - ihl;
+        Some(advert(pkt, l2, s))
+    })
 }
 
 #[inline(never)]
-fn ipv6(pkt: Pkt, l2: L2) -> Option<u32> {
-    count!(proto112);
-    let s = scratch()?;
-    let len = usize::from(be16(pkt, l2.l3 + 4)?);
-    let [_, hop_limit] = read::<[u8; 2]>(pkt, l2.l3 + 6)?;
-    s.ip.src = read(pkt, l2.l3 + 8)?;
-    s.ip.dst = read(pkt, l2.l3 + 24)?;
-    s.ip.family = 6;
-    s.ip.ttl = hop_limit;
-    s.ip.l4 = l2.l3 + IPV6_HLEN;
-    s.ip.len = len;
-    advert(pkt, l2, s)
+fn ipv6(pkt: Pkt, l2: L2) -> u32 {
+    verdict(|| {
+        count!(proto112);
+        // SAFETY: the IPv6 path's one use.
+        let s = unsafe { scratch() }?;
+        let len = usize::from(be16(pkt, l2.l3 + offset_of!(Ipv6Header, payload_len))?);
+        let [_, hop_limit] = read::<[u8; 2]>(pkt, l2.l3 + offset_of!(Ipv6Header, next))?;
+        s.ip.src = read(pkt, l2.l3 + offset_of!(Ipv6Header, src))?;
+        s.ip.dst = read(pkt, l2.l3 + offset_of!(Ipv6Header, dst))?;
+        s.ip.family = 6;
+        s.ip.ttl = hop_limit;
+        s.ip.l4 = l2.l3 + IPV6_HLEN;
+        s.ip.len = len;
+        Some(advert(pkt, l2, s))
+    })
 }
 
 /// Validates a protocol-112 payload for a configured VHID; unknown VHIDs pass untouched.
 #[inline(never)]
-fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> Option<u32> {
-    // Values read back from map memory are unbounded to the verifier: bound it again.
-    let l4 = s.ip.l4;
-    if l4 > MAX_L4 {
-        return None;
-    }
-    let Some([version_type, vhid]) = read::<[u8; 2]>(pkt, l4) else {
-        drop_as!(bad_length);
-    };
-    let key = VhidKey {
-        ifindex: l2.ifindex,
-        vlan: l2.vlan,
-        vhid,
-        _pad: 0,
-    };
-    let Some(entry) = CARP_VHIDS.get_ptr(key) else {
-        count!(foreign);
-        return Some(XDP_PASS);
-    };
-    // SAFETY: map values stay valid for the whole program run.
-    let entry = unsafe { &*entry };
-    let version = version_type >> 4;
-    if version != entry.version {
-        // CARP (2) and VRRPv3 (3) groups may share a number on one segment: the other
-        // protocol's adverts belong to whoever runs that group, here or elsewhere.
-        if version == wire::VERSION || version == vrrp::VERSION {
+fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> u32 {
+    verdict(|| {
+        // Values read back from map memory are unbounded to the verifier: bound it again.
+        let l4 = s.ip.l4;
+        if l4 > MAX_L4 {
+            return None;
+        }
+        let Some([version_type, vhid]) = read::<[u8; 2]>(pkt, l4) else {
+            drop_as!(bad_length);
+        };
+        let key = VhidKey {
+            ifindex: l2.ifindex,
+            vlan: l2.vlan,
+            vhid,
+            _pad: 0,
+        };
+        let Some(entry) = CARP_VHIDS.get_ptr(key) else {
             count!(foreign);
             return Some(XDP_PASS);
+        };
+        // SAFETY: map values stay valid for the whole program run.
+        let entry = unsafe { &*entry };
+        let version = version_type >> 4;
+        if version != entry.version {
+            // CARP (2) and VRRPv3 (3) groups may share a number on one segment: the other
+            // protocol's adverts belong to whoever runs that group, here or elsewhere.
+            if version == wire::VERSION || version == vrrp::VERSION {
+                count!(foreign);
+                return Some(XDP_PASS);
+            }
+            drop_as!(bad_version);
         }
-        drop_as!(bad_version);
-    }
-    if entry.flags & flags::UNICAST == 0 && s.ip.ttl != wire::TTL {
-        drop_as!(bad_ttl);
-    }
-    if version_type & 0x0f != wire::TYPE_ADVERTISEMENT {
-        drop_as!(bad_type);
-    }
-    let ev = &mut s.event;
-    *ev = AdvertEvent::default();
-    ev.ifindex = l2.ifindex;
-    ev.vlan = l2.vlan;
-    ev.vhid = vhid;
-    ev.version = entry.version;
-    ev.family = s.ip.family;
-    ev.src = s.ip.src;
-    let dropped = if entry.version == wire::VERSION {
-        carp_advert(pkt, l4, &key, entry, s)
-    } else {
-        vrrp_advert(pkt, l4, s)
-    };
-    if dropped.is_some() {
-        return Some(XDP_DROP);
-    }
-    // SAFETY: a plain helper call.
-    s.event.ktime_ns = now();
-    #[allow(
-        clippy::needless_borrows_for_generic_args,
-        reason = "by value would copy the 72-byte event onto the 512-byte stack"
-    )]
-    let sent = CARP_EVENTS.output(&s.event, 0);
-    if sent.is_err() {
-        drop_as!(ringbuf_full);
-    }
-    count!(adverts);
-    Some(XDP_DROP)
+        if entry.flags & flags::UNICAST == 0 && s.ip.ttl != wire::TTL {
+            drop_as!(bad_ttl);
+        }
+        if version_type & 0x0f != wire::TYPE_ADVERTISEMENT {
+            drop_as!(bad_type);
+        }
+        let ev = &mut s.event;
+        *ev = AdvertEvent::default();
+        ev.ifindex = l2.ifindex;
+        ev.vlan = l2.vlan;
+        ev.vhid = vhid;
+        ev.version = entry.version;
+        ev.family = s.ip.family;
+        ev.src = s.ip.src;
+        let dropped = if entry.version == wire::VERSION {
+            carp_advert(pkt, l4, &key, entry, s)
+        } else {
+            vrrp_advert(pkt, l4, s)
+        };
+        if dropped.is_some() {
+            return Some(XDP_DROP);
+        }
+        // SAFETY: a plain helper call.
+        s.event.ktime_ns = now();
+        #[allow(
+            clippy::needless_borrows_for_generic_args,
+            reason = "by value would copy the 72-byte event onto the 512-byte stack"
+        )]
+        let sent = CARP_EVENTS.output(&s.event, 0);
+        if sent.is_err() {
+            drop_as!(ringbuf_full);
+        }
+        count!(adverts);
+        Some(XDP_DROP)
+    })
 }
 
 /// Checks a CARP advert and fills the event; `Some` means it was dropped (and counted).
@@ -461,9 +484,9 @@ fn vrrp_advert(pkt: Pkt, l4: usize, s: &mut Scratch) -> Option<()> {
     None
 }
 
-/// The VIP entry for an address on this interface and VLAN.
+/// The entry of the VHID an address on this interface and VLAN is a VIP of.
 #[inline(always)]
-fn vip(l2: L2, family: u8, addr: [u8; 16]) -> Option<VipEntry> {
+fn vip(l2: L2, family: u8, addr: [u8; 16]) -> Option<&'static VhidEntry> {
     let key = VipKey {
         ifindex: l2.ifindex,
         vlan: l2.vlan,
@@ -472,36 +495,45 @@ fn vip(l2: L2, family: u8, addr: [u8; 16]) -> Option<VipEntry> {
         addr,
     };
     // SAFETY: map values stay valid for the whole program run.
-    CARP_VIPS.get_ptr(key).map(|p| unsafe { *p })
+    let vhid = unsafe { (*CARP_VIPS.get_ptr(key)?).vhid };
+    let key = VhidKey {
+        ifindex: l2.ifindex,
+        vlan: l2.vlan,
+        vhid,
+        _pad: 0,
+    };
+    // SAFETY: as above.
+    CARP_VHIDS.get_ptr(key).map(|p| unsafe { &*p })
 }
 
 /// An ARP request for one of our VIPs: answered in place while MASTER, dropped otherwise.
 #[inline(never)]
-fn arp(pkt: Pkt, l2: L2) -> Option<u32> {
-    let a = l2.l3;
-    // Ethernet/IPv4 request: htype 1, ptype 0x0800, hlen 6, plen 4, op 1.
-    if read::<[u8; 8]>(pkt, a)? != [0, 1, 0x08, 0, 6, 4, 0, 1] {
-        return None;
-    }
-    let target_ip: [u8; 4] = read(pkt, a + 24)?;
-    let mut addr = [0u8; 16];
-    addr[..4].copy_from_slice(&target_ip);
-    let vip = vip(l2, 4, addr)?;
-    if !answers(vip.state, vip.master_until, now()) {
-        drop_as!(arp_dropped);
-    }
-    let sender_mac: [u8; 6] = read(pkt, a + 8)?;
-    let sender_ip: [u8; 4] = read(pkt, a + 14)?;
-    // Turn the request into the reply: to the asker, from the VHID's MAC.
-    write(pkt, 0, sender_mac)?;
-    write(pkt, 6, vip.mac)?;
-    write(pkt, a + 6, [0u8, 2])?;
-    write(pkt, a + 8, vip.mac)?;
-    write(pkt, a + 14, target_ip)?;
-    write(pkt, a + 18, sender_mac)?;
-    write(pkt, a + 24, sender_ip)?;
-    count!(arp_replied);
-    Some(XDP_TX)
+fn arp(pkt: Pkt, l2: L2) -> u32 {
+    verdict(|| {
+        let a = l2.l3;
+        if read::<[u8; 8]>(pkt, a)? != ARP_REQUEST {
+            return None;
+        }
+        let target_ip: [u8; 4] = read(pkt, a + offset_of!(ArpPacket, target_ip))?;
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&target_ip);
+        let vip = vip(l2, 4, addr)?;
+        if !answers(vip.state, vip.master_until, now()) {
+            drop_as!(arp_dropped);
+        }
+        let sender_mac: [u8; 6] = read(pkt, a + offset_of!(ArpPacket, sender_mac))?;
+        let sender_ip: [u8; 4] = read(pkt, a + offset_of!(ArpPacket, sender_ip))?;
+        // Turn the request into the reply: to the asker, from the VHID's MAC.
+        write(pkt, offset_of!(EthHeader, dst), sender_mac)?;
+        write(pkt, offset_of!(EthHeader, src), vip.mac)?;
+        write(pkt, a + offset_of!(ArpPacket, op), ARP_REPLY.to_be_bytes())?;
+        write(pkt, a + offset_of!(ArpPacket, sender_mac), vip.mac)?;
+        write(pkt, a + offset_of!(ArpPacket, sender_ip), target_ip)?;
+        write(pkt, a + offset_of!(ArpPacket, target_mac), sender_mac)?;
+        write(pkt, a + offset_of!(ArpPacket, target_ip), sender_ip)?;
+        count!(arp_replied);
+        Some(XDP_TX)
+    })
 }
 
 /// A Neighbor Solicitation for one of our VIP6s: answered with a Neighbor Advertisement in
@@ -509,68 +541,62 @@ fn arp(pkt: Pkt, l2: L2) -> Option<u32> {
 /// source link-layer option) go to the kernel while MASTER, and so do invalid ones (RFC
 /// 4861 7.1.1: hop limit not 255, a multicast source), which it discards.
 #[inline(never)]
-fn neighbor_solicit(pkt: Pkt, l2: L2) -> Option<u32> {
-    let l3 = l2.l3;
-    let icmp = l3 + IPV6_HLEN;
-    let [kind, _] = read::<[u8; 2]>(pkt, icmp)?;
-    if kind != ND_NEIGHBOR_SOLICIT {
-        return None;
-    }
-    let target: [u8; 16] = read(pkt, icmp + 8)?;
-    let vip = vip(l2, 6, target)?;
-    if !answers(vip.state, vip.master_until, now()) {
-        drop_as!(ns_dropped);
-    }
-    let src: [u8; 16] = read(pkt, l3 + 8)?;
-    let payload_len = usize::from(be16(pkt, l3 + 4)?);
-    let [_, hop_limit] = read::<[u8; 2]>(pkt, l3 + 6)?;
-    let option: [u8; 8] = read(pkt, icmp + 24)?;
-    if payload_len != ND_LEN
-        || option[..2] != [1, 1]
-        || src == [0; 16]
-        || src[0] == 0xff
-        || hop_limit != wire::TTL
-    {
-        return None;
-    }
-    let vhid = VhidKey {
-        ifindex: l2.ifindex,
-        vlan: l2.vlan,
-        vhid: vip.vhid,
-        _pad: 0,
-    };
-    // SAFETY: map values stay valid for the whole program run.
-    let router = CARP_VHIDS
-        .get_ptr(vhid)
-        .is_some_and(|e| unsafe { (*e).flags } & flags::ROUTER != 0);
-    let na = &mut scratch()?.na;
-    // The advertisement: Solicited + Override (+ Router), target, target link-layer option.
-    *na = [0; ND_LEN];
-    na[0] = ND_NEIGHBOR_ADVERT;
-    na[4] = NA_SOLICITED | NA_OVERRIDE | if router { NA_ROUTER } else { 0 };
-    na[8..24].copy_from_slice(&target);
-    na[24] = 2;
-    na[25] = 1;
-    na[26..32].copy_from_slice(&vip.mac);
-    // ICMPv6 checksum over the pseudo-header (RFC 8200 8.1) and the message.
-    let mut sum = checksum::add(checksum::add(0, &target), &src);
-    sum += ND_LEN as u32 + u32::from(IPPROTO_ICMPV6);
-    let csum = checksum::finish(checksum::add(sum, na));
-    na[2..4].copy_from_slice(&csum.to_be_bytes());
-    write(
-        pkt,
-        0,
-        [
-            option[2], option[3], option[4], option[5], option[6], option[7],
-        ],
-    )?;
-    write(pkt, 6, vip.mac)?;
-    write(pkt, l3 + 6, [IPPROTO_ICMPV6, wire::TTL])?;
-    write(pkt, l3 + 8, target)?;
-    write(pkt, l3 + 24, src)?;
-    write(pkt, icmp, *na)?;
-    count!(na_sent);
-    Some(XDP_TX)
+fn neighbor_solicit(pkt: Pkt, l2: L2) -> u32 {
+    verdict(|| {
+        let l3 = l2.l3;
+        let icmp = l3 + IPV6_HLEN;
+        let [kind, _] = read::<[u8; 2]>(pkt, icmp + offset_of!(NdMessage, kind))?;
+        if kind != ND_NEIGHBOR_SOLICIT {
+            return None;
+        }
+        let target: [u8; 16] = read(pkt, icmp + offset_of!(NdMessage, target))?;
+        let vip = vip(l2, 6, target)?;
+        if !answers(vip.state, vip.master_until, now()) {
+            drop_as!(ns_dropped);
+        }
+        let src: [u8; 16] = read(pkt, l3 + offset_of!(Ipv6Header, src))?;
+        let payload_len = usize::from(be16(pkt, l3 + offset_of!(Ipv6Header, payload_len))?);
+        let [_, hop_limit] = read::<[u8; 2]>(pkt, l3 + offset_of!(Ipv6Header, next))?;
+        // Option type, length and the solicitor's link-layer address.
+        let option: [u8; 8] = read(pkt, icmp + offset_of!(NdMessage, option))?;
+        if payload_len != ND_LEN
+            || option[..2] != [1, 1]
+            || src == [0; 16]
+            || src[0] == 0xff
+            || hop_limit != wire::TTL
+        {
+            return None;
+        }
+        let router = vip.flags & flags::ROUTER != 0;
+        // SAFETY: the NS path's one use.
+        let na = &mut unsafe { scratch() }?.na;
+        // The advertisement: Solicited + Override (+ Router), target, target link-layer option.
+        *na = [0; ND_LEN];
+        na[offset_of!(NdMessage, kind)] = ND_NEIGHBOR_ADVERT;
+        na[offset_of!(NdMessage, flags)] =
+            NA_SOLICITED | NA_OVERRIDE | if router { NA_ROUTER } else { 0 };
+        na[offset_of!(NdMessage, target)..][..16].copy_from_slice(&target);
+        na[offset_of!(NdMessage, option)] = 2;
+        na[offset_of!(NdMessage, option_len)] = 1;
+        na[offset_of!(NdMessage, lladdr)..].copy_from_slice(&vip.mac);
+        // ICMPv6 checksum over the pseudo-header (RFC 8200 8.1) and the message.
+        let sum = checksum::pseudo(&target, &src, IPPROTO_ICMPV6, ND_LEN);
+        let csum = checksum::finish(checksum::add(sum, na));
+        na[offset_of!(NdMessage, check)..][..2].copy_from_slice(&csum.to_be_bytes());
+        let [_, _, mac @ ..] = option;
+        write(pkt, offset_of!(EthHeader, dst), mac)?;
+        write(pkt, offset_of!(EthHeader, src), vip.mac)?;
+        write(
+            pkt,
+            l3 + offset_of!(Ipv6Header, next),
+            [IPPROTO_ICMPV6, wire::TTL],
+        )?;
+        write(pkt, l3 + offset_of!(Ipv6Header, src), target)?;
+        write(pkt, l3 + offset_of!(Ipv6Header, dst), src)?;
+        write(pkt, icmp, *na)?;
+        count!(na_sent);
+        Some(XDP_TX)
+    })
 }
 
 #[cfg(not(test))]

@@ -12,13 +12,13 @@ use carp_agent::{
     xdp::{DataPlane, vhid_entry},
 };
 use carp_common::{
-    maps::{VhidKey, VipEntry, VipKey, state},
+    State,
+    maps::{VhidKey, VipEntry, VipKey},
     wire::{self, CarpHeader},
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-#[path = "../tests/common/frames.rs"]
-mod frames;
+use carp_tests::frames;
 
 const LO: u32 = 1;
 
@@ -34,14 +34,19 @@ fn main() {
     let key = VhidKey::new(LO, 0, 1);
     let vmac = wire::virtual_mac(1);
     // MASTER with a lease that never runs out.
-    let mut vhid = vhid_entry(wire::VERSION, state::MASTER, 0, vmac, vmac, Some(&auth));
+    let mut vhid = vhid_entry(
+        wire::VERSION,
+        State::Master as u8,
+        0,
+        vmac,
+        vmac,
+        Some(&auth),
+    );
     vhid.master_until = u64::MAX;
     dp.set_vhid(&key, &vhid).unwrap();
     let entry = VipEntry {
         vhid: 1,
-        state: state::MASTER,
-        mac: vmac,
-        master_until: u64::MAX,
+        _pad: [0; 3],
     };
     dp.set_vip(&VipKey::new(LO, 0, vip4.into()), &entry)
         .unwrap();
@@ -55,7 +60,14 @@ fn main() {
             .map(|i| Ipv4Addr::from(0xc633_6400 + i).into())
             .collect();
         let auth = Auth::new(b"testpass", vhid, &vips).unwrap();
-        let entry = vhid_entry(wire::VERSION, state::BACKUP, 0, vmac, vmac, Some(&auth));
+        let entry = vhid_entry(
+            wire::VERSION,
+            State::Backup as u8,
+            0,
+            vmac,
+            vmac,
+            Some(&auth),
+        );
         (auth, entry)
     };
     let (auth16, entry16) = many(2, 16);

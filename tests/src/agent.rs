@@ -234,7 +234,7 @@ impl Agent {
             .vhids
             .into_iter()
             .find(|v| v.vhid == vhid)
-            .map(|v| v.state)
+            .map(|v| v.state.to_string())
     }
 
     /// Waits until `vhid` is in `state`; returns how long that took.

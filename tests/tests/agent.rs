@@ -1,5 +1,7 @@
 //! carp-agent processes in namespaces on a bridged LAN: election, failover, operator
 //! commands, signals, hooks and the XDP answers for the VIP.
+// Needs root (namespaces, BPF): `cargo xtask test` runs it.
+#![cfg(feature = "root")]
 
 use aya::programs::XdpMode;
 use carp_agent::xdp::DataPlane;

@@ -2,6 +2,8 @@
 //! their addresses and topology: jails become network namespaces, `ifconfig ... vhid`
 //! becomes a carp-agent configuration, `ifconfig`'s state lines become `status --json`.
 //! Each test asserts what FreeBSD does, so a case that fails here is a difference from it.
+// Needs root (namespaces, BPF): `cargo xtask test` runs it.
+#![cfg(feature = "root")]
 
 use carp_tests::{
     agent::{Agent, TempDir},

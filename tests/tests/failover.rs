@@ -1,6 +1,8 @@
 //! Fault injection on a bridged LAN in namespaces: the seeds' layout, demotion, a node with
 //! the wrong password, partition and heal, loss, freeze and thaw, IPv6. Every failover
 //! check ends with the split-brain detector (`arping -d`: one MAC answers for the VIP).
+// Needs root (namespaces, BPF): `cargo xtask test` runs it.
+#![cfg(feature = "root")]
 
 use carp_tests::{
     agent::{Agent, TempDir, start_pair},

@@ -1,5 +1,7 @@
 //! What an operator relies on: systemd's notify protocol and watchdog, Prometheus metrics,
 //! and secrets that never show in logs, `ps` or the status.
+// Needs root (namespaces, BPF): `cargo xtask test` runs it.
+#![cfg(feature = "root")]
 
 use carp_tests::{
     agent::{Agent, TempDir, agent_bin},

@@ -2,9 +2,12 @@
 //! `ip_carp.c` send, against a real carp-agent on a bridged LAN; and the multicast
 //! memberships FreeBSD's `carp_multicast_setup` makes. State and counters come from the
 //! agent's JSON status.
+// Needs root (namespaces, BPF): `cargo xtask test` runs it.
+#![cfg(feature = "root")]
 
 use carp_agent::{frame, hmac::Auth, send::PacketSocket};
 use carp_common::{
+    State,
     vrrp::Vrrp3Header,
     wire::{self, CarpHeader},
 };
@@ -63,11 +66,11 @@ impl Drop for Peer {
 }
 
 /// The VHID's status row and the agent's first interface's XDP counter `name`.
-fn vhid_and_counter(agent: &Agent, name: &str) -> (String, String, u64) {
+fn vhid_and_counter(agent: &Agent, name: &str) -> (State, String, u64) {
     let status = agent.status().unwrap();
     let v = &status.vhids[0];
     (
-        v.state.clone(),
+        v.state,
         v.last_reason.clone(),
         status.interfaces[0].xdp[name],
     )
@@ -118,8 +121,8 @@ fn an_openbsd_master_with_its_constant_counter_keeps_the_backup() {
     // Twice the backup's master-down time (3.39 s).
     let until = Instant::now() + Duration::from_secs(7);
     while Instant::now() < until {
-        let state = agent.status().unwrap().vhids[0].state.clone();
-        assert_eq!(state, "BACKUP", "{}", agent.log_text());
+        let state = agent.status().unwrap().vhids[0].state;
+        assert_eq!(state, State::Backup, "{}", agent.log_text());
         std::thread::sleep(Duration::from_millis(100));
     }
     let (_, _, repeated) = vhid_and_counter(&agent, "repeated");
@@ -226,4 +229,34 @@ fn the_advert_groups_and_solicited_node_groups_are_joined() {
     for g in ["224.0.0.18", "ff02::12", "ff02::1:ff00:50"] {
         assert!(!left.iter().any(|j| j == g), "{g} still in {left:?}");
     }
+}
+
+/// FreeBSD 14's `peer` and `peer6` together: a VHID with VIPs of both families advertises
+/// to the peer of each family, from the interface's address of that family (one socket per
+/// source: the IPv6 adverts once went out of the IPv4 socket and failed every time).
+#[test]
+fn unicast_peers_of_both_families() {
+    let dir = TempDir::new("uni46").unwrap();
+    let lan = Lan::new("uni46", &["a", "b"]).unwrap();
+    let conf = |i: usize, advskew: u8| {
+        let peer = &lan.hosts[1 - i];
+        format!(
+            "[[vhid]]\ninterface = \"eth0\"\nvhid = 1\nvips = [\"{VIP}/24\", \"2001:db8::50/64\"]\n\
+             advskew = {advskew}\npeers = [\"{}\", \"{}\"]\n",
+            peer.addr, peer.addr6
+        )
+    };
+    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &conf(0, 0)).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
+    let b = Agent::start(&lan.hosts[1].ns, dir.path(), "b", &conf(1, 100)).unwrap();
+    b.wait_state(1, "BACKUP", Duration::from_secs(6)).unwrap();
+    let before = b.status().unwrap().vhids[0].adverts_received;
+    std::thread::sleep(Duration::from_secs(3));
+    let master = &a.status().unwrap().vhids[0];
+    let backup = &b.status().unwrap().vhids[0];
+    assert_eq!((master.state, backup.state), (State::Master, State::Backup));
+    assert_eq!(master.send_errors, 0, "{}", a.log_text());
+    // One advert per family per interval (advbase 1): both arrive.
+    let received = backup.adverts_received - before;
+    assert!(received >= 5, "{received} adverts in 3 s");
 }

@@ -3,6 +3,8 @@
 //! restarting a frozen agent, and the bow-out on stop, with a plain agent as backup; and
 //! hooks that need root's full powers run through dist/hooks/carp-hook-unsandboxed while
 //! the agent stays in its sandbox.
+// Needs root (namespaces, BPF): `cargo xtask test` runs it.
+#![cfg(feature = "root")]
 
 use carp_tests::{
     agent::{Agent, TempDir, agent_bin},

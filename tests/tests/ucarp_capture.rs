@@ -1,4 +1,6 @@
 //! A live ucarp advert captured in a namespace decodes with the values ucarp was given.
+// Needs root (namespaces, BPF): `cargo xtask test` runs it.
+#![cfg(feature = "root")]
 
 use carp_common::wire::{self, CarpHeader};
 use carp_tests::{

@@ -1,6 +1,8 @@
 //! ucarp accepts our adverts: signed by carp's HMAC code and sent into a namespace, they
 //! keep a ucarp backup quiet (no "Bad digest", stays BACKUP). With a wrong password the
 //! same sender makes ucarp complain and take over, so the check can fail.
+// Needs root (namespaces, BPF): `cargo xtask test` runs it.
+#![cfg(feature = "root")]
 
 use carp_agent::hmac::{Auth, Counter};
 use carp_common::wire::{CarpHeader, GROUP_V4, IPPROTO_CARP, TTL};

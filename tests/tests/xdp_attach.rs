@@ -1,5 +1,7 @@
 //! The XDP program attached to a veth in namespaces, in skb and native mode, seeing real
 //! traffic (needs root).
+// Needs root (namespaces, BPF): `cargo xtask test` runs it.
+#![cfg(feature = "root")]
 
 use aya::programs::XdpMode;
 use carp_agent::xdp::DataPlane;

@@ -1,5 +1,7 @@
 //! The XDP program run on crafted frames with BPF_PROG_TEST_RUN (needs root): every path
 //! and every drop reason, with verdict, output bytes, counters and ring buffer events.
+// Needs root (namespaces, BPF): `cargo xtask test` runs it.
+#![cfg(feature = "root")]
 
 use aya::{
     maps::{MapData, RingBuf},
@@ -10,14 +12,14 @@ use carp_agent::{
     xdp::{DataPlane, parse_event, vhid_entry},
 };
 use carp_common::{
-    maps::{AdvertEvent, VhidKey, VipEntry, VipKey, XdpStats, flags, state},
+    State,
+    maps::{AdvertEvent, VhidKey, VipEntry, VipKey, XdpStats, flags},
     vrrp::{self, Vrrp3Header},
     wire::{self, CarpHeader},
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-#[path = "common/frames.rs"]
-mod frame;
+use carp_tests::frames as frame;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -53,33 +55,31 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(st: u8) -> Self {
+    fn new(st: State) -> Self {
         let mut dp = DataPlane::load().unwrap();
         let auth = Auth::new(PASSWORD, VHID, &[vip4().into(), vip6().into()]).unwrap();
         let events = dp.take_events().unwrap();
         let mut f = Self { dp, events, auth };
         f.set_state(st, flags::VMAC);
-        let vrrp = vhid_entry(vrrp::VERSION, st, 0, IF_MAC, IF_MAC, None);
+        let vrrp = vhid_entry(vrrp::VERSION, st as u8, 0, IF_MAC, IF_MAC, None);
         f.dp.set_vhid(&key(VRID, 0), &vrrp).unwrap();
         f
     }
 
     /// The VHID's state, a MASTER with a lease that never runs out.
-    fn set_state(&mut self, st: u8, fl: u8) {
+    fn set_state(&mut self, st: State, fl: u8) {
         self.set_state_until(st, fl, u64::MAX);
     }
 
-    fn set_state_until(&mut self, st: u8, fl: u8, master_until: u64) {
+    fn set_state_until(&mut self, st: State, fl: u8, master_until: u64) {
         let vmac = wire::virtual_mac(VHID);
-        let mut entry = vhid_entry(wire::VERSION, st, fl, vmac, IF_MAC, Some(&self.auth));
+        let mut entry = vhid_entry(wire::VERSION, st as u8, fl, vmac, IF_MAC, Some(&self.auth));
         entry.master_until = master_until;
         self.dp.set_vhid(&key(VHID, 0), &entry).unwrap();
         self.dp.set_vhid(&key(VHID, 7), &entry).unwrap();
         let v = VipEntry {
             vhid: VHID,
-            state: st,
-            mac: vmac,
-            master_until,
+            _pad: [0; 3],
         };
         self.dp
             .set_vip(&VipKey::new(LO, 0, vip4().into()), &v)
@@ -160,7 +160,7 @@ fn only(f: impl FnOnce(&mut XdpStats)) -> XdpStats {
 
 #[test]
 fn valid_carp_advert_goes_to_the_agent_with_its_fields() {
-    let mut fx = Fixture::new(state::BACKUP);
+    let mut fx = Fixture::new(State::Backup);
     let h = fx.advert(0x1122334455667788, 100);
     let (verdict, delta) = fx.run_counted(&frame::carp(peer4(), &h));
     assert_eq!(verdict, XDP_DROP);
@@ -181,7 +181,7 @@ fn valid_carp_advert_goes_to_the_agent_with_its_fields() {
 
 #[test]
 fn ipv6_and_vlan_tagged_adverts() {
-    let mut fx = Fixture::new(state::BACKUP);
+    let mut fx = Fixture::new(State::Backup);
     let src6: IpAddr = "2001:db8::2".parse().unwrap();
     let (verdict, delta) = fx.run_counted(&frame::carp(src6, &fx.advert(5, 0)));
     assert_eq!((verdict, delta), (XDP_DROP, only(|s| s.adverts = 1)));
@@ -198,7 +198,7 @@ fn ipv6_and_vlan_tagged_adverts() {
 
 #[test]
 fn every_invalid_carp_advert_is_dropped_with_its_reason() {
-    let mut fx = Fixture::new(state::BACKUP);
+    let mut fx = Fixture::new(State::Backup);
     let good = fx.advert(42, 0);
     let payload = good.encode();
     let with = |f: &dyn Fn(&mut [u8; 36])| {
@@ -315,7 +315,7 @@ fn every_invalid_carp_advert_is_dropped_with_its_reason() {
 /// but not sooner than half its interval after the last, so a replay flood cannot.
 #[test]
 fn an_advert_repeated_as_openbsd_does_reaches_the_agent_and_a_flood_does_not() {
-    let mut fx = Fixture::new(state::BACKUP);
+    let mut fx = Fixture::new(State::Backup);
     // OpenBSD allows advbase 0: advskew 1 makes the interval 1/256 s, the gap 1/512 s.
     let cookie = CarpHeader {
         advbase: 0,
@@ -358,7 +358,7 @@ fn an_advert_repeated_as_openbsd_does_reaches_the_agent_and_a_flood_does_not() {
 /// adverts).
 #[test]
 fn a_forged_advert_does_not_touch_the_replay_state() {
-    let mut fx = Fixture::new(state::BACKUP);
+    let mut fx = Fixture::new(State::Backup);
     let genuine = fx.advert(41, 0);
     let mut forged = genuine;
     forged.digest[0] ^= 1;
@@ -372,14 +372,14 @@ fn a_forged_advert_does_not_touch_the_replay_state() {
 /// the prepared state (16 IPv4 VIPs: 67 bytes; 300 VIPs of both families: thousands).
 #[test]
 fn long_vip_lists_are_verified_in_the_kernel() {
-    let mut fx = Fixture::new(state::BACKUP);
+    let mut fx = Fixture::new(State::Backup);
     for (n4, n6) in [(12u32, 0u16), (16, 0), (11, 2), (3, 1), (200, 100)] {
         let mut vips: Vec<IpAddr> = (0..n4)
             .map(|i| Ipv4Addr::from(0xc000_0200 + i).into())
             .collect();
         vips.extend((0..n6).map(|i| IpAddr::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, i))));
         fx.auth = Auth::new(PASSWORD, VHID, &vips).unwrap();
-        fx.set_state(state::BACKUP, 0);
+        fx.set_state(State::Backup, 0);
         for counter in [0, 3, u64::MAX] {
             let f = frame::carp(peer4(), &fx.advert(counter, 0));
             assert_eq!(
@@ -402,7 +402,7 @@ fn long_vip_lists_are_verified_in_the_kernel() {
 
 #[test]
 fn vrrp3_adverts() {
-    let mut fx = Fixture::new(state::BACKUP);
+    let mut fx = Fixture::new(State::Backup);
     let h = Vrrp3Header {
         vrid: VRID,
         priority: 100,
@@ -454,10 +454,10 @@ fn vrrp3_adverts() {
 /// link-local VIP verifies both, and nothing else.
 #[test]
 fn both_openbsd_hmac_variants_verify() {
-    let mut fx = Fixture::new(state::BACKUP);
+    let mut fx = Fixture::new(State::Backup);
     let ll: IpAddr = "fe80::50".parse().unwrap();
     fx.auth = Auth::new(PASSWORD, VHID, &[vip4().into(), ll]).unwrap();
-    fx.set_state(state::BACKUP, 0);
+    fx.set_state(State::Backup, 0);
     let freebsd = fx.advert(11, 0);
     let openbsd = CarpHeader {
         digest: Auth::new(PASSWORD, VHID, &[vip4().into()])
@@ -481,7 +481,7 @@ fn both_openbsd_hmac_variants_verify() {
 /// keepalived and FreeBSD 15 send them all. Longer than that is malformed.
 #[test]
 fn vrrp3_adverts_with_every_address_count() {
-    let mut fx = Fixture::new(state::BACKUP);
+    let mut fx = Fixture::new(State::Backup);
     for count in [0usize, 1, 16, 17, 100, 255] {
         let addrs: Vec<[u8; 4]> = (0..count)
             .map(|i| (0xc633_6400u32 + i as u32).to_be_bytes())
@@ -537,11 +537,11 @@ fn vrrp3_adverts_with_every_address_count() {
 /// virtual MAC of the same number is not this VHID's.
 #[test]
 fn frames_to_the_ipv6_vrrp_mac_are_ours_while_master() {
-    let mut fx = Fixture::new(state::MASTER);
+    let mut fx = Fixture::new(State::Master);
     let mac6 = wire::virtual_mac_v6(VRID);
     let mut entry = vhid_entry(
         vrrp::VERSION,
-        state::MASTER,
+        State::Master as u8,
         flags::VMAC,
         mac6,
         IF_MAC,
@@ -559,7 +559,7 @@ fn frames_to_the_ipv6_vrrp_mac_are_ours_while_master() {
     let mut v4 = f.clone();
     v4[..6].copy_from_slice(&wire::virtual_mac(VRID));
     assert_eq!(fx.run(&v4), (XDP_PASS, v4.clone()), "not this VHID's MAC");
-    entry.state = state::BACKUP;
+    entry.state = State::Backup as u8;
     fx.dp.set_vhid(&key(VRID, 0), &entry).unwrap();
     let (verdict, delta) = fx.run_counted(&f);
     assert_eq!((verdict, delta.vmac_dropped), (XDP_DROP, 1));
@@ -567,7 +567,7 @@ fn frames_to_the_ipv6_vrrp_mac_are_ours_while_master() {
 
 #[test]
 fn unknown_vhids_and_other_traffic_pass_untouched() {
-    let mut fx = Fixture::new(state::MASTER);
+    let mut fx = Fixture::new(State::Master);
     let foreign = CarpHeader {
         vhid: 99,
         ..fx.advert(1, 0)
@@ -590,7 +590,7 @@ fn unknown_vhids_and_other_traffic_pass_untouched() {
 
 #[test]
 fn arp_for_a_vip_is_answered_while_master_and_dropped_otherwise() {
-    let mut fx = Fixture::new(state::MASTER);
+    let mut fx = Fixture::new(State::Master);
     let req = frame::arp_request(PEER_MAC, [192, 0, 2, 2], vip4().octets());
     let (verdict, out) = fx.run(&req);
     assert_eq!(verdict, XDP_TX);
@@ -605,7 +605,7 @@ fn arp_for_a_vip_is_answered_while_master_and_dropped_otherwise() {
     // Other addresses are the kernel's business.
     let other = frame::arp_request(PEER_MAC, [192, 0, 2, 2], [192, 0, 2, 1]);
     assert_eq!(fx.run(&other), (XDP_PASS, other.clone()));
-    for st in [state::BACKUP, state::INIT] {
+    for st in [State::Backup, State::Init] {
         fx.set_state(st, flags::VMAC);
         let (verdict, delta) = fx.run_counted(&req);
         assert_eq!(verdict, XDP_DROP);
@@ -615,7 +615,7 @@ fn arp_for_a_vip_is_answered_while_master_and_dropped_otherwise() {
 
 #[test]
 fn neighbor_solicitation_for_a_vip6_is_answered_while_master() {
-    let mut fx = Fixture::new(state::MASTER);
+    let mut fx = Fixture::new(State::Master);
     let (ns, src) = solicit_vip6();
     let (verdict, out) = fx.run(&ns);
     assert_eq!(verdict, XDP_TX);
@@ -640,7 +640,7 @@ fn neighbor_solicitation_for_a_vip6_is_answered_while_master() {
     assert_eq!(frame::icmpv6_checksum(&vip6().octets(), &dst, na), 0);
 
     // A router's NAs carry the Router flag (VRRPv3 always, RFC 5798; CARP when forwarding).
-    fx.set_state(state::MASTER, flags::VMAC | flags::ROUTER);
+    fx.set_state(State::Master, flags::VMAC | flags::ROUTER);
     let (verdict, out) = fx.run(&ns);
     assert_eq!(
         (verdict, out[54 + 4]),
@@ -653,7 +653,7 @@ fn neighbor_solicitation_for_a_vip6_is_answered_while_master() {
         0
     );
 
-    fx.set_state(state::BACKUP, flags::VMAC);
+    fx.set_state(State::Backup, flags::VMAC);
     let (verdict, delta) = fx.run_counted(&ns);
     assert_eq!((verdict, delta.ns_dropped), (XDP_DROP, 1));
 }
@@ -662,7 +662,7 @@ fn neighbor_solicitation_for_a_vip6_is_answered_while_master() {
 /// program leaves it to the kernel, which discards it, instead of answering.
 #[test]
 fn invalid_neighbor_solicitations_are_not_answered() {
-    let mut fx = Fixture::new(state::MASTER);
+    let mut fx = Fixture::new(State::Master);
     let (ns, _) = solicit_vip6();
     let mut routed = ns.clone();
     routed[14 + 7] = 254;
@@ -674,26 +674,26 @@ fn invalid_neighbor_solicitations_are_not_answered() {
 
 #[test]
 fn frames_to_the_virtual_mac_are_ours_only_while_master() {
-    let mut fx = Fixture::new(state::MASTER);
+    let mut fx = Fixture::new(State::Master);
     let f = to_vmac();
     let (verdict, out) = fx.run(&f);
     assert_eq!(verdict, XDP_PASS);
     assert_eq!(&out[..6], &IF_MAC, "rewritten to the interface MAC");
     assert_eq!(&out[6..], &f[6..]);
-    fx.set_state(state::BACKUP, flags::VMAC);
+    fx.set_state(State::Backup, flags::VMAC);
     let (verdict, delta) = fx.run_counted(&f);
     assert_eq!((verdict, delta.vmac_dropped), (XDP_DROP, 1));
     // Interface-MAC mode: the virtual MAC is nobody's, the frame goes on untouched.
-    fx.set_state(state::BACKUP, 0);
+    fx.set_state(State::Backup, 0);
     assert_eq!(fx.run(&f), (XDP_PASS, f.clone()));
 }
 
 /// A MASTER whose lease ran out (its agent stopped renewing it) answers nothing.
 #[test]
 fn a_master_whose_lease_ran_out_answers_nothing() {
-    let mut fx = Fixture::new(state::MASTER);
+    let mut fx = Fixture::new(State::Master);
     // 1 ns after boot: long past.
-    fx.set_state_until(state::MASTER, flags::VMAC, 1);
+    fx.set_state_until(State::Master, flags::VMAC, 1);
     let arp = frame::arp_request(PEER_MAC, [192, 0, 2, 2], vip4().octets());
     let (ns, _) = solicit_vip6();
     let to_vmac = to_vmac();
@@ -704,13 +704,13 @@ fn a_master_whose_lease_ran_out_answers_nothing() {
     let (verdict, delta) = fx.run_counted(&to_vmac);
     assert_eq!((verdict, delta.vmac_dropped), (XDP_DROP, 1));
     // Renewed: answered again.
-    fx.set_state_until(state::MASTER, flags::VMAC, u64::MAX);
+    fx.set_state_until(State::Master, flags::VMAC, u64::MAX);
     assert_eq!(fx.run(&arp).0, XDP_TX);
 }
 
 #[test]
 fn random_and_truncated_frames_never_fail() {
-    let mut fx = Fixture::new(state::MASTER);
+    let mut fx = Fixture::new(State::Master);
     let mut valid = vec![
         frame::carp(peer4(), &fx.advert(1, 0)),
         frame::arp_request(PEER_MAC, [192, 0, 2, 2], vip4().octets()),

@@ -162,6 +162,9 @@ fn no_leftovers(who: &str) -> Result<()> {
     Ok(())
 }
 
+/// The feature that builds the end-to-end tests, which need root.
+const ROOT_TESTS: &str = "carp-tests/root";
+
 fn test() -> Result<()> {
     setup::run()?;
     let started = std::time::Instant::now();
@@ -172,6 +175,8 @@ fn test() -> Result<()> {
         "--exclude",
         "carp-ebpf",
         "--all-targets",
+        "--features",
+        ROOT_TESTS,
     ];
     cargo(&[&clippy[..], &["--", "-D", "warnings"]].concat())?;
     // The XDP program is linted for the target it runs on.
@@ -190,7 +195,14 @@ fn test() -> Result<()> {
         .args(["--", "-D", "warnings"]))?;
     // The namespace tests run the carp-agent binary: build it first, so it is never stale.
     cargo(&["build", "-p", "carp-agent"])?;
-    cargo(&["test", "--workspace", "--exclude", "carp-ebpf"])?;
+    cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "carp-ebpf",
+        "--features",
+        ROOT_TESTS,
+    ])?;
     no_leftovers("the tests")?;
     // One short trial of every benchmark, so the bench code does not rot.
     bench(true)?;

@@ -4,7 +4,7 @@
 
 use crate::election::{Config as MachineConfig, Timing};
 use carp_common::{maps::MAX_VIPS, vrrp};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeSet,
     fmt,
@@ -22,7 +22,7 @@ pub struct Config {
     #[serde(default)]
     pub agent: Agent,
     #[serde(default, rename = "vhid")]
-    pub vhids: Vec<Vhid>,
+    pub vhids: Vec<VhidConfig>,
     #[serde(default, rename = "check")]
     pub checks: Vec<Check>,
 }
@@ -169,7 +169,7 @@ impl Default for Agent {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -188,9 +188,10 @@ pub enum MacMode {
     Interface,
 }
 
+/// A `[[vhid]]` table as written; [`Config::validate`] makes a [`Plan`] of it.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Vhid {
+pub struct VhidConfig {
     pub interface: String,
     pub vhid: u8,
     #[serde(default)]
@@ -250,7 +251,7 @@ fn default_garp() -> u8 {
     2
 }
 
-impl Vhid {
+impl VhidConfig {
     /// A VHID on `interface` with every optional setting at its default.
     pub fn new(interface: &str, vhid: u8, vips: Vec<String>) -> Self {
         Self {
@@ -296,7 +297,6 @@ impl fmt::Display for Mistake {
 pub struct Plan {
     pub interface: String,
     pub vhid: u8,
-    pub protocol: Protocol,
     pub vips: Vec<(IpAddr, u8)>,
     pub timing: Timing,
     pub preempt: bool,
@@ -323,6 +323,14 @@ impl fmt::Debug for Plan {
 }
 
 impl Plan {
+    /// The protocol, as the timing says.
+    pub fn protocol(&self) -> Protocol {
+        match self.timing {
+            Timing::Carp { .. } => Protocol::Carp,
+            Timing::Vrrp3 { .. } => Protocol::Vrrp3,
+        }
+    }
+
     pub fn vip_addrs(&self) -> Vec<IpAddr> {
         self.vips.iter().map(|(a, _)| *a).collect()
     }
@@ -377,7 +385,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Reads the password from the one source configured.
-fn password(v: &Vhid, base: &Path) -> Result<Vec<u8>, String> {
+fn password(v: &VhidConfig, base: &Path) -> Result<Vec<u8>, String> {
     let sources = [
         v.pass_file.is_some(),
         v.pass_env.is_some(),
@@ -411,13 +419,7 @@ fn password(v: &Vhid, base: &Path) -> Result<Vec<u8>, String> {
     while pw.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         pw.pop();
     }
-    if pw.len() > crate::hmac::MAX_PASSWORD_LEN {
-        return Err(format!(
-            "the password is {} bytes; CARP peers (FreeBSD ifconfig, ucarp) use at most {}",
-            pw.len(),
-            crate::hmac::MAX_PASSWORD_LEN
-        ));
-    }
+    crate::hmac::check_password(&pw).map_err(|e| e.to_string())?;
     Ok(pw)
 }
 
@@ -581,7 +583,6 @@ impl Config {
             plans.push(Plan {
                 interface: v.interface.clone(),
                 vhid: v.vhid,
-                protocol: v.protocol,
                 vips,
                 timing,
                 preempt: v.preempt,
@@ -654,297 +655,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SEEDS_HOSTC: &str = r#"
-        [agent]
-        hook_timeout = 5
-
-        [[vhid]]
-        interface = "eth0"
-        vhid = 1
-        advskew = 100
-        vips = ["192.0.2.50/24"]
-        pass_env = "CARP_TEST_PW"
-
-        [[vhid]]
-        interface = "eth0"
-        vhid = 2
-        advskew = 100
-        vips = ["192.0.2.51/24", "2001:db8::51"]
-        pass_env = "CARP_TEST_PW"
-        preempt = true
-        groups = ["web"]
-    "#;
-
-    /// Every mistake `validate` finds in `text`, as `check` prints them.
-    fn mistakes(text: &str) -> Vec<String> {
-        Config::parse(text)
-            .unwrap()
-            .validate(Path::new("/"))
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
-    }
-
-    #[test]
-    fn the_seeds_hostc_parses() {
-        // SAFETY: tests in this module set this variable only to this value.
-        unsafe { std::env::set_var("CARP_TEST_PW", "testpass\n") };
-        let plans = Config::parse(SEEDS_HOSTC)
-            .unwrap()
-            .validate(Path::new("/"))
-            .unwrap();
-        assert_eq!(plans.len(), 2);
-        assert_eq!(
-            plans[0].timing,
-            Timing::Carp {
-                advbase: 1,
-                advskew: 100
-            }
-        );
-        assert_eq!(plans[0].password, b"testpass", "trailing newline dropped");
-        assert_eq!(plans[1].vips[1], ("2001:db8::51".parse().unwrap(), 128));
-        assert!(plans[1].preempt);
-        assert!(!format!("{:?}", plans[0]).contains("testpass"));
-    }
-
-    #[test]
-    fn a_reload_names_the_settings_only_a_restart_applies() {
-        let parse = |t: &str| toml::from_str::<Config>(t).unwrap().agent;
-        let old = parse("[agent]\nhook_timeout = 5\n");
-        let same = parse("[agent]\nhook_timeout = 9\ndemotion = 50\n");
-        let moved = parse(
-            "[agent]\nsocket = \"/run/carp/b.sock\"\nvips_on = \"interface\"\nmetrics = \"127.0.0.1:9720\"\n",
-        );
-        assert!(old.restart_needed(&same).is_empty());
-        assert_eq!(old.restart_needed(&moved), ["socket", "vips_on", "metrics"]);
-    }
-
-    #[test]
-    fn checks_take_defaults_and_report_their_mistakes() {
-        let ok = Config::parse(
-            r#"
-            [[vhid]]
-            interface = "eth0"
-            vhid = 1
-            vips = ["192.0.2.50"]
-            groups = ["web"]
-
-            [[check]]
-            name = "nginx"
-            command = ["/usr/bin/systemctl", "is-active", "--quiet", "nginx"]
-            group = "web"
-        "#,
-        )
-        .unwrap();
-        ok.validate(Path::new("/")).unwrap();
-        let c = &ok.checks[0];
-        assert_eq!(
-            (c.interval, c.timeout, c.fall, c.rise, c.demote),
-            (2.0, 1.0, 2, 2, 240)
-        );
-        let bad = r#"
-            [[vhid]]
-            interface = "eth0"
-            vhid = 1
-            vips = ["192.0.2.50"]
-
-            [[check]]
-            name = "a"
-            command = ["pidof", "nginx"]
-            interval = 0
-            fall = 0
-            demote = -5
-            group = "wbe"
-
-            [[check]]
-            name = "a"
-            command = []
-
-            [[check]]
-            name = "b"
-            command = ["/dev/null"]
-        "#;
-        let text = mistakes(bad);
-        assert_eq!(
-            text,
-            [
-                r#"check "a": command "pidof" must be an absolute path"#,
-                r#"check "a": interval must be 0.1 to 86400 seconds"#,
-                r#"check "a": fall and rise must be at least 1"#,
-                r#"check "a": demote must be positive"#,
-                r#"check "a": group "wbe" is not in the groups of any [[vhid]]"#,
-                r#"check "a": this name is used by another check"#,
-                r#"check "a": command is empty: give the program and its arguments"#,
-                r#"check "b": command "/dev/null" is not an executable file"#,
-            ]
-        );
-    }
-
-    #[test]
-    fn every_mistake_is_reported_at_once() {
-        let text = r#"
-            [[vhid]]
-            interface = "eth0"
-            vhid = 0
-            vips = ["192.0.2.500", "192.0.2.1/33"]
-            advbase = 0
-            pass_file = "/nonexistent/carp.pass"
-
-            [[vhid]]
-            interface = "eth0"
-            vhid = 3
-            vips = []
-            protocol = "vrrp3"
-            priority = 0
-            interval_ms = 15
-
-            [[vhid]]
-            interface = "eth0"
-            vhid = 3
-            vips = ["192.0.2.9"]
-            up_script = "relative.sh"
-        "#;
-        let mistakes = Config::parse(text)
-            .unwrap()
-            .validate(Path::new("/"))
-            .unwrap_err();
-        let all: Vec<String> = mistakes.iter().map(ToString::to_string).collect();
-        let has = |needle: &str| all.iter().any(|m| m.contains(needle));
-        assert!(has("vhid must be 1..=255"), "{all:#?}");
-        assert!(has("\"192.0.2.500\" is not an IP address"));
-        assert!(has("prefix length outside 0..=32"));
-        assert!(has("advbase must be 1..=255"));
-        assert!(has("cannot read pass_file /nonexistent/carp.pass"));
-        assert!(has("at least one VIP"));
-        assert!(has("priority must be 1..=255"));
-        assert!(has("interval_ms must be a multiple of 10"));
-        assert!(has("configured twice"));
-        assert!(has("must be an absolute path"));
-    }
-
-    /// What would fail at run time is refused by `check`, one line each: durations that do
-    /// not fit (they panicked at first use), a VIP in two VHIDs (two masters), VRRP adverts
-    /// too long for one packet, more VIPs than the XDP map holds.
-    #[test]
-    fn run_time_failures_are_refused_up_front() {
-        let vrrp6: Vec<String> = (0..91).map(|i| format!("\"2001:db8::1:{i:x}\"")).collect();
-        let many: Vec<String> = (0..MAX_VIPS - 1)
-            .map(|i| format!("\"198.51.{}.{}\"", 100 + i / 256, i % 256))
-            .collect();
-        let text = format!(
-            r#"
-            [agent]
-            hook_timeout = inf
-
-            [[vhid]]
-            interface = "eth0"
-            vhid = 1
-            vips = ["192.0.2.50/24", "192.0.2.51"]
-
-            [[vhid]]
-            interface = "eth1"
-            vhid = 2
-            vips = ["192.0.2.50/24", "192.0.2.52", "192.0.2.52"]
-
-            [[vhid]]
-            interface = "eth0"
-            vhid = 3
-            protocol = "vrrp3"
-            vips = [{}]
-
-            [[vhid]]
-            interface = "eth2"
-            vhid = 4
-            vips = [{}, "203.0.113.1", "203.0.113.2"]
-
-            [[check]]
-            name = "c"
-            command = ["/bin/true"]
-            timeout = 1e300
-            interval = nan
-        "#,
-            vrrp6.join(", "),
-            many.join(", ")
-        );
-        let all = mistakes(&text);
-        assert_eq!(
-            all,
-            [
-                "agent: hook_timeout must be a number of seconds in (0, 86400]",
-                "vhid 2 on eth1: VIP 192.0.2.50 is also a VIP of vhid 1 on eth0",
-                "vhid 2 on eth1: VIP 192.0.2.52 is listed twice",
-                "vhid 3 on eth0: a VRRPv3 advert carries at most 255 IPv4 or 90 IPv6 addresses \
-                 (one 1500-byte packet); this VHID has 0 and 91",
-                "vhid 4 on eth2: more than 4096 VIPs on eth2: the XDP program's map holds no more",
-                r#"check "c": interval must be 0.1 to 86400 seconds"#,
-                r#"check "c": timeout must be a number of seconds in (0, 86400]"#,
-            ]
-        );
-    }
-
-    #[test]
-    fn unknown_keys_and_long_passwords_are_refused() {
-        assert!(
-            Config::parse("[[vhid]]\ninterface='e'\nvhid=1\nvips=[]\nadvskw=3\n")
-                .unwrap_err()
-                .contains("advskw")
-        );
-        let dir = std::env::temp_dir().join(format!("carp-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("pw"), "0123456789abcdefghij").unwrap();
-        let text = "[[vhid]]\ninterface='eth0'\nvhid=1\nvips=['192.0.2.5']\npass_file='pw'\n";
-        let err = Config::parse(text).unwrap().validate(&dir).unwrap_err();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(err[0].what.contains("at most 19"), "{err:?}");
-    }
-
-    #[test]
-    fn the_shipped_example_parses() {
-        let c = Config::parse(include_str!("../../dist/carp.toml.example")).unwrap();
-        assert_eq!(c.vhids.len(), 2);
-        assert_eq!(c.vhids[0].advskew, 100);
-        assert_eq!(c.agent, Agent::default());
-    }
-
-    #[test]
-    fn a_netns_scopes_the_default_paths_only() {
-        let c = Config::parse("[agent]\nnetns = \"hosta\"\n").unwrap();
-        assert_eq!(c.agent.socket, Path::new("/run/carp/hosta.sock"));
-        assert_eq!(c.agent.pin_dir, Path::new("/sys/fs/bpf/carp/hosta"));
-        let c = Config::parse("[agent]\nnetns = \"b\"\nsocket = \"/run/x.sock\"\n").unwrap();
-        assert_eq!(c.agent.socket, Path::new("/run/x.sock"));
-        assert_eq!(Config::parse("").unwrap().agent, Agent::default());
-        assert!(crate::netns::enter("../etc").is_err());
-    }
-
-    #[test]
-    fn the_socket_is_found_despite_a_vhid_mistake() {
-        let dir = std::env::temp_dir().join(format!("carp-socket-of-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a.toml");
-        std::fs::write(&path, "[agent]\nnetns = \"b\"\n[[vhid]]\nadvskew = 300\n").unwrap();
-        assert!(Config::load(&path).is_err());
-        let socket = Config::socket_of(&path).unwrap();
-        std::fs::write(&path, "[agent\n").unwrap();
-        let broken = Config::socket_of(&path);
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(socket, Some(PathBuf::from("/run/carp/b.sock")));
-        assert!(broken.is_err());
-        assert_eq!(Config::socket_of(&dir.join("none.toml")), Ok(None));
-    }
-
-    #[test]
-    fn vips() {
-        assert_eq!(
-            parse_vip("192.0.2.1").unwrap(),
-            ("192.0.2.1".parse().unwrap(), 32)
-        );
-        assert_eq!(parse_vip("2001:db8::1/64").unwrap().1, 64);
-        assert!(parse_vip("2001:db8::1/129").is_err());
-        assert!(parse_vip("eth0").is_err());
-    }
-}
+mod tests;

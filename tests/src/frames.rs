@@ -1,6 +1,5 @@
 //! Frames only the tests build: requests a peer would send, and adverts with chosen
-//! defects. Shared by the test files that `#[path]`-include it.
-#![allow(dead_code, reason = "each including test file uses a different subset")]
+//! defects; with the agent's own frames, so one module has them all.
 
 pub use carp_agent::frame::*;
 use carp_common::{vrrp, wire};
@@ -39,7 +38,7 @@ pub fn vrrp_v4(src: [u8; 4], header: &vrrp::Vrrp3Header, addrs: &[[u8; 4]]) -> V
 /// A broadcast ARP request from `sender` asking for `target`.
 pub fn arp_request(sender_mac: [u8; 6], sender_ip: [u8; 4], target_ip: [u8; 4]) -> Vec<u8> {
     let mut f = ethernet([0xff; 6], sender_mac, None, ETH_P_ARP);
-    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&carp_common::ether::ARP_REQUEST);
     f.extend_from_slice(&sender_mac);
     f.extend_from_slice(&sender_ip);
     f.extend_from_slice(&[0; 6]);

@@ -1,0 +1,84 @@
+//! The operator's requests on the control socket (`carp-agent status`, `set-state`,
+//! `demote`, `reload`), as ifconfig's carp_ioctl and the demotion sysctl take them.
+
+use super::{Agent, Work};
+use crate::{
+    control::{Forced, Reply, Request, Status},
+    election::{Event, State},
+    iface::Iface,
+};
+use anyhow::{Result, bail};
+
+impl Agent {
+    fn find(&self, vhid: u8, interface: Option<&str>) -> Result<Vec<usize>> {
+        let found: Vec<usize> = (0..self.vhids.len())
+            .filter(|&i| {
+                let plan = &self.vhids[i].vhid.plan;
+                plan.vhid == vhid && interface.is_none_or(|n| n == plan.interface)
+            })
+            .collect();
+        if found.is_empty() {
+            bail!(
+                "no vhid {vhid} is configured{}",
+                interface.map(|i| format!(" on {i}")).unwrap_or_default()
+            );
+        }
+        Ok(found)
+    }
+
+    pub(super) async fn on_control(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Status => Reply {
+                ok: true,
+                error: None,
+                status: Some(self.status()),
+            },
+            Request::SetState {
+                vhid,
+                interface,
+                state,
+            } => match self.find(vhid, interface.as_deref()) {
+                Err(e) => Reply::err(e),
+                Ok(found) => {
+                    let target = match state {
+                        Forced::Master => State::Master,
+                        Forced::Backup => State::Backup,
+                    };
+                    for i in found {
+                        self.feed(i, Event::Force(target)).await;
+                    }
+                    Reply::ok()
+                }
+            },
+            Request::Demote { op, value, group } => {
+                match self.demotion.operate(op, value, group.as_deref()) {
+                    Ok(now) => tracing::info!(
+                        "demotion {}now {now} by operator",
+                        group
+                            .as_deref()
+                            .map(|g| format!("of group {g} "))
+                            .unwrap_or_default()
+                    ),
+                    Err(e) => return Reply::err(e),
+                }
+                self.drive(Work::Demotion).await;
+                Reply::ok()
+            }
+            Request::Reload => match self.reload().await {
+                Ok(()) => Reply::ok(),
+                Err(e) => Reply::err(format!("{e:#}")),
+            },
+        }
+    }
+
+    pub(super) fn status(&self) -> Status {
+        Status {
+            demotion: self.demotion.global(),
+            interfaces: self.ifaces.values().map(Iface::status).collect(),
+            vhids: (0..self.vhids.len())
+                .map(|i| self.vhids[i].vhid.status(self.effective_demotion(i)))
+                .collect(),
+            checks: self.checks.status(),
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! The daemon. How carp works, as ip_carp.c opens with its design:
+//!
+//! - **Data path.** The XDP program (carp-ebpf) sees every frame on an interface first. It
+//!   validates and authenticates adverts of configured VHIDs and hands them to the agent
+//!   through a ring buffer (iface.rs reads it); it answers ARP and NS for VIPs of VHIDs
+//!   that are MASTER with a live lease, and takes frames to their virtual MAC only then.
+//!   It decides nothing.
+//! - **State.** The agent owns the election: one `election::Machine` per VHID, inside
+//!   `vhid::Vhid`, which also turns events into what to send and what to write. It writes
+//!   each VHID's state and lease into `CARP_VHIDS` (its VIPs point there); the program
+//!   owns `CARP_STATS` and `CARP_REPLAY`.
+//! - **Clocks.** Machines run on the agent's monotonic time since start; leases in the
+//!   maps are CLOCK_MONOTONIC nanoseconds, the program's `bpf_ktime_get_ns`, renewed by
+//!   every advert sent, so a frozen agent's host goes quiet before a backup takes over.
+//! - **This file.** The event loop (adverts, timers, links, the control socket, checks,
+//!   hooks, signals), the work queue that feeds machines and carries out their actions,
+//!   reload and shutdown. preflight.rs checks before anything is applied, iface.rs does
+//!   the effects, checks.rs runs the health checks.
+
+mod commands;
+
+use crate::{
+    checks::Checks,
+    config::{Config, MacMode, Plan},
+    control,
+    demotion::Demotion,
+    election::{Action, Event, Reason, State, Timing},
+    health, hooks,
+    iface::{Iface, Placement, ipv6_forwarding},
+    metrics,
+    netlink::{self, Link, Netlink},
+    preflight::{Options, preflight, vhids},
+    send::Memberships,
+    vhid::Vhid,
+};
+use anyhow::{Context as _, Result, anyhow, bail};
+use carp_common::maps::AdvertEvent;
+use futures_util::StreamExt as _;
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::{Duration, Instant},
+};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+/// A VHID and the effects that live as long as it: its hook queue, its memberships.
+struct Running {
+    vhid: Vhid,
+    hooks: hooks::Queue,
+    _memberships: Memberships,
+}
+
+/// What the work queue does next.
+enum Work {
+    /// Feed one machine an event and carry out its actions.
+    Feed(usize, Event),
+    /// Tell every machine whose effective demotion changed (they advertise at once).
+    Demotion,
+}
+
+struct Agent {
+    start: Instant,
+    options: Options,
+    nl: Netlink,
+    placement: Placement,
+    ifaces: BTreeMap<String, Iface>,
+    vhids: Vec<Running>,
+    demotion: Demotion<(String, u8)>,
+    events_tx: mpsc::Sender<AdvertEvent>,
+    hooks_tx: mpsc::UnboundedSender<(u8, hooks::Outcome)>,
+    /// The agent's network namespace under /run/netns, for hooks (CARP_NETNS).
+    netns: Option<String>,
+    checks: Checks,
+    /// Random source for the CARP counter until a peer is heard.
+    rng: rand::rngs::ThreadRng,
+    /// Transitions by (interface, vhid, reason), for metrics.
+    transitions: BTreeMap<(String, u8, String), u64>,
+    /// Hook runs by outcome, for metrics.
+    hook_runs: BTreeMap<String, u64>,
+}
+
+/// Half of systemd's WatchdogSec, or an hour when there is no watchdog.
+fn watchdog_interval() -> Duration {
+    std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|u| u.parse::<u64>().ok())
+        .map(|u| Duration::from_micros(u / 2))
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(3600))
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
+    let listener = control::listen(&options.config.agent.socket).await?;
+    let socket_inode = control::inode(&options.config.agent.socket);
+    let (control_tx, mut control_rx) = mpsc::channel(16);
+    tokio::spawn(control::serve(listener, control_tx));
+    let (events_tx, mut events_rx) = mpsc::channel(1024);
+    let (hooks_tx, mut hooks_rx) = mpsc::unbounded_channel();
+    let (checks_tx, mut checks_rx) = mpsc::unbounded_channel();
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<metrics::Scrape>(4);
+    if let Some(addr) = options.config.agent.metrics {
+        metrics::serve(addr, scrape_tx).await?;
+    }
+    let mut demotion = Demotion::default();
+    demotion.adjust(options.config.agent.demotion);
+    let nl = Netlink::new()?;
+    let mut agent = Agent {
+        start: Instant::now(),
+        placement: Placement::new(nl.clone(), options.config.agent.vips_on).await?,
+        nl,
+        options,
+        ifaces: BTreeMap::new(),
+        vhids: Vec::new(),
+        demotion,
+        events_tx,
+        hooks_tx,
+        netns: crate::netns::identify(),
+        checks: Checks::new(checks_tx),
+        rng: rand::rng(),
+        transitions: BTreeMap::new(),
+        hook_runs: BTreeMap::new(),
+    };
+    let mut links = Box::pin(netlink::link_events()?);
+    agent.add_vhids(plans).await?;
+    agent.sync_checks().await;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut watchdog = tokio::time::interval(watchdog_interval());
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!("carp-agent running: {}", vhids(agent.vhids.len()));
+    loop {
+        let deadline = agent
+            .vhids
+            .iter()
+            .filter_map(|r| r.vhid.machine.deadline())
+            .min()
+            .map(|d| agent.start + d)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            Some(ev) = events_rx.recv() => agent.on_advert(ev).await,
+            Some(link) = links.next() => agent.on_link(link).await,
+            Some((req, reply)) = control_rx.recv() => {
+                let r = agent.on_control(req).await;
+                let _ = reply.send(r);
+            }
+            Some((vhid, outcome)) = hooks_rx.recv() => {
+                tracing::debug!(vhid, "hook finished: {outcome:?}");
+                *agent.hook_runs.entry(format!("{outcome:?}").to_lowercase()).or_default() += 1;
+            }
+            Some(report) = checks_rx.recv() => agent.on_check(report).await,
+            Some(reply) = scrape_rx.recv() => {
+                let _ = reply.send(metrics::render(&agent.status(), &agent.transitions, &agent.hook_runs));
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => agent.on_timer().await,
+            _ = hup.recv() => {
+                if let Err(e) = agent.reload().await {
+                    tracing::error!("reload failed, keeping the running configuration: {e:#}");
+                }
+            }
+            _ = watchdog.tick() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    agent.shutdown(&mut hooks_rx).await;
+    // Only our own socket: an agent started while this one stopped may have bound anew.
+    let socket = &agent.options.config.agent.socket;
+    if control::inode(socket) == socket_inode {
+        let _ = std::fs::remove_file(socket);
+    }
+    Ok(())
+}
+
+impl Agent {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Attaches to `link` unless already attached; promiscuous for a virtual-MAC VHID.
+    async fn attach(&mut self, link: &Link, vmac: bool) -> Result<()> {
+        if !self.ifaces.contains_key(&link.name) {
+            let a = &self.options.config.agent;
+            let iface = Iface::attach(
+                link,
+                a.xdp_mode,
+                &a.pin_dir,
+                a.vips_on,
+                self.events_tx.clone(),
+            )?;
+            self.ifaces.insert(link.name.clone(), iface);
+        }
+        if vmac {
+            self.nl.set_promisc(link.index, true).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_vhids(&mut self, plans: Vec<Plan>) -> Result<()> {
+        for plan in plans {
+            let link = self.nl.link(&plan.interface).await?;
+            self.placement.clear(&plan, &link).await?;
+            self.attach(&link, plan.mac == MacMode::Virtual).await?;
+            let addrs = self.nl.addresses(link.index).await?;
+            let memberships = Memberships::join(link.index, &plan)
+                .with_context(|| format!("joining multicast groups on {}", plan.interface))?;
+            let vips_on = self.options.config.agent.vips_on;
+            let vhid = Vhid::new(plan, &link, &addrs, vips_on, ipv6_forwarding(&link.name))?;
+            if let Some(iface) = self.ifaces.get_mut(&link.name) {
+                iface.register(&vhid)?;
+            }
+            self.vhids.push(Running {
+                vhid,
+                hooks: hooks::Queue::start(self.hooks_tx.clone()),
+                _memberships: memberships,
+            });
+            let i = self.vhids.len() - 1;
+            let effective = self.effective_demotion(i);
+            self.feed(i, Event::Demotion(effective)).await;
+            if link.up {
+                self.feed(i, Event::LinkUp).await;
+            } else {
+                self.demotion.link(&self.vhids[i].vhid.id(), false);
+            }
+        }
+        self.drive(Work::Demotion).await;
+        Ok(())
+    }
+
+    fn effective_demotion(&self, i: usize) -> i32 {
+        let groups = &self.vhids[i].vhid.plan.groups;
+        self.demotion.effective(groups.iter().map(String::as_str))
+    }
+
+    async fn feed(&mut self, i: usize, event: Event) {
+        self.drive(Work::Feed(i, event)).await;
+    }
+
+    /// Feeds machines and carries out their actions until nothing is left to do: a send
+    /// error that changes the demotion queues the demotion for every machine after the
+    /// current one, instead of re-entering it.
+    async fn drive(&mut self, first: Work) {
+        let mut work = VecDeque::from([first]);
+        while let Some(next) = work.pop_front() {
+            match next {
+                Work::Demotion => {
+                    for i in 0..self.vhids.len() {
+                        let d = self.effective_demotion(i);
+                        if self.vhids[i].vhid.machine.demotion() != d {
+                            work.push_back(Work::Feed(i, Event::Demotion(d)));
+                        }
+                    }
+                }
+                Work::Feed(i, event) => {
+                    let now = self.now();
+                    for action in self.vhids[i].vhid.machine.handle(now, event) {
+                        match action {
+                            Action::Advertise(timing) => {
+                                if self.advertise(i, timing) {
+                                    work.push_back(Work::Demotion);
+                                }
+                            }
+                            Action::Transition { from, to, reason } => {
+                                self.transition(i, from, to, reason).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends an advert; whether send errors changed the demotion (carp_send_ad_error:
+    /// three failures in a row demote the whole host).
+    fn advertise(&mut self, i: usize, timing: Timing) -> bool {
+        let v = &mut self.vhids[i].vhid;
+        let Some(iface) = self.ifaces.get_mut(&v.plan.interface) else {
+            return false;
+        };
+        let rng = &mut self.rng;
+        let out = v.adverts(timing, || rand::Rng::random(rng));
+        let ok = iface.send(&out);
+        v.sent(ok);
+        // An advert that went out renews the XDP program's MASTER lease; one that did not
+        // lets it run out, as the backups will stop hearing us.
+        if ok
+            && v.state() == State::Master
+            && let Err(e) = iface.program(v)
+        {
+            tracing::error!("vhid {}: renewing the lease: {e:#}", v.plan.vhid);
+        }
+        let changed = self.demotion.send_result(&v.id(), ok);
+        if changed {
+            tracing::warn!("send errors changed demotion to {}", self.demotion.global());
+        }
+        changed
+    }
+
+    /// Carries out a transition: maps, VIPs, announcements, hooks, metrics.
+    async fn transition(&mut self, i: usize, from: State, to: State, reason: Reason) {
+        let r = &mut self.vhids[i];
+        let took = r.vhid.transitioned(reason);
+        let v = &r.vhid;
+        let key = (v.plan.interface.clone(), v.plan.vhid, reason.to_string());
+        *self.transitions.entry(key).or_default() += 1;
+        tracing::info!(
+            "vhid {} on {} {from} -> {to}: {reason} (after {:.1} s)",
+            v.plan.vhid,
+            v.plan.interface,
+            took.as_secs_f64()
+        );
+        if let Some(iface) = self.ifaces.get_mut(&v.plan.interface)
+            && let Err(e) = iface.program(v)
+        {
+            tracing::error!("vhid {}: updating the XDP maps failed: {e:#}", v.plan.vhid);
+        }
+        if to == State::Master {
+            self.placement.add(v).await;
+            if let Some(iface) = self.ifaces.get(&v.plan.interface) {
+                iface.announce(&v.announcements());
+            }
+        } else if from == State::Master {
+            self.placement.remove(v).await;
+        }
+        let timeout = Duration::from_secs_f64(self.options.config.agent.hook_timeout);
+        if let Some(run) = v.hook(from, to, self.netns.clone(), timeout) {
+            r.hooks.push(run);
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = self.now();
+        for i in 0..self.vhids.len() {
+            if self.vhids[i]
+                .vhid
+                .machine
+                .deadline()
+                .is_some_and(|d| d <= now)
+            {
+                self.feed(i, Event::Timer).await;
+            }
+        }
+    }
+
+    async fn on_advert(&mut self, ev: AdvertEvent) {
+        let found = self
+            .vhids
+            .iter()
+            .position(|r| r.vhid.ifindex == ev.ifindex && r.vhid.plan.vhid == ev.vhid);
+        if let Some(i) = found {
+            let event = self.vhids[i].vhid.receive(&ev);
+            self.feed(i, event).await;
+        }
+    }
+
+    async fn on_link(&mut self, link: Link) {
+        let Some(iface) = self.ifaces.get_mut(&link.name) else {
+            return;
+        };
+        if iface.link.index != link.index || iface.link.up == link.up {
+            iface.link.mac = link.mac;
+            return;
+        }
+        iface.link.up = link.up;
+        tracing::info!("{} link {}", link.name, if link.up { "up" } else { "down" });
+        for i in 0..self.vhids.len() {
+            if self.vhids[i].vhid.plan.interface != link.name {
+                continue;
+            }
+            // carp_sc_state: link down -> INIT and demote by 240; up reverses both.
+            self.demotion.link(&self.vhids[i].vhid.id(), link.up);
+            let ev = if link.up {
+                Event::LinkUp
+            } else {
+                Event::LinkDown
+            };
+            self.feed(i, ev).await;
+        }
+        self.drive(Work::Demotion).await;
+    }
+
+    async fn sync_checks(&mut self) {
+        if self
+            .checks
+            .sync(&self.options.config.checks, &mut self.demotion)
+        {
+            self.drive(Work::Demotion).await;
+        }
+    }
+
+    async fn on_check(&mut self, report: health::Report) {
+        if self.checks.record(report, &mut self.demotion) {
+            self.drive(Work::Demotion).await;
+        }
+    }
+
+    /// Stops VHID `i`: bow-out as master, VIPs removed, map entries removed.
+    async fn stop_vhid(&mut self, i: usize) {
+        self.feed(i, Event::Shutdown).await;
+        let v = &self.vhids[i].vhid;
+        if let Some(iface) = self.ifaces.get_mut(&v.plan.interface) {
+            iface.unregister(v);
+        }
+    }
+
+    /// SIGHUP / `reload`: VHIDs whose settings did not change keep their state (and
+    /// mastership); removed ones stop, new or changed ones start.
+    async fn reload(&mut self) -> Result<()> {
+        let Some(path) = self.options.path.clone() else {
+            bail!("started from the command line: there is no file to reload");
+        };
+        let config = Config::load(&path).map_err(|e| anyhow!(e))?;
+        let fixed = self.options.config.agent.restart_needed(&config.agent);
+        if !fixed.is_empty() {
+            bail!(
+                "[agent] {} cannot change on reload: restart the agent",
+                fixed.join(", ")
+            );
+        }
+        if config.agent.demotion != self.options.config.agent.demotion {
+            tracing::warn!(
+                "[agent] demotion is the value at start; the demotion now stays {} \
+                 (change it with `carp-agent demote`)",
+                self.demotion.global()
+            );
+        }
+        let options = Options {
+            config,
+            path: Some(path),
+        };
+        let plans = preflight(&options)
+            .await
+            .map_err(|m| anyhow!(m.join("; ")))?;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        let mut keep = vec![false; self.vhids.len()];
+        let mut fresh = Vec::new();
+        for plan in plans {
+            match self.vhids.iter().position(|r| r.vhid.plan == plan) {
+                Some(i) => keep[i] = true,
+                None => fresh.push(plan),
+            }
+        }
+        for i in (0..self.vhids.len()).rev() {
+            if !keep[i] {
+                self.stop_vhid(i).await;
+                let plan = &self.vhids.remove(i).vhid.plan;
+                tracing::info!("vhid {} on {} removed", plan.vhid, plan.interface);
+            }
+        }
+        let unchanged = self.vhids.len();
+        self.options.config = options.config;
+        self.add_vhids(fresh).await?;
+        // Interfaces no VHID uses any more are detached (dropping the link).
+        let used: Vec<String> = self
+            .vhids
+            .iter()
+            .map(|r| r.vhid.plan.interface.clone())
+            .collect();
+        self.ifaces.retain(|name, _| used.contains(name));
+        self.sync_checks().await;
+        tracing::info!(
+            "configuration reloaded: {} unchanged, {} started",
+            vhids(unchanged),
+            self.vhids.len() - unchanged
+        );
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        Ok(())
+    }
+
+    /// Graceful stop: masters bow out so backups take over at once, VIPs go, down hooks
+    /// run (awaited up to their timeout).
+    async fn shutdown(&mut self, hooks_rx: &mut mpsc::UnboundedReceiver<(u8, hooks::Outcome)>) {
+        let masters = self
+            .vhids
+            .iter()
+            .filter(|r| r.vhid.state() == State::Master && r.vhid.plan.down_script.is_some())
+            .count();
+        for i in 0..self.vhids.len() {
+            self.stop_vhid(i).await;
+        }
+        let timeout = Duration::from_secs_f64(self.options.config.agent.hook_timeout);
+        for _ in 0..masters {
+            if tokio::time::timeout(timeout, hooks_rx.recv())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        tracing::info!("carp-agent stopped");
+    }
+}

@@ -1,0 +1,699 @@
+//! The election against FreeBSD's and RFC 5798's rules, and over every parameter.
+
+use super::*;
+use std::net::Ipv4Addr;
+
+const T0: Duration = Duration::ZERO;
+
+fn ip(last: u8) -> IpAddr {
+    Ipv4Addr::new(192, 0, 2, last).into()
+}
+
+fn carp(advskew: u8, preempt: bool) -> Machine {
+    Machine::new(Config {
+        timing: Timing::Carp {
+            advbase: 1,
+            advskew,
+        },
+        preempt,
+        local_addr: ip(1),
+        local_other: None,
+        shared_source: false,
+    })
+}
+
+fn vrrp(priority: u8, preempt: bool) -> Machine {
+    Machine::new(Config {
+        timing: Timing::Vrrp3 {
+            priority,
+            interval_cs: 100,
+        },
+        preempt,
+        local_addr: ip(1),
+        local_other: None,
+        shared_source: false,
+    })
+}
+
+fn carp_ad(src: u8, advbase: u8, advskew: u8) -> Event {
+    Event::Advert(Advert {
+        src: ip(src),
+        timing: Timing::Carp { advbase, advskew },
+        demote: 0,
+    })
+}
+
+fn vrrp_ad(src: u8, priority: u8) -> Event {
+    Event::Advert(Advert {
+        src: ip(src),
+        timing: Timing::Vrrp3 {
+            priority,
+            interval_cs: 100,
+        },
+        demote: 0,
+    })
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn carp_timers_follow_ip_carp_c() {
+    let m = carp(100, false);
+    // 3 * 1 s + 100/256 s
+    assert_eq!(m.master_down_interval(), Duration::from_micros(3_390_625));
+    assert_eq!(m.advert_interval(), Duration::from_micros(1_390_625));
+    let mut d = carp(250, false);
+    // DEMOTE_ADVSKEW clamps to CARP_MAXSKEW even without demotion.
+    assert_eq!(
+        d.advertised(),
+        Timing::Carp {
+            advbase: 1,
+            advskew: 240
+        }
+    );
+    d.handle(T0, Event::Demotion(-300));
+    assert_eq!(
+        d.advertised(),
+        Timing::Carp {
+            advbase: 1,
+            advskew: 0
+        }
+    );
+}
+
+#[test]
+fn init_goes_to_backup_then_master_on_timeout() {
+    let mut m = carp(0, true);
+    assert_eq!(m.handle(T0, Event::Timer), vec![]);
+    let a = m.handle(T0, Event::LinkUp);
+    assert_eq!(
+        a,
+        vec![Action::Transition {
+            from: State::Init,
+            to: State::Backup,
+            reason: Reason::LinkUp
+        }]
+    );
+    assert_eq!(m.deadline(), Some(ms(3000)));
+    assert_eq!(m.handle(ms(2999), Event::Timer), vec![]);
+    let a = m.handle(ms(3000), Event::Timer);
+    assert_eq!(
+        a,
+        vec![
+            Action::Transition {
+                from: State::Backup,
+                to: State::Master,
+                reason: Reason::MasterDown
+            },
+            Action::Advertise(Timing::Carp {
+                advbase: 1,
+                advskew: 0
+            }),
+        ]
+    );
+    assert_eq!(m.deadline(), Some(ms(4000)));
+    assert_eq!(
+        m.handle(ms(4000), Event::Timer),
+        vec![Action::Advertise(Timing::Carp {
+            advbase: 1,
+            advskew: 0
+        })]
+    );
+}
+
+#[test]
+fn backup_rearms_on_adverts_and_preempts_only_when_allowed() {
+    for preempt in [false, true] {
+        let mut m = carp(0, preempt);
+        m.handle(T0, Event::LinkUp);
+        // An equally preferred master: wait.
+        assert_eq!(m.handle(ms(1000), carp_ad(2, 1, 0)), vec![]);
+        assert_eq!(m.deadline(), Some(ms(4000)));
+        // A less preferred master (advskew 100).
+        let a = m.handle(ms(2000), carp_ad(2, 1, 100));
+        assert_eq!(m.state() == State::Master, preempt, "{a:?}");
+    }
+}
+
+#[test]
+fn master_yields_to_equal_or_better_and_keeps_against_worse() {
+    let mut m = carp(50, false);
+    m.handle(T0, Event::LinkUp);
+    m.handle(ms(3200), Event::Timer);
+    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.handle(ms(3300), carp_ad(2, 1, 51)), vec![]);
+    // A tie with a sender that ucarp orders after us (192.0.2.2 > .1): keep it.
+    assert_eq!(m.handle(ms(3350), carp_ad(2, 1, 50)), vec![]);
+    // A tie with 192.0.3.0, which ucarp orders first (last octet 0 < 1): yield.
+    let a = m.handle(
+        ms(3400),
+        Event::Advert(Advert {
+            src: Ipv4Addr::new(192, 0, 3, 0).into(),
+            timing: Timing::Carp {
+                advbase: 1,
+                advskew: 50,
+            },
+            demote: 0,
+        }),
+    );
+    assert_eq!(
+        a,
+        vec![Action::Transition {
+            from: State::Master,
+            to: State::Backup,
+            reason: Reason::PreferredMaster
+        }]
+    );
+    assert_eq!(m.deadline(), Some(ms(3400) + m.master_down_interval()));
+}
+
+#[test]
+fn bow_out_makes_the_backup_master_at_once() {
+    let mut master = carp(0, false);
+    master.handle(T0, Event::LinkUp);
+    master.handle(ms(3000), Event::Timer);
+    let a = master.handle(ms(3500), Event::Shutdown);
+    assert_eq!(
+        a[0],
+        Action::Advertise(Timing::Carp {
+            advbase: 255,
+            advskew: 255
+        })
+    );
+    assert_eq!(master.state(), State::Init);
+    assert_eq!(master.deadline(), None);
+
+    for preempt in [false, true] {
+        let mut backup = carp(100, preempt);
+        backup.handle(T0, Event::LinkUp);
+        let a = backup.handle(ms(10), carp_ad(2, 255, 255));
+        assert_eq!(
+            a[0],
+            Action::Transition {
+                from: State::Backup,
+                to: State::Master,
+                reason: Reason::MasterBowedOut
+            },
+            "preempt {preempt}"
+        );
+    }
+}
+
+#[test]
+fn a_lease_ends_before_any_backup_takes_over() {
+    for advbase in 1..=255u8 {
+        for advskew in [0, 1, 100, 239, 240, 254] {
+            for demotion in [0, 1000] {
+                let mut m = carp(0, false);
+                m.cfg.timing = Timing::Carp { advbase, advskew };
+                m.demotion = demotion;
+                // The quickest backup: advskew 0, master-down 3 x advbase.
+                let quickest = Duration::from_secs(3 * u64::from(advbase));
+                assert!(m.lease() > m.advert_interval());
+                assert!(m.lease() < quickest, "{advbase} {advskew} {demotion}");
+            }
+        }
+    }
+    for interval_cs in [1, 100, 4095] {
+        let mut m = carp(0, false);
+        m.cfg.timing = Timing::Vrrp3 {
+            priority: 100,
+            interval_cs,
+        };
+        assert!(m.lease() < 3 * centiseconds(u32::from(interval_cs)));
+    }
+}
+
+#[test]
+fn demotion_advertises_at_once_and_hands_over_to_a_preempting_backup() {
+    let mut a = carp(0, true);
+    let mut b = Machine::new(Config {
+        local_addr: ip(2),
+        ..*carp(100, true).config()
+    });
+    a.handle(T0, Event::LinkUp);
+    b.handle(T0, Event::LinkUp);
+    a.handle(ms(3000), Event::Timer);
+    let out = a.handle(ms(3100), Event::Demotion(240));
+    assert_eq!(
+        out,
+        vec![Action::Advertise(Timing::Carp {
+            advbase: 1,
+            advskew: 240
+        })]
+    );
+    // b (skew 100) hears a worse master and preempts.
+    b.handle(ms(3100), carp_ad(1, 1, 240));
+    assert_eq!(b.state(), State::Master);
+    // a hears b's better advert and steps down.
+    a.handle(ms(3101), carp_ad(2, 1, 100));
+    assert_eq!(a.state(), State::Backup);
+    // Negative demotion (FreeBSD PR 259528) makes a preferred again.
+    a.handle(ms(4000), Event::Demotion(-50));
+    assert_eq!(
+        a.advertised(),
+        Timing::Carp {
+            advbase: 1,
+            advskew: 0
+        }
+    );
+}
+
+#[test]
+fn link_down_goes_init_and_link_up_returns_to_backup() {
+    let mut m = carp(0, false);
+    m.handle(T0, Event::LinkUp);
+    m.handle(ms(3000), Event::Timer);
+    let a = m.handle(ms(3100), Event::LinkDown);
+    assert_eq!(
+        a,
+        vec![Action::Transition {
+            from: State::Master,
+            to: State::Init,
+            reason: Reason::LinkDown
+        }]
+    );
+    assert_eq!(m.deadline(), None);
+    // Adverts and timers do nothing in INIT.
+    assert_eq!(m.handle(ms(9000), Event::Timer), vec![]);
+    assert_eq!(m.handle(ms(9000), carp_ad(2, 1, 200)), vec![]);
+    m.handle(ms(9100), Event::LinkUp);
+    assert_eq!(m.state(), State::Backup);
+}
+
+#[test]
+fn forced_states() {
+    let mut m = carp(0, false);
+    assert_eq!(
+        m.handle(T0, Event::Force(State::Master)),
+        vec![],
+        "ignored in INIT"
+    );
+    m.handle(T0, Event::LinkUp);
+    let a = m.handle(ms(10), Event::Force(State::Master));
+    assert_eq!(
+        a[0],
+        Action::Transition {
+            from: State::Backup,
+            to: State::Master,
+            reason: Reason::Forced
+        }
+    );
+    let a = m.handle(ms(20), Event::Force(State::Backup));
+    assert_eq!(
+        a,
+        vec![Action::Transition {
+            from: State::Master,
+            to: State::Backup,
+            reason: Reason::Forced
+        }]
+    );
+    // Not sticky: alone on the segment it comes back, one advert interval after any
+    // other backup (master-down 3 s + skew) would have taken over.
+    let back = ms(20) + m.master_down_interval() + m.advert_interval();
+    m.handle(back - ms(1), Event::Timer);
+    assert_eq!(m.state(), State::Backup);
+    m.handle(back, Event::Timer);
+    assert_eq!(m.state(), State::Master);
+}
+
+#[test]
+fn own_adverts_are_ignored() {
+    let mut m = carp(100, false);
+    m.handle(T0, Event::LinkUp);
+    m.handle(ms(4000), Event::Timer);
+    assert_eq!(m.handle(ms(4100), carp_ad(1, 1, 0)), vec![]);
+    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.looped(), 1);
+}
+
+#[test]
+fn vrrp_timers_follow_rfc5798() {
+    let m = vrrp(100, true);
+    // 3 * 100 cs + (156 * 100 / 256) cs = 360 cs
+    assert_eq!(m.master_down_interval(), ms(3600));
+    assert_eq!(m.advert_interval(), ms(1000));
+}
+
+#[test]
+fn vrrp_owner_starts_master_and_ties_go_to_the_higher_address() {
+    let mut owner = vrrp(255, true);
+    let a = owner.handle(T0, Event::LinkUp);
+    assert_eq!(
+        a[0],
+        Action::Transition {
+            from: State::Init,
+            to: State::Master,
+            reason: Reason::Owner
+        }
+    );
+
+    let mut m = vrrp(100, true);
+    m.handle(T0, Event::LinkUp);
+    m.handle(ms(3600), Event::Timer);
+    assert_eq!(m.state(), State::Master);
+    // Same priority from a lower address: stay. From a higher one: yield.
+    m.handle(ms(3700), vrrp_ad(0, 100));
+    assert_eq!(m.state(), State::Master);
+    m.handle(ms(3800), vrrp_ad(9, 100));
+    assert_eq!(m.state(), State::Backup);
+}
+
+/// OpenBSD's carp_proto_input_c compares demote counts before intervals: a demoted
+/// OpenBSD master is taken over from without preemption, and its adverts never make
+/// our master yield, however good its interval.
+#[test]
+fn openbsd_demote_byte() {
+    let demoted = |advskew| {
+        Event::Advert(Advert {
+            src: ip(2),
+            timing: Timing::Carp {
+                advbase: 1,
+                advskew,
+            },
+            demote: 1,
+        })
+    };
+    let mut backup = carp(100, false);
+    backup.handle(T0, Event::LinkUp);
+    let a = backup.handle(ms(10), demoted(0));
+    assert_eq!(
+        a[0],
+        Action::Transition {
+            from: State::Backup,
+            to: State::Master,
+            reason: Reason::MasterDemoted
+        }
+    );
+    let mut master = carp(100, false);
+    master.handle(T0, Event::LinkUp);
+    master.handle(ms(3400), Event::Timer);
+    assert_eq!(master.state(), State::Master);
+    assert_eq!(master.handle(ms(3500), demoted(0)), vec![]);
+    assert_eq!(master.state(), State::Master);
+    // With demote 0 the same advert wins as usual.
+    master.handle(ms(3600), carp_ad(2, 1, 0));
+    assert_eq!(master.state(), State::Backup);
+}
+
+/// A FreeBSD 15 master of equal priority and lower address keeps advertising (its
+/// vrrp_input_c breaks no ties): after a master-down interval we yield to it.
+#[test]
+fn vrrp_yields_to_an_equal_master_that_does_not() {
+    let mut m = vrrp(100, true);
+    m.handle(T0, Event::LinkUp);
+    m.handle(ms(3600), Event::Timer);
+    assert_eq!(m.state(), State::Master);
+    let mut t = ms(3700);
+    while m.state() == State::Master {
+        assert!(
+            t < ms(3700) + m.master_down_interval() + ms(1000),
+            "never yielded"
+        );
+        m.handle(t, vrrp_ad(0, 100));
+        t += ms(1000);
+    }
+    assert!(t > ms(3700) + m.master_down_interval());
+    // A lower-priority master never makes it yield.
+    let mut m = vrrp(100, true);
+    m.handle(T0, Event::LinkUp);
+    m.handle(ms(3600), Event::Timer);
+    for i in 0..20 {
+        m.handle(ms(4000 + 1000 * i), vrrp_ad(0, 99));
+    }
+    assert_eq!(m.state(), State::Master);
+}
+
+#[test]
+fn vrrp_backup_preemption_and_priority_zero() {
+    let mut m = vrrp(150, true);
+    m.handle(T0, Event::LinkUp);
+    // A lower priority master is ignored; the timer then preempts it.
+    m.handle(ms(1000), vrrp_ad(2, 100));
+    let due = m.deadline().unwrap();
+    assert!(due <= ms(3000) + ms(600));
+    m.handle(due, Event::Timer);
+    assert_eq!(m.state(), State::Master);
+
+    let mut b = vrrp(100, false);
+    b.handle(T0, Event::LinkUp);
+    b.handle(ms(1000), vrrp_ad(2, 200));
+    b.handle(ms(1500), vrrp_ad(2, 0));
+    // Skew_Time = 156 * 100 / 256 = 60 cs.
+    assert_eq!(b.deadline(), Some(ms(1500 + 600)));
+    // Master hearing priority 0 answers with an advert at once.
+    let a = m.handle(due + ms(10), vrrp_ad(2, 0));
+    assert!(matches!(
+        a[..],
+        [Action::Advertise(Timing::Vrrp3 { priority: 150, .. })]
+    ));
+    // Stopping master sends priority 0.
+    let a = m.handle(due + ms(20), Event::Shutdown);
+    assert_eq!(
+        a[0],
+        Action::Advertise(Timing::Vrrp3 {
+            priority: 0,
+            interval_cs: 100
+        })
+    );
+}
+
+#[test]
+fn protocols_do_not_mix() {
+    let mut m = carp(0, true);
+    m.handle(T0, Event::LinkUp);
+    assert_eq!(m.handle(ms(100), vrrp_ad(2, 1)), vec![]);
+    assert_eq!(
+        m.deadline(),
+        Some(ms(3000)),
+        "a VRRP advert does not re-arm a CARP backup"
+    );
+}
+
+/// Two hosts on a lossless segment, adverts arriving 1 ms after they are sent, started
+/// at the same instant. Returns the machines after `secs` seconds.
+fn converge(m: [Machine; 2], secs: u64) -> [Machine; 2] {
+    converge_from(m, [T0, T0], secs)
+}
+
+/// [`converge`] with the hosts' links coming up at `starts`.
+fn converge_from(mut m: [Machine; 2], starts: [Duration; 2], secs: u64) -> [Machine; 2] {
+    let end = Duration::from_secs(secs);
+    let mut queue: Vec<(Duration, usize, Event)> =
+        vec![(starts[0], 0, Event::LinkUp), (starts[1], 1, Event::LinkUp)];
+    loop {
+        for (i, x) in m.iter().enumerate() {
+            if let Some(t) = x.deadline()
+                && !queue
+                    .iter()
+                    .any(|(q, j, e)| *j == i && *q == t && *e == Event::Timer)
+            {
+                queue.push((t, i, Event::Timer));
+            }
+        }
+        queue.sort_by_key(|(t, i, _)| (*t, *i));
+        if queue.is_empty() || queue[0].0 > end {
+            return m;
+        }
+        let (now, i, ev) = queue.remove(0);
+        let src = m[i].cfg.local_addr;
+        for action in m[i].handle(now, ev) {
+            if let Action::Advertise(timing) = action {
+                let ad = Advert {
+                    src,
+                    timing,
+                    demote: 0,
+                };
+                queue.push((now + ms(1), 1 - i, Event::Advert(ad)));
+            }
+        }
+        // Timers that are no longer armed are dropped at the next turn.
+        queue.retain(|(t, j, e)| *e != Event::Timer || m[*j].deadline() == Some(*t));
+    }
+}
+
+fn carp_host(last: u8, advbase: u8, advskew: u8, demotion: i32, preempt: bool) -> Machine {
+    let mut m = Machine::new(Config {
+        timing: Timing::Carp { advbase, advskew },
+        preempt,
+        local_addr: ip(last),
+        local_other: None,
+        shared_source: false,
+    });
+    m.handle(T0, Event::Demotion(demotion));
+    m
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+    /// Every advbase 1-255, advskew 0-254 and demotion, on the real machine: FreeBSD's
+    /// master-down time (carp_setrun: 3 x advbase + advskew/256 s), no overflow (tests
+    /// build with overflow checks), and two hosts started together end with exactly
+    /// one master.
+    #[test]
+    fn carp_full_ranges_converge_to_one_master(
+        advbase in 1u8..=255,
+        skews in (0u8..=254, 0u8..=254),
+        demotions in (proptest::prelude::any::<i32>(), -300i32..300),
+        preempt: bool,
+    ) {
+        let a = carp_host(1, advbase, skews.0, demotions.0, preempt);
+        let b = carp_host(2, advbase, skews.1, demotions.1, preempt);
+        proptest::prop_assert_eq!(
+            a.master_down_interval(),
+            Duration::from_micros(
+                (3 * u64::from(advbase) * 256 + u64::from(skews.0)) * 1_000_000 / 256
+            )
+        );
+        let [a, b] = converge([a, b], 12 * u64::from(advbase));
+        let masters = [&a, &b].iter().filter(|m| m.state() == State::Master).count();
+        proptest::prop_assert_eq!(masters, 1, "{:?} {:?}", a, b);
+    }
+
+    /// Any advert a peer may send (every byte value, OpenBSD's advbase 0 and demote
+    /// byte, VRRP priorities and intervals) is handled without a panic in every state.
+    #[test]
+    fn any_advert_is_handled(
+        advbase in 1u8..=255,
+        advskew in 0u8..=254,
+        their_base: u8,
+        their_skew: u8,
+        demote: u8,
+        priority: u8,
+        interval_cs in 0u16..0x1000,
+        at in 0u64..2_000_000,
+    ) {
+        let mut c = carp_host(1, advbase, advskew, 0, true);
+        let mut v = vrrp(priority.max(1), true);
+        for m in [&mut c, &mut v] {
+            m.handle(T0, Event::LinkUp);
+            for timing in [
+                Timing::Carp { advbase: their_base, advskew: their_skew },
+                Timing::Vrrp3 { priority, interval_cs },
+            ] {
+                let ad = Event::Advert(Advert { src: ip(9), timing, demote });
+                m.handle(Duration::from_millis(at), ad);
+                m.handle(Duration::from_millis(at) + Duration::from_secs(800), Event::Timer);
+                m.handle(Duration::from_millis(at) + Duration::from_secs(801), ad);
+            }
+        }
+    }
+}
+
+/// Two hosts with equal settings started at the same instant, for both families and
+/// both protocols: one master (FreeBSD's defaults, advskew 0 on both, as carp.sh
+/// starts them; the tie-break compares the addresses each side sends from).
+#[test]
+fn equal_hosts_started_together_elect_one_master() {
+    let pairs: [(IpAddr, IpAddr); 3] = [
+        (ip(1), ip(2)),
+        (
+            "2001:db8:1::2".parse().unwrap(),
+            "2001:db8:2::2".parse().unwrap(),
+        ),
+        ("fe80::2".parse().unwrap(), "fe80::3".parse().unwrap()),
+    ];
+    for (a, b) in pairs {
+        for timing in [
+            Timing::Carp {
+                advbase: 1,
+                advskew: 0,
+            },
+            Timing::Vrrp3 {
+                priority: 100,
+                interval_cs: 100,
+            },
+        ] {
+            let host = |local_addr| {
+                Machine::new(Config {
+                    timing,
+                    preempt: false,
+                    local_addr,
+                    local_other: None,
+                    shared_source: false,
+                })
+            };
+            let [x, y] = converge([host(a), host(b)], 30);
+            let masters = [&x, &y]
+                .iter()
+                .filter(|m| m.state() == State::Master)
+                .count();
+            assert_eq!(masters, 1, "{a} {b} {timing}: {x:?} {y:?}");
+        }
+    }
+}
+
+/// Hosts whose interface has no address but the VIP send from the VIP (carp.sh
+/// `switch`): equal adverts from it are a peer's; both yield on the tie (FreeBSD's
+/// rule) and the first to time out wins, so hosts that did not start in the same
+/// millisecond end with one master for either protocol. (Started in lockstep they
+/// could collide forever, as FreeBSD's would: hence the warning to give the
+/// interface an address.)
+#[test]
+fn hosts_sending_from_the_same_vip_elect_one_master() {
+    for timing in [
+        Timing::Carp {
+            advbase: 1,
+            advskew: 0,
+        },
+        Timing::Vrrp3 {
+            priority: 100,
+            interval_cs: 100,
+        },
+    ] {
+        let host = || {
+            Machine::new(Config {
+                timing,
+                preempt: false,
+                local_addr: ip(1),
+                local_other: None,
+                shared_source: true,
+            })
+        };
+        let [x, y] = converge_from([host(), host()], [T0, ms(137)], 30);
+        let masters = [&x, &y]
+            .iter()
+            .filter(|m| m.state() == State::Master)
+            .count();
+        assert_eq!(masters, 1, "{timing}: {x:?} {y:?}");
+        assert_eq!(x.looped() + y.looped(), 0);
+    }
+}
+
+/// VRRPv3 at every priority pair and the shortest and longest intervals: one master.
+#[test]
+fn vrrp_priorities_converge_to_one_master() {
+    for interval_cs in [1u16, 10, 100, 4095] {
+        for (pa, pb) in [
+            (1u8, 1u8),
+            (100, 100),
+            (100, 200),
+            (254, 254),
+            (255, 100),
+            (1, 254),
+        ] {
+            let host = |last, priority| {
+                Machine::new(Config {
+                    timing: Timing::Vrrp3 {
+                        priority,
+                        interval_cs,
+                    },
+                    preempt: true,
+                    local_addr: ip(last),
+                    local_other: None,
+                    shared_source: false,
+                })
+            };
+            let secs = 12 * u64::from(interval_cs) / 100 + 2;
+            let [a, b] = converge([host(1, pa), host(2, pb)], secs);
+            let masters = [&a, &b]
+                .iter()
+                .filter(|m| m.state() == State::Master)
+                .count();
+            assert_eq!(masters, 1, "{interval_cs} {pa} {pb}: {a:?} {b:?}");
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The effects on an interface: the XDP program attached to it and its maps, the advert
+//! reader, the sockets adverts and announcements leave by, and where a master's VIPs go.
+
+use crate::{
+    config::{Plan, VipPlacement, XdpModeSetting},
+    control::{Attached, InterfaceStatus},
+    netlink::{Link, Netlink},
+    send::{PacketSocket, UnicastSocket},
+    vhid::{Outgoing, Vhid},
+    xdp::{DataPlane, parse_event},
+};
+use anyhow::{Context as _, Result, anyhow};
+use aya::{maps::RingBuf, programs::XdpMode};
+use carp_common::maps::AdvertEvent;
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+
+/// An attached interface.
+pub struct Iface {
+    pub link: Link,
+    dp: DataPlane,
+    mode: XdpMode,
+    packet: PacketSocket,
+    /// Raw sockets for unicast adverts, one per source address.
+    unicast: BTreeMap<IpAddr, UnicastSocket>,
+}
+
+impl Iface {
+    /// Loads and attaches the XDP program to `link`, pins its maps under `pin_dir`, and
+    /// hands the adverts it verifies to `events`.
+    pub fn attach(
+        link: &Link,
+        setting: XdpModeSetting,
+        pin_dir: &Path,
+        vips_on: VipPlacement,
+        events: mpsc::Sender<AdvertEvent>,
+    ) -> Result<Self> {
+        let mut dp = DataPlane::load()?;
+        let attached = match setting {
+            XdpModeSetting::Native => dp
+                .attach(&link.name, XdpMode::Driver)
+                .map(|l| (l, XdpMode::Driver)),
+            XdpModeSetting::Skb => dp
+                .attach(&link.name, XdpMode::Skb)
+                .map(|l| (l, XdpMode::Skb)),
+            XdpModeSetting::Auto if link.veth => {
+                tracing::info!(
+                    "{} is a veth: generic XDP, as native XDP_TX there needs an XDP program on the peer",
+                    link.name
+                );
+                dp.attach(&link.name, XdpMode::Skb)
+                    .map(|l| (l, XdpMode::Skb))
+            }
+            XdpModeSetting::Auto => dp.attach_best(&link.name),
+        };
+        let (_, mode) = attached.map_err(|e| {
+            anyhow!(
+                "{e:#}; if another program (or another carp-agent) already holds XDP on {}, \
+                 stop it or add its VHIDs to this agent's configuration",
+                link.name
+            )
+        })?;
+        tracing::info!(
+            "XDP attached to {} in {} mode",
+            link.name,
+            if mode == XdpMode::Driver {
+                "native"
+            } else {
+                "skb (generic)"
+            }
+        );
+        if let Err(e) = dp.pin(&pin_dir.join(&link.name)) {
+            tracing::warn!("maps not pinned for bpftool: {e:#}");
+        }
+        spawn_reader(dp.take_events()?, events)?;
+        if vips_on == VipPlacement::Loopback {
+            // Answer ARP only for the interface's own addresses, and never announce a
+            // VIP from it: the VIPs on lo are the XDP program's to answer for.
+            for (name, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+                let path = format!("/proc/sys/net/ipv4/conf/{}/{name}", link.name);
+                std::fs::write(&path, value).with_context(|| format!("setting {path}"))?;
+            }
+        }
+        Ok(Self {
+            link: link.clone(),
+            dp,
+            mode,
+            packet: PacketSocket::bind(link.index)?,
+            unicast: BTreeMap::new(),
+        })
+    }
+
+    /// Sends one advert's frames and payloads; whether all of them went out.
+    pub fn send(&mut self, out: &[Outgoing]) -> bool {
+        let mut ok = true;
+        for o in out {
+            ok &= match o {
+                Outgoing::Frame(f) => self.packet.send(f).is_ok(),
+                Outgoing::Unicast { from, to, payload } => {
+                    // Bound to the source, so the peer sees the address ties are broken on.
+                    let sock = match self.unicast.entry(*from) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            match UnicastSocket::bind(&self.link, *from) {
+                                Ok(s) => e.insert(s),
+                                Err(err) => {
+                                    tracing::error!("{err:#}");
+                                    ok = false;
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    sock.send(payload, *to).is_ok()
+                }
+            };
+        }
+        ok
+    }
+
+    /// Sends gratuitous ARPs and NAs (best effort, as BSD's).
+    pub fn announce(&self, frames: &[Vec<u8>]) {
+        for f in frames {
+            let _ = self.packet.send(f);
+        }
+    }
+
+    /// Writes a VHID's entry (its state and lease) into the map.
+    pub fn program(&mut self, v: &Vhid) -> Result<()> {
+        self.dp
+            .set_vhid(&v.key(), &v.entry(self.link.mac, monotonic_ns()))
+    }
+
+    /// Adds a VHID's entries: its own and its VIPs'.
+    pub fn register(&mut self, v: &Vhid) -> Result<()> {
+        self.program(v)?;
+        for (key, entry) in v.vip_entries() {
+            self.dp.set_vip(&key, &entry)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a VHID's entries: the program no longer knows it.
+    pub fn unregister(&mut self, v: &Vhid) {
+        let _ = self.dp.remove_vhid(&v.key());
+        for (key, _) in v.vip_entries() {
+            let _ = self.dp.remove_vip(&key);
+        }
+    }
+
+    pub fn status(&self) -> InterfaceStatus {
+        InterfaceStatus {
+            name: self.link.name.clone(),
+            up: self.link.up,
+            xdp_mode: if self.mode == XdpMode::Driver {
+                Attached::Native
+            } else {
+                Attached::Skb
+            },
+            xdp: self
+                .dp
+                .stats()
+                .map(|s| {
+                    s.fields()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), *v))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Whether the host forwards IPv6 on `interface`, which makes CARP's NAs carry the Router
+/// flag (nd6_na_output reads V_ip6_forwarding).
+pub fn ipv6_forwarding(interface: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{interface}/forwarding"))
+        .is_ok_and(|v| v.trim() == "1")
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the XDP program's `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always there");
+    u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0)
+}
+
+/// Reads a data plane's ring buffer forever, forwarding events to the loop.
+fn spawn_reader(rb: RingBuf<aya::maps::MapData>, tx: mpsc::Sender<AdvertEvent>) -> Result<()> {
+    // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long
+    // as the AsyncFd owns the ring buffer.
+    let mut fd = unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("polling the advert ring buffer: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            let rb = guard.get_inner_mut();
+            while let Some(item) = rb.next() {
+                if let Some(ev) = parse_event(&item)
+                    && tx.send(ev).await.is_err()
+                {
+                    return;
+                }
+            }
+            guard.clear_ready();
+        }
+    });
+    Ok(())
+}
+
+/// Where a master's VIPs go: on `lo` as host addresses (with a route for a subnet the
+/// interface lacks) or on the interface; added on becoming MASTER, removed on leaving it.
+pub struct Placement {
+    nl: Netlink,
+    lo: u32,
+    on: VipPlacement,
+}
+
+impl Placement {
+    pub async fn new(nl: Netlink, on: VipPlacement) -> Result<Self> {
+        let lo = nl.link("lo").await?.index;
+        Ok(Self { nl, lo, on })
+    }
+
+    /// The interface index and prefix length a VIP is configured with.
+    fn home(&self, ifindex: u32, vip: IpAddr, prefix: u8) -> (u32, u8) {
+        match self.on {
+            VipPlacement::Interface => (ifindex, prefix),
+            // A host address: a subnet on lo would make the whole subnet local.
+            VipPlacement::Loopback => (self.lo, if vip.is_ipv4() { 32 } else { 128 }),
+        }
+    }
+
+    /// Crash safety: removes the VIPs of `plan` a killed predecessor left on `link` or lo.
+    pub async fn clear(&self, plan: &Plan, link: &Link) -> Result<()> {
+        for (vip, _) in &plan.vips {
+            for (index, name) in [(link.index, link.name.as_str()), (self.lo, "lo")] {
+                if self.nl.del_vip(index, *vip).await? {
+                    tracing::info!("removed {vip} from {name}, left by a previous agent");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Configures a new master's VIPs, and routes for subnets the interface lacks.
+    pub async fn add(&self, v: &Vhid) {
+        for (vip, prefix) in &v.plan.vips {
+            let (index, prefix) = self.home(v.ifindex, *vip, *prefix);
+            if let Err(e) = self.nl.add_vip(index, *vip, prefix).await {
+                tracing::error!("vhid {}: {e:#}", v.plan.vhid);
+            }
+        }
+        for (vip, prefix) in v.routed() {
+            if let Err(e) = self.nl.add_subnet_route(v.ifindex, *vip, *prefix).await {
+                tracing::error!("vhid {}: {e:#}", v.plan.vhid);
+            }
+        }
+    }
+
+    /// Removes what [`Placement::add`] configured.
+    pub async fn remove(&self, v: &Vhid) {
+        for (vip, prefix) in v.routed() {
+            if let Err(e) = self.nl.del_subnet_route(v.ifindex, *vip, *prefix).await {
+                tracing::error!("vhid {}: {e:#}", v.plan.vhid);
+            }
+        }
+        for (vip, prefix) in &v.plan.vips {
+            let (index, _) = self.home(v.ifindex, *vip, *prefix);
+            if let Err(e) = self.nl.del_vip(index, *vip).await {
+                tracing::error!("vhid {}: {e:#}", v.plan.vhid);
+            }
+        }
+    }
+}

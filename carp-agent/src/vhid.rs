@@ -1,0 +1,384 @@
+//! One VHID at run time, without I/O: the election machine and what surrounds it in
+//! FreeBSD's `struct carp_softc` — the authentication, the advert counter, the sources and
+//! MAC, the counters. It turns an XDP event into an election event, an advert into frames
+//! or unicast payloads, its state into map entries and a status row; the agent carries
+//! the results out.
+
+use crate::{
+    addrs::{self, Sources},
+    config::{MacMode, Plan, Protocol, VipPlacement},
+    control::VhidStatus,
+    election::{Event, Machine, Reason, State, Timing},
+    frame,
+    hmac::{Auth, Counter},
+    hooks,
+    netlink::{Address, Link},
+    xdp::{advert_of, vhid_entry},
+};
+use anyhow::{Context as _, Result};
+use carp_common::{
+    maps::{AdvertEvent, VhidEntry, VhidKey, VipEntry, VipKey, flags},
+    vrrp, wire,
+};
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+/// An advert on its way out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A whole Ethernet frame to the advert group, from the VHID's MAC.
+    Frame(Vec<u8>),
+    /// A payload to a unicast peer, from our address of its family.
+    Unicast {
+        from: IpAddr,
+        to: IpAddr,
+        payload: Vec<u8>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    transitions: u64,
+    adverts_sent: u64,
+    adverts_received: u64,
+    send_errors: u64,
+}
+
+pub struct Vhid {
+    pub plan: Plan,
+    pub ifindex: u32,
+    pub machine: Machine,
+    auth: Option<Auth>,
+    counter: Counter,
+    sources: Sources,
+    /// MAC that answers for the VIPs and sources multicast adverts.
+    mac: [u8; 6],
+    /// NAs carry the Router flag (see [`flags::ROUTER`]).
+    router: bool,
+    /// VIPs (on lo) whose subnet the master routes over the interface.
+    routed: Vec<(IpAddr, u8)>,
+    n: Counters,
+    since: Instant,
+    last_reason: Reason,
+}
+
+impl Vhid {
+    /// The VHID `plan` describes on `link`, whose addresses are `addrs`; `forwarding_v6`:
+    /// the host routes IPv6 there.
+    pub fn new(
+        plan: Plan,
+        link: &Link,
+        addrs: &[Address],
+        vips_on: VipPlacement,
+        forwarding_v6: bool,
+    ) -> Result<Self> {
+        let sources = addrs::advert_sources(&plan, addrs)
+            .with_context(|| format!("{} has no address to send adverts from", plan.interface))?;
+        let src = sources.first;
+        let mac = match plan.mac {
+            // RFC 5798 7.3: IPv6 virtual routers have a MAC of their own.
+            MacMode::Virtual => match plan.timing {
+                Timing::Vrrp3 { .. } if src.is_ipv6() => wire::virtual_mac_v6(plan.vhid),
+                _ => wire::virtual_mac(plan.vhid),
+            },
+            MacMode::Interface => link.mac,
+        };
+        let auth = match plan.protocol() {
+            Protocol::Carp => Some(Auth::new(&plan.password, plan.vhid, &plan.vip_addrs())?),
+            Protocol::Vrrp3 => None,
+        };
+        let at = format!("vhid {} on {}", plan.vhid, plan.interface);
+        if plan.peers.is_empty()
+            && plan.protocol() == Protocol::Carp
+            && sources.other.is_none()
+            && plan.vips.iter().any(|(v, _)| v.is_ipv6() != src.is_ipv6())
+        {
+            tracing::warn!(
+                "{at}: no address of the VIPs' other family; adverts go out from {src} only"
+            );
+        }
+        if sources.from_vip {
+            tracing::warn!(
+                "{at}: the interface has no address of its own of the VIP's family; adverts go \
+                 out from the VIP {src}, which peers cannot break ties with: give the interface \
+                 an address"
+            );
+        }
+        // VIPs on lo leave their subnet unrouted when it is not one of the interface's.
+        let own: Vec<&Address> = addrs.iter().filter(|a| !a.vip).collect();
+        let routed = plan
+            .vips
+            .iter()
+            .copied()
+            .filter(|(vip, prefix)| {
+                vips_on == VipPlacement::Loopback
+                    && *prefix < if vip.is_ipv4() { 32 } else { 128 }
+                    && !own
+                        .iter()
+                        .any(|o| addrs::same_subnet(o.addr, *vip, o.prefix))
+            })
+            .collect();
+        let router = match plan.protocol() {
+            Protocol::Vrrp3 => true,
+            Protocol::Carp => forwarding_v6,
+        };
+        let vips: Vec<String> = plan.vips.iter().map(|(a, l)| format!("{a}/{l}")).collect();
+        tracing::info!(
+            "{at}: {}, VIPs {}, adverts from {src}",
+            plan.timing,
+            vips.join(" ")
+        );
+        Ok(Self {
+            ifindex: link.index,
+            machine: Machine::new(plan.machine(&sources)),
+            auth,
+            counter: Counter::default(),
+            sources,
+            mac,
+            router,
+            routed,
+            n: Counters::default(),
+            since: Instant::now(),
+            last_reason: Reason::LinkDown,
+            plan,
+        })
+    }
+
+    pub fn key(&self) -> VhidKey {
+        VhidKey::new(self.ifindex, 0, self.plan.vhid)
+    }
+
+    /// The name demotion keeps it under.
+    pub fn id(&self) -> (String, u8) {
+        (self.plan.interface.clone(), self.plan.vhid)
+    }
+
+    pub fn state(&self) -> State {
+        self.machine.state()
+    }
+
+    /// The election event an advert the XDP program verified carries (carp_input_c adopts
+    /// its counter).
+    pub fn receive(&mut self, ev: &AdvertEvent) -> Event {
+        let (advert, counter) = advert_of(ev);
+        if let Some(counter) = counter {
+            self.counter.adopt(counter);
+        }
+        self.n.adverts_received += 1;
+        Event::Advert(advert)
+    }
+
+    /// What one advert with `timing` puts on the wire: a frame per family to the group
+    /// (carp_send_ad_locked), or a payload per unicast peer from our address of its
+    /// family. `random` seeds the CARP counter until a peer is heard.
+    pub fn adverts(&mut self, timing: Timing, mut random: impl FnMut() -> u64) -> Vec<Outgoing> {
+        let sources = std::iter::once(self.sources.first).chain(self.sources.other);
+        if self.plan.peers.is_empty() {
+            let froms: Vec<IpAddr> = sources.collect();
+            froms
+                .into_iter()
+                .filter_map(|src| {
+                    let payload = self.payload(timing, src, frame::group(src), &mut random)?;
+                    Some(Outgoing::Frame(frame::advert(
+                        src, self.mac, None, &payload,
+                    )))
+                })
+                .collect()
+        } else {
+            let froms: Vec<IpAddr> = sources.collect();
+            self.plan
+                .peers
+                .clone()
+                .into_iter()
+                .filter_map(|to| {
+                    let from = *froms.iter().find(|s| s.is_ipv6() == to.is_ipv6())?;
+                    let payload = self.payload(timing, from, to, &mut random)?;
+                    Some(Outgoing::Unicast { from, to, payload })
+                })
+                .collect()
+        }
+    }
+
+    /// The protocol-112 payload from `src` to `dst`: CARP with the next counter and its
+    /// digest, or VRRPv3 with the VIPs of `src`'s family (its checksum covers both).
+    fn payload(
+        &mut self,
+        timing: Timing,
+        src: IpAddr,
+        dst: IpAddr,
+        random: &mut impl FnMut() -> u64,
+    ) -> Option<Vec<u8>> {
+        match timing {
+            Timing::Carp { advbase, advskew } => {
+                let counter = self.counter.next(random());
+                let digest = self.auth.as_ref().map(|a| a.sign(counter))?;
+                let header = wire::CarpHeader {
+                    vhid: self.plan.vhid,
+                    advskew,
+                    demote: 0,
+                    advbase,
+                    counter,
+                    digest,
+                };
+                Some(header.encode().to_vec())
+            }
+            Timing::Vrrp3 {
+                priority,
+                interval_cs,
+            } => {
+                let header = vrrp::Vrrp3Header {
+                    vrid: self.plan.vhid,
+                    priority,
+                    count: 0,
+                    max_adver_int: interval_cs,
+                };
+                frame::vrrp_payload(src, dst, header, &self.plan.vip_addrs())
+            }
+        }
+    }
+
+    /// Counts an advert that went out, or did not.
+    pub fn sent(&mut self, ok: bool) {
+        if ok {
+            self.n.adverts_sent += 1;
+        } else {
+            self.n.send_errors += 1;
+        }
+    }
+
+    /// The VHID's map entry at `now_ns` (CLOCK_MONOTONIC): a MASTER's lease runs for
+    /// [`Machine::lease`] from now, so each advert sent renews it.
+    pub fn entry(&self, if_mac: [u8; 6], now_ns: u64) -> VhidEntry {
+        let mut fl = 0;
+        if !self.plan.peers.is_empty() {
+            fl |= flags::UNICAST;
+        }
+        if self.plan.mac == MacMode::Virtual {
+            fl |= flags::VMAC;
+        }
+        if self.router {
+            fl |= flags::ROUTER;
+        }
+        let version = match self.plan.protocol() {
+            Protocol::Carp => wire::VERSION,
+            Protocol::Vrrp3 => vrrp::VERSION,
+        };
+        let state = self.state();
+        let mut entry = vhid_entry(
+            version,
+            state as u8,
+            fl,
+            self.mac,
+            if_mac,
+            self.auth.as_ref(),
+        );
+        if state == State::Master {
+            let lease = u64::try_from(self.machine.lease().as_nanos()).unwrap_or(u64::MAX);
+            entry.master_until = now_ns.saturating_add(lease);
+        }
+        entry
+    }
+
+    /// The VIPs' map entries: each points at this VHID.
+    pub fn vip_entries(&self) -> Vec<(VipKey, VipEntry)> {
+        let entry = VipEntry {
+            vhid: self.plan.vhid,
+            _pad: [0; 3],
+        };
+        self.plan
+            .vips
+            .iter()
+            .map(|(vip, _)| (VipKey::new(self.ifindex, 0, *vip), entry))
+            .collect()
+    }
+
+    /// Gratuitous ARPs and unsolicited NAs for every VIP, `garp_count` rounds (at least
+    /// one), from the VHID's MAC: what a new master sends (carp_master_down_locked).
+    pub fn announcements(&self) -> Vec<Vec<u8>> {
+        (0..self.plan.garp_count.max(1))
+            .flat_map(|_| {
+                self.plan.vips.iter().map(|(vip, _)| match vip {
+                    IpAddr::V4(a) => frame::gratuitous_arp(self.mac, *a, None),
+                    IpAddr::V6(a) => frame::unsolicited_na(self.mac, *a, self.router, None),
+                })
+            })
+            .collect()
+    }
+
+    /// VIPs whose subnet the master routes over the interface.
+    pub fn routed(&self) -> &[(IpAddr, u8)] {
+        &self.routed
+    }
+
+    /// Records a transition; returns how long the previous state lasted.
+    pub fn transitioned(&mut self, reason: Reason) -> Duration {
+        self.n.transitions += 1;
+        self.last_reason = reason;
+        let took = self.since.elapsed();
+        self.since = Instant::now();
+        took
+    }
+
+    /// The hook a transition runs: the up script into MASTER, the down script out of it.
+    pub fn hook(
+        &self,
+        from: State,
+        to: State,
+        netns: Option<String>,
+        timeout: Duration,
+    ) -> Option<hooks::Run> {
+        let script = match (from, to) {
+            (_, State::Master) => self.plan.up_script.clone(),
+            (State::Master, _) => self.plan.down_script.clone(),
+            _ => None,
+        }?;
+        Some(hooks::Run {
+            script,
+            interface: self.plan.interface.clone(),
+            vhid: self.plan.vhid,
+            vips: self.plan.vips.iter().map(|(a, _)| a.to_string()).collect(),
+            netns,
+            timeout,
+            from,
+            to,
+        })
+    }
+
+    /// The status row, given the VHID's effective demotion.
+    pub fn status(&self, demotion: i32) -> VhidStatus {
+        let (advbase, advskew, priority, interval_ms) = match self.machine.advertised() {
+            Timing::Carp { advbase, advskew } => (advbase, advskew, 0, 0),
+            Timing::Vrrp3 {
+                priority,
+                interval_cs,
+            } => (0, 0, priority, u32::from(interval_cs) * 10),
+        };
+        VhidStatus {
+            interface: self.plan.interface.clone(),
+            vhid: self.plan.vhid,
+            protocol: self.plan.protocol(),
+            state: self.state(),
+            advbase,
+            advskew,
+            priority,
+            interval_ms,
+            demotion,
+            preempt: self.plan.preempt,
+            vips: self
+                .plan
+                .vips
+                .iter()
+                .map(|(a, l)| format!("{a}/{l}"))
+                .collect(),
+            src: self.sources.first.to_string(),
+            seconds_in_state: self.since.elapsed().as_secs_f64(),
+            last_reason: self.last_reason.to_string(),
+            transitions: self.n.transitions,
+            adverts_sent: self.n.adverts_sent,
+            adverts_received: self.n.adverts_received,
+            send_errors: self.n.send_errors,
+        }
+    }
+}
