@@ -5,6 +5,7 @@
 
 use aya::programs::XdpMode;
 use carp_agent::xdp::DataPlane;
+use carp_common::State;
 use carp_tests::{
     agent::{Agent, TempDir, agent_bin, start_pair},
     lan::{Lan, one_mac_answers},
@@ -133,10 +134,10 @@ fn sighup_keeps_mastership_of_unchanged_vhids() {
     a.rewrite(&format!("{one}\n{two}")).unwrap();
     a.signal(Signal::SIGHUP).unwrap();
     a.wait_state(2, "BACKUP", Duration::from_secs(2)).unwrap();
-    let status = a.ctl(&["status"]).unwrap();
-    assert!(status.contains("eth0: carp: MASTER vhid 1"), "{status}");
+    let first = &a.status().unwrap().vhids[0];
+    assert_eq!((first.vhid, first.state), (1, State::Master), "{first:?}");
     // VHID 1 never left MASTER: still its first two transitions (INIT->BACKUP->MASTER).
-    assert!(status.contains("2 transitions"), "{status}");
+    assert_eq!(first.transitions, 2, "{first:?}");
     a.wait_state(2, "MASTER", Duration::from_secs(5)).unwrap();
 
     // Where the VIPs live is set once, at start: a reload that moves them is refused
@@ -149,10 +150,13 @@ fn sighup_keeps_mastership_of_unchanged_vhids() {
         err.contains("[agent] vips_on cannot change on reload: restart the agent"),
         "{err}"
     );
-    let status = a.ctl(&["status"]).unwrap();
-    assert!(!status.contains("vhid 3"), "{status}");
-    assert!(status.contains("eth0: carp: MASTER vhid 1"), "{status}");
-    assert!(status.contains("2 transitions"), "{status}");
+    let status = a.status().unwrap();
+    assert!(status.vhids.iter().all(|v| v.vhid != 3), "{status:?}");
+    let one = &status.vhids[0];
+    assert_eq!(
+        (one.vhid, one.state, one.transitions),
+        (1, State::Master, 2)
+    );
     let lo = lan.hosts[0]
         .ns
         .ip(&["-br", "addr", "show", "dev", "lo"])
@@ -234,7 +238,7 @@ fn arp_answered_by_the_master_only(tag: &str, mode: &str, peer_xdp: bool) {
     };
     // xdp_mode belongs to [agent]: the harness writes that section first.
     let (a, b) = start_pair(&lan, dir.path(), 1, &cfg(0), &cfg(100)).unwrap();
-    assert!(a.ctl(&["status"]).unwrap().contains(&format!("xdp {mode}")));
+    assert_eq!(a.status().unwrap().interfaces[0].xdp_mode.to_string(), mode);
     let arping = lan.hosts[2]
         .ns
         .command("arping")
@@ -339,7 +343,7 @@ fn cable_pull_demotes_and_the_backup_takes_over_then_preempt_takes_back() {
     // Carrier loss: INIT at once, VIP gone, demoted by 240 as FreeBSD does.
     a.wait_state(1, "INIT", Duration::from_secs(2)).unwrap();
     assert!(!addrs(&lan, 0).contains("192.0.2.50"));
-    assert!(a.ctl(&["status"]).unwrap().contains("demotion 240"));
+    assert_eq!(a.status().unwrap().demotion, 240);
     let gap = b
         .wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
         .unwrap();
@@ -357,7 +361,7 @@ fn cable_pull_demotes_and_the_backup_takes_over_then_preempt_takes_back() {
     let back = a.wait_state(1, "MASTER", Duration::from_secs(5)).unwrap();
     println!("preempted back {back:?} after the cable came back");
     b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
-    assert!(a.ctl(&["status"]).unwrap().contains("demotion 0"));
+    assert_eq!(a.status().unwrap().demotion, 0);
 }
 
 #[test]
@@ -397,11 +401,11 @@ fn unicast_peers_elect_and_fail_over() {
     a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
     b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
     std::thread::sleep(Duration::from_secs(4));
-    let status = b.ctl(&["status"]).unwrap();
-    assert!(status.contains("carp: BACKUP vhid 1"), "{status}");
+    let backup = &b.status().unwrap().vhids[0];
+    assert_eq!(backup.state, State::Backup);
     assert!(
-        !status.contains("received 0,"),
-        "unicast adverts arrive: {status}"
+        backup.adverts_received > 0,
+        "unicast adverts arrive: {backup:?}"
     );
     a.signal(Signal::SIGKILL).unwrap();
     b.wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))

@@ -4,6 +4,7 @@
 // Needs root (namespaces, BPF): `cargo xtask test` runs it.
 #![cfg(feature = "root")]
 
+use carp_agent::config::Protocol;
 use carp_common::State;
 use carp_tests::{
     agent::{Agent, TempDir, start_pair},
@@ -112,12 +113,12 @@ fn keepalived_master_and_our_vrrp3_backup_then_we_take_over() {
     ours.wait_state(51, "BACKUP", Duration::from_secs(3))
         .unwrap();
     std::thread::sleep(Duration::from_secs(5));
-    let status = ours.ctl(&["status"]).unwrap();
-    assert!(
-        status.contains("carp: BACKUP vhid 51 vrrp priority 100"),
-        "{status}"
+    let v = &ours.status().unwrap().vhids[0];
+    assert_eq!(
+        (v.vhid, v.state, v.protocol, v.priority),
+        (51, State::Backup, Protocol::Vrrp3, 100)
     );
-    assert!(!status.contains("received 0,"), "{status}");
+    assert!(v.adverts_received > 0, "{v:?}");
     assert_eq!(ka.state().as_deref(), Some("MASTER"));
     ka.signal(Signal::SIGKILL);
     // Master_Down_Interval = 3 * 1 s + (256 - 100) / 256 s.

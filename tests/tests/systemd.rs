@@ -6,6 +6,7 @@
 // Needs root (namespaces, BPF): `cargo xtask test` runs it.
 #![cfg(feature = "root")]
 
+use carp_agent::control::Verdict;
 use carp_tests::{
     agent::{Agent, TempDir, agent_bin},
     lan::Lan,
@@ -147,8 +148,8 @@ fn shipped_unit_runs_under_systemd() {
     let t = Instant::now();
     sd.systemctl(&["start", UNIT]).unwrap();
     let started = t.elapsed();
-    let status = a.ctl(&["status"]).expect("no status right after start");
-    assert!(status.contains("vhid 1"), "{status}");
+    let status = a.status().expect("no status right after start");
+    assert_eq!(status.vhids[0].vhid, 1, "{status:?}");
     assert_eq!(sd.show(UNIT, "ActiveState").unwrap(), "active");
     assert_eq!(sd.show(UNIT, "SubState").unwrap(), "running");
     let master = a.wait_state(1, "MASTER", WAIT).unwrap();
@@ -546,19 +547,22 @@ fn hooks_run_unsandboxed_through_the_wrapper() {
     assert_eq!(sd.show(&hook_unit(1), "LoadState").unwrap(), "not-found");
 
     // The check sees what systemctl sees from inside the agent's sandbox.
-    let check_is = |state: &str| {
-        let wanted = format!("check mysql: {state} (demote 240)");
-        until(&wanted, WAIT, || {
-            a.ctl(&["status"]).is_ok_and(|s| s.contains(&wanted))
+    let check_is = |state: Verdict| {
+        until(&format!("check mysql {state}"), WAIT, || {
+            a.status().is_ok_and(|s| {
+                s.checks
+                    .iter()
+                    .any(|c| c.name == "mysql" && c.state == state)
+            })
         })
     };
-    check_is("healthy");
+    check_is(Verdict::Healthy);
     sd.systemctl(&["stop", "carpt-mysql@1.service"]).unwrap();
-    let failing = check_is("failing");
-    assert!(a.ctl(&["status"]).unwrap().contains("\ndemotion 240\n"));
+    let failing = check_is(Verdict::Failing);
+    assert_eq!(a.status().unwrap().demotion, 240);
     sd.systemctl(&["start", "carpt-mysql@1.service"]).unwrap();
-    let healthy = check_is("healthy");
-    assert!(a.ctl(&["status"]).unwrap().contains("\ndemotion 0\n"));
+    let healthy = check_is(Verdict::Healthy);
+    assert_eq!(a.status().unwrap().demotion, 0);
     println!(
         "check `systemctl is-active` under the sandbox: failing {failing:.2?} after the \
          service stopped, healthy {healthy:.2?} after it started"
