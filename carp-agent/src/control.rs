@@ -2,13 +2,17 @@
 //! in a root-only directory; `carp-agent status`, `set-state`, `demote` and `reload` are
 //! its clients.
 
-use crate::config::Protocol;
+use crate::{config::Protocol, demotion::Change};
 use anyhow::{Context as _, Result, bail};
 use carp_common::State;
 use serde::{Deserialize, Serialize};
-use std::{collections::BTreeMap, os::unix::fs::PermissionsExt as _, path::Path};
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
+    path::Path,
+};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
@@ -25,8 +29,7 @@ pub enum Request {
     },
     /// `+N`, `-N` or `=N`, on the global counter or a group.
     Demote {
-        op: char,
-        value: i32,
+        change: Change,
         group: Option<String>,
     },
     Reload,
@@ -161,6 +164,9 @@ pub struct VhidStatus {
     pub transitions: u64,
     pub adverts_sent: u64,
     pub adverts_received: u64,
+    /// Verified adverts from an address that is not one of the unicast `peers`: ignored.
+    #[serde(default)]
+    pub adverts_refused: u64,
     pub send_errors: u64,
 }
 
@@ -243,7 +249,45 @@ impl Status {
 /// A request with the channel its reply goes back on.
 pub type Incoming = (Request, oneshot::Sender<Reply>);
 
-/// Binds the socket. Fails clearly when another agent answers on it; removes a stale one.
+/// Bounds on a client of the control socket or the metrics server: what one connection
+/// may cost before it is dropped. An operator's command is one short line; anything
+/// slower or longer is a mistake or an attack, and must not hold the event loop's
+/// helpers, file descriptors or memory.
+pub mod limits {
+    use std::time::Duration;
+
+    /// Connections served at once; a newer one makes the oldest give way, so a flood of
+    /// idle clients cannot keep the operator out.
+    pub const CONNECTIONS: usize = 32;
+    /// Longest request line.
+    pub const REQUEST_BYTES: u64 = 64 * 1024;
+    /// Time a client has to send its request and take the reply.
+    pub const IO: Duration = Duration::from_secs(2);
+    /// Pause after a failed accept (file descriptors exhausted, say), instead of spinning.
+    pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+    /// The connections being served, oldest first.
+    #[derive(Default)]
+    pub struct Clients {
+        live: std::collections::VecDeque<tokio::task::AbortHandle>,
+    }
+
+    impl Clients {
+        /// Serves one more connection on `task`, ending the oldest beyond [`CONNECTIONS`].
+        pub fn admit(&mut self, task: tokio::task::JoinHandle<()>) {
+            self.live.retain(|h| !h.is_finished());
+            while self.live.len() >= CONNECTIONS {
+                if let Some(oldest) = self.live.pop_front() {
+                    oldest.abort();
+                }
+            }
+            self.live.push_back(task.abort_handle());
+        }
+    }
+}
+
+/// Binds the socket, in a directory of its own. Fails clearly when another agent answers
+/// on it; replaces a stale socket (a killed agent's) and nothing else.
 pub async fn listen(path: &Path) -> Result<UnixListener> {
     if UnixStream::connect(path).await.is_ok() {
         bail!(
@@ -252,8 +296,19 @@ pub async fn listen(path: &Path) -> Result<UnixListener> {
             path.display()
         );
     }
-    let _ = std::fs::remove_file(path);
-    if let Some(dir) = path.parent() {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => bail!(
+            "{} exists and is not a socket: choose another control socket path",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        // Only a directory made here is made root-only; an existing one (/tmp, /run) keeps
+        // its mode, and the socket's own 0600 guards it.
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
@@ -263,35 +318,52 @@ pub async fn listen(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepts connections forever, forwarding requests to the event loop.
+/// Accepts connections forever, at most [`limits::CONNECTIONS`] at a time, forwarding
+/// requests to the event loop.
 pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
+    let mut clients = limits::Clients::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!("control socket: {e}");
+                tokio::time::sleep(limits::ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let tx = tx.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            if BufReader::new(read).read_line(&mut line).await.is_err() {
-                return;
-            }
-            let reply = match serde_json::from_str::<Request>(&line) {
-                Err(e) => Reply::err(format!("bad request: {e}")),
-                Ok(req) => {
-                    let (rtx, rrx) = oneshot::channel();
-                    if tx.send((req, rtx)).await.is_err() {
-                        return;
-                    }
-                    rrx.await
-                        .unwrap_or_else(|_| Reply::err("the agent is stopping"))
-                }
-            };
-            let mut text = serde_json::to_string(&reply).unwrap_or_default();
-            text.push('\n');
-            let _ = write.write_all(text.as_bytes()).await;
-        });
+        clients.admit(tokio::spawn(async move {
+            let _ = tokio::time::timeout(limits::IO, answer(stream, tx)).await;
+        }));
     }
+}
+
+/// Reads one request line of at most [`limits::REQUEST_BYTES`] and writes the reply.
+async fn answer(stream: UnixStream, tx: mpsc::Sender<Incoming>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(limits::REQUEST_BYTES));
+    let reply = match reader.read_line(&mut line).await {
+        Err(e) => Reply::err(format!("bad request: {e}")),
+        Ok(_) if !line.ends_with('\n') => Reply::err(format!(
+            "bad request: not one line of at most {} bytes",
+            limits::REQUEST_BYTES
+        )),
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Err(e) => Reply::err(format!("bad request: {e}")),
+            Ok(req) => {
+                let (rtx, rrx) = oneshot::channel();
+                if tx.send((req, rtx)).await.is_err() {
+                    return;
+                }
+                rrx.await
+                    .unwrap_or_else(|_| Reply::err("the agent is stopping"))
+            }
+        },
+    };
+    let mut text = serde_json::to_string(&reply).unwrap_or_default();
+    text.push('\n');
+    let _ = write.write_all(text.as_bytes()).await;
 }
 
 /// Sends one request to a running agent.
@@ -330,8 +402,7 @@ mod tests {
                 state: Forced::Backup,
             },
             Request::Demote {
-                op: '+',
-                value: 20,
+                change: Change::Add(20),
                 group: Some("db".into()),
             },
             Request::Reload,

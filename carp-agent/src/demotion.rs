@@ -3,7 +3,34 @@
 //! counter plus the counters of its groups; it is added to advskew (CARP) or subtracted
 //! from priority (VRRP) by [`crate::election`].
 
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// An operator's change of a demotion counter: `+N`, `-N` or `=N` on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Add(i32),
+    Subtract(i32),
+    Set(i32),
+}
+
+impl std::str::FromStr for Change {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let number = |n: &str| {
+            n.parse::<i32>()
+                .map_err(|_| format!("demotion {s:?} needs a number after its sign"))
+        };
+        match s.split_at_checked(1) {
+            Some(("+", n)) => number(n).map(Change::Add),
+            Some(("-", n)) => number(n).map(Change::Subtract),
+            Some(("=", n)) => number(n).map(Change::Set),
+            _ => Err(format!("demotion {s:?} must start with +, - or =")),
+        }
+    }
+}
 
 /// `net.inet.carp.ifdown_demotion_factor` and `senderr_demotion_factor` default:
 /// CARP_MAXSKEW.
@@ -50,20 +77,19 @@ impl<K: Ord + Clone> Demotion<K> {
         }
     }
 
-    /// `carp-agent demote`: `+N` and `-N` add to the host's counter or `group`'s, `=N`
-    /// sets it. Returns the counter's new value; arithmetic saturates.
-    pub fn operate(&mut self, op: char, value: i32, group: Option<&str>) -> Result<i32, String> {
+    /// `carp-agent demote`: changes the host's counter or `group`'s; returns its new
+    /// value. Arithmetic saturates.
+    pub fn operate(&mut self, change: Change, group: Option<&str>) -> i32 {
         let counter = match group {
             Some(g) => self.groups.entry(g.to_owned()).or_default(),
             None => &mut self.global,
         };
-        *counter = match op {
-            '+' => counter.saturating_add(value),
-            '-' => counter.saturating_sub(value),
-            '=' => value,
-            _ => return Err(format!("unknown demotion operator {op:?}")),
+        *counter = match change {
+            Change::Add(n) => counter.saturating_add(n),
+            Change::Subtract(n) => counter.saturating_sub(n),
+            Change::Set(n) => n,
         };
-        Ok(*counter)
+        *counter
     }
 
     /// The demotion that applies to a VHID in `groups`.
@@ -122,14 +148,17 @@ mod tests {
     #[test]
     fn operator_demotion() {
         let mut d = Demotion::<u8>::default();
-        assert_eq!(d.operate('+', 50, None), Ok(50));
-        assert_eq!(d.operate('=', 20, Some("web")), Ok(20));
-        assert_eq!(d.operate('-', 15, Some("web")), Ok(5));
+        let op = |s: &str| s.parse::<Change>().unwrap();
+        assert_eq!(d.operate(op("+50"), None), 50);
+        assert_eq!(d.operate(op("=20"), Some("web")), 20);
+        assert_eq!(d.operate(op("-15"), Some("web")), 5);
         assert_eq!(d.effective(["web"]), 55);
-        assert_eq!(d.operate('-', i32::MIN, None), Ok(i32::MAX));
-        assert_eq!(d.operate('=', i32::MIN, None), Ok(i32::MIN));
-        assert_eq!(d.operate('+', i32::MIN, None), Ok(i32::MIN));
-        assert!(d.operate('*', 1, None).is_err());
+        assert_eq!(d.operate(op("--2147483648"), None), i32::MAX);
+        assert_eq!(d.operate(op("=-2147483648"), None), i32::MIN);
+        assert_eq!(d.operate(op("+-2147483648"), None), i32::MIN);
+        for bad in ["*1", "50", "+", "=x", ""] {
+            assert!(bad.parse::<Change>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -3,13 +3,9 @@
 //! agent demotes while the verdict is "failing". Runners live off the event loop, as
 //! hooks do, and report through a channel.
 
-use crate::config::Check;
-use nix::{
-    sys::signal::{Signal, killpg},
-    unistd::Pid,
-};
-use std::{process::Stdio, time::Duration};
-use tokio::{process::Command, sync::mpsc, task::JoinHandle};
+use crate::{child, config::Check};
+use std::{path::Path, time::Duration};
+use tokio::{sync::mpsc, task::JoinHandle};
 
 /// The verdict over a check's runs: it changes after `fall` failures (or `rise` successes)
 /// in a row. The first run decides alone, so a host whose service is down at start is
@@ -97,35 +93,22 @@ impl Runner {
     }
 }
 
-/// One run, killed at the timeout; its first line of output says why it failed. It runs
-/// in a process group of its own, killed whole when the run ends: a probe that hangs in a
-/// grandchild (`sh -c "curl ..."`) must not leave one behind every interval.
+/// One run, killed at the timeout with everything it started; its first line of output
+/// says why it failed. Unlike a hook, whatever it leaves behind is killed too when it
+/// ends: a probe that hangs in a grandchild (`sh -c "curl ..."`) must not leave one
+/// behind every interval.
 async fn run(check: &Check) -> Result<(), String> {
     let (program, args) = check.command.split_first().ok_or("no command")?;
-    let child = Command::new(program)
-        .args(args)
-        .env("CARP_CHECK", &check.name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("{program} could not start: {e}"))?;
-    let group = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw);
+    let mut cmd = child::command(Path::new(program));
+    cmd.args(args).env("CARP_CHECK", &check.name);
     let timeout = Duration::from_secs_f64(check.timeout);
-    let out = tokio::time::timeout(timeout, child.wait_with_output()).await;
-    if let Some(group) = group {
-        // ESRCH when nothing is left.
-        let _ = killpg(group, Signal::SIGKILL);
-    }
-    let out = out
-        .map_err(|_| format!("killed after {timeout:?}"))?
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
+    let out = child::run(cmd, timeout, child::Leftovers::Kill)
+        .await
+        .map_err(|e| format!("{program} could not start: {e}"))?;
+    let Some(status) = out.status else {
+        return Err(format!("killed after {timeout:?}"));
+    };
+    if status.success() {
         return Ok(());
     }
     let said = [&out.stderr, &out.stdout]
@@ -133,7 +116,7 @@ async fn run(check: &Check) -> Result<(), String> {
         .find_map(|o| String::from_utf8_lossy(o).lines().next().map(str::to_owned))
         .map(|l| format!(": {l}"))
         .unwrap_or_default();
-    Err(format!("{}{said}", out.status))
+    Err(format!("{status}{said}"))
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 //! /run/netns, empty if unnamed), which tells apart agents of one host. Hooks of one VHID run one after another in transition
 //! order, off the event loop, each with a timeout; their output goes to the log.
 
+use crate::child;
 use crate::election::State;
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{path::PathBuf, time::Duration};
 use tokio::{process::Command, sync::mpsc};
 
 /// One hook run.
@@ -25,7 +26,7 @@ pub struct Run {
 
 impl Run {
     fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.script);
+        let mut cmd = child::command(&self.script);
         cmd.arg(&self.interface)
             .arg(self.vips.first().map(String::as_str).unwrap_or_default())
             .env("CARP_VHID", self.vhid.to_string())
@@ -33,11 +34,7 @@ impl Run {
             .env("CARP_OLD_STATE", self.from.to_string())
             .env("CARP_INTERFACE", &self.interface)
             .env("CARP_VIPS", self.vips.join(" "))
-            .env("CARP_NETNS", self.netns.as_deref().unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .env("CARP_NETNS", self.netns.as_deref().unwrap_or_default());
         cmd
     }
 }
@@ -53,42 +50,39 @@ pub enum Outcome {
 async fn execute(run: &Run) -> Outcome {
     let timeout = run.timeout;
     let name = run.script.display();
-    let child = match run.command().spawn() {
-        Ok(c) => c,
+    let out = match child::run(run.command(), timeout, child::Leftovers::Keep).await {
+        Ok(out) => out,
         Err(e) => {
             tracing::error!(vhid = run.vhid, "hook {name} could not start: {e}");
             return Outcome::Failed;
         }
     };
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => {
-            // kill_on_drop ends it.
-            tracing::error!(vhid = run.vhid, "hook {name} killed after {timeout:?}");
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        tracing::info!(vhid = run.vhid, "hook {name}: {line}");
+    }
+    match out.status {
+        None => {
+            tracing::error!(
+                vhid = run.vhid,
+                "hook {name} killed after {timeout:?}, with all it started"
+            );
             Outcome::TimedOut
         }
-        Ok(Err(e)) => {
-            tracing::error!(vhid = run.vhid, "hook {name}: {e}");
-            Outcome::Failed
+        Some(status) if status.success() => {
+            tracing::info!(
+                vhid = run.vhid,
+                "hook {name} {} -> {} done",
+                run.from,
+                run.to
+            );
+            Outcome::Ok
         }
-        Ok(Ok(out)) => {
-            for line in String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .chain(String::from_utf8_lossy(&out.stderr).lines())
-            {
-                tracing::info!(vhid = run.vhid, "hook {name}: {line}");
-            }
-            if out.status.success() {
-                tracing::info!(
-                    vhid = run.vhid,
-                    "hook {name} {} -> {} done",
-                    run.from,
-                    run.to
-                );
-                Outcome::Ok
-            } else {
-                tracing::error!(vhid = run.vhid, "hook {name} failed: {}", out.status);
-                Outcome::Failed
-            }
+        Some(status) => {
+            tracing::error!(vhid = run.vhid, "hook {name} failed: {status}");
+            Outcome::Failed
         }
     }
 }

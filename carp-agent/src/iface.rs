@@ -12,7 +12,11 @@ use crate::{
 use anyhow::{Context as _, Result, anyhow};
 use aya::{maps::RingBuf, programs::XdpMode};
 use carp_common::maps::AdvertEvent;
-use std::{collections::BTreeMap, net::IpAddr, path::Path};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 /// An attached interface.
@@ -21,17 +25,25 @@ pub struct Iface {
     dp: DataPlane,
     mode: XdpMode,
     packet: PacketSocket,
+    /// Whether `packet` holds the interface promiscuous.
+    promiscuous: bool,
+    /// `arp_ignore` and `arp_announce` as they were before loopback placement set them,
+    /// and the file that remembers them for a successor should this agent be killed.
+    sysctls: Vec<(String, String)>,
+    saved: Option<PathBuf>,
     /// Raw sockets for unicast adverts, one per source address.
     unicast: BTreeMap<IpAddr, UnicastSocket>,
 }
 
 impl Iface {
     /// Loads and attaches the XDP program to `link`, pins its maps under `pin_dir`, and
-    /// hands the adverts it verifies to `events`.
+    /// hands the adverts it verifies to `events`; what must survive a killed agent is kept
+    /// beside its control `socket`.
     pub fn attach(
         link: &Link,
         setting: XdpModeSetting,
         pin_dir: &Path,
+        socket: &Path,
         vips_on: VipPlacement,
         events: mpsc::Sender<AdvertEvent>,
     ) -> Result<Self> {
@@ -73,21 +85,56 @@ impl Iface {
             tracing::warn!("maps not pinned for bpftool: {e:#}");
         }
         spawn_reader(dp.take_events()?, events)?;
+        let mut sysctls = Vec::new();
+        let mut saved = None;
         if vips_on == VipPlacement::Loopback {
             // Answer ARP only for the interface's own addresses, and never announce a
-            // VIP from it: the VIPs on lo are the XDP program's to answer for.
-            for (name, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+            // VIP from it: the VIPs on lo are the XDP program's to answer for. What they
+            // were is kept in a file, so the successor of a killed agent restores it too.
+            let file = socket.with_extension(format!("{}.sysctl", link.name));
+            let left: Vec<String> = std::fs::read_to_string(&file)
+                .map(|t| t.lines().map(str::to_owned).collect())
+                .unwrap_or_default();
+            for (i, (name, value)) in [("arp_ignore", "1"), ("arp_announce", "2")]
+                .into_iter()
+                .enumerate()
+            {
                 let path = format!("/proc/sys/net/ipv4/conf/{}/{name}", link.name);
+                let before = match left.get(i) {
+                    Some(v) => v.clone(),
+                    None => std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {path}"))?
+                        .trim()
+                        .to_owned(),
+                };
                 std::fs::write(&path, value).with_context(|| format!("setting {path}"))?;
+                sysctls.push((path, before));
             }
+            let kept: Vec<&str> = sysctls.iter().map(|(_, v)| v.as_str()).collect();
+            if let Err(e) = std::fs::write(&file, kept.join("\n")) {
+                tracing::warn!("{}: {e}", file.display());
+            }
+            saved = Some(file);
         }
         Ok(Self {
             link: link.clone(),
             dp,
             mode,
             packet: PacketSocket::bind(link.index)?,
+            promiscuous: false,
+            sysctls,
+            saved,
             unicast: BTreeMap::new(),
         })
+    }
+
+    /// Takes frames to virtual MACs: promiscuous until the interface is let go.
+    pub fn promiscuous(&mut self) -> Result<()> {
+        if !self.promiscuous {
+            self.packet.promiscuous(self.link.index)?;
+            self.promiscuous = true;
+        }
+        Ok(())
     }
 
     /// Sends one advert's frames and payloads; whether all of them went out.
@@ -167,6 +214,21 @@ impl Iface {
                         .collect()
                 })
                 .unwrap_or_default(),
+        }
+    }
+}
+
+/// Letting go of an interface gives back what attaching changed: the program goes with its
+/// link, promiscuity with the socket, the sysctls are set back.
+impl Drop for Iface {
+    fn drop(&mut self) {
+        for (path, before) in &self.sysctls {
+            if let Err(e) = std::fs::write(path, before) {
+                tracing::warn!("restoring {path}: {e}");
+            }
+        }
+        if let Some(file) = &self.saved {
+            let _ = std::fs::remove_file(file);
         }
     }
 }

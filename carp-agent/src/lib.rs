@@ -3,6 +3,7 @@
 pub mod addrs;
 pub mod agent;
 pub mod checks;
+pub mod child;
 pub mod config;
 pub mod control;
 pub mod demotion;

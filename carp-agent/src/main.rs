@@ -452,22 +452,10 @@ async fn client(cli: Cli) -> Result<()> {
         Some(Command::Demote {
             ref change,
             ref group,
-        }) => {
-            let mut chars = change.chars();
-            let op = chars
-                .next()
-                .filter(|c| "+-=".contains(*c))
-                .with_context(|| format!("demotion {change:?} must start with +, - or ="))?;
-            let value: i32 = chars
-                .as_str()
-                .parse()
-                .with_context(|| format!("demotion {change:?} needs a number after {op}"))?;
-            Request::Demote {
-                op,
-                value,
-                group: group.clone(),
-            }
-        }
+        }) => Request::Demote {
+            change: change.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+            group: group.clone(),
+        },
         Some(Command::Reload) => Request::Reload,
         None | Some(Command::Run) | Some(Command::Check) | Some(Command::Generate { .. }) => {
             unreachable!("handled before the client")

@@ -1,15 +1,23 @@
 //! Prometheus metrics (`--metrics 127.0.0.1:9720`): the status, as the text exposition
 //! format that prometheus-client writes, served on GET /metrics.
 
-use crate::control::{Status, Verdict};
+use crate::control::{Status, Verdict, limits};
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header::{CONTENT_TYPE, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpListener,
     sync::{mpsc, oneshot},
 };
@@ -17,40 +25,59 @@ use tokio::{
 /// A scrape waiting for the event loop to render the metrics.
 pub type Scrape = oneshot::Sender<String>;
 
-/// Serves GET /metrics on `addr`, asking the event loop for the text each time.
+/// Serves GET /metrics on `addr` with hyper, asking the event loop for the text each
+/// time; bounded as the control socket is ([`limits`]): a flood of idle or slow clients
+/// costs a fixed number of descriptors and is dropped after [`limits::IO`].
 pub async fn serve(addr: SocketAddr, tx: mpsc::Sender<Scrape>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!("metrics on http://{addr}/metrics");
     tokio::spawn(async move {
+        let mut clients = limits::Clients::default();
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("metrics: {e}");
+                    tokio::time::sleep(limits::ACCEPT_BACKOFF).await;
+                    continue;
+                }
             };
             let tx = tx.clone();
-            tokio::spawn(async move {
-                // One small request per connection: its first line is all that matters.
-                let mut buf = [0u8; 1024];
-                let n = stream.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if request.starts_with("GET /metrics ") {
-                    let (rtx, rrx) = oneshot::channel();
-                    if tx.send(rtx).await.is_err() {
-                        return;
-                    }
-                    ("200 OK", rrx.await.unwrap_or_default())
-                } else {
-                    ("404 Not Found", "only /metrics is served here\n".to_owned())
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            });
+            clients.admit(tokio::spawn(async move {
+                let service = service_fn(move |req| respond(req, tx.clone()));
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits::IO)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(limits::IO, conn).await;
+            }));
         }
     });
     Ok(())
+}
+
+/// The metrics for GET /metrics, 404 for anything else.
+async fn respond(
+    req: Request<Incoming>,
+    tx: mpsc::Sender<Scrape>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET || req.uri().path() != "/metrics" {
+        let mut r = Response::new(Full::from("only GET /metrics is served here\n"));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return Ok(r);
+    }
+    let (rtx, rrx) = oneshot::channel();
+    let body = match tx.send(rtx).await {
+        Ok(()) => rrx.await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let mut r = Response::new(Full::from(body));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    Ok(r)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -4,8 +4,7 @@
 use anyhow::{Context as _, Result, anyhow, bail};
 use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use rtnetlink::{
-    Handle, LinkUnspec, MulticastGroup, RouteMessageBuilder, new_connection,
-    new_multicast_connection,
+    Handle, MulticastGroup, RouteMessageBuilder, new_connection, new_multicast_connection,
     packet_core::NetlinkPayload,
     packet_route::{
         RouteNetlinkMessage,
@@ -185,16 +184,6 @@ impl Netlink {
             Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENOENT)) => Ok(()),
             Err(e) => Err(anyhow!("removing the route to {vip}/{prefix}: {e}")),
         }
-    }
-
-    /// Promiscuous mode, so frames to a virtual MAC reach the interface (BSD's ifpromisc).
-    pub async fn set_promisc(&self, index: u32, on: bool) -> Result<()> {
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).promiscuous(on).build())
-            .execute()
-            .await
-            .map_err(|e| anyhow!("setting promiscuous mode: {e}"))
     }
 }
 

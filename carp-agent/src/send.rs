@@ -44,6 +44,33 @@ impl PacketSocket {
     pub fn send(&self, frame: &[u8]) -> std::io::Result<()> {
         self.sock.send(frame).map(drop)
     }
+
+    /// Makes the interface promiscuous for as long as this socket lives (BSD's ifpromisc):
+    /// a packet-socket membership, which the kernel counts with every other user's and
+    /// drops when the socket closes, also when the agent is killed.
+    pub fn promiscuous(&self, ifindex: u32) -> Result<()> {
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex as i32,
+            mr_type: libc::PACKET_MR_PROMISC as u16,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        // SAFETY: a valid socket and a packet_mreq of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.sock),
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&raw const mreq).cast(),
+                size_of::<libc::packet_mreq>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("making the interface promiscuous");
+        }
+        Ok(())
+    }
 }
 
 /// A raw IP socket for protocol 112 on one interface, bound to the advert source, for

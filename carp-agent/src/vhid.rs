@@ -43,6 +43,7 @@ struct Counters {
     transitions: u64,
     adverts_sent: u64,
     adverts_received: u64,
+    adverts_refused: u64,
     send_errors: u64,
 }
 
@@ -160,14 +161,19 @@ impl Vhid {
     }
 
     /// The election event an advert the XDP program verified carries (carp_input_c adopts
-    /// its counter).
-    pub fn receive(&mut self, ev: &AdvertEvent) -> Event {
+    /// its counter). A unicast group hears its peers only (keepalived's
+    /// `check_unicast_src`): an advert from anyone else is counted and ignored.
+    pub fn receive(&mut self, ev: &AdvertEvent) -> Option<Event> {
         let (advert, counter) = advert_of(ev);
+        if !self.plan.peers.is_empty() && !self.plan.peers.contains(&advert.src) {
+            self.n.adverts_refused += 1;
+            return None;
+        }
         if let Some(counter) = counter {
             self.counter.adopt(counter);
         }
         self.n.adverts_received += 1;
-        Event::Advert(advert)
+        Some(Event::Advert(advert))
     }
 
     /// What one advert with `timing` puts on the wire: a frame per family to the group
@@ -378,6 +384,7 @@ impl Vhid {
             transitions: self.n.transitions,
             adverts_sent: self.n.adverts_sent,
             adverts_received: self.n.adverts_received,
+            adverts_refused: self.n.adverts_refused,
             send_errors: self.n.send_errors,
         }
     }

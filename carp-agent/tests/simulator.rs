@@ -261,8 +261,9 @@ impl Sim {
                 ev.interval_cs = h.max_adver_int;
             }
         }
-        let event = node.vhid.receive(&ev);
-        self.feed(d.to, event);
+        if let Some(event) = node.vhid.receive(&ev) {
+            self.feed(d.to, event);
+        }
     }
 
     /// Runs events until `until`.

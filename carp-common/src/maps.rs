@@ -284,10 +284,20 @@ stats! {
     arp_replied,
     /// ARP requests for a VIP dropped while not MASTER.
     arp_dropped,
+    /// ARP requests for a VIP from a broadcast or multicast sender address: dropped, as
+    /// FreeBSD's arpintr drops them.
+    arp_bad_sender,
+    /// ARP requests for a VIP in a frame to another host's MAC (seen only because the
+    /// interface is promiscuous): not answered, passed on.
+    arp_not_ours,
     /// Neighbor Solicitations for a VIP answered with XDP_TX while MASTER.
     na_sent,
     /// Neighbor Solicitations for a VIP dropped while not MASTER.
     ns_dropped,
+    /// Neighbor Solicitations for a VIP that RFC 4861 7.1.1 makes invalid (hop limit not
+    /// 255, a multicast source) or that are not of the shape answered here (DAD from ::, no
+    /// source link-layer option): not answered, passed to the kernel.
+    ns_not_answered,
     /// Frames to the virtual MAC rewritten to the interface MAC while MASTER.
     vmac_passed,
     /// Frames to the virtual MAC dropped while not MASTER.

@@ -522,6 +522,14 @@ fn arp(pkt: Pkt, l2: L2) -> u32 {
             drop_as!(arp_dropped);
         }
         let sender_mac: [u8; 6] = read(pkt, a + offset_of!(ArpPacket, sender_mac))?;
+        if sender_mac[0] & 1 != 0 {
+            drop_as!(arp_bad_sender);
+        }
+        let dst: [u8; 6] = read(pkt, offset_of!(EthHeader, dst))?;
+        if dst != [0xff; 6] && dst != vip.mac && dst != vip.if_mac {
+            count!(arp_not_ours);
+            return None;
+        }
         let sender_ip: [u8; 4] = read(pkt, a + offset_of!(ArpPacket, sender_ip))?;
         // Turn the request into the reply: to the asker, from the VHID's MAC.
         write(pkt, offset_of!(EthHeader, dst), sender_mac)?;
@@ -565,6 +573,7 @@ fn neighbor_solicit(pkt: Pkt, l2: L2) -> u32 {
             || src[0] == 0xff
             || hop_limit != wire::TTL
         {
+            count!(ns_not_answered);
             return None;
         }
         let router = vip.flags & flags::ROUTER != 0;

@@ -83,7 +83,7 @@ impl Member {
         let ns = &lan.hosts[host].ns;
         let name = format!("h{host}");
         let pass = dir.join("pass");
-        std::fs::write(&pass, PASSWORD).unwrap();
+        carp_tests::agent::write_secret(&pass, PASSWORD).unwrap();
         if let (Impl::Keepalived, true, Some(flag)) = (imp, master, check) {
             let vip = format!("{VIP}/24");
             return Member::Keepalived(Keepalived::start_tracking(
@@ -396,7 +396,7 @@ fn footprint(imp: Impl, n: u8, tag: &str) -> (f64, f64) {
     let dir = TempDir::new(tag).unwrap();
     let lan = Lan::new(tag, &["h"]).unwrap();
     let pass = dir.path().join("pass");
-    std::fs::write(&pass, PASSWORD).unwrap();
+    carp_tests::agent::write_secret(&pass, PASSWORD).unwrap();
     let ns = &lan.hosts[0].ns;
     let (pid, _guard): (i32, Box<dyn std::any::Any>) = match imp {
         Impl::Carp | Impl::CarpVrrp(_) => {

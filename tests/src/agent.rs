@@ -46,6 +46,15 @@ pub fn start_pair(
     Ok((a, b))
 }
 
+/// Writes a password file as an operator must: readable by its owner only (the agent
+/// refuses others, as ssh does).
+pub fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
 /// A scratch directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

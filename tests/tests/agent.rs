@@ -20,7 +20,7 @@ const MASTER_DOWN: Duration = Duration::from_micros(3_390_625);
 
 fn vhid(interface: &str, vhid: u8, vip: &str, advskew: u8, extra: &str, dir: &TempDir) -> String {
     let pw = dir.path().join("carp.pass");
-    std::fs::write(&pw, PASSWORD).unwrap();
+    carp_tests::agent::write_secret(&pw, PASSWORD).unwrap();
     format!(
         "[[vhid]]\ninterface = \"{interface}\"\nvhid = {vhid}\nvips = [\"{vip}\"]\n\
          advskew = {advskew}\npass_file = \"{}\"\n{extra}\n",
@@ -417,7 +417,7 @@ fn a_second_agent_is_refused_and_the_ucarp_command_line_works() {
     let dir = TempDir::new("cli").unwrap();
     let lan = Lan::new("cli", &["a"]).unwrap();
     let pw = dir.path().join("pw");
-    std::fs::write(&pw, "cli-pass\n").unwrap();
+    carp_tests::agent::write_secret(&pw, "cli-pass\n").unwrap();
     let socket = dir.path().join("ucarp.sock");
     let mut ucarp_style = lan.hosts[0]
         .ns

@@ -463,7 +463,7 @@ fn negative_demotion() {
     let two = Netns::new("negdem-two").unwrap();
     carp_tests::netns::veth(&one, "eth0", "192.0.2.1/24", &two, "eth0", "192.0.2.2/24").unwrap();
     let pass = dir.path().join("pass");
-    std::fs::write(&pass, "foobar").unwrap();
+    carp_tests::agent::write_secret(&pass, "foobar").unwrap();
     let conf = |advskew: u8| {
         vhid1(
             "192.0.2.254/24",

@@ -23,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(8);
 
 fn vhid(vhid: u8, vip: &str, advskew: u8, extra: &str, dir: &TempDir, password: &str) -> String {
     let pw = dir.path().join(format!("pass-{password}"));
-    std::fs::write(&pw, password).unwrap();
+    carp_tests::agent::write_secret(&pw, password).unwrap();
     format!(
         "[[vhid]]\ninterface = \"eth0\"\nvhid = {vhid}\nvips = [\"{vip}\"]\n\
          advskew = {advskew}\npass_file = \"{}\"\n{extra}\n",

@@ -19,7 +19,7 @@ const SECRET: &str = "s3cr3t-0ps-pw";
 
 fn vhid(dir: &TempDir) -> String {
     let pw = dir.path().join("carp.pass");
-    std::fs::write(&pw, SECRET).unwrap();
+    carp_tests::agent::write_secret(&pw, SECRET).unwrap();
     format!(
         "[[vhid]]\ninterface = \"eth0\"\nvhid = 1\nvips = [\"192.0.2.50/24\"]\npass_file = \"{}\"\n",
         pw.display()

@@ -23,7 +23,7 @@ const PASSWORD: &str = "peer-secret";
 
 fn config(dir: &TempDir, advskew: u8) -> String {
     let pw = dir.path().join("pass");
-    std::fs::write(&pw, PASSWORD).unwrap();
+    carp_tests::agent::write_secret(&pw, PASSWORD).unwrap();
     format!(
         "[[vhid]]\ninterface = \"eth0\"\nvhid = 1\nvips = [\"192.0.2.50/24\"]\nadvskew = {advskew}\n\
          pass_file = \"{}\"\nmac = \"interface\"\n",
@@ -37,7 +37,7 @@ fn ucarp_master_and_our_backup_then_we_take_over() {
     let lan = Lan::new("uc1", &["u", "c"]).unwrap();
     let log = dir.path().join("ucarp.log");
     let pass = dir.path().join("pass");
-    std::fs::write(&pass, PASSWORD).unwrap();
+    carp_tests::agent::write_secret(&pass, PASSWORD).unwrap();
     let ucarp = Ucarp::start(&lan.hosts[0].ns, "192.0.2.1", 0, &pass, &log);
     wait_ucarp(&log, "MASTER", Duration::from_secs(6));
     let ours = Agent::start(&lan.hosts[1].ns, dir.path(), "ours", &config(&dir, 100)).unwrap();
@@ -288,7 +288,7 @@ fn a_dual_stack_vhid_advertises_on_both_families() {
     let dir = TempDir::new("dual").unwrap();
     let lan = Lan::new("dual", &["a", "b", "sniffer"]).unwrap();
     let pw = dir.path().join("pass");
-    std::fs::write(&pw, PASSWORD).unwrap();
+    carp_tests::agent::write_secret(&pw, PASSWORD).unwrap();
     let conf = |skew: u8| {
         format!(
             "[[vhid]]\ninterface = \"eth0\"\nvhid = 1\n\

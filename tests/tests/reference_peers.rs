@@ -87,7 +87,7 @@ fn an_openbsd_master_with_its_constant_counter_keeps_the_backup() {
     let dir = TempDir::new("obsd").unwrap();
     let lan = Lan::new("obsd", &["agent", "obsd"]).unwrap();
     let pw = dir.path().join("pass");
-    std::fs::write(&pw, PASSWORD).unwrap();
+    carp_tests::agent::write_secret(&pw, PASSWORD).unwrap();
     let agent = Agent::start(
         &lan.hosts[0].ns,
         dir.path(),

@@ -103,6 +103,7 @@ fn install_unit(sd: &Systemd, ns: &Netns, log: &Path, config: &str) -> Agent {
     sd.write("/run/systemd/system/carp-agent.service.d/test.conf", dropin)
         .unwrap();
     sd.write(PASS_FILE, PASSWORD).unwrap();
+    carp_tests::agent::write_secret(&sd.path(PASS_FILE), PASSWORD).unwrap();
     sd.write("/run/carp-test/carp.toml", config).unwrap();
     sd.systemctl(&["daemon-reload"]).unwrap();
     assert_eq!(
@@ -201,7 +202,7 @@ fn shipped_unit_runs_under_systemd() {
     assert_eq!(services, [UNIT]);
 
     let pw_b = dir.path().join("carp.pass");
-    std::fs::write(&pw_b, PASSWORD).unwrap();
+    carp_tests::agent::write_secret(&pw_b, PASSWORD).unwrap();
     let b = Agent::start(
         &lan.hosts[1].ns,
         dir.path(),

@@ -17,7 +17,7 @@ fn ucarp_adverts_decode() {
     let dir = std::env::temp_dir().join(format!("carpt-ucarp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pass = dir.join("pass");
-    std::fs::write(&pass, "testpass").unwrap();
+    carp_tests::agent::write_secret(&pass, "testpass").unwrap();
     let capture = dir.join("ucarp.pcap");
 
     let mut tcpdump = b

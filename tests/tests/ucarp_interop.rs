@@ -24,7 +24,7 @@ fn ucarp_hearing_us(password: &[u8]) -> String {
         std::env::temp_dir().join(format!("carpt-interop-{}-{}", std::process::id(), a.name()));
     std::fs::create_dir_all(&dir).unwrap();
     let pass = dir.join("pass");
-    std::fs::write(&pass, "interop-pw").unwrap();
+    carp_tests::agent::write_secret(&pass, "interop-pw").unwrap();
     let log = dir.join("ucarp.log");
     let mut ucarp = a
         .command("ucarp")

@@ -669,7 +669,34 @@ fn invalid_neighbor_solicitations_are_not_answered() {
     assert_eq!(fx.run(&routed), (XDP_PASS, routed.clone()));
     let group: [u8; 16] = "ff02::1".parse::<Ipv6Addr>().unwrap().octets();
     let multicast = frame::neighbor_solicit(PEER_MAC, group, vip6().octets());
-    assert_eq!(fx.run(&multicast), (XDP_PASS, multicast.clone()));
+    let (verdict, delta) = fx.run_counted(&multicast);
+    assert_eq!((verdict, delta.ns_not_answered), (XDP_PASS, 1));
+}
+
+/// An on-link attacker's ARP: a request from a broadcast sender address is dropped (as
+/// FreeBSD's arpintr drops it); one in a frame to another host's MAC, which the
+/// promiscuous interface sees, is not answered. To us, to the VHID's MAC or broadcast, it
+/// is.
+#[test]
+fn arp_requests_not_for_us_are_not_answered() {
+    let mut fx = Fixture::new(State::Master);
+    let req = frame::arp_request(PEER_MAC, [192, 0, 2, 2], vip4().octets());
+    let mut bad_sender = req.clone();
+    bad_sender[14 + 8..14 + 14].copy_from_slice(&[0xff; 6]);
+    let (verdict, delta) = fx.run_counted(&bad_sender);
+    assert_eq!((verdict, delta.arp_bad_sender), (XDP_DROP, 1));
+    let mut elsewhere = req.clone();
+    elsewhere[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xcc]);
+    let (verdict, delta) = fx.run_counted(&elsewhere);
+    assert_eq!(
+        (verdict, delta.arp_not_ours, delta.arp_replied),
+        (XDP_PASS, 1, 0)
+    );
+    for to in [IF_MAC, wire::virtual_mac(VHID)] {
+        let mut unicast = req.clone();
+        unicast[..6].copy_from_slice(&to);
+        assert_eq!(fx.run(&unicast).0, XDP_TX, "to {to:02x?}");
+    }
 }
 
 #[test]

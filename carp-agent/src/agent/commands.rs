@@ -50,17 +50,15 @@ impl Agent {
                     Reply::ok()
                 }
             },
-            Request::Demote { op, value, group } => {
-                match self.demotion.operate(op, value, group.as_deref()) {
-                    Ok(now) => tracing::info!(
-                        "demotion {}now {now} by operator",
-                        group
-                            .as_deref()
-                            .map(|g| format!("of group {g} "))
-                            .unwrap_or_default()
-                    ),
-                    Err(e) => return Reply::err(e),
-                }
+            Request::Demote { change, group } => {
+                let now = self.demotion.operate(change, group.as_deref());
+                tracing::info!(
+                    "demotion {}now {now} by operator",
+                    group
+                        .as_deref()
+                        .map(|g| format!("of group {g} "))
+                        .unwrap_or_default()
+                );
                 self.drive(Work::Demotion).await;
                 Reply::ok()
             }

@@ -184,20 +184,21 @@ impl Agent {
     }
 
     /// Attaches to `link` unless already attached; promiscuous for a virtual-MAC VHID.
-    async fn attach(&mut self, link: &Link, vmac: bool) -> Result<()> {
+    fn attach(&mut self, link: &Link, vmac: bool) -> Result<()> {
         if !self.ifaces.contains_key(&link.name) {
             let a = &self.options.config.agent;
             let iface = Iface::attach(
                 link,
                 a.xdp_mode,
                 &a.pin_dir,
+                &a.socket,
                 a.vips_on,
                 self.events_tx.clone(),
             )?;
             self.ifaces.insert(link.name.clone(), iface);
         }
-        if vmac {
-            self.nl.set_promisc(link.index, true).await?;
+        if vmac && let Some(iface) = self.ifaces.get_mut(&link.name) {
+            iface.promiscuous()?;
         }
         Ok(())
     }
@@ -206,7 +207,7 @@ impl Agent {
         for plan in plans {
             let link = self.nl.link(&plan.interface).await?;
             self.placement.clear(&plan, &link).await?;
-            self.attach(&link, plan.mac == MacMode::Virtual).await?;
+            self.attach(&link, plan.mac == MacMode::Virtual)?;
             let addrs = self.nl.addresses(link.index).await?;
             let memberships = Memberships::join(link.index, &plan)
                 .with_context(|| format!("joining multicast groups on {}", plan.interface))?;
@@ -353,8 +354,9 @@ impl Agent {
             .vhids
             .iter()
             .position(|r| r.vhid.ifindex == ev.ifindex && r.vhid.plan.vhid == ev.vhid);
-        if let Some(i) = found {
-            let event = self.vhids[i].vhid.receive(&ev);
+        if let Some(i) = found
+            && let Some(event) = self.vhids[i].vhid.receive(&ev)
+        {
             self.feed(i, event).await;
         }
     }

@@ -370,6 +370,20 @@ pub fn parse_vip(text: &str) -> Result<(IpAddr, u8), String> {
     Ok((addr, len))
 }
 
+/// A TOML error by line and column, without the line itself: it may hold a secret the
+/// operator put in the wrong place, and errors go to the journal.
+fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
 /// The longest hook timeout, check interval or check timeout: a day. Anything longer is a
 /// mistake, and infinite or huge values do not fit a `Duration`.
 pub const MAX_SECONDS: f64 = 86_400.0;
@@ -398,8 +412,21 @@ fn password(v: &VhidConfig, base: &Path) -> Result<Vec<u8>, String> {
     }
     let mut pw = if let Some(file) = &v.pass_file {
         let path = base.join(file);
-        std::fs::read(&path)
-            .map_err(|e| format!("cannot read pass_file {}: {e}", path.display()))?
+        let pw = std::fs::read(&path)
+            .map_err(|e| format!("cannot read pass_file {}: {e}", path.display()))?;
+        // As ssh refuses a private key others can read.
+        let mode = std::os::unix::fs::MetadataExt::mode(
+            &std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "pass_file {} is readable by others (mode {:o}): chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ));
+        }
+        pw
     } else if let Some(var) = &v.pass_env {
         std::env::var_os(var)
             .ok_or_else(|| format!("pass_env names {var}, which is not set"))?
@@ -425,7 +452,7 @@ fn password(v: &VhidConfig, base: &Path) -> Result<Vec<u8>, String> {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut config: Self = toml::from_str(text).map_err(|e| toml_error(&e, text))?;
         config.agent.scope_to_netns();
         Ok(config)
     }
@@ -439,8 +466,8 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        let mut table: toml::Table =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut table: toml::Table = toml::from_str(&text)
+            .map_err(|e| format!("{}: {}", path.display(), toml_error(&e, &text)))?;
         let mut agent: Agent = match table.remove("agent") {
             Some(value) => value
                 .try_into()

@@ -240,11 +240,39 @@ fn unknown_keys_and_long_passwords_are_refused() {
     );
     let dir = std::env::temp_dir().join(format!("carp-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("pw"), "0123456789abcdefghij").unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "0123456789abcdefghij").unwrap();
     let text = "[[vhid]]\ninterface='eth0'\nvhid=1\nvips=['192.0.2.5']\npass_file='pw'\n";
+    // As ssh: a password others can read is refused, with the fix.
+    let readable = Config::parse(text).unwrap().validate(&dir).unwrap_err();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
     let err = Config::parse(text).unwrap().validate(&dir).unwrap_err();
     std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        readable[0]
+            .what
+            .contains("is readable by others (mode 644): chmod 600"),
+        "{readable:?}"
+    );
     assert!(err[0].what.contains("at most 19"), "{err:?}");
+}
+
+/// A parse error names the place, never the line: it may hold a secret.
+#[test]
+fn parse_errors_do_not_echo_the_file() {
+    let err = Config::parse("[[vhid]]\ninterface = \"eth0\"\nvhid = 1\npassword = \"hunter2\"\n")
+        .unwrap_err();
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(
+        err.starts_with("line 4, column 1: unknown field `password`"),
+        "{err}"
+    );
+    let err = Config::parse("[agent\nsecret = \"hunter2\"").unwrap_err();
+    assert!(
+        !err.contains("hunter2") && err.starts_with("line 1,"),
+        "{err}"
+    );
 }
 
 #[test]
