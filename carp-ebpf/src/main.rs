@@ -48,7 +48,9 @@ static CARP_VIPS: HashMap<VipKey, VipEntry, MAX_VIPS> = HashMap::new();
 #[btf_map]
 static CARP_REPLAY: HashMap<VhidKey, ReplayEntry, MAX_VHIDS> = HashMap::new();
 #[btf_map]
-static CARP_EVENTS: RingBuf<AdvertEvent, EVENTS_BYTES> = RingBuf::new();
+/// Untyped, as libbpf requires of a ring buffer (value size 0): bpftool, iproute2 and
+/// libxdp open the object too. The records are [`AdvertEvent`]s.
+static CARP_EVENTS: RingBuf<(), EVENTS_BYTES> = RingBuf::new();
 
 /// Per-CPU working memory for what does not fit the BPF stack.
 #[repr(C)]
@@ -172,7 +174,10 @@ fn handle(pkt: Pkt) -> Option<u32> {
     };
     let dst: [u8; 6] = read(pkt, offset_of!(EthHeader, dst))?;
     // 00:00:5e:00:01:xx (CARP, VRRP IPv4) or 00:00:5e:00:02:xx (VRRP IPv6).
-    if dst[..4] == wire::virtual_mac(0)[..4]
+    if dst[0] == 0
+        && dst[1] == 0
+        && dst[2] == 0x5e
+        && dst[3] == 0
         && (dst[4] == 1 || dst[4] == 2)
         && let Some(verdict) = virtual_mac(pkt, l2, dst)
     {
@@ -232,6 +237,20 @@ fn virtual_mac(pkt: Pkt, l2: L2, dst: [u8; 6]) -> Option<u32> {
 #[inline(always)]
 fn verdict(path: impl FnOnce() -> Option<u32>) -> u32 {
     path().unwrap_or(XDP_PASS)
+}
+
+/// Whether two byte arrays are equal, without a call: `==` on arrays becomes a call of
+/// compiler_builtins' global `memcmp`, which libbpf (unlike aya) verifies on its own,
+/// with arguments it cannot bound, and refuses. Constant time, as digests want.
+#[inline(always)]
+fn same<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
+    let mut diff = 0;
+    let mut i = 0;
+    while i < N {
+        diff |= a[i] ^ b[i];
+        i += 1;
+    }
+    diff == 0
 }
 
 /// CLOCK_MONOTONIC, the clock of MASTER leases.
@@ -356,9 +375,9 @@ fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> u32 {
         s.event.ktime_ns = now();
         #[allow(
             clippy::needless_borrows_for_generic_args,
-            reason = "by value would copy the 72-byte event onto the 512-byte stack"
+            reason = "by value would copy the 48-byte event onto the 512-byte stack"
         )]
-        let sent = CARP_EVENTS.output(&s.event, 0);
+        let sent = CARP_EVENTS.output_untyped::<AdvertEvent>(&s.event, 0);
         if sent.is_err() {
             drop_as!(ringbuf_full);
         }
@@ -403,9 +422,13 @@ fn carp_advert(
     ev.advskew = h[wire::offset::ADVSKEW];
     ev.demote = h[wire::offset::DEMOTE];
     // carp_hmac_verify before anything is recorded, as carp_input_c does.
-    if entry.auth.digest(ev.counter, &mut s.blocks) != h[wire::offset::DIGEST..]
+    // The header's last 20 bytes, in place: a copy would cost the stack 20 more bytes.
+    let Ok(digest) = <&[u8; wire::DIGEST_LEN]>::try_from(&h[wire::offset::DIGEST..]) else {
+        return Some(());
+    };
+    if !same(&entry.auth.digest(ev.counter, &mut s.blocks), digest)
         && (entry.flags & flags::NOV6LL == 0
-            || entry.auth_nov6ll.digest(ev.counter, &mut s.blocks) != h[wire::offset::DIGEST..])
+            || !same(&entry.auth_nov6ll.digest(ev.counter, &mut s.blocks), digest))
     {
         count!(bad_hmac);
         return Some(());
@@ -421,10 +444,11 @@ fn carp_advert(
     if let Some(last) = CARP_REPLAY.get_ptr_mut(key) {
         // SAFETY: map value, valid for the run; a racing CPU can only let one more through.
         let last = unsafe { &mut *last };
-        if last.src == fresh.src
+        if same(&last.src, &fresh.src)
             && last.counter == fresh.counter
-            && [last.advbase, last.advskew, last.demote]
-                == [fresh.advbase, fresh.advskew, fresh.demote]
+            && last.advbase == fresh.advbase
+            && last.advskew == fresh.advskew
+            && last.demote == fresh.demote
         {
             // OpenBSD sends its cookie in every advert: a keepalive, unless it comes so
             // soon after the last one that only a replay flood explains it.
@@ -511,7 +535,7 @@ fn vip(l2: L2, family: u8, addr: [u8; 16]) -> Option<&'static VhidEntry> {
 fn arp(pkt: Pkt, l2: L2) -> u32 {
     verdict(|| {
         let a = l2.l3;
-        if read::<[u8; 8]>(pkt, a)? != ARP_REQUEST {
+        if u64::from_ne_bytes(read(pkt, a)?) != u64::from_ne_bytes(ARP_REQUEST) {
             return None;
         }
         let target_ip: [u8; 4] = read(pkt, a + offset_of!(ArpPacket, target_ip))?;
@@ -526,7 +550,7 @@ fn arp(pkt: Pkt, l2: L2) -> u32 {
             drop_as!(arp_bad_sender);
         }
         let dst: [u8; 6] = read(pkt, offset_of!(EthHeader, dst))?;
-        if dst != [0xff; 6] && dst != vip.mac && dst != vip.if_mac {
+        if !same(&dst, &[0xff; 6]) && !same(&dst, &vip.mac) && !same(&dst, &vip.if_mac) {
             count!(arp_not_ours);
             return None;
         }
@@ -568,8 +592,9 @@ fn neighbor_solicit(pkt: Pkt, l2: L2) -> u32 {
         // Option type, length and the solicitor's link-layer address.
         let option: [u8; 8] = read(pkt, icmp + offset_of!(NdMessage, option))?;
         if payload_len != ND_LEN
-            || option[..2] != [1, 1]
-            || src == [0; 16]
+            || option[0] != 1
+            || option[1] != 1
+            || same(&src, &[0; 16])
             || src[0] == 0xff
             || hop_limit != wire::TTL
         {

@@ -69,3 +69,55 @@ fn counts_traffic_in_skb_and_native_mode() {
         dp.program().unwrap().detach(link).unwrap();
     }
 }
+
+/// libbpf opens the object as the ecosystem's tools do: `bpftool prog load` loads it (a
+/// ring buffer declared with a value type once made libbpf refuse it: "conflicting value
+/// size 72 != 0"), and iproute2 attaches it in generic mode. libxdp, which the busy-host
+/// work relies on, loads programs through libbpf too.
+#[test]
+fn libbpf_tools_load_the_object() {
+    let dir = carp_tests::agent::TempDir::new("libbpf").unwrap();
+    let object = dir.path().join("carp.o");
+    std::fs::write(&object, carp_agent::xdp::OBJECT).unwrap();
+    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/carpt-libbpf-{}", std::process::id()));
+    let load = std::process::Command::new("bpftool")
+        .arg("prog")
+        .arg("load")
+        .arg(&object)
+        .arg(&pin)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&pin);
+    assert!(
+        load.status.success(),
+        "bpftool prog load: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+
+    let a = Netns::new("libbpf-a").unwrap();
+    let b = Netns::new("libbpf-b").unwrap();
+    veth(&a, "eth0", "192.0.2.1/24", &b, "eth0", "192.0.2.2/24").unwrap();
+    let object = object.to_str().unwrap();
+    a.ip(&[
+        "link",
+        "set",
+        "dev",
+        "eth0",
+        "xdpgeneric",
+        "obj",
+        object,
+        "sec",
+        "xdp",
+    ])
+    .unwrap();
+    let out = a.ip(&["-j", "link", "show", "eth0"]).unwrap();
+    let link: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        link[0]["xdp"]["prog"]["id"].as_u64().is_some(),
+        "not attached: {link}"
+    );
+    // The program passes what is not CARP: the link still carries traffic.
+    ping(&a, "192.0.2.2", 3);
+    a.ip(&["link", "set", "dev", "eth0", "xdpgeneric", "off"])
+        .unwrap();
+}
