@@ -27,6 +27,8 @@ pub struct Iface {
     packet: PacketSocket,
     /// Whether `packet` holds the interface promiscuous.
     promiscuous: bool,
+    /// Where the maps are pinned for bpftool.
+    pinned: Option<PathBuf>,
     /// `arp_ignore` and `arp_announce` as they were before loopback placement set them,
     /// and the file that remembers them for a successor should this agent be killed.
     sysctls: Vec<(String, String)>,
@@ -81,9 +83,14 @@ impl Iface {
                 "skb (generic)"
             }
         );
-        if let Err(e) = dp.pin(&pin_dir.join(&link.name)) {
-            tracing::warn!("maps not pinned for bpftool: {e:#}");
-        }
+        let pins = pin_dir.join(&link.name);
+        let pinned = match dp.pin(&pins) {
+            Ok(()) => Some(pins),
+            Err(e) => {
+                tracing::warn!("maps not pinned for bpftool: {e:#}");
+                None
+            }
+        };
         spawn_reader(dp.take_events()?, events)?;
         let mut sysctls = Vec::new();
         let mut saved = None;
@@ -124,6 +131,7 @@ impl Iface {
             promiscuous: false,
             sysctls,
             saved,
+            pinned,
             unicast: BTreeMap::new(),
         })
     }
@@ -229,6 +237,9 @@ impl Drop for Iface {
         }
         if let Some(file) = &self.saved {
             let _ = std::fs::remove_file(file);
+        }
+        if let Some(dir) = &self.pinned {
+            DataPlane::unpin(dir);
         }
     }
 }

@@ -23,6 +23,15 @@ pub static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/car
 /// Name of the XDP program inside [`OBJECT`].
 const PROGRAM: &str = "carp";
 
+/// Where bpffs is mounted, and pins live by default.
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// Whether `path` is on bpffs (BPF_FS_MAGIC).
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+}
+
 /// Maps pinned for inspection.
 const PINNED: [&str; 4] = [maps::STATS, maps::VHIDS, maps::VIPS, maps::REPLAY];
 
@@ -134,8 +143,23 @@ impl DataPlane {
     }
 
     /// Pins the inspectable maps under `dir` (e.g. /sys/fs/bpf/carp/eth0), replacing pins
-    /// a previous agent left: a stale pin would otherwise show old state.
+    /// a previous agent left: a stale pin would otherwise show old state. Mounts bpffs on
+    /// /sys/fs/bpf first where it is missing, as bpftool does: `ip netns exec` gives a
+    /// fresh /sys without it (pins made there live in that mount namespace only; `[agent]
+    /// netns` keeps the host's /sys/fs/bpf).
     pub fn pin(&self, dir: &Path) -> Result<()> {
+        if dir.starts_with(BPFFS) && !is_bpffs(Path::new(BPFFS)) {
+            std::fs::create_dir_all(BPFFS)?;
+            nix::mount::mount(
+                Some("bpf"),
+                BPFFS,
+                Some("bpf"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .with_context(|| format!("mounting bpffs on {BPFFS}"))?;
+            tracing::info!("mounted bpffs on {BPFFS} (it was missing)");
+        }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for name in PINNED {
             let path = dir.join(name);
@@ -151,6 +175,15 @@ impl DataPlane {
                 .with_context(|| format!("pinning {}", path.display()))?;
         }
         Ok(())
+    }
+
+    /// Removes the pins [`DataPlane::pin`] made under `dir`, and `dir` when it is left
+    /// empty: a clean stop leaves nothing behind for bpftool to show.
+    pub fn unpin(dir: &Path) {
+        for name in PINNED {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+        let _ = std::fs::remove_dir(dir);
     }
 
     fn hash_map<K: aya::Pod, V: aya::Pod>(

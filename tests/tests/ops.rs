@@ -173,5 +173,11 @@ fn netns_setting_runs_the_agent_in_its_namespace() {
         dump.contains("\"vhid\":1") && dump.contains("\"state\":2"),
         "{dump}"
     );
-    drop(a);
+    // A clean stop takes its pins away.
+    let pinned = std::path::Path::new(&pins.0).join("eth0");
+    assert!(pinned.exists());
+    let mut a = a;
+    a.signal(Signal::SIGTERM).unwrap();
+    a.wait(Duration::from_secs(5)).unwrap();
+    assert!(!pinned.exists(), "{} left behind", pinned.display());
 }
