@@ -198,8 +198,15 @@ impl Iface {
     /// Removes a VHID's entries: the program no longer knows it.
     pub fn unregister(&mut self, v: &Vhid) {
         let _ = self.dp.remove_vhid(&v.key());
-        for (key, _) in v.vip_entries() {
-            let _ = self.dp.remove_vip(&key);
+        self.forget(v.ifindex, &v.plan.vips);
+    }
+
+    /// Removes the entries of VIPs a VHID no longer has.
+    pub fn forget(&mut self, ifindex: u32, vips: &[(IpAddr, u8)]) {
+        for (vip, _) in vips {
+            let _ = self
+                .dp
+                .remove_vip(&carp_common::maps::VipKey::new(ifindex, 0, *vip));
         }
     }
 
@@ -335,15 +342,20 @@ impl Placement {
 
     /// Removes what [`Placement::add`] configured.
     pub async fn remove(&self, v: &Vhid) {
-        for (vip, prefix) in v.routed() {
-            if let Err(e) = self.nl.del_subnet_route(v.ifindex, *vip, *prefix).await {
-                tracing::error!("vhid {}: {e:#}", v.plan.vhid);
+        self.withdraw(v.ifindex, &v.plan.vips, v.routed()).await;
+    }
+
+    /// Removes `vips` and the routes of `routed` from a master on `ifindex`.
+    pub async fn withdraw(&self, ifindex: u32, vips: &[(IpAddr, u8)], routed: &[(IpAddr, u8)]) {
+        for (vip, prefix) in routed {
+            if let Err(e) = self.nl.del_subnet_route(ifindex, *vip, *prefix).await {
+                tracing::error!("{e:#}");
             }
         }
-        for (vip, prefix) in &v.plan.vips {
-            let (index, _) = self.home(v.ifindex, *vip, *prefix);
+        for (vip, prefix) in vips {
+            let (index, _) = self.home(ifindex, *vip, *prefix);
             if let Err(e) = self.nl.del_vip(index, *vip).await {
-                tracing::error!("vhid {}: {e:#}", v.plan.vhid);
+                tracing::error!("{e:#}");
             }
         }
     }

@@ -147,6 +147,46 @@ impl Vhid {
         })
     }
 
+    /// Whether `plan` can replace this VHID's in place (a reload keeps the state): the
+    /// same interface, number and protocol, MAC mode, peers and source. Anything else
+    /// recreates the VHID.
+    pub fn takes(&self, plan: &Plan) -> bool {
+        let p = &self.plan;
+        p.interface == plan.interface
+            && p.vhid == plan.vhid
+            && p.protocol() == plan.protocol()
+            && p.mac == plan.mac
+            && p.peers == plan.peers
+            && p.src == plan.src
+    }
+
+    /// Applies `plan` in place (see [`Vhid::takes`]): election settings, VIPs, password,
+    /// hooks and groups change, state and timers stay. Returns the words for the log.
+    pub fn reconfigure(
+        &mut self,
+        plan: Plan,
+        link: &Link,
+        addrs: &[Address],
+        vips_on: VipPlacement,
+        forwarding_v6: bool,
+    ) -> Result<String> {
+        let old = std::mem::replace(&mut self.plan, plan.clone());
+        let fresh = match Vhid::new(plan, link, addrs, vips_on, forwarding_v6) {
+            Ok(v) => v,
+            Err(e) => {
+                self.plan = old;
+                return Err(e);
+            }
+        };
+        self.machine.reconfigure(*fresh.machine.config());
+        self.auth = fresh.auth;
+        self.sources = fresh.sources;
+        self.mac = fresh.mac;
+        self.router = fresh.router;
+        self.routed = fresh.routed;
+        Ok(changes(&old, &self.plan))
+    }
+
     pub fn key(&self) -> VhidKey {
         VhidKey::new(self.ifindex, 0, self.plan.vhid)
     }
@@ -388,4 +428,46 @@ impl Vhid {
             send_errors: self.n.send_errors,
         }
     }
+}
+
+/// What a reload changed, in the log's words: "advskew 0 -> 50, VIPs +192.0.2.60/24".
+fn changes(old: &Plan, new: &Plan) -> String {
+    let mut out = Vec::new();
+    if old.timing != new.timing {
+        out.push(format!("{} -> {}", old.timing, new.timing));
+    }
+    if old.preempt != new.preempt {
+        out.push(format!("preempt {} -> {}", old.preempt, new.preempt));
+    }
+    let added: Vec<String> = new
+        .vips
+        .iter()
+        .filter(|v| !old.vips.contains(v))
+        .map(|(a, l)| format!("+{a}/{l}"))
+        .collect();
+    let removed: Vec<String> = old
+        .vips
+        .iter()
+        .filter(|v| !new.vips.contains(v))
+        .map(|(a, l)| format!("-{a}/{l}"))
+        .collect();
+    if !added.is_empty() || !removed.is_empty() {
+        out.push(format!("VIPs {}", [added, removed].concat().join(" ")));
+    }
+    if old.password != new.password {
+        out.push("password".into());
+    }
+    if old.groups != new.groups {
+        out.push(format!("groups {:?} -> {:?}", old.groups, new.groups));
+    }
+    if (&old.up_script, &old.down_script) != (&new.up_script, &new.down_script) {
+        out.push("hooks".into());
+    }
+    if old.garp_count != new.garp_count {
+        out.push(format!(
+            "garp_count {} -> {}",
+            old.garp_count, new.garp_count
+        ));
+    }
+    out.join(", ")
 }

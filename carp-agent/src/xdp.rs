@@ -26,10 +26,10 @@ const PROGRAM: &str = "carp";
 /// Where bpffs is mounted, and pins live by default.
 const BPFFS: &str = "/sys/fs/bpf";
 
-/// Whether `path` is on bpffs (BPF_FS_MAGIC).
+/// Whether `path` is on bpffs.
 fn is_bpffs(path: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }
 
 /// Maps pinned for inspection.

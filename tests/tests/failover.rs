@@ -5,6 +5,7 @@
 #![cfg(feature = "root")]
 
 use carp_agent::control::Verdict;
+use carp_common::State;
 use carp_tests::{
     agent::{Agent, TempDir, start_pair},
     lan::{Lan, one_mac_answers},
@@ -462,5 +463,66 @@ fn an_ipv6_vip_is_answered_by_the_master_only() {
         b.xdp_counter("ns_dropped") >= 1,
         "{}",
         b.ctl(&["status"]).unwrap()
+    );
+}
+
+/// Day two: a reload that changes a running VHID applies it in place, as FreeBSD's
+/// `ifconfig em0 vhid 1 advskew 10` does. Reloading the backup, then the master, for a
+/// new advskew, an added VIP, preemption and a hook, keeps the master MASTER with no
+/// transition, and a client pinging every 10 ms sees no gap (a restart of the VHID cost
+/// 3.0 s). The added VIP answers at once.
+#[test]
+fn a_reload_that_changes_a_vhid_keeps_the_master_answering() {
+    let (dir, lan, a, b) = group("reload", "192.0.2.50/24", (0, ""), (100, ""));
+    let probe = Probe::start(&lan.hosts[2].ns, "192.0.2.50").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (ta, tb) = (a.transitions(), b.transitions());
+    let hook = dir.path().join("up.sh");
+    std::fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // What changes, the VIP list, and the backup's extra settings; advskew goes from
+    // 0 / 100 to 10 / 110 at the first step.
+    let one = "192.0.2.50/24";
+    let two = "192.0.2.50/24\", \"192.0.2.60/24";
+    let hooked = format!("preempt = true\nup_script = \"{}\"", hook.display());
+    let steps = [
+        ("advskew", one, ""),
+        ("VIP added", two, ""),
+        ("preempt", two, "preempt = true"),
+        ("hook", two, hooked.as_str()),
+    ];
+    for (what, vips, extra_b) in steps {
+        b.rewrite(&vhid(1, vips, 110, extra_b, &dir, PASSWORD))
+            .unwrap();
+        a.rewrite(&vhid(1, vips, 10, "", &dir, PASSWORD)).unwrap();
+        b.ctl(&["reload"]).unwrap();
+        a.ctl(&["reload"]).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let (sa, sb) = (a.status().unwrap(), b.status().unwrap());
+        assert_eq!(
+            (sa.vhids[0].state, sb.vhids[0].state),
+            (State::Master, State::Backup),
+            "{what}"
+        );
+        assert_eq!((a.transitions(), b.transitions()), (ta, tb), "{what}");
+        assert_eq!(sa.vhids[0].advskew, 10, "{what}");
+        println!("{what}: the longest gap {:?}", probe.max_gap());
+        assert!(
+            probe.max_gap() < Duration::from_millis(50),
+            "{what}: gap {:?}",
+            probe.max_gap()
+        );
+    }
+    let ping = lan.hosts[2]
+        .ns
+        .command("ping")
+        .args(["-c", "2", "-W", "1", "192.0.2.60"])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "the added VIP does not answer");
+    assert!(
+        a.log_text().contains(
+            "changed (carp advbase 1 advskew 0 -> carp advbase 1 advskew 10), MASTER kept"
+        )
     );
 }

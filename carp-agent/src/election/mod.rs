@@ -207,6 +207,18 @@ impl Machine {
         self.state
     }
 
+    /// New settings for a running VHID (a reload; FreeBSD's `ifconfig em0 vhid 1 advskew
+    /// 50`): state and timers stay, the new timing goes out with the next advert and
+    /// applies to the next master-down wait, as carp_ioctl_set's changes do.
+    pub fn reconfigure(&mut self, cfg: Config) {
+        if let Timing::Vrrp3 { interval_cs, .. } = cfg.timing
+            && self.state != State::Backup
+        {
+            self.master_interval_cs = interval_cs;
+        }
+        self.cfg = cfg;
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }
