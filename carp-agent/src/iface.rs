@@ -259,7 +259,7 @@ pub fn ipv6_forwarding(interface: &str) -> bool {
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the XDP program's `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .expect("CLOCK_MONOTONIC is always there");
     u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0)

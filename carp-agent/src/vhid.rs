@@ -17,7 +17,8 @@ use crate::{
 };
 use anyhow::{Context as _, Result};
 use carp_common::{
-    maps::{AdvertEvent, VhidEntry, VhidKey, VipEntry, VipKey, flags},
+    maps::{AdvertEvent, PREVIOUS_AUTH_NS, VhidEntry, VhidKey, VipEntry, VipKey, flags},
+    sha1::CounterHmac,
     vrrp, wire,
 };
 use std::{
@@ -60,6 +61,9 @@ pub struct Vhid {
     router: bool,
     /// VIPs (on lo) whose subnet the master routes over the interface.
     routed: Vec<(IpAddr, u8)>,
+    /// The HMAC a reload replaced, and until when (CLOCK_MONOTONIC ns) the program still
+    /// accepts it: see [`carp_common::maps::VhidEntry::auth_previous`].
+    previous: Option<(CounterHmac, u64)>,
     n: Counters,
     since: Instant,
     last_reason: Reason,
@@ -140,6 +144,7 @@ impl Vhid {
             mac,
             router,
             routed,
+            previous: None,
             n: Counters::default(),
             since: Instant::now(),
             last_reason: Reason::LinkDown,
@@ -162,6 +167,8 @@ impl Vhid {
 
     /// Applies `plan` in place (see [`Vhid::takes`]): election settings, VIPs, password,
     /// hooks and groups change, state and timers stay. Returns the words for the log.
+    /// A changed digest (VIPs, password) keeps the old one accepted for
+    /// [`PREVIOUS_AUTH_NS`] from `now_ns`, so peers reloaded a little later still verify.
     pub fn reconfigure(
         &mut self,
         plan: Plan,
@@ -169,6 +176,7 @@ impl Vhid {
         addrs: &[Address],
         vips_on: VipPlacement,
         forwarding_v6: bool,
+        now_ns: u64,
     ) -> Result<String> {
         let old = std::mem::replace(&mut self.plan, plan.clone());
         let fresh = match Vhid::new(plan, link, addrs, vips_on, forwarding_v6) {
@@ -179,6 +187,12 @@ impl Vhid {
             }
         };
         self.machine.reconfigure(*fresh.machine.config());
+        let kernel = |a: &Option<Auth>| a.as_ref().map(Auth::kernel);
+        if let Some(old) = kernel(&self.auth)
+            && kernel(&fresh.auth) != Some(old)
+        {
+            self.previous = Some((old, now_ns.saturating_add(PREVIOUS_AUTH_NS)));
+        }
         self.auth = fresh.auth;
         self.sources = fresh.sources;
         self.mac = fresh.mac;
@@ -323,6 +337,10 @@ impl Vhid {
         if state == State::Master {
             let lease = u64::try_from(self.machine.lease().as_nanos()).unwrap_or(u64::MAX);
             entry.master_until = now_ns.saturating_add(lease);
+        }
+        if let Some((auth, until)) = self.previous {
+            entry.auth_previous = auth;
+            entry.previous_until = until;
         }
         entry
     }

@@ -74,7 +74,16 @@ pub struct VhidEntry {
     /// digest OpenBSD sends (carp_prepare_ad uses `HMAC_NOV6LL`; carp_hmac_verify accepts
     /// either).
     pub auth_nov6ll: CounterHmac,
+    /// The HMAC before a reload changed the VIPs or the password, accepted until
+    /// `previous_until` (`bpf_ktime_get_ns` time): peers reloaded a little later still
+    /// verify meanwhile, so a rolling change does not make a backup take over.
+    pub auth_previous: CounterHmac,
+    pub _pad_previous: [u8; 4],
+    pub previous_until: u64,
 }
+
+/// How long a reload keeps accepting the digests of the VIPs and password it replaced.
+pub const PREVIOUS_AUTH_NS: u64 = 300 * 1_000_000_000;
 
 impl VhidKey {
     pub const fn new(ifindex: u32, vlan: u16, vhid: u8) -> Self {
@@ -99,6 +108,9 @@ impl Default for VhidEntry {
             master_until: 0,
             auth: CounterHmac::default(),
             auth_nov6ll: CounterHmac::default(),
+            auth_previous: CounterHmac::default(),
+            _pad_previous: [0; 4],
+            previous_until: 0,
         }
     }
 }
@@ -326,7 +338,10 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<VhidKey>(), 8);
-        assert_eq!(size_of::<VhidEntry>(), 4 + 6 + 6 + 8 + 2 * (40 + 128 + 4));
+        assert_eq!(
+            size_of::<VhidEntry>(),
+            4 + 6 + 6 + 8 + 3 * (40 + 128 + 4) + 4 + 8
+        );
         assert_eq!(size_of::<VipKey>(), 24);
         assert_eq!(size_of::<VipEntry>(), 4);
         assert_eq!(size_of::<ReplayEntry>(), 40);

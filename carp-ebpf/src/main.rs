@@ -429,6 +429,11 @@ fn carp_advert(
     if !same(&entry.auth.digest(ev.counter, &mut s.blocks), digest)
         && (entry.flags & flags::NOV6LL == 0
             || !same(&entry.auth_nov6ll.digest(ev.counter, &mut s.blocks), digest))
+        && (now() >= entry.previous_until
+            || !same(
+                &entry.auth_previous.digest(ev.counter, &mut s.blocks),
+                digest,
+            ))
     {
         count!(bad_hmac);
         return Some(());

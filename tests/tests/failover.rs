@@ -520,6 +520,22 @@ fn a_reload_that_changes_a_vhid_keeps_the_master_answering() {
         .output()
         .unwrap();
     assert!(ping.status.success(), "the added VIP does not answer");
+    // A rolling change, the master reloaded well after its backup's master-down time:
+    // the backup still verifies the master's digest over the old VIP list.
+    b.rewrite(&vhid(1, one, 110, &hooked, &dir, PASSWORD))
+        .unwrap();
+    a.rewrite(&vhid(1, one, 10, "", &dir, PASSWORD)).unwrap();
+    b.ctl(&["reload"]).unwrap();
+    std::thread::sleep(MASTER_DOWN + Duration::from_secs(1));
+    assert_eq!(
+        b.state(1).as_deref(),
+        Some("BACKUP"),
+        "the backup took over"
+    );
+    a.ctl(&["reload"]).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!((a.transitions(), b.transitions()), (ta, tb));
+    assert_eq!(b.xdp_counter("bad_hmac"), 0);
     assert!(
         a.log_text().contains(
             "changed (carp advbase 1 advskew 0 -> carp advbase 1 advskew 10), MASTER kept"

@@ -477,6 +477,41 @@ fn both_openbsd_hmac_variants_verify() {
     assert_eq!(fx.run_counted(&f), (XDP_DROP, only(|s| s.bad_hmac = 1)));
 }
 
+/// After a reload changed the VIPs or the password, the digest it replaced verifies until
+/// `previous_until`, so a peer reloaded a little later does not look like a forger.
+#[test]
+fn the_replaced_digest_verifies_for_a_while() {
+    let mut fx = Fixture::new(State::Backup);
+    let old = Auth::new(b"old-pass", VHID, &[vip4().into(), vip6().into()]).unwrap();
+    let now = {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    };
+    let advert = |counter| CarpHeader {
+        digest: old.sign(counter),
+        ..fx.advert(counter, 0)
+    };
+    let (window, expired) = (advert(20), advert(21));
+    for (until, header, counted) in [
+        (now + 60_000_000_000, window, only(|s| s.adverts = 1)),
+        (now - 1, expired, only(|s| s.bad_hmac = 1)),
+    ] {
+        let mut entry = vhid_entry(
+            wire::VERSION,
+            State::Backup as u8,
+            0,
+            wire::virtual_mac(VHID),
+            IF_MAC,
+            Some(&fx.auth),
+        );
+        entry.auth_previous = old.kernel();
+        entry.previous_until = until;
+        fx.dp.set_vhid(&key(VHID, 0), &entry).unwrap();
+        let f = frame::carp(peer4(), &header);
+        assert_eq!(fx.run_counted(&f), (XDP_DROP, counted));
+    }
+}
+
 /// RFC 5798 allows up to 255 addresses (IPv4) and as many as one packet holds (IPv6);
 /// keepalived and FreeBSD 15 send them all. Longer than that is malformed.
 #[test]

@@ -26,7 +26,7 @@ use crate::{
     demotion::Demotion,
     election::{Action, Event, Reason, State, Timing},
     health, hooks,
-    iface::{Iface, Placement, ipv6_forwarding},
+    iface::{Iface, Placement, ipv6_forwarding, monotonic_ns},
     metrics,
     netlink::{self, Link, Netlink},
     preflight::{Options, preflight, vhids},
@@ -495,9 +495,14 @@ impl Agent {
         let vips_on = self.options.config.agent.vips_on;
         let r = &mut self.vhids[i];
         let (old_vips, old_routed) = (r.vhid.plan.vips.clone(), r.vhid.routed().to_vec());
-        let what = r
-            .vhid
-            .reconfigure(plan, &link, &addrs, vips_on, ipv6_forwarding(&link.name))?;
+        let what = r.vhid.reconfigure(
+            plan,
+            &link,
+            &addrs,
+            vips_on,
+            ipv6_forwarding(&link.name),
+            monotonic_ns(),
+        )?;
         r._memberships = memberships;
         let v = &r.vhid;
         let gone: Vec<_> = old_vips
