@@ -266,22 +266,35 @@ pub mod limits {
     /// Pause after a failed accept (file descriptors exhausted, say), instead of spinning.
     pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-    /// The connections being served, oldest first.
-    #[derive(Default)]
-    pub struct Clients {
-        live: std::collections::VecDeque<tokio::task::AbortHandle>,
-    }
-
-    impl Clients {
-        /// Serves one more connection on `task`, ending the oldest beyond [`CONNECTIONS`].
-        pub fn admit(&mut self, task: tokio::task::JoinHandle<()>) {
-            self.live.retain(|h| !h.is_finished());
-            while self.live.len() >= CONNECTIONS {
-                if let Some(oldest) = self.live.pop_front() {
+    /// Accepts with `accept` for ever, backing off after an error, and serves each
+    /// connection with `serve` for at most [`IO`], ending the oldest beyond
+    /// [`CONNECTIONS`].
+    pub async fn serve_each<S, A, F>(
+        what: &str,
+        mut accept: impl FnMut() -> A,
+        serve: impl Fn(S) -> F,
+    ) where
+        A: Future<Output = std::io::Result<S>>,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut live = std::collections::VecDeque::<tokio::task::AbortHandle>::new();
+        loop {
+            let stream = match accept().await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!("{what}: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            live.retain(|h| !h.is_finished());
+            while live.len() >= CONNECTIONS {
+                if let Some(oldest) = live.pop_front() {
                     oldest.abort();
                 }
             }
-            self.live.push_back(task.abort_handle());
+            let task = tokio::spawn(tokio::time::timeout(IO, serve(stream)));
+            live.push_back(task.abort_handle());
         }
     }
 }
@@ -321,21 +334,13 @@ pub async fn listen(path: &Path) -> Result<UnixListener> {
 /// Accepts connections forever, at most [`limits::CONNECTIONS`] at a time, forwarding
 /// requests to the event loop.
 pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
-    let mut clients = limits::Clients::default();
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!("control socket: {e}");
-                tokio::time::sleep(limits::ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
-        let tx = tx.clone();
-        clients.admit(tokio::spawn(async move {
-            let _ = tokio::time::timeout(limits::IO, answer(stream, tx)).await;
-        }));
-    }
+    let listener = &listener;
+    limits::serve_each(
+        "control socket",
+        || async move { listener.accept().await.map(|(s, _)| s) },
+        |stream| answer(stream, tx.clone()),
+    )
+    .await;
 }
 
 /// Reads one request line of at most [`limits::REQUEST_BYTES`] and writes the reply.

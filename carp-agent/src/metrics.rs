@@ -32,27 +32,24 @@ pub async fn serve(addr: SocketAddr, tx: mpsc::Sender<Scrape>) -> anyhow::Result
     let listener = TcpListener::bind(addr).await?;
     tracing::info!("metrics on http://{addr}/metrics");
     tokio::spawn(async move {
-        let mut clients = limits::Clients::default();
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!("metrics: {e}");
-                    tokio::time::sleep(limits::ACCEPT_BACKOFF).await;
-                    continue;
+        let listener = &listener;
+        limits::serve_each(
+            "metrics",
+            || async move { listener.accept().await.map(|(s, _)| s) },
+            |stream| {
+                let tx = tx.clone();
+                async move {
+                    let service = service_fn(move |req| respond(req, tx.clone()));
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits::IO)
+                        .keep_alive(false)
+                        .serve_connection(TokioIo::new(stream), service);
+                    let _ = conn.await;
                 }
-            };
-            let tx = tx.clone();
-            clients.admit(tokio::spawn(async move {
-                let service = service_fn(move |req| respond(req, tx.clone()));
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits::IO)
-                    .keep_alive(false)
-                    .serve_connection(TokioIo::new(stream), service);
-                let _ = tokio::time::timeout(limits::IO, conn).await;
-            }));
-        }
+            },
+        )
+        .await;
     });
     Ok(())
 }
