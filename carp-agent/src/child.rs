@@ -1,9 +1,11 @@
 //! The agent's children, hooks and health checks, started one way: an environment with
-//! nothing of the agent's but a few harmless variables (the password may be in the
-//! agent's own, from `pass_env` or ucarp's `-p`), a process group of their own that is
-//! killed whole at the timeout, and their output read up to a bound.
+//! nothing of the agent's but a few harmless variables and the `CARP_*` settings an
+//! operator gives hooks (`Environment=CARP_HAST_RESOURCES=…`), never a variable that holds
+//! a password (`pass_env`, ucarp's `-p`); a process group of their own that is killed
+//! whole at the timeout; and their output read up to a bound.
 
 use std::{
+    collections::BTreeSet,
     path::Path,
     process::{ExitStatus, Stdio},
     sync::{Arc, Mutex},
@@ -23,15 +25,27 @@ pub const OUTPUT_BYTES: u64 = 64 * 1024;
 /// may hold the pipe open for ever.
 const DRAIN: Duration = Duration::from_millis(100);
 
+/// Names of the agent's variables that hold a password: never passed on.
+static SECRETS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Keeps the variable `name` (a `pass_env`) from every child.
+pub fn hide(name: &str) {
+    SECRETS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_owned());
+}
+
 /// `program`, in a clean environment and a process group of its own.
 pub fn command(program: &Path) -> Command {
+    let secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let passed = std::env::vars_os().filter(|(k, _)| {
+        let k = k.to_string_lossy();
+        (INHERITED.contains(&k.as_ref()) || k.starts_with("CARP_")) && !secrets.contains(k.as_ref())
+    });
     let mut cmd = Command::new(program);
     cmd.env_clear()
-        .envs(
-            INHERITED
-                .iter()
-                .filter_map(|k| Some((k, std::env::var_os(k)?))),
-        )
+        .envs(passed)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -136,17 +150,28 @@ mod tests {
         cmd
     }
 
-    /// No secret reaches a child: only the listed variables are inherited.
+    /// No secret reaches a child: the listed variables and CARP_* settings are inherited,
+    /// a hidden one (a `pass_env`) and everything else are not.
     #[tokio::test]
     async fn the_environment_is_clean() {
-        // SAFETY: this test alone uses the variable.
-        unsafe { std::env::set_var("CARP_CHILD_TEST_SECRET", "hunter2") };
+        // SAFETY: this test alone uses these variables.
+        unsafe {
+            std::env::set_var("CARP_CHILD_TEST_SECRET", "hunter2");
+            std::env::set_var("CARP_CHILD_TEST_SETTING", "for-the-hook");
+            std::env::set_var("OTHER_CHILD_TEST", "not-passed");
+        }
+        hide("CARP_CHILD_TEST_SECRET");
         let out = run(sh("env"), Duration::from_secs(5), Leftovers::Keep)
             .await
             .unwrap();
         let env = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.unwrap().success());
         assert!(!env.contains("hunter2"), "{env}");
+        assert!(!env.contains("not-passed"), "{env}");
+        assert!(
+            env.contains("CARP_CHILD_TEST_SETTING=for-the-hook"),
+            "{env}"
+        );
         assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
     }
 

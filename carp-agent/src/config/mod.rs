@@ -428,6 +428,7 @@ fn password(v: &VhidConfig, base: &Path) -> Result<Vec<u8>, String> {
         }
         pw
     } else if let Some(var) = &v.pass_env {
+        crate::child::hide(var);
         std::env::var_os(var)
             .ok_or_else(|| format!("pass_env names {var}, which is not set"))?
             .into_encoded_bytes()
