@@ -326,14 +326,7 @@ impl Vhid {
             Protocol::Vrrp3 => vrrp::VERSION,
         };
         let state = self.state();
-        let mut entry = vhid_entry(
-            version,
-            state as u8,
-            fl,
-            self.mac,
-            if_mac,
-            self.auth.as_ref(),
-        );
+        let mut entry = vhid_entry(version, state, fl, self.mac, if_mac, self.auth.as_ref());
         if state == State::Master {
             let lease = u64::try_from(self.machine.lease().as_nanos()).unwrap_or(u64::MAX);
             entry.master_until = now_ns.saturating_add(lease);

@@ -12,6 +12,7 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use carp_common::{
+    State,
     maps::{self, AdvertEvent, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats},
     wire,
 };
@@ -44,7 +45,7 @@ pub struct DataPlane {
 /// to verify digests (the prepared HMAC, never the password).
 pub fn vhid_entry(
     version: u8,
-    state: u8,
+    state: State,
     flags: u8,
     mac: [u8; 6],
     if_mac: [u8; 6],

@@ -48,8 +48,8 @@ pub struct VhidKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VhidEntry {
-    /// A [`State`] as a byte.
-    pub state: u8,
+    /// The VHID's [`State`]: a BTF enum, so `bpftool map dump` prints its name.
+    pub state: State,
     /// Protocol version expected: [`crate::wire::VERSION`] (CARP) or
     /// [`crate::vrrp::VERSION`] (VRRPv3).
     pub version: u8,
@@ -99,7 +99,7 @@ impl VhidKey {
 impl Default for VhidEntry {
     fn default() -> Self {
         Self {
-            state: State::Init as u8,
+            state: State::Init,
             version: 0,
             flags: 0,
             _pad: 0,
@@ -159,8 +159,8 @@ pub struct VipEntry {
 
 /// Whether a MASTER entry still holds its lease at `now_ns`.
 #[inline(always)]
-pub fn answers(state: u8, master_until: u64, now_ns: u64) -> bool {
-    state == State::Master as u8 && now_ns < master_until
+pub fn answers(state: State, master_until: u64, now_ns: u64) -> bool {
+    state == State::Master && now_ns < master_until
 }
 
 /// The last CARP advert handed to the agent for a VHID. OpenBSD's `carp_prepare_ad` puts
@@ -322,6 +322,9 @@ mod pod {
     // fields; every bit pattern is valid.
     unsafe impl aya::Pod for super::XdpStats {}
     unsafe impl aya::Pod for super::VhidKey {}
+    // SAFETY: as above, but for `state`, a `State`, valid as 0, 1 or 2 only. The agent is
+    // the map's only writer and never reads an entry back: bytes only go from a valid
+    // value into the kernel (the program reads the field as the byte it is).
     unsafe impl aya::Pod for super::VhidEntry {}
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::VipEntry {}

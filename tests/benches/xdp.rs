@@ -34,14 +34,7 @@ fn main() {
     let key = VhidKey::new(LO, 0, 1);
     let vmac = wire::virtual_mac(1);
     // MASTER with a lease that never runs out.
-    let mut vhid = vhid_entry(
-        wire::VERSION,
-        State::Master as u8,
-        0,
-        vmac,
-        vmac,
-        Some(&auth),
-    );
+    let mut vhid = vhid_entry(wire::VERSION, State::Master, 0, vmac, vmac, Some(&auth));
     vhid.master_until = u64::MAX;
     dp.set_vhid(&key, &vhid).unwrap();
     let entry = VipEntry {
@@ -60,14 +53,7 @@ fn main() {
             .map(|i| Ipv4Addr::from(0xc633_6400 + i).into())
             .collect();
         let auth = Auth::new(b"testpass", vhid, &vips).unwrap();
-        let entry = vhid_entry(
-            wire::VERSION,
-            State::Backup as u8,
-            0,
-            vmac,
-            vmac,
-            Some(&auth),
-        );
+        let entry = vhid_entry(wire::VERSION, State::Backup, 0, vmac, vmac, Some(&auth));
         (auth, entry)
     };
     let (auth16, entry16) = many(2, 16);

@@ -170,7 +170,7 @@ fn netns_setting_runs_the_agent_in_its_namespace() {
         .unwrap();
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(
-        dump.contains("\"vhid\":1") && dump.contains("\"state\":2"),
+        dump.contains("\"vhid\":1") && dump.contains("\"state\":\"Master\""),
         "{dump}"
     );
     // A clean stop takes its pins away.

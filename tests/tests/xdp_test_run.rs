@@ -61,7 +61,7 @@ impl Fixture {
         let events = dp.take_events().unwrap();
         let mut f = Self { dp, events, auth };
         f.set_state(st, flags::VMAC);
-        let vrrp = vhid_entry(vrrp::VERSION, st as u8, 0, IF_MAC, IF_MAC, None);
+        let vrrp = vhid_entry(vrrp::VERSION, st, 0, IF_MAC, IF_MAC, None);
         f.dp.set_vhid(&key(VRID, 0), &vrrp).unwrap();
         f
     }
@@ -73,7 +73,7 @@ impl Fixture {
 
     fn set_state_until(&mut self, st: State, fl: u8, master_until: u64) {
         let vmac = wire::virtual_mac(VHID);
-        let mut entry = vhid_entry(wire::VERSION, st as u8, fl, vmac, IF_MAC, Some(&self.auth));
+        let mut entry = vhid_entry(wire::VERSION, st, fl, vmac, IF_MAC, Some(&self.auth));
         entry.master_until = master_until;
         self.dp.set_vhid(&key(VHID, 0), &entry).unwrap();
         self.dp.set_vhid(&key(VHID, 7), &entry).unwrap();
@@ -498,7 +498,7 @@ fn the_replaced_digest_verifies_for_a_while() {
     ] {
         let mut entry = vhid_entry(
             wire::VERSION,
-            State::Backup as u8,
+            State::Backup,
             0,
             wire::virtual_mac(VHID),
             IF_MAC,
@@ -576,7 +576,7 @@ fn frames_to_the_ipv6_vrrp_mac_are_ours_while_master() {
     let mac6 = wire::virtual_mac_v6(VRID);
     let mut entry = vhid_entry(
         vrrp::VERSION,
-        State::Master as u8,
+        State::Master,
         flags::VMAC,
         mac6,
         IF_MAC,
@@ -594,7 +594,7 @@ fn frames_to_the_ipv6_vrrp_mac_are_ours_while_master() {
     let mut v4 = f.clone();
     v4[..6].copy_from_slice(&wire::virtual_mac(VRID));
     assert_eq!(fx.run(&v4), (XDP_PASS, v4.clone()), "not this VHID's MAC");
-    entry.state = State::Backup as u8;
+    entry.state = State::Backup;
     fx.dp.set_vhid(&key(VRID, 0), &entry).unwrap();
     let (verdict, delta) = fx.run_counted(&f);
     assert_eq!((verdict, delta.vmac_dropped), (XDP_DROP, 1));
