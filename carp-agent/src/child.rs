@@ -140,9 +140,41 @@ async fn drained(mut reader: Reader) -> Vec<u8> {
     std::mem::take(&mut *reader.got.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
+/// For tests of what children leave behind.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::{path::Path, time::Duration};
+
+    /// The pid a script wrote to `file` (`sleep 30 & echo $! > file`); removes the file.
+    pub fn background_pid(file: &Path) -> i32 {
+        let pid = std::fs::read_to_string(file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::fs::remove_file(file).unwrap();
+        pid
+    }
+
+    /// Whether `pid` is gone (or a zombie) within a second.
+    pub async fn gone(pid: i32) -> bool {
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.starts_with(" Z")))
+        };
+        for _ in 0..100 {
+            if !running() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{testing::*, *};
 
     fn sh(script: &str) -> Command {
         let mut cmd = command(Path::new("/bin/sh"));
@@ -196,16 +228,8 @@ mod tests {
             .await
             .unwrap();
         assert!(out.status.is_none());
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        std::fs::remove_file(&pid_file).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        // Gone (or a zombie of init's): no longer running.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(stat.is_empty() || stat.contains(") Z "), "{stat}");
+        let pid = background_pid(&pid_file);
+        assert!(gone(pid).await, "{pid} outlived the timeout");
     }
 
     #[tokio::test]

@@ -183,23 +183,11 @@ mod tests {
             run(&check(&["/bin/sh", "-c", &script], 0.3)).await,
             Err("killed after 300ms".into())
         );
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        std::fs::remove_file(&pid_file).unwrap();
-        let alive = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.starts_with(" Z")))
-        };
-        for _ in 0..100 {
-            if !alive() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(!alive(), "the check's background sleep {pid} outlived it");
+        let pid = child::testing::background_pid(&pid_file);
+        assert!(
+            child::testing::gone(pid).await,
+            "the check's background sleep {pid} outlived it"
+        );
         let missing = run(&check(&["/nonexistent/check"], 1.0)).await.unwrap_err();
         assert!(
             missing.starts_with("/nonexistent/check could not start"),

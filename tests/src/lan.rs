@@ -2,12 +2,9 @@
 //! veth each (eth0) to it, addresses from 192.0.2.0/24 and 2001:db8::/64. Everything goes
 //! when the `Lan` is dropped.
 
-use crate::netns::{Netns, ip};
+use crate::netns::Netns;
 use anyhow::Result;
-use std::{
-    net::{Ipv4Addr, Ipv6Addr},
-    process::Command,
-};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub struct Host {
     pub ns: Netns,
@@ -28,17 +25,7 @@ impl Lan {
     /// A bridge with `names.len()` hosts; host `i` gets 192.0.2.(i+1) and 2001:db8::(i+1).
     pub fn new(tag: &str, names: &[&str]) -> Result<Self> {
         let switch = Netns::new(&format!("{tag}-sw"))?;
-        // Snooping off: multicast adverts reach every port from the start.
-        switch.ip(&[
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])?;
-        switch.ip(&["link", "set", "br0", "up"])?;
+        switch.bridge("br0")?;
         let mut lan = Self {
             hosts: Vec::new(),
             switch,
@@ -54,28 +41,8 @@ impl Lan {
         let i = self.hosts.len();
         let ns = Netns::new(&format!("{tag}-{name}"))?;
         let port = format!("p{i}");
-        ip(&[
-            "link",
-            "add",
-            "eth0",
-            "netns",
-            ns.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            self.switch.name(),
-        ])?;
-        self.switch
-            .ip(&["link", "set", &port, "master", "br0", "up"])?;
-        // Native XDP on a veth only delivers XDP_TX frames when the peer has GRO on.
-        crate::netns::run(
-            Command::new("ip")
-                .args(["netns", "exec", self.switch.name()])
-                .args(["ethtool", "-K", &port, "gro", "on"]),
-        )?;
+        self.switch.uplink(&ns, &port)?;
+        self.switch.ip(&["link", "set", &port, "master", "br0"])?;
         let addr = Ipv4Addr::new(192, 0, 2, 1 + i as u8);
         let addr6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1 + i as u16);
         ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
@@ -87,7 +54,6 @@ impl Lan {
             "eth0",
             "nodad",
         ])?;
-        ns.ip(&["link", "set", "eth0", "up"])?;
         self.hosts.push(Host {
             ns,
             name: name.to_string(),

@@ -81,6 +81,39 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// A bridge `name` here, up, with multicast snooping off: multicast adverts reach
+    /// every port from the start.
+    pub fn bridge(&self, name: &str) -> Result<()> {
+        self.ip(&["link", "add", name, "type", "bridge", "mcast_snooping", "0"])?;
+        self.ip(&["link", "set", name, "up"])?;
+        Ok(())
+    }
+
+    /// `host`'s eth0, a veth whose other end is `port` here, both up. The port has GRO on:
+    /// native XDP on a veth only delivers XDP_TX frames when its peer has GRO on.
+    pub fn uplink(&self, host: &Netns, port: &str) -> Result<()> {
+        ip(&[
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            host.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            self.name(),
+        ])?;
+        self.ip(&["link", "set", port, "up"])?;
+        run(self.command("ethtool").args(["-K", port, "gro", "on"]))?;
+        host.ip(&["link", "set", "eth0", "up"])?;
+        Ok(())
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         if let Err(e) = ip(&["netns", "del", &self.name]) {

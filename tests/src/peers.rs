@@ -1,11 +1,18 @@
 //! The peers carp is compared with and must interoperate with, run in namespaces:
-//! Debian's ucarp and keepalived (VRRPv3). Each is killed when dropped.
+//! Debian's ucarp and keepalived (VRRPv3), and scripted peers that send whatever frames a
+//! test builds. Each is stopped when dropped.
 
 use crate::netns::Netns;
+use carp_agent::send::PacketSocket;
 use nix::sys::signal::Signal;
 use std::{
     path::{Path, PathBuf},
     process::{Child, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -231,5 +238,47 @@ impl Drop for Keepalived {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A scripted peer: sends what `frame` returns from `ns`'s eth0 every `every`, until
+/// dropped. Its frames are whole, so it can be anything on the link: an OpenBSD master, a
+/// stranger, an attacker.
+pub struct Scripted {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Scripted {
+    pub fn start(
+        ns: &Netns,
+        every: Duration,
+        mut frame: impl FnMut() -> Vec<u8> + Send + 'static,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let file = std::fs::File::open(format!("/var/run/netns/{}", ns.name())).unwrap();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let ifindex = nix::net::if_::if_nametoindex("eth0").unwrap();
+            let sock = PacketSocket::bind(ifindex).unwrap();
+            while !flag.load(Ordering::Relaxed) {
+                sock.send(&frame()).unwrap();
+                std::thread::sleep(every);
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -7,7 +7,7 @@
 
 use carp_tests::{
     agent::{Agent, TempDir},
-    netns::{Netns, ip, run},
+    netns::{Netns, run},
 };
 use serde::Deserialize;
 use std::{
@@ -38,24 +38,7 @@ impl Jails {
         let two = Netns::new(&format!("{tag}-two")).unwrap();
         let three = Netns::new(&format!("{tag}-three")).unwrap();
         for (host, port) in [(&two, "epair1a"), (&three, "epair2a")] {
-            ip(&[
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                host.name(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                port,
-                "netns",
-                one.name(),
-            ])
-            .unwrap();
-            one.ip(&["link", "set", port, "up"]).unwrap();
-            run(one.command("ethtool").args(["-K", port, "gro", "on"])).unwrap();
-            host.ip(&["link", "set", "eth0", "up"]).unwrap();
+            one.uplink(host, port).unwrap();
         }
         Self { two, three, one }
     }
@@ -63,22 +46,10 @@ impl Jails {
     /// [`Jails::new`] with "_one" bridging its two ports on `br0`, which gets `addrs`.
     fn bridged(tag: &str, addrs: &[&str]) -> Self {
         let j = Self::new(tag);
-        // Snooping off: multicast adverts reach every port from the start.
-        j.one
-            .ip(&[
-                "link",
-                "add",
-                "br0",
-                "type",
-                "bridge",
-                "mcast_snooping",
-                "0",
-            ])
-            .unwrap();
+        j.one.bridge("br0").unwrap();
         for port in ["epair1a", "epair2a"] {
             j.one.ip(&["link", "set", port, "master", "br0"]).unwrap();
         }
-        j.one.ip(&["link", "set", "br0", "up"]).unwrap();
         for a in addrs {
             addr(&j.one, "br0", a);
         }

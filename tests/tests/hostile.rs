@@ -5,17 +5,17 @@
 // Needs root (namespaces, BPF): `cargo xtask test` runs it.
 #![cfg(feature = "root")]
 
-use carp_agent::{frame, hmac::Auth, send::PacketSocket};
+use carp_agent::{frame, hmac::Auth};
 use carp_common::{State, wire::CarpHeader};
 use carp_tests::{
     agent::{Agent, TempDir, agent_bin, write_secret},
     lan::Lan,
     netns::Netns,
+    peers::Scripted,
 };
 use nix::sys::signal::Signal;
 use std::{
     io::{Read as _, Write as _},
-    net::IpAddr,
     os::unix::{fs::PermissionsExt as _, net::UnixStream},
     time::{Duration, Instant},
 };
@@ -219,30 +219,30 @@ fn a_unicast_group_ignores_strangers() {
     // The stranger: a bow-out, which would make the backup take over at once.
     let auth = Auth::new(PASSWORD.as_bytes(), 1, &["192.0.2.50".parse().unwrap()]).unwrap();
     let b_mac = mac_of(&lan.hosts[1].ns);
-    let (from, to): (IpAddr, IpAddr) = (lan.hosts[2].addr.into(), lan.hosts[1].addr.into());
-    let file = std::fs::File::open(format!("/var/run/netns/{}", lan.hosts[2].ns.name())).unwrap();
-    let sender = std::thread::spawn(move || {
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let sock = PacketSocket::bind(nix::net::if_::if_nametoindex("eth0").unwrap()).unwrap();
-        for counter in 0..20u64 {
-            let h = CarpHeader {
-                vhid: 1,
-                advskew: 255,
-                demote: 0,
-                advbase: 255,
-                counter,
-                digest: auth.sign(counter),
-            };
-            let (IpAddr::V4(s), IpAddr::V4(d)) = (from, to) else {
-                unreachable!()
-            };
-            let mut f = frame::ethernet(b_mac, [2, 0, 0, 0, 0, 0x66], None, frame::ETH_P_IP);
-            f.extend(frame::ipv4(s.octets(), d.octets(), 64, 112, &h.encode()));
-            sock.send(&f).unwrap();
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    let (from, to) = (lan.hosts[2].addr, lan.hosts[1].addr);
+    let mut counter = 0u64;
+    let stranger = Scripted::start(&lan.hosts[2].ns, Duration::from_millis(100), move || {
+        counter += 1;
+        let h = CarpHeader {
+            vhid: 1,
+            advskew: 255,
+            demote: 0,
+            advbase: 255,
+            counter,
+            digest: auth.sign(counter),
+        };
+        let mut f = frame::ethernet(b_mac, [2, 0, 0, 0, 0, 0x66], None, frame::ETH_P_IP);
+        f.extend(frame::ipv4(
+            from.octets(),
+            to.octets(),
+            64,
+            112,
+            &h.encode(),
+        ));
+        f
     });
-    sender.join().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    drop(stranger);
     let backup = &b.status().unwrap().vhids[0];
     assert_eq!(backup.state, State::Backup, "{}", b.log_text());
     assert!(backup.adverts_refused >= 15, "{backup:?}");

@@ -5,7 +5,7 @@
 // Needs root (namespaces, BPF): `cargo xtask test` runs it.
 #![cfg(feature = "root")]
 
-use carp_agent::{frame, hmac::Auth, send::PacketSocket};
+use carp_agent::{frame, hmac::Auth};
 use carp_common::{
     State,
     vrrp::Vrrp3Header,
@@ -14,56 +14,19 @@ use carp_common::{
 use carp_tests::{
     agent::{Agent, TempDir},
     lan::Lan,
-    netns::Netns,
+    peers::Scripted,
 };
 use std::{
     net::IpAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU8, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 const PASSWORD: &str = "openbsd-secret";
 const VIP: &str = "192.0.2.50";
-
-/// A peer sending `frame(n)` (n = 0, 1, ...) from `ns`'s eth0 every `every` until dropped.
-struct Peer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Peer {
-    fn start(ns: &Netns, every: Duration, frame: impl Fn() -> Vec<u8> + Send + 'static) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let file = std::fs::File::open(format!("/var/run/netns/{}", ns.name())).unwrap();
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let ifindex = nix::net::if_::if_nametoindex("eth0").unwrap();
-            let sock = PacketSocket::bind(ifindex).unwrap();
-            while !flag.load(Ordering::Relaxed) {
-                sock.send(&frame()).unwrap();
-                std::thread::sleep(every);
-            }
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// The VHID's status row and the agent's first interface's XDP counter `name`.
 fn vhid_and_counter(agent: &Agent, name: &str) -> (State, String, u64) {
@@ -107,7 +70,7 @@ fn an_openbsd_master_with_its_constant_counter_keeps_the_backup() {
     let demote = Arc::new(AtomicU8::new(0));
     let src: IpAddr = lan.hosts[1].addr.into();
     let byte = demote.clone();
-    let peer = Peer::start(&lan.hosts[1].ns, Duration::from_secs(1), move || {
+    let peer = Scripted::start(&lan.hosts[1].ns, Duration::from_secs(1), move || {
         let h = CarpHeader {
             vhid: 1,
             advskew: 0,
@@ -168,7 +131,7 @@ fn a_freebsd15_vrrp_master_that_never_yields_ends_the_tie() {
         count: 0,
         max_adver_int: 100,
     };
-    let _peer = Peer::start(&lan.hosts[0].ns, Duration::from_secs(1), move || {
+    let _peer = Scripted::start(&lan.hosts[0].ns, Duration::from_secs(1), move || {
         let payload =
             frame::vrrp_payload(src, frame::group(src), header, &[VIP.parse().unwrap()]).unwrap();
         frame::advert(src, wire::virtual_mac(1), None, &payload)
