@@ -234,9 +234,10 @@ impl Vhid {
     /// (carp_send_ad_locked), or a payload per unicast peer from our address of its
     /// family. `random` seeds the CARP counter until a peer is heard.
     pub fn adverts(&mut self, timing: Timing, mut random: impl FnMut() -> u64) -> Vec<Outgoing> {
-        let sources = std::iter::once(self.sources.first).chain(self.sources.other);
+        let froms: Vec<IpAddr> = std::iter::once(self.sources.first)
+            .chain(self.sources.other)
+            .collect();
         if self.plan.peers.is_empty() {
-            let froms: Vec<IpAddr> = sources.collect();
             froms
                 .into_iter()
                 .filter_map(|src| {
@@ -247,7 +248,6 @@ impl Vhid {
                 })
                 .collect()
         } else {
-            let froms: Vec<IpAddr> = sources.collect();
             self.plan
                 .peers
                 .clone()

@@ -210,8 +210,7 @@ impl CounterHmac {
         flat[..tail.len()].copy_from_slice(tail);
         flat[msg_end] = 0x80;
         let end = block_count * BLOCK_LEN;
-        let bits = ((BLOCK_LEN + prefix.len() + 8) as u64) * 8;
-        flat[end - 8..end].copy_from_slice(&bits.to_be_bytes());
+        flat[end - 8..end].copy_from_slice(&length_trailer(prefix.len() + 8));
         let mut blocks = [[0u8; BLOCK_LEN]; 2];
         blocks[0].copy_from_slice(&flat[..BLOCK_LEN]);
         blocks[1].copy_from_slice(&flat[BLOCK_LEN..]);

@@ -173,12 +173,15 @@ fn handle(pkt: Pkt) -> Option<u32> {
         ifindex: pkt.ifindex,
     };
     let dst: [u8; 6] = read(pkt, offset_of!(EthHeader, dst))?;
-    // 00:00:5e:00:01:xx (CARP, VRRP IPv4) or 00:00:5e:00:02:xx (VRRP IPv6).
-    if dst[0] == 0
-        && dst[1] == 0
-        && dst[2] == 0x5e
-        && dst[3] == 0
-        && (dst[4] == 1 || dst[4] == 2)
+    // 00:00:5e:00:01:xx (CARP, VRRP IPv4) or 00:00:5e:00:02:xx (VRRP IPv6), byte by byte:
+    // this runs for every frame, and array `==` would be a call (see `same`).
+    const V4: [u8; 6] = wire::virtual_mac(0);
+    const V6: [u8; 6] = wire::virtual_mac_v6(0);
+    if dst[0] == V4[0]
+        && dst[1] == V4[1]
+        && dst[2] == V4[2]
+        && dst[3] == V4[3]
+        && (dst[4] == V4[4] || dst[4] == V6[4])
         && let Some(verdict) = virtual_mac(pkt, l2, dst)
     {
         return Some(verdict);
@@ -426,10 +429,11 @@ fn carp_advert(
     let Ok(digest) = <&[u8; wire::DIGEST_LEN]>::try_from(&h[wire::offset::DIGEST..]) else {
         return Some(());
     };
+    let now = now();
     if !same(&entry.auth.digest(ev.counter, &mut s.blocks), digest)
         && (entry.flags & flags::NOV6LL == 0
             || !same(&entry.auth_nov6ll.digest(ev.counter, &mut s.blocks), digest))
-        && (now() >= entry.previous_until
+        && (now >= entry.previous_until
             || !same(
                 &entry.auth_previous.digest(ev.counter, &mut s.blocks),
                 digest,
@@ -438,7 +442,6 @@ fn carp_advert(
         count!(bad_hmac);
         return Some(());
     }
-    let now = now();
     let fresh = &mut s.replay;
     fresh.src = ev.src;
     fresh.counter = ev.counter;
