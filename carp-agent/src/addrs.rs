@@ -61,8 +61,9 @@ pub struct Sources {
 /// link-local address (RFC 5798 5.1.2.1, and FreeBSD's carp_send_ad_locked); a CARP VHID
 /// with VIPs of both families also advertises on the other (carp_send_ad_locked sends one
 /// per family). Unicast: one source per family of the peers, of the peers' scope (a global
-/// peer is reached from a global address, as FreeBSD's in6_selectsrc picks it), so the
-/// tie-break compares the addresses the peers actually see.
+/// peer is reached from a global address: routers do not forward a link-local source;
+/// FreeBSD's carp_best_ifa takes the parent's first address of the family, which its
+/// carp.sh topologies make global), so the tie-break compares the addresses the peers see.
 pub fn advert_sources(plan: &Plan, addrs: &[Address]) -> Option<Sources> {
     let own: Vec<IpAddr> = addrs
         .iter()

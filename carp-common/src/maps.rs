@@ -27,9 +27,10 @@ pub mod flags {
     pub const UNICAST: u8 = 1;
     /// Virtual-MAC mode: frames to the VHID's MAC are ours while MASTER.
     pub const VMAC: u8 = 2;
-    /// Neighbor Advertisements carry the Router flag: always for VRRPv3 (RFC 5798 section
-    /// 7.3 makes the virtual router a router), for CARP when the host forwards IPv6 (as
-    /// nd6_na_output sets it from V_ip6_forwarding).
+    /// Neighbor Advertisements carry the Router flag: always for VRRPv3 (RFC 5798 6.4.1
+    /// and 6.4.2: "send an unsolicited ND Neighbor Advertisement with the Router Flag (R)
+    /// set"), for CARP when the host forwards IPv6 (OpenBSD's carp_send_na; FreeBSD's
+    /// nd6_ns_input does so for solicited NAs, its carp_send_na never).
     pub const ROUTER: u8 = 4;
     /// The VHID has IPv6 link-local VIPs: digests without them (OpenBSD's) verify too.
     pub const NOV6LL: u8 = 8;
@@ -297,7 +298,7 @@ stats! {
     /// ARP requests for a VIP dropped while not MASTER.
     arp_dropped,
     /// ARP requests for a VIP from a broadcast or multicast sender address: dropped, as
-    /// FreeBSD's arpintr drops them.
+    /// FreeBSD's in_arpinput drops them.
     arp_bad_sender,
     /// ARP requests for a VIP in a frame to another host's MAC (seen only because the
     /// interface is promiscuous): not answered, passed on.

@@ -15,8 +15,8 @@ pub const PRIORITY_STOP: u8 = 0;
 pub const PRIORITY_DEFAULT: u8 = 100;
 /// Most addresses an IPv4 advert carries: the count is one byte.
 pub const MAX_ADDRS_V4: usize = 255;
-/// Most addresses an IPv6 advert carries on a 1500-byte Ethernet MTU (RFC 5798 5.2.5:
-/// an advert must fit one packet): (1500 - 40 - 8) / 16.
+/// Most addresses an IPv6 advert carries: one advert holds them all (RFC 5798 5.2.5,
+/// Count IPvX Addr), and it must fit a 1500-byte Ethernet MTU: (1500 - 40 - 8) / 16.
 pub const MAX_ADDRS_V6: usize = 90;
 /// The longest advert payload either family carries.
 pub const MAX_PAYLOAD: usize = HEADER_LEN + 16 * MAX_ADDRS_V6;
