@@ -178,14 +178,8 @@ impl Vhid {
         forwarding_v6: bool,
         now_ns: u64,
     ) -> Result<String> {
-        let old = std::mem::replace(&mut self.plan, plan.clone());
-        let fresh = match Vhid::new(plan, link, addrs, vips_on, forwarding_v6) {
-            Ok(v) => v,
-            Err(e) => {
-                self.plan = old;
-                return Err(e);
-            }
-        };
+        let fresh = Vhid::new(plan, link, addrs, vips_on, forwarding_v6)?;
+        let old = std::mem::replace(&mut self.plan, fresh.plan);
         self.machine.reconfigure(*fresh.machine.config());
         let kernel = |a: &Option<Auth>| a.as_ref().map(Auth::kernel);
         if let Some(old) = kernel(&self.auth)
