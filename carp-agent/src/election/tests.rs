@@ -697,3 +697,29 @@ fn vrrp_priorities_converge_to_one_master() {
         }
     }
 }
+
+/// Demotion at the ends of i32 (`carp-agent demote =2147483647`) saturates instead of
+/// overflowing: CARP's skew clamps to CARP_MAXSKEW or 0, VRRP's priority to 1..=254.
+#[test]
+fn extreme_demotions_saturate() {
+    for (d, skew, priority) in [(i32::MAX, 240, 1), (i32::MIN, 0, 254)] {
+        let mut c = carp(100, false);
+        c.handle(T0, Event::Demotion(d));
+        assert_eq!(
+            c.advertised(),
+            Timing::Carp {
+                advbase: 1,
+                advskew: skew
+            }
+        );
+        let mut v = vrrp(100, false);
+        v.handle(T0, Event::Demotion(d));
+        assert_eq!(
+            v.advertised(),
+            Timing::Vrrp3 {
+                priority,
+                interval_cs: 100
+            }
+        );
+    }
+}
