@@ -7,9 +7,14 @@
 //! at most 19 password bytes take part, the rest being zero; HMAC zero-pads keys anyway, so
 //! for those lengths this is plain HMAC. IPv6 link-local addresses are hashed with their
 //! embedded scope zeroed, which is how `std::net::Ipv6Addr` holds them already. The HMAC
-//! covers neither advbase, advskew, the demote byte nor any IP or MAC address.
+//! covers neither advbase, advskew, the demote byte nor any IP or MAC address: that is
+//! [`AuthMode::Bsd`]. [`AuthMode::Strict`] covers them ([`wire::auth`]).
 
-use carp_common::{sha1::CounterHmac, wire};
+use carp_common::{
+    maps::family_and_bytes,
+    sha1::CounterHmac,
+    wire::{self, CarpHeader, auth::SUFFIX_MAX},
+};
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use std::net::IpAddr;
@@ -53,6 +58,22 @@ pub fn message_prefix(vhid: u8, vips: &[IpAddr]) -> Vec<u8> {
     msg
 }
 
+/// What an advert's digest covers (`auth` in the configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// The counter only, as FreeBSD, OpenBSD and ucarp: every peer speaks it.
+    #[default]
+    Bsd,
+    /// Also advbase, advskew, the demote byte and the source, with the sender's clock as
+    /// the counter: carp-agent peers only.
+    Strict,
+}
+
+/// How far a strict advert's counter (the sender's clock) may be from ours: an advert
+/// captured longer ago is refused even by a receiver that has no record of its source.
+pub const STRICT_WINDOW_NS: u64 = 30 * 1_000_000_000;
+
 /// Signs and verifies one VHID's adverts. Holds the HMAC state, never the password text.
 #[derive(Clone)]
 pub struct Auth {
@@ -62,6 +83,7 @@ pub struct Auth {
     /// OpenBSD's variant without IPv6 link-local VIPs, when the VHID has any.
     kernel_nov6ll: Option<CounterHmac>,
     prefix: Vec<u8>,
+    mode: AuthMode,
 }
 
 impl std::fmt::Debug for Auth {
@@ -82,21 +104,36 @@ pub fn check_password(password: &[u8]) -> Result<(), AuthError> {
 }
 
 impl Auth {
+    /// BSD authentication, as every CARP peer computes it.
     pub fn new(password: &[u8], vhid: u8, vips: &[IpAddr]) -> Result<Self, AuthError> {
+        Self::with_mode(password, vhid, vips, AuthMode::Bsd)
+    }
+
+    pub fn with_mode(
+        password: &[u8],
+        vhid: u8,
+        vips: &[IpAddr],
+        mode: AuthMode,
+    ) -> Result<Self, AuthError> {
         check_password(password)?;
         let prefix = message_prefix(vhid, vips);
         let mut prepared =
             Hmac::<Sha1>::new_from_slice(password).expect("HMAC takes keys of any length");
         prepared.update(&prefix);
-        let kernel =
-            CounterHmac::new(password, &prefix).expect("password shorter than a SHA-1 block");
+        let suffix_len = match mode {
+            AuthMode::Bsd => wire::auth::BSD_SUFFIX,
+            AuthMode::Strict => wire::auth::STRICT_SUFFIX,
+        };
+        let kernel = CounterHmac::new(password, &prefix, suffix_len)
+            .expect("password shorter than a SHA-1 block");
         let global: Vec<IpAddr> = vips
             .iter()
             .copied()
             .filter(|a| !matches!(a, IpAddr::V6(a) if a.is_unicast_link_local()))
             .collect();
-        let kernel_nov6ll = (global.len() < vips.len()).then(|| {
-            CounterHmac::new(password, &message_prefix(vhid, &global))
+        // OpenBSD's variant: strict peers are carp-agents, which hash every VIP.
+        let kernel_nov6ll = (mode == AuthMode::Bsd && global.len() < vips.len()).then(|| {
+            CounterHmac::new(password, &message_prefix(vhid, &global), suffix_len)
                 .expect("password shorter than a SHA-1 block")
         });
         Ok(Self {
@@ -104,14 +141,40 @@ impl Auth {
             kernel,
             kernel_nov6ll,
             prefix,
+            mode,
         })
     }
 
-    /// The digest for an advert carrying `counter` (`carp_hmac_generate`).
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// The BSD digest for an advert carrying `counter` (`carp_hmac_generate`).
     pub fn sign(&self, counter: u64) -> [u8; wire::DIGEST_LEN] {
         let mut mac = self.prepared.clone();
         mac.update(&counter.to_be_bytes());
         mac.finalize().into_bytes().into()
+    }
+
+    /// The digest of `header` sent from `src`, in this VHID's mode.
+    pub fn sign_header(&self, header: &CarpHeader, src: IpAddr) -> [u8; wire::DIGEST_LEN] {
+        match self.mode {
+            AuthMode::Bsd => self.sign(header.counter),
+            AuthMode::Strict => {
+                let (family, src) = family_and_bytes(src);
+                let mut suffix = [0; SUFFIX_MAX];
+                wire::auth::suffix(
+                    &mut suffix,
+                    header.counter,
+                    [header.advbase, header.advskew, header.demote],
+                    family,
+                    &src,
+                );
+                let mut mac = self.prepared.clone();
+                mac.update(&suffix[..usize::from(wire::auth::STRICT_SUFFIX)]);
+                mac.finalize().into_bytes().into()
+            }
+        }
     }
 
     /// Whether `digest` is right for `counter`, compared in constant time
@@ -163,6 +226,14 @@ impl Counter {
         self.value
     }
 
+    /// The counter for the next strict advert: the clock `unix_ns`, or one more than the
+    /// last if the clock went back, so the counter always grows while the agent runs and,
+    /// being the time, across restarts.
+    pub fn next_clock(&mut self, unix_ns: u64) -> u64 {
+        self.value = unix_ns.max(self.value.saturating_add(1));
+        self.value
+    }
+
     /// Adopts the counter of a valid advert.
     pub fn adopt(&mut self, theirs: u64) {
         self.heard = true;
@@ -175,6 +246,73 @@ mod tests {
     use super::*;
     use carp_common::wire::CarpHeader;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// The suffix the program builds, as BSD mode reads it: the counter first.
+    fn bsd(counter: u64) -> [u8; SUFFIX_MAX] {
+        let mut out = [0; SUFFIX_MAX];
+        wire::auth::suffix(&mut out, counter, [9, 9, 9], 4, &[7; 16]);
+        out
+    }
+
+    /// Strict mode signs what the program verifies: the header's fields and the source,
+    /// so changing any of them, or the source, breaks the digest.
+    #[test]
+    fn strict_digests_cover_the_header_and_the_source() {
+        let vip: IpAddr = Ipv4Addr::new(192, 0, 2, 50).into();
+        let auth = Auth::with_mode(b"s3cret", 1, &[vip], AuthMode::Strict).unwrap();
+        assert!(auth.kernel_nov6ll().is_none());
+        let src: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
+        let h = CarpHeader {
+            vhid: 1,
+            advskew: 100,
+            demote: 0,
+            advbase: 1,
+            counter: 1_800_000_000_000_000_000,
+            digest: [0; wire::DIGEST_LEN],
+        };
+        let signed = auth.sign_header(&h, src);
+        let kernel = |h: &CarpHeader, src: IpAddr| {
+            let (family, bytes) = family_and_bytes(src);
+            let mut suffix = [0; SUFFIX_MAX];
+            wire::auth::suffix(
+                &mut suffix,
+                h.counter,
+                [h.advbase, h.advskew, h.demote],
+                family,
+                &bytes,
+            );
+            auth.kernel().digest(&suffix, &mut [[0; 64]; 2])
+        };
+        assert_eq!(kernel(&h, src), signed);
+        assert_ne!(signed, auth.sign(h.counter), "not the BSD digest");
+        for forged in [
+            CarpHeader { advbase: 255, ..h },
+            CarpHeader { advskew: 255, ..h },
+            CarpHeader { demote: 1, ..h },
+            CarpHeader {
+                counter: h.counter + 1,
+                ..h
+            },
+        ] {
+            assert_ne!(kernel(&forged, src), signed, "{forged:?}");
+        }
+        assert_ne!(kernel(&h, Ipv4Addr::new(192, 0, 2, 66).into()), signed);
+        // The same 16 bytes as an IPv6 source: the family byte tells them apart.
+        assert_ne!(kernel(&h, "c000:201::".parse().unwrap()), signed);
+        let bsd = Auth::new(b"s3cret", 1, &[vip]).unwrap();
+        assert_eq!(bsd.sign_header(&h, src), bsd.sign(h.counter));
+    }
+
+    #[test]
+    fn strict_counters_are_the_clock_and_always_grow() {
+        let mut c = Counter::default();
+        assert_eq!(c.next_clock(1_000), 1_000);
+        assert_eq!(c.next_clock(5_000), 5_000);
+        assert_eq!(c.next_clock(4_000), 5_001, "the clock went back");
+        c = Counter::default();
+        c.adopt(u64::MAX);
+        assert_eq!(c.next_clock(7), u64::MAX, "saturates, never wraps");
+    }
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|b| format!("{b:02x}")).collect()
@@ -240,7 +378,11 @@ mod tests {
             vips.push(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, n as u16).into());
             let auth = Auth::new(b"s3cret", 3, &vips).unwrap();
             let work = &mut [[0; 64]; 2];
-            assert_eq!(auth.kernel().digest(77, work), auth.sign(77), "{n} VIPs");
+            assert_eq!(
+                auth.kernel().digest(&bsd(77), work),
+                auth.sign(77),
+                "{n} VIPs"
+            );
         }
     }
 
@@ -254,10 +396,10 @@ mod tests {
         let openbsd = Auth::new(b"pw", 1, &[v4]).unwrap();
         let work = &mut [[0; 64]; 2];
         assert_eq!(
-            auth.kernel_nov6ll().unwrap().digest(9, work),
+            auth.kernel_nov6ll().unwrap().digest(&bsd(9), work),
             openbsd.sign(9)
         );
-        assert_ne!(auth.kernel().digest(9, work), openbsd.sign(9));
+        assert_ne!(auth.kernel().digest(&bsd(9), work), openbsd.sign(9));
         assert!(
             Auth::new(b"pw", 1, &[v4])
                 .unwrap()

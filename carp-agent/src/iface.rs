@@ -260,9 +260,20 @@ pub fn ipv6_forwarding(interface: &str) -> bool {
 
 /// CLOCK_MONOTONIC in nanoseconds: the XDP program's `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .expect("CLOCK_MONOTONIC is always there");
-    u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0)
+    clock_ns(nix::time::ClockId::CLOCK_MONOTONIC)
+}
+
+/// CLOCK_REALTIME in ns: the counter of strict adverts, comparable between hosts.
+pub fn unix_ns() -> u64 {
+    clock_ns(nix::time::ClockId::CLOCK_REALTIME)
+}
+
+fn clock_ns(clock: nix::time::ClockId) -> u64 {
+    let t = nix::time::clock_gettime(clock).expect("the clock is always there");
+    u64::try_from(t.tv_sec())
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec()).unwrap_or(0))
 }
 
 /// Reads a data plane's ring buffer forever, forwarding events to the loop.

@@ -10,7 +10,7 @@ use crate::{
     control::VhidStatus,
     election::{Event, Machine, Reason, State, Timing},
     frame,
-    hmac::{Auth, Counter},
+    hmac::{Auth, AuthMode, Counter, STRICT_WINDOW_NS},
     hooks,
     netlink::{Address, Link},
     xdp::{advert_of, vhid_entry},
@@ -45,6 +45,7 @@ struct Counters {
     adverts_sent: u64,
     adverts_received: u64,
     adverts_refused: u64,
+    adverts_stale: u64,
     send_errors: u64,
 }
 
@@ -91,7 +92,12 @@ impl Vhid {
             MacMode::Interface => link.mac,
         };
         let auth = match plan.protocol() {
-            Protocol::Carp => Some(Auth::new(&plan.password, plan.vhid, &plan.vip_addrs())?),
+            Protocol::Carp => Some(Auth::with_mode(
+                &plan.password,
+                plan.vhid,
+                &plan.vip_addrs(),
+                plan.auth,
+            )?),
             Protocol::Vrrp3 => None,
         };
         let at = format!("vhid {} on {}", plan.vhid, plan.interface);
@@ -153,8 +159,8 @@ impl Vhid {
     }
 
     /// Whether `plan` can replace this VHID's in place (a reload keeps the state): the
-    /// same interface, number and protocol, MAC mode, peers and source. Anything else
-    /// recreates the VHID.
+    /// same interface, number and protocol, MAC mode, peers, source and authentication mode
+    /// (a BSD counter means nothing to a strict peer). Anything else recreates the VHID.
     pub fn takes(&self, plan: &Plan) -> bool {
         let p = &self.plan;
         p.interface == plan.interface
@@ -163,6 +169,7 @@ impl Vhid {
             && p.mac == plan.mac
             && p.peers == plan.peers
             && p.src == plan.src
+            && p.auth == plan.auth
     }
 
     /// Applies `plan` in place (see [`Vhid::takes`]): election settings, VIPs, password,
@@ -208,17 +215,28 @@ impl Vhid {
         self.machine.state()
     }
 
-    /// The election event an advert the XDP program verified carries (carp_input_c adopts
-    /// its counter). A unicast group hears its peers only (keepalived's
-    /// `check_unicast_src`): an advert from anyone else is counted and ignored.
-    pub fn receive(&mut self, ev: &AdvertEvent) -> Option<Event> {
+    /// The election event an advert the XDP program verified carries, at `unix_ns`
+    /// (CLOCK_REALTIME). A unicast group hears its peers only (keepalived's
+    /// `check_unicast_src`): an advert from anyone else is counted and ignored. BSD mode
+    /// adopts the counter (carp_input_c); strict mode ignores an advert whose counter, the
+    /// sender's clock, is further than [`STRICT_WINDOW_NS`] from ours: the program only
+    /// knows that it grows per source, which a receiver without a record of the source
+    /// (just started) cannot tell from a replay of an old capture.
+    pub fn receive(&mut self, ev: &AdvertEvent, unix_ns: u64) -> Option<Event> {
         let (advert, counter) = advert_of(ev);
         if !self.plan.peers.is_empty() && !self.plan.peers.contains(&advert.src) {
             self.n.adverts_refused += 1;
             return None;
         }
         if let Some(counter) = counter {
-            self.counter.adopt(counter);
+            match self.plan.auth {
+                AuthMode::Bsd => self.counter.adopt(counter),
+                AuthMode::Strict if counter.abs_diff(unix_ns) > STRICT_WINDOW_NS => {
+                    self.n.adverts_stale += 1;
+                    return None;
+                }
+                AuthMode::Strict => {}
+            }
         }
         self.n.adverts_received += 1;
         Some(Event::Advert(advert))
@@ -226,8 +244,14 @@ impl Vhid {
 
     /// What one advert with `timing` puts on the wire: a frame per family to the group
     /// (carp_send_ad_locked), or a payload per unicast peer from our address of its
-    /// family. `random` seeds the CARP counter until a peer is heard.
-    pub fn adverts(&mut self, timing: Timing, mut random: impl FnMut() -> u64) -> Vec<Outgoing> {
+    /// family. `random` seeds the BSD counter until a peer is heard; strict mode counts
+    /// with the clock, `unix_ns` (CLOCK_REALTIME).
+    pub fn adverts(
+        &mut self,
+        timing: Timing,
+        unix_ns: u64,
+        mut random: impl FnMut() -> u64,
+    ) -> Vec<Outgoing> {
         let froms: Vec<IpAddr> = std::iter::once(self.sources.first)
             .chain(self.sources.other)
             .collect();
@@ -235,7 +259,8 @@ impl Vhid {
             froms
                 .into_iter()
                 .filter_map(|src| {
-                    let payload = self.payload(timing, src, frame::group(src), &mut random)?;
+                    let payload =
+                        self.payload(timing, src, frame::group(src), unix_ns, &mut random)?;
                     Some(Outgoing::Frame(frame::advert(
                         src, self.mac, None, &payload,
                     )))
@@ -248,7 +273,7 @@ impl Vhid {
                 .into_iter()
                 .filter_map(|to| {
                     let from = *froms.iter().find(|s| s.is_ipv6() == to.is_ipv6())?;
-                    let payload = self.payload(timing, from, to, &mut random)?;
+                    let payload = self.payload(timing, from, to, unix_ns, &mut random)?;
                     Some(Outgoing::Unicast { from, to, payload })
                 })
                 .collect()
@@ -262,20 +287,25 @@ impl Vhid {
         timing: Timing,
         src: IpAddr,
         dst: IpAddr,
+        unix_ns: u64,
         random: &mut impl FnMut() -> u64,
     ) -> Option<Vec<u8>> {
         match timing {
             Timing::Carp { advbase, advskew } => {
-                let counter = self.counter.next(random());
-                let digest = self.auth.as_ref().map(|a| a.sign(counter))?;
-                let header = wire::CarpHeader {
+                let auth = self.auth.as_ref()?;
+                let counter = match auth.mode() {
+                    AuthMode::Bsd => self.counter.next(random()),
+                    AuthMode::Strict => self.counter.next_clock(unix_ns),
+                };
+                let mut header = wire::CarpHeader {
                     vhid: self.plan.vhid,
                     advskew,
                     demote: 0,
                     advbase,
                     counter,
-                    digest,
+                    digest: [0; wire::DIGEST_LEN],
                 };
+                header.digest = auth.sign_header(&header, src);
                 Some(header.encode().to_vec())
             }
             Timing::Vrrp3 {
@@ -430,6 +460,8 @@ impl Vhid {
             adverts_sent: self.n.adverts_sent,
             adverts_received: self.n.adverts_received,
             adverts_refused: self.n.adverts_refused,
+            adverts_stale: self.n.adverts_stale,
+            auth: self.plan.auth,
             send_errors: self.n.send_errors,
         }
     }
@@ -475,4 +507,93 @@ fn changes(old: &Plan, new: &Plan) -> String {
         ));
     }
     out.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const NOW: u64 = 1_800_000_000_000_000_000;
+    const SECOND: u64 = 1_000_000_000;
+
+    fn vhid(auth: AuthMode) -> Vhid {
+        let plan = Plan {
+            interface: "eth0".into(),
+            vhid: 1,
+            vips: vec![(Ipv4Addr::new(192, 0, 2, 50).into(), 24)],
+            timing: Timing::Carp {
+                advbase: 1,
+                advskew: 0,
+            },
+            preempt: false,
+            password: b"pw".to_vec(),
+            auth,
+            groups: Vec::new(),
+            peers: Vec::new(),
+            mac: MacMode::Virtual,
+            garp_count: 1,
+            src: Some(Ipv4Addr::new(192, 0, 2, 1).into()),
+            up_script: None,
+            down_script: None,
+        };
+        let link = Link {
+            index: 2,
+            name: "eth0".into(),
+            mac: [2, 0, 0, 0, 0, 1],
+            up: true,
+            veth: false,
+        };
+        Vhid::new(plan, &link, &[], VipPlacement::Loopback, false).unwrap()
+    }
+
+    fn advert(counter: u64) -> AdvertEvent {
+        let mut ev = AdvertEvent {
+            counter,
+            vhid: 1,
+            version: wire::VERSION,
+            family: 4,
+            advbase: 1,
+            advskew: 100,
+            ..Default::default()
+        };
+        ev.src[..4].copy_from_slice(&[192, 0, 2, 2]);
+        ev
+    }
+
+    fn counter_of(out: &[Outgoing]) -> u64 {
+        let Outgoing::Frame(frame) = &out[0] else {
+            panic!("{out:?}")
+        };
+        // Ethernet 14 + IPv4 20: the CARP header.
+        wire::CarpHeader::decode(&frame[34..]).unwrap().counter
+    }
+
+    /// A captured advert replayed to a receiver with no record of its source verifies in
+    /// the program (its counter grew, as far as it knows); its clock tells it apart.
+    #[test]
+    fn strict_adverts_far_from_our_clock_are_ignored() {
+        let mut v = vhid(AuthMode::Strict);
+        assert_eq!(v.receive(&advert(NOW - 31 * SECOND), NOW), None);
+        assert_eq!(v.receive(&advert(NOW + 31 * SECOND), NOW), None);
+        assert!(v.receive(&advert(NOW - 29 * SECOND), NOW).is_some());
+        let row = v.status(0);
+        assert_eq!((row.adverts_stale, row.adverts_received), (2, 1));
+        assert_eq!(row.auth, AuthMode::Strict);
+        // Our own counter is our clock, not the peer's counter plus one.
+        let timing = v.machine.advertised();
+        let out = v.adverts(timing, NOW, || panic!("strict counters are not random"));
+        assert_eq!(counter_of(&out), NOW);
+        assert_eq!(counter_of(&v.adverts(timing, NOW, || 0)), NOW + 1);
+    }
+
+    /// BSD mode takes any counter and counts on from the peer's (carp_input_c).
+    #[test]
+    fn bsd_adverts_carry_any_counter() {
+        let mut v = vhid(AuthMode::Bsd);
+        assert!(v.receive(&advert(5), NOW).is_some());
+        assert_eq!(v.status(0).adverts_stale, 0);
+        let timing = v.machine.advertised();
+        assert_eq!(counter_of(&v.adverts(timing, NOW, || 99)), 6);
+    }
 }

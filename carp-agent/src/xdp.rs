@@ -3,7 +3,7 @@
 
 use crate::{
     election::{Advert, Timing},
-    hmac::Auth,
+    hmac::{Auth, AuthMode},
 };
 use anyhow::{Context as _, Result, bail};
 use aya::{
@@ -34,7 +34,13 @@ fn is_bpffs(path: &Path) -> bool {
 }
 
 /// Maps pinned for inspection.
-const PINNED: [&str; 4] = [maps::STATS, maps::VHIDS, maps::VIPS, maps::REPLAY];
+const PINNED: [&str; 5] = [
+    maps::STATS,
+    maps::VHIDS,
+    maps::VIPS,
+    maps::REPLAY,
+    maps::PEERS,
+];
 
 /// One loaded instance of the program with its own maps.
 pub struct DataPlane {
@@ -61,6 +67,9 @@ pub fn vhid_entry(
     };
     if let Some(auth) = auth {
         entry.auth = auth.kernel();
+        if auth.mode() == AuthMode::Strict {
+            entry.flags |= maps::flags::STRICT;
+        }
         if let Some(nov6ll) = auth.kernel_nov6ll() {
             entry.auth_nov6ll = nov6ll;
             entry.flags |= maps::flags::NOV6LL;

@@ -8,7 +8,7 @@
 use carp_agent::{
     config::{MacMode, Plan, VipPlacement},
     election::{Action, Event, State, Timing},
-    hmac::Auth,
+    hmac::{Auth, AuthMode},
     netlink::Link,
     vhid::{Outgoing, Vhid},
 };
@@ -114,6 +114,7 @@ impl Sim {
                     timing,
                     preempt,
                     password: PASSWORD.to_vec(),
+                    auth: AuthMode::Bsd,
                     groups: Vec::new(),
                     peers: Vec::new(),
                     mac: MacMode::Virtual,
@@ -177,14 +178,22 @@ impl Sim {
         }
     }
 
+    /// The simulated wall clock: the same on every node.
+    fn unix_ns(&self) -> u64 {
+        1_800_000_000_000_000_000 + u64::try_from(self.now.as_nanos()).unwrap()
+    }
+
     /// The agent's adverts as it builds them, whole frames, put on the simulated segment.
     fn send(&mut self, from: usize, timing: Timing) {
         let n = &self.nodes[from];
         if !n.alive || !n.link {
             return;
         }
+        let unix_ns = self.unix_ns();
         let rng = &mut self.rng;
-        let out = self.nodes[from].vhid.adverts(timing, || rng.random());
+        let out = self.nodes[from]
+            .vhid
+            .adverts(timing, unix_ns, || rng.random());
         let side = self.nodes[from].side;
         for o in out {
             let Outgoing::Frame(frame) = o else {
@@ -219,6 +228,7 @@ impl Sim {
     /// The receive path: what the XDP program checks, with the real decoders and the
     /// digest it computes, then the agent's own `Vhid::receive` and machine.
     fn deliver(&mut self, d: Delivery) {
+        let unix_ns = self.unix_ns();
         let node = &mut self.nodes[d.to];
         if !node.alive || !node.link {
             return;
@@ -237,7 +247,15 @@ impl Sim {
                     return;
                 };
                 let work = &mut [[0; 64]; 2];
-                if h.vhid != VHID || node.kernel.digest(h.counter, work) != h.digest {
+                let mut suffix = [0; wire::auth::SUFFIX_MAX];
+                wire::auth::suffix(
+                    &mut suffix,
+                    h.counter,
+                    [h.advbase, h.advskew, h.demote],
+                    4,
+                    &[0; 16],
+                );
+                if h.vhid != VHID || node.kernel.digest(&suffix, work) != h.digest {
                     self.rejected += 1;
                     return;
                 }
@@ -261,7 +279,7 @@ impl Sim {
                 ev.interval_cs = h.max_adver_int;
             }
         }
-        if let Some(event) = node.vhid.receive(&ev) {
+        if let Some(event) = node.vhid.receive(&ev, unix_ns) {
             self.feed(d.to, event);
         }
     }

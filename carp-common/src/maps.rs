@@ -13,11 +13,15 @@ pub const VIPS: &str = "CARP_VIPS";
 /// Last advert handed to the agent per VHID: [`VhidKey`] → [`ReplayEntry`], written by the
 /// program.
 pub const REPLAY: &str = "CARP_REPLAY";
+/// Last counter accepted per VHID and source under strict authentication: [`PeerKey`] →
+/// [`PeerEntry`], written by the program (least recently used entries give way).
+pub const PEERS: &str = "CARP_PEERS";
 /// Ring buffer of [`AdvertEvent`]s for the agent.
 pub const EVENTS: &str = "CARP_EVENTS";
 
 pub const MAX_VHIDS: usize = 1024;
 pub const MAX_VIPS: usize = 4096;
+pub const MAX_PEERS: usize = 4096;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: usize = 256 * 1024;
 
@@ -34,6 +38,9 @@ pub mod flags {
     pub const ROUTER: u8 = 4;
     /// The VHID has IPv6 link-local VIPs: digests without them (OpenBSD's) verify too.
     pub const NOV6LL: u8 = 8;
+    /// Strict authentication ([`crate::wire::auth`]): the digest covers the whole header
+    /// and the source, and each source's counter must grow ([`super::PEERS`]).
+    pub const STRICT: u8 = 16;
 }
 
 #[repr(C)]
@@ -128,17 +135,23 @@ pub struct VipKey {
     pub addr: [u8; 16],
 }
 
+/// An address as the maps and the program hold it: the family (4 or 6) and 16 bytes, IPv4
+/// in the first 4.
+pub fn family_and_bytes(addr: core::net::IpAddr) -> (u8, [u8; 16]) {
+    match addr {
+        core::net::IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (4, b)
+        }
+        core::net::IpAddr::V6(a) => (6, a.octets()),
+    }
+}
+
 impl VipKey {
     /// The key of `addr` on an interface and VLAN.
     pub fn new(ifindex: u32, vlan: u16, addr: core::net::IpAddr) -> Self {
-        let (family, bytes) = match addr {
-            core::net::IpAddr::V4(a) => {
-                let mut b = [0u8; 16];
-                b[..4].copy_from_slice(&a.octets());
-                (4, b)
-            }
-            core::net::IpAddr::V6(a) => (6, a.octets()),
-        };
+        let (family, bytes) = family_and_bytes(addr);
         Self {
             ifindex,
             vlan,
@@ -180,6 +193,23 @@ pub struct ReplayEntry {
     pub advskew: u8,
     pub demote: u8,
     pub _pad: [u8; 5],
+}
+
+/// A source of strict adverts for a VHID.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerKey {
+    pub vhid: VhidKey,
+    /// IPv4 in the first 4 bytes.
+    pub src: [u8; 16],
+}
+
+/// The last strict advert accepted from a [`PeerKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerEntry {
+    /// Its counter: the sender's clock in ns, so anything not above it is a replay.
+    pub counter: u64,
 }
 
 /// How long after an advert of interval `advbase` + `advskew`/256 s the same advert is
@@ -291,6 +321,9 @@ stats! {
     /// Dropped: the last advert from the same source again, sooner than half its
     /// interval after it (a replay flood; see [`ReplayEntry`]).
     replay,
+    /// Dropped (strict authentication): a counter not above the last one accepted from
+    /// the same source, a captured advert sent again.
+    old_counter,
     /// Dropped: the ring buffer to the agent was full.
     ringbuf_full,
     /// ARP requests for a VIP answered with XDP_TX while MASTER.
@@ -331,6 +364,8 @@ mod pod {
     unsafe impl aya::Pod for super::VipEntry {}
     unsafe impl aya::Pod for super::ReplayEntry {}
     unsafe impl aya::Pod for super::AdvertEvent {}
+    unsafe impl aya::Pod for super::PeerKey {}
+    unsafe impl aya::Pod for super::PeerEntry {}
 }
 
 #[cfg(test)]
@@ -349,6 +384,8 @@ mod tests {
         assert_eq!(size_of::<VipKey>(), 24);
         assert_eq!(size_of::<VipEntry>(), 4);
         assert_eq!(size_of::<ReplayEntry>(), 40);
+        assert_eq!(size_of::<PeerKey>(), 24);
+        assert_eq!(size_of::<PeerEntry>(), 8);
         assert_eq!(size_of::<AdvertEvent>(), 48);
         assert_eq!(align_of::<AdvertEvent>(), 8);
         assert_eq!(

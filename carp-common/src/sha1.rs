@@ -3,6 +3,8 @@
 //! password: the agent hashes `key ^ ipad` and `key ^ opad` once (one block each) and hands
 //! the XDP program only the two resulting states.
 
+use crate::wire::auth;
+
 /// SHA-1 initial state (FIPS 180-4 section 5.3.1).
 pub const H0: [u32; 5] = [
     0x6745_2301,
@@ -162,23 +164,26 @@ impl PadStates {
     }
 }
 
-/// Everything needed to compute HMAC-SHA1(key, prefix ‖ counter) for any 64-bit counter,
-/// without the key: CARP's digest (`carp_hmac_generate`) over a prefix that is constant per
-/// VHID. The inner state has absorbed the ipad block and every whole 64-byte block of the
-/// prefix; `blocks` holds the rest of the prefix, room for the counter at `counter_at`,
-/// the padding and the bit length, in one or two blocks. So the XDP program verifies a
-/// VHID with any number of VIPs with one fixed-size copy, eight byte writes and two or
-/// three compressions.
+/// Everything needed to compute HMAC-SHA1(key, prefix ‖ suffix) for any suffix of a fixed
+/// length, without the key: CARP's digest (`carp_hmac_generate`) over a prefix that is
+/// constant per VHID and a suffix from the advert ([`crate::wire::auth`]: the counter, or
+/// in strict mode more). The inner state has absorbed the ipad block and every whole
+/// 64-byte block of the prefix; `blocks` holds the rest of the prefix, room for the suffix
+/// at `suffix_at`, the padding and the bit length, in one or two blocks. So the XDP
+/// program verifies a VHID with any number of VIPs with one fixed-size copy, a few byte
+/// writes and two or three compressions.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CounterHmac {
     pub pads: PadStates,
     pub blocks: [[u8; BLOCK_LEN]; 2],
-    /// Offset of the counter's first byte in `blocks` (below [`BLOCK_LEN`]).
-    pub counter_at: u8,
+    /// Offset of the suffix's first byte in `blocks` (below [`BLOCK_LEN`]).
+    pub suffix_at: u8,
     /// Blocks in use: 1 or 2.
     pub block_count: u8,
-    pub _pad: [u8; 2],
+    /// Suffix bytes hashed: [`auth::BSD_SUFFIX`] or [`auth::STRICT_SUFFIX`].
+    pub suffix_len: u8,
+    pub _pad: u8,
 }
 
 impl Default for CounterHmac {
@@ -186,16 +191,21 @@ impl Default for CounterHmac {
         Self {
             pads: PadStates::default(),
             blocks: [[0; BLOCK_LEN]; 2],
-            counter_at: 0,
+            suffix_at: 0,
             block_count: 1,
-            _pad: [0; 2],
+            suffix_len: auth::BSD_SUFFIX,
+            _pad: 0,
         }
     }
 }
 
 impl CounterHmac {
-    /// Prepares `prefix` under `key` (a key of at most one block, as CARP passwords are).
-    pub fn new(key: &[u8], prefix: &[u8]) -> Option<Self> {
+    /// Prepares `prefix` under `key` (a key of at most one block, as CARP passwords are)
+    /// for suffixes of `suffix_len` bytes (at most [`auth::SUFFIX_MAX`]).
+    pub fn new(key: &[u8], prefix: &[u8], suffix_len: u8) -> Option<Self> {
+        if usize::from(suffix_len) > auth::SUFFIX_MAX {
+            return None;
+        }
         let mut pads = PadStates::from_key(key)?;
         let whole = prefix.len() / BLOCK_LEN * BLOCK_LEN;
         for block in prefix[..whole].chunks_exact(BLOCK_LEN) {
@@ -204,36 +214,42 @@ impl CounterHmac {
             compress(&mut pads.inner, &b);
         }
         let tail = &prefix[whole..];
-        let msg_end = tail.len() + 8;
+        let msg_end = tail.len() + usize::from(suffix_len);
         let block_count = if msg_end < BLOCK_LEN - 8 { 1 } else { 2 };
         let mut flat = [0u8; 2 * BLOCK_LEN];
         flat[..tail.len()].copy_from_slice(tail);
         flat[msg_end] = 0x80;
         let end = block_count * BLOCK_LEN;
-        flat[end - 8..end].copy_from_slice(&length_trailer(prefix.len() + 8));
+        flat[end - 8..end].copy_from_slice(&length_trailer(msg_end + whole));
         let mut blocks = [[0u8; BLOCK_LEN]; 2];
         blocks[0].copy_from_slice(&flat[..BLOCK_LEN]);
         blocks[1].copy_from_slice(&flat[BLOCK_LEN..]);
         Some(Self {
             pads,
             blocks,
-            counter_at: tail.len() as u8,
+            suffix_at: tail.len() as u8,
             block_count: block_count as u8,
-            _pad: [0; 2],
+            suffix_len,
+            _pad: 0,
         })
     }
 
-    /// The digest for `counter`, computed in `work` (the XDP program's scratch memory).
+    /// The digest over the first `suffix_len` bytes of `suffix`, computed in `work` (the
+    /// XDP program's scratch memory).
     #[inline(always)]
-    pub fn digest(&self, counter: u64, work: &mut [[u8; BLOCK_LEN]; 2]) -> [u8; DIGEST_LEN] {
+    pub fn digest(
+        &self,
+        suffix: &[u8; auth::SUFFIX_MAX],
+        work: &mut [[u8; BLOCK_LEN]; 2],
+    ) -> [u8; DIGEST_LEN] {
         *work = self.blocks;
-        let at = usize::from(self.counter_at);
-        let bytes = counter.to_be_bytes();
+        let at = usize::from(self.suffix_at);
+        let len = usize::from(self.suffix_len);
         let mut i = 0;
-        while i < 8 {
+        while i < auth::SUFFIX_MAX && i < len {
             // Masked so the verifier sees the write stay inside the two blocks.
             let pos = (at + i) & (2 * BLOCK_LEN - 1);
-            work[pos / BLOCK_LEN][pos % BLOCK_LEN] = bytes[i];
+            work[pos / BLOCK_LEN][pos % BLOCK_LEN] = suffix[i];
             i += 1;
         }
         self.pads.finish(work, self.block_count)
@@ -274,42 +290,49 @@ mod tests {
         }
     }
 
+    fn reference(key: &[u8], prefix: &[u8], suffix: &[u8]) -> [u8; DIGEST_LEN] {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = Hmac::<::sha1::Sha1>::new_from_slice(key).unwrap();
+        mac.update(prefix);
+        mac.update(suffix);
+        mac.finalize().into_bytes().into()
+    }
+
     proptest! {
-        /// Every prefix length, including those that put the counter across a block
-        /// boundary or need a second final block.
+        /// Every prefix length, including those that put the suffix across a block
+        /// boundary or need a second final block, for both suffix lengths.
         #[test]
-        fn counter_hmac_equals_the_hmac_crate(key in proptest::collection::vec(any::<u8>(), 0..20), prefix in proptest::collection::vec(any::<u8>(), 0..400), counter: u64) {
-            use hmac::{Hmac, KeyInit, Mac};
-            let mut mac = Hmac::<::sha1::Sha1>::new_from_slice(&key).unwrap();
-            mac.update(&prefix);
-            mac.update(&counter.to_be_bytes());
-            let expected: [u8; 20] = mac.finalize().into_bytes().into();
-            let prepared = CounterHmac::new(&key, &prefix).unwrap();
-            prop_assert_eq!(prepared.digest(counter, &mut [[0; BLOCK_LEN]; 2]), expected);
+        fn counter_hmac_equals_the_hmac_crate(key in proptest::collection::vec(any::<u8>(), 0..20), prefix in proptest::collection::vec(any::<u8>(), 0..400), suffix: [u8; auth::SUFFIX_MAX], strict: bool) {
+            let len = if strict { auth::STRICT_SUFFIX } else { auth::BSD_SUFFIX };
+            let prepared = CounterHmac::new(&key, &prefix, len).unwrap();
+            prop_assert_eq!(
+                prepared.digest(&suffix, &mut [[0; BLOCK_LEN]; 2]),
+                reference(&key, &prefix, &suffix[..usize::from(len)])
+            );
         }
     }
 
     #[test]
     fn counter_hmac_at_every_boundary() {
-        use hmac::{Hmac, KeyInit, Mac};
+        let suffix: [u8; auth::SUFFIX_MAX] = core::array::from_fn(|i| 0xf0 ^ i as u8);
         for len in 0..=2 * BLOCK_LEN + 1 {
             let prefix: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut mac = Hmac::<::sha1::Sha1>::new_from_slice(b"love").unwrap();
-            mac.update(&prefix);
-            mac.update(&u64::MAX.to_be_bytes());
-            let expected: [u8; 20] = mac.finalize().into_bytes().into();
-            let prepared = CounterHmac::new(b"love", &prefix).unwrap();
-            assert_eq!(
-                prepared.block_count,
-                if len % 64 < 48 { 1 } else { 2 },
-                "{len}"
-            );
-            assert_eq!(
-                prepared.digest(u64::MAX, &mut [[0; BLOCK_LEN]; 2]),
-                expected,
-                "{len}"
-            );
+            for (suffix_len, one_block_below) in [(auth::BSD_SUFFIX, 48), (auth::STRICT_SUFFIX, 28)]
+            {
+                let prepared = CounterHmac::new(b"love", &prefix, suffix_len).unwrap();
+                assert_eq!(
+                    prepared.block_count,
+                    if len % 64 < one_block_below { 1 } else { 2 },
+                    "{len}"
+                );
+                assert_eq!(
+                    prepared.digest(&suffix, &mut [[0; BLOCK_LEN]; 2]),
+                    reference(b"love", &prefix, &suffix[..usize::from(suffix_len)]),
+                    "{len}"
+                );
+            }
         }
+        assert_eq!(CounterHmac::new(b"k", &[], 33), None);
     }
 
     #[test]

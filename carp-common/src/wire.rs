@@ -35,6 +35,39 @@ pub const DEFAULT_ADVBASE: u8 = 1;
 /// larger than any backup's master-down time, so backups take over at once.
 pub const BOW_OUT: u8 = 255;
 
+/// What the HMAC covers after the per-VHID prefix (`carp_hmac_prepare`: version, type,
+/// vhid, VIPs). BSD mode covers the counter only (`carp_hmac_generate`), as FreeBSD,
+/// OpenBSD and ucarp do, so neither advbase, advskew, the demote byte nor the source is
+/// authenticated. Strict mode, carp-agent's opt-in, covers them too: a captured advert can
+/// neither be altered (into a bow-out) nor re-sent from another address, and its counter,
+/// the sender's clock, tells a re-sent advert from a fresh one.
+pub mod auth {
+    /// Room for the longest suffix.
+    pub const SUFFIX_MAX: usize = 32;
+    /// BSD: the counter.
+    pub const BSD_SUFFIX: u8 = 8;
+    /// Strict: counter ‖ advbase ‖ advskew ‖ demote ‖ family (4 or 6) ‖ source (16 bytes,
+    /// IPv4 in the first 4).
+    pub const STRICT_SUFFIX: u8 = 28;
+
+    /// Writes the strict suffix into `out`; its first [`BSD_SUFFIX`] bytes are BSD's.
+    #[inline(always)]
+    pub fn suffix(
+        out: &mut [u8; SUFFIX_MAX],
+        counter: u64,
+        [advbase, advskew, demote]: [u8; 3],
+        family: u8,
+        src: &[u8; 16],
+    ) {
+        out[..8].copy_from_slice(&counter.to_be_bytes());
+        out[8] = advbase;
+        out[9] = advskew;
+        out[10] = demote;
+        out[11] = family;
+        out[12..28].copy_from_slice(src);
+    }
+}
+
 /// Byte offsets inside the header, for code that patches a header in place.
 pub mod offset {
     pub const VERSION_TYPE: usize = 0;

@@ -15,7 +15,7 @@ use core::mem::offset_of;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    btf_maps::{HashMap, PerCpuArray, RingBuf},
+    btf_maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     helpers::bpf_ktime_get_ns,
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -29,8 +29,8 @@ use carp_common::{
         VlanTag,
     },
     maps::{
-        AdvertEvent, EVENTS_BYTES, MAX_VHIDS, MAX_VIPS, ReplayEntry, VhidEntry, VhidKey, VipEntry,
-        VipKey, XdpStats, answers, flags, repeat_gap_ns,
+        AdvertEvent, EVENTS_BYTES, MAX_PEERS, MAX_VHIDS, MAX_VIPS, PeerEntry, PeerKey, ReplayEntry,
+        VhidEntry, VhidKey, VipEntry, VipKey, XdpStats, answers, flags, repeat_gap_ns,
     },
     sha1::BLOCK_LEN,
     vrrp, wire,
@@ -48,6 +48,8 @@ static CARP_VIPS: HashMap<VipKey, VipEntry, MAX_VIPS> = HashMap::new();
 #[btf_map]
 static CARP_REPLAY: HashMap<VhidKey, ReplayEntry, MAX_VHIDS> = HashMap::new();
 #[btf_map]
+static CARP_PEERS: LruHashMap<PeerKey, PeerEntry, MAX_PEERS> = LruHashMap::new();
+#[btf_map]
 /// Untyped, as libbpf requires of a ring buffer (value size 0): bpftool, iproute2 and
 /// libxdp open the object too. The records are [`AdvertEvent`]s.
 static CARP_EVENTS: RingBuf<(), EVENTS_BYTES> = RingBuf::new();
@@ -58,6 +60,10 @@ struct Scratch {
     event: AdvertEvent,
     /// The CARP header, copied out of the packet.
     header: [u8; wire::HEADER_LEN],
+    /// What the digest covers after the VHID's prefix ([`wire::auth`]).
+    suffix: [u8; wire::auth::SUFFIX_MAX],
+    /// The source of a strict advert.
+    peer: PeerKey,
     /// The inner hash's last blocks, then the outer one.
     blocks: [[u8; BLOCK_LEN]; 2],
     /// The Neighbor Advertisement being built.
@@ -429,18 +435,28 @@ fn carp_advert(
     let Ok(digest) = <&[u8; wire::DIGEST_LEN]>::try_from(&h[wire::offset::DIGEST..]) else {
         return Some(());
     };
+    wire::auth::suffix(
+        &mut s.suffix,
+        ev.counter,
+        [ev.advbase, ev.advskew, ev.demote],
+        s.ip.family,
+        &s.ip.src,
+    );
     let now = now();
-    if !same(&entry.auth.digest(ev.counter, &mut s.blocks), digest)
+    if !same(&entry.auth.digest(&s.suffix, &mut s.blocks), digest)
         && (entry.flags & flags::NOV6LL == 0
-            || !same(&entry.auth_nov6ll.digest(ev.counter, &mut s.blocks), digest))
+            || !same(&entry.auth_nov6ll.digest(&s.suffix, &mut s.blocks), digest))
         && (now >= entry.previous_until
             || !same(
-                &entry.auth_previous.digest(ev.counter, &mut s.blocks),
+                &entry.auth_previous.digest(&s.suffix, &mut s.blocks),
                 digest,
             ))
     {
         count!(bad_hmac);
         return Some(());
+    }
+    if entry.flags & flags::STRICT != 0 {
+        return strict_counter(key, s);
     }
     let fresh = &mut s.replay;
     fresh.src = ev.src;
@@ -469,6 +485,35 @@ fn carp_advert(
         *last = *fresh;
     } else {
         let _ = CARP_REPLAY.insert(key, fresh, 0);
+    }
+    None
+}
+
+/// Strict authentication's replay check: the counter is the sender's clock, so one not
+/// above the last accepted from this source was sent before, and is now sent again by
+/// someone else. `Some` means it was dropped (and counted).
+#[allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by value would copy the 24-byte key onto the 512-byte stack"
+)]
+#[inline(always)]
+fn strict_counter(key: &VhidKey, s: &mut Scratch) -> Option<()> {
+    s.peer.vhid = *key;
+    s.peer.src = s.event.src;
+    let fresh = PeerEntry {
+        counter: s.event.counter,
+    };
+    match CARP_PEERS.get_ptr_mut(&s.peer) {
+        // SAFETY: map value, valid for the run; a racing CPU can only let one more through.
+        Some(last) if unsafe { (*last).counter } >= fresh.counter => {
+            count!(old_counter);
+            return Some(());
+        }
+        // SAFETY: as above.
+        Some(last) => unsafe { *last = fresh },
+        None => {
+            let _ = CARP_PEERS.insert(&s.peer, fresh, 0);
+        }
     }
     None
 }

@@ -8,7 +8,7 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use carp_agent::{
-    hmac::Auth,
+    hmac::{Auth, AuthMode},
     xdp::{DataPlane, parse_event, vhid_entry},
 };
 use carp_common::{
@@ -821,4 +821,70 @@ fn random_and_truncated_frames_never_fail() {
             "frame {f:02x?}"
         );
     }
+}
+
+/// Strict authentication (`auth = "strict"`): the digest covers advbase, advskew, the
+/// demote byte and the source, and each source's counter must grow. What BSD mode lets
+/// through — a captured advert altered into a bow-out, re-sent from another address or
+/// re-sent as it was — is dropped with its reason; a peer's next advert, or its first
+/// after a restart (its clock moved on), passes.
+#[test]
+fn strict_adverts_cannot_be_altered_moved_or_replayed() {
+    let mut fx = Fixture::new(State::Backup);
+    let vips = [vip4().into(), vip6().into()];
+    fx.auth = Auth::with_mode(PASSWORD, VHID, &vips, AuthMode::Strict).unwrap();
+    fx.set_state(State::Backup, flags::VMAC);
+    let auth = fx.auth.clone();
+    let signed = |counter: u64, src: IpAddr| {
+        let mut h = CarpHeader {
+            vhid: VHID,
+            advskew: 0,
+            demote: 0,
+            advbase: 1,
+            counter,
+            digest: [0; wire::DIGEST_LEN],
+        };
+        h.digest = auth.sign_header(&h, src);
+        h
+    };
+    let t = 1_800_000_000_000_000_000;
+    let h = signed(t, peer4());
+    let passed = (XDP_DROP, only(|s| s.adverts = 1));
+    assert_eq!(fx.run_counted(&frame::carp(peer4(), &h)), passed);
+    assert_eq!(fx.next_event().unwrap().counter, t);
+    let replayed = (XDP_DROP, only(|s| s.old_counter = 1));
+    assert_eq!(fx.run_counted(&frame::carp(peer4(), &h)), replayed);
+    assert_eq!(
+        fx.run_counted(&frame::carp(peer4(), &signed(t - 1, peer4()))),
+        replayed
+    );
+    let forged = (XDP_DROP, only(|s| s.bad_hmac = 1));
+    let bow_out = CarpHeader {
+        advbase: wire::BOW_OUT,
+        advskew: wire::BOW_OUT,
+        ..h
+    };
+    assert_eq!(fx.run_counted(&frame::carp(peer4(), &bow_out)), forged);
+    let demoted = CarpHeader { demote: 1, ..h };
+    assert_eq!(fx.run_counted(&frame::carp(peer4(), &demoted)), forged);
+    let stranger: IpAddr = Ipv4Addr::new(192, 0, 2, 66).into();
+    assert_eq!(fx.run_counted(&frame::carp(stranger, &h)), forged);
+    let bsd = CarpHeader {
+        counter: t + 1,
+        digest: Auth::new(PASSWORD, VHID, &vips).unwrap().sign(t + 1),
+        ..h
+    };
+    assert_eq!(fx.run_counted(&frame::carp(peer4(), &bsd)), forged);
+    assert!(fx.next_event().is_none(), "nothing reached the agent");
+    // The peer restarted: its clock went on.
+    let restarted = signed(t + 5_000_000_000, peer4());
+    assert_eq!(fx.run_counted(&frame::carp(peer4(), &restarted)), passed);
+    // Each source has its record: another peer's older clock, and our peer over IPv6.
+    let other: IpAddr = Ipv4Addr::new(192, 0, 2, 3).into();
+    assert_eq!(
+        fx.run_counted(&frame::carp(other, &signed(t, other))),
+        passed
+    );
+    let v6: IpAddr = "2001:db8::2".parse().unwrap();
+    assert_eq!(fx.run_counted(&frame::carp(v6, &signed(t, v6))), passed);
 }

@@ -28,7 +28,7 @@ use crate::{
     demotion::Demotion,
     election::{Action, Event, Reason, State, Timing},
     health, hooks,
-    iface::{Iface, Placement, ipv6_forwarding},
+    iface::{self, Iface, Placement, ipv6_forwarding},
     metrics,
     netlink::{self, Link, Netlink},
     preflight::{Options, vhids},
@@ -287,7 +287,7 @@ impl Agent {
             return false;
         };
         let rng = &mut self.rng;
-        let out = v.adverts(timing, || rand::Rng::random(rng));
+        let out = v.adverts(timing, iface::unix_ns(), || rand::Rng::random(rng));
         let ok = iface.send(&out);
         v.sent(ok);
         // An advert that went out renews the XDP program's MASTER lease; one that did not
@@ -357,7 +357,7 @@ impl Agent {
             .iter()
             .position(|r| r.vhid.ifindex == ev.ifindex && r.vhid.plan.vhid == ev.vhid);
         if let Some(i) = found
-            && let Some(event) = self.vhids[i].vhid.receive(&ev)
+            && let Some(event) = self.vhids[i].vhid.receive(&ev, iface::unix_ns())
         {
             self.feed(i, event).await;
         }

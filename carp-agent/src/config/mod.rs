@@ -2,7 +2,10 @@
 //! command line both become a [`Config`]; [`Config::validate`] turns it into [`Plan`]s or
 //! a list of mistakes, each one sentence. Nothing is applied before it all validates.
 
-use crate::election::{Config as MachineConfig, Timing};
+use crate::{
+    election::{Config as MachineConfig, Timing},
+    hmac::AuthMode,
+};
 use carp_common::{maps::MAX_VIPS, vrrp};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -216,6 +219,9 @@ pub struct VhidConfig {
     /// A systemd credential name, read from $CREDENTIALS_DIRECTORY.
     #[serde(default)]
     pub pass_credential: Option<String>,
+    /// What the digest covers: `bsd` (every CARP peer) or `strict` (carp-agents only).
+    #[serde(default)]
+    pub auth: AuthMode,
     #[serde(default)]
     pub preempt: bool,
     /// Demotion groups this VHID counts (OpenBSD `carpdemote`).
@@ -266,6 +272,7 @@ impl VhidConfig {
             pass_file: None,
             pass_env: None,
             pass_credential: None,
+            auth: AuthMode::Bsd,
             preempt: false,
             groups: Vec::new(),
             peers: Vec::new(),
@@ -301,6 +308,7 @@ pub struct Plan {
     pub timing: Timing,
     pub preempt: bool,
     pub password: Vec<u8>,
+    pub auth: AuthMode,
     pub groups: Vec<String>,
     pub peers: Vec<IpAddr>,
     pub mac: MacMode,
@@ -579,6 +587,9 @@ impl Config {
                     {
                         bad("VRRPv3 has no authentication: drop the password".into());
                     }
+                    if v.auth == AuthMode::Strict {
+                        bad("VRRPv3 has no authentication: auth = \"strict\" is for CARP".into());
+                    }
                     // RFC 5798 5.2.5: one advert carries every address of its family.
                     let v4 = vips.iter().filter(|(a, _)| a.is_ipv4()).count();
                     let v6 = vips.len() - v4;
@@ -608,6 +619,12 @@ impl Config {
                     Vec::new()
                 }
             };
+            if v.auth == AuthMode::Strict && v.protocol == Protocol::Carp && password.is_empty() {
+                bad(
+                    "auth = \"strict\" needs a password (pass_file, pass_env or pass_credential)"
+                        .into(),
+                );
+            }
             plans.push(Plan {
                 interface: v.interface.clone(),
                 vhid: v.vhid,
@@ -615,6 +632,7 @@ impl Config {
                 timing,
                 preempt: v.preempt,
                 password,
+                auth: v.auth,
                 groups: v.groups.clone(),
                 peers: v.peers.clone(),
                 mac: v.mac,

@@ -320,3 +320,35 @@ fn vips() {
     assert!(parse_vip("2001:db8::1/129").is_err());
     assert!(parse_vip("eth0").is_err());
 }
+
+#[test]
+fn strict_authentication_is_for_carp_with_a_password() {
+    let found = mistakes(
+        r#"
+        [[vhid]]
+        interface = "eth0"
+        vhid = 1
+        vips = ["192.0.2.50/24"]
+        auth = "strict"
+
+        [[vhid]]
+        interface = "eth0"
+        vhid = 2
+        protocol = "vrrp3"
+        vips = ["192.0.2.51/24"]
+        auth = "strict"
+        "#,
+    );
+    assert_eq!(
+        found,
+        [
+            "vhid 1 on eth0: auth = \"strict\" needs a password (pass_file, pass_env or pass_credential)",
+            "vhid 2 on eth0: VRRPv3 has no authentication: auth = \"strict\" is for CARP",
+        ]
+    );
+    assert!(
+        Config::parse("[[vhid]]\ninterface = \"eth0\"\nvhid = 1\nvips = []\nauth = \"tight\"\n")
+            .unwrap_err()
+            .contains("unknown variant `tight`, expected `bsd` or `strict`")
+    );
+}
