@@ -36,3 +36,54 @@ pub fn frames(file: &[u8]) -> Result<Vec<Vec<u8>>> {
     }
     Ok(out)
 }
+
+/// tcpdump writing the frames `filter` matches on an interface of a namespace to a file,
+/// until it has `count` of them; killed when dropped.
+pub struct Capture {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    /// Starts it, and gives it the half second it takes to listen.
+    pub fn start(
+        ns: &crate::netns::Netns,
+        iface: &str,
+        filter: &str,
+        count: usize,
+        file: &std::path::Path,
+    ) -> Result<Self> {
+        let child = ns
+            .command("tcpdump")
+            .args(["-i", iface, "-c", &count.to_string(), "-U", "-w"])
+            .arg(file)
+            .arg(filter)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Ok(Self {
+            child,
+            file: file.to_owned(),
+        })
+    }
+
+    /// The frames captured once it has them all, or at `timeout`, whichever is first.
+    pub fn frames(mut self, timeout: std::time::Duration) -> Result<Vec<Vec<u8>>> {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.child.try_wait()?.is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // tcpdump -U flushed every packet: whatever it has is in the file.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        frames(&std::fs::read(&self.file)?)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -20,16 +20,7 @@ fn ucarp_adverts_decode() {
     carp_tests::agent::write_secret(&pass, "testpass").unwrap();
     let capture = dir.join("ucarp.pcap");
 
-    let mut tcpdump = b
-        .command("tcpdump")
-        .args(["-i", "vb", "-c", "2", "-U", "-w"])
-        .arg(&capture)
-        .arg("ip proto 112")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let tcpdump = pcap::Capture::start(&b, "vb", "ip proto 112", 2, &capture).unwrap();
     let mut ucarp = a
         .command("ucarp")
         .args(["-i", "va", "-s", "192.0.2.1", "-v", "7", "-a", "192.0.2.50"])
@@ -50,23 +41,9 @@ fn ucarp_adverts_decode() {
         .spawn()
         .unwrap();
     // ucarp waits 3 advbase as backup before it becomes master and advertises.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = tcpdump.try_wait().unwrap() {
-            break Some(s);
-        }
-        if std::time::Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let frames = tcpdump.frames(Duration::from_secs(10)).unwrap();
     ucarp.kill().unwrap();
     ucarp.wait().unwrap();
-    if status.is_none() {
-        tcpdump.kill().unwrap();
-        tcpdump.wait().unwrap();
-    }
-    let frames = pcap::frames(&std::fs::read(&capture).unwrap()).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(frames.len(), 2, "no adverts captured from ucarp");
     for f in frames {
