@@ -46,7 +46,8 @@ Files:
   /etc/carp/carp.toml      configuration; /etc/carp/carp.toml.example explains every key
   /run/carp/agent.sock     control socket of status, set-state, demote and reload
                            (/run/carp/NETNS.sock with [agent] netns = \"NETNS\")
-  /sys/fs/bpf/carp/IFACE/  pinned maps for bpftool: CARP_VHIDS, CARP_VIPS, CARP_STATS, CARP_REPLAY
+  /sys/fs/bpf/carp/IFACE/  pinned maps for bpftool: CARP_VHIDS, CARP_VIPS, CARP_STATS, CARP_REPLAY,
+                           CARP_PEERS
                            (/sys/fs/bpf/carp/NETNS/IFACE/ with netns)
 
 Signals:
