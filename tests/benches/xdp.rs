@@ -8,7 +8,7 @@
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use carp_agent::{
-    hmac::Auth,
+    hmac::{Auth, AuthMode},
     xdp::{DataPlane, vhid_entry},
 };
 use carp_common::{
@@ -60,6 +60,11 @@ fn main() {
     let (auth12, entry12) = many(3, 12);
     dp.set_vhid(&VhidKey::new(LO, 0, 2), &entry16).unwrap();
     dp.set_vhid(&VhidKey::new(LO, 0, 3), &entry12).unwrap();
+    // VHID 4: VHID 1's VIPs under strict authentication (28 suffix bytes, a counter check).
+    let vips = [vip4.into(), vip6.into()];
+    let strict = Auth::with_mode(b"testpass", 4, &vips, AuthMode::Strict).unwrap();
+    let entry4 = vhid_entry(wire::VERSION, State::Backup, 0, vmac, vmac, Some(&strict));
+    dp.set_vhid(&VhidKey::new(LO, 0, 4), &entry4).unwrap();
 
     let peer: IpAddr = Ipv4Addr::new(192, 0, 2, 2).into();
     let mac = [2, 0, 0, 0, 0, 0xbb];
@@ -125,6 +130,10 @@ fn main() {
             "CARP advert, 12 IPv4 VIPs (two final blocks), bad HMAC, dropped",
             frames::carp(peer, &advert_of(3, 0, [0; 20])),
         ),
+        (
+            "CARP advert, strict, bad HMAC, dropped",
+            frames::carp(peer, &advert_of(4, 0, [0; 20])),
+        ),
     ];
     for (name, frame) in &stateless {
         let (ns, verdict) = run(frame, repeat);
@@ -148,6 +157,14 @@ fn main() {
         (
             "CARP advert, 12 IPv4 VIPs, HMAC verified, to the agent",
             Box::new(move |i| frames::carp(peer, &advert_of(3, i, auth12.sign(i)))),
+        ),
+        (
+            "CARP advert, strict, HMAC verified, to the agent",
+            Box::new(move |i| {
+                let mut h = advert_of(4, i, [0; 20]);
+                h.digest = strict.sign_header(&h, peer);
+                frames::carp(peer, &h)
+            }),
         ),
         (
             "ARP request for the VIP, answered (XDP_TX)",
