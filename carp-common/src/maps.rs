@@ -177,10 +177,12 @@ pub fn answers(state: State, master_until: u64, now_ns: u64) -> bool {
     state == State::Master && now_ns < master_until
 }
 
-/// The last CARP advert handed to the agent for a VHID. OpenBSD's `carp_prepare_ad` puts
-/// the same cookie in the counter of every advert, so an advert equal to the last one is
-/// a legitimate keepalive: it is handed over again once per half of its sender's interval
-/// and dropped (counted) when it comes sooner, so a replayed advert cannot flood the agent.
+/// The last CARP advert handed to the agent for a VHID. An advert from the same source
+/// with the same advbase, advskew and demote byte is handed over again only once per half
+/// of its sender's interval and dropped (counted) when it comes sooner, whatever its
+/// counter, so neither a replayed advert nor captured ones sent in turn can flood the
+/// agent. OpenBSD's `carp_prepare_ad` puts the same cookie in the counter of every advert,
+/// so an advert equal to the last one is a legitimate keepalive.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplayEntry {
@@ -318,8 +320,9 @@ stats! {
     bad_checksum,
     /// Dropped: wrong HMAC (wrong password, VIPs or VHID).
     bad_hmac,
-    /// Dropped: the last advert from the same source again, sooner than half its
-    /// interval after it (a replay flood; see [`ReplayEntry`]).
+    /// Dropped: another advert from the same source with the same advbase, advskew and
+    /// demote byte, sooner than half its interval after the last (a replay flood; see
+    /// [`ReplayEntry`]).
     replay,
     /// Dropped (strict authentication): a counter not above the last one accepted from
     /// the same source, a captured advert sent again.

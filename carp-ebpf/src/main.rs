@@ -469,18 +469,21 @@ fn carp_advert(
         // SAFETY: map value, valid for the run; a racing CPU can only let one more through.
         let last = unsafe { &mut *last };
         if same(&last.src, &fresh.src)
-            && last.counter == fresh.counter
             && last.advbase == fresh.advbase
             && last.advskew == fresh.advskew
             && last.demote == fresh.demote
         {
-            // OpenBSD sends its cookie in every advert: a keepalive, unless it comes so
-            // soon after the last one that only a replay flood explains it.
+            // The same sender saying the same thing again so soon after its last advert
+            // that only a replay flood explains it, whatever the counter: captured adverts
+            // sent in turn differ only there. (A bow-out or a demotion changes the fields.)
             if now.wrapping_sub(last.seen_ns) < repeat_gap_ns(fresh.advbase, fresh.advskew) {
                 count!(replay);
                 return Some(());
             }
-            count!(repeated);
+            // OpenBSD sends its cookie in every advert: a keepalive.
+            if last.counter == fresh.counter {
+                count!(repeated);
+            }
         }
         *last = *fresh;
     } else {

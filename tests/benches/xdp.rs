@@ -68,9 +68,11 @@ fn main() {
 
     let peer: IpAddr = Ipv4Addr::new(192, 0, 2, 2).into();
     let mac = [2, 0, 0, 0, 0, 0xbb];
-    let advert_of = |vhid, counter, digest| CarpHeader {
+    // advskew follows the counter: the same fields from the same source twice within half
+    // an interval would be dropped as a replay flood, and this measures the verified path.
+    let advert_of = |vhid, counter: u64, digest| CarpHeader {
         vhid,
-        advskew: 0,
+        advskew: counter as u8,
         demote: 0,
         advbase: 1,
         counter,

@@ -225,7 +225,8 @@ fn a_unicast_group_ignores_strangers() {
         counter += 1;
         let h = CarpHeader {
             vhid: 1,
-            advskew: 255,
+            // Alternating, or XDP would drop all but the first as a flood of one advert.
+            advskew: 254 + (counter % 2) as u8,
             demote: 0,
             advbase: 255,
             counter,

@@ -351,6 +351,15 @@ fn an_advert_repeated_as_openbsd_does_reaches_the_agent_and_a_flood_does_not() {
     // So is the same counter from another source (two masters after a heal).
     let other = frame::carp(Ipv4Addr::new(192, 0, 2, 3).into(), &moved);
     assert_eq!(fx.run_counted(&other), (XDP_DROP, only(|s| s.adverts = 1)));
+    // Captured adverts sent in turn differ only in their counters: a flood all the same
+    // (they once all reached the agent).
+    let turn = [fx.advert(100, 7), fx.advert(101, 7)];
+    let first = frame::carp(peer4(), &turn[0]);
+    assert_eq!(fx.run_counted(&first), (XDP_DROP, only(|s| s.adverts = 1)));
+    for h in turn.iter().cycle().skip(1).take(6) {
+        let f = frame::carp(peer4(), h);
+        assert_eq!(fx.run_counted(&f), (XDP_DROP, only(|s| s.replay = 1)));
+    }
 }
 
 /// A forged advert never moves the replay state: the genuine advert that follows it with
@@ -373,6 +382,8 @@ fn a_forged_advert_does_not_touch_the_replay_state() {
 #[test]
 fn long_vip_lists_are_verified_in_the_kernel() {
     let mut fx = Fixture::new(State::Backup);
+    // Each advert with an advskew of its own: the same fields again would be a flood.
+    let mut advskew = 0;
     for (n4, n6) in [(12u32, 0u16), (16, 0), (11, 2), (3, 1), (200, 100)] {
         let mut vips: Vec<IpAddr> = (0..n4)
             .map(|i| Ipv4Addr::from(0xc000_0200 + i).into())
@@ -381,7 +392,8 @@ fn long_vip_lists_are_verified_in_the_kernel() {
         fx.auth = Auth::new(PASSWORD, VHID, &vips).unwrap();
         fx.set_state(State::Backup, 0);
         for counter in [0, 3, u64::MAX] {
-            let f = frame::carp(peer4(), &fx.advert(counter, 0));
+            advskew += 1;
+            let f = frame::carp(peer4(), &fx.advert(counter, advskew));
             assert_eq!(
                 fx.run_counted(&f),
                 (XDP_DROP, only(|s| s.adverts = 1)),
@@ -463,7 +475,8 @@ fn both_openbsd_hmac_variants_verify() {
         digest: Auth::new(PASSWORD, VHID, &[vip4().into()])
             .unwrap()
             .sign(12),
-        ..fx.advert(12, 0)
+        // Another advskew: the same fields right after the first would be a flood.
+        ..fx.advert(12, 1)
     };
     for h in [freebsd, openbsd] {
         let f = frame::carp(peer4(), &h);
