@@ -110,11 +110,13 @@ fn bench(smoke: bool) -> Result<()> {
             ("CALLS", "500"),
             ("TRIALS", "1"),
             ("FLOOD_SECS", "3"),
+            ("LIVE_SECS", "0.5"),
         ]
     } else {
         &[]
     };
     let xdp = capture("xdp", smoke_env)?;
+    let fastpath = capture("fastpath", smoke_env)?;
     let peers = capture("peers", smoke_env)?;
     if smoke {
         return Ok(());
@@ -133,7 +135,8 @@ fn bench(smoke: bool) -> Result<()> {
          bench/results.json. Machine: {cpu}, {cores} cores, Linux {}. Everything runs in \
          network namespaces on veth pairs and a Linux bridge on this one machine; peers run \
          side by side in the same run with equal settings (advbase 1, backup advskew 100 or \
-         its VRRP twin, priority 156).\n\n## XDP cost per path\n\n{xdp}\n## Failover, \
+         its VRRP twin, priority 156).\n\n## XDP cost per path\n\n{xdp}\n## The fast path against an \
+         empty program\n\n{fastpath}\n## Failover, \
          handover, flood, footprint\n{peers}",
         started.elapsed(),
         uname.trim()

@@ -1,0 +1,311 @@
+//! What carp's XDP program costs traffic that is not CARP, next to an empty XDP program in
+//! the same run: (a) BPF_PROG_TEST_RUN with `repeat` on the same frames, the kernel's mean
+//! per run, both programs run through the same syscall so the harness costs the same;
+//! (b) live frames over a veth pair in native XDP mode at the highest rate one sending
+//! core reaches, counted by the receiving interface, with no program, the empty one and
+//! carp's. The empty program is two instructions loaded with bpf(2) directly: aya loads
+//! programs from objects only. REPEAT, TRIALS and LIVE_SECS scale it down for a smoke run.
+
+use carp_agent::{send::PacketSocket, xdp::DataPlane};
+use carp_tests::{
+    frames,
+    netns::{Netns, veth},
+};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// bpf(2) with an attribute union of 128 zeroed bytes whose head is `head`.
+fn bpf<T>(cmd: libc::c_long, head: &T) -> std::io::Result<libc::c_long> {
+    let mut attr = [0u8; 128];
+    // SAFETY: T is a #[repr(C)] struct of plain integers no longer than the buffer.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (head as *const T).cast::<u8>(),
+            attr.as_mut_ptr(),
+            size_of::<T>(),
+        )
+    };
+    // SAFETY: the kernel reads (and for test runs writes) `attr`, which lives long enough.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if cmd == BPF_PROG_TEST_RUN {
+        // The kernel's mean duration in ns is the u32 at byte 36.
+        return Ok(libc::c_long::from(u32::from_ne_bytes(
+            attr[36..40].try_into().unwrap(),
+        )));
+    }
+    Ok(r)
+}
+
+/// An XDP program that passes everything: `r0 = XDP_PASS; exit`.
+fn empty_program() -> OwnedFd {
+    #[repr(C)]
+    struct Load {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+    }
+    let insns: [u64; 2] = [
+        // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm 2
+        0xb7 | (2u64 << 32),
+        // BPF_JMP | BPF_EXIT
+        0x95,
+    ];
+    let license = c"GPL";
+    let fd = bpf(
+        BPF_PROG_LOAD,
+        &Load {
+            prog_type: BPF_PROG_TYPE_XDP,
+            insn_cnt: 2,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+        },
+    )
+    .expect("loading the empty XDP program");
+    // SAFETY: a new file descriptor the kernel just gave us.
+    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+}
+
+/// The kernel's mean ns per run of `prog` over `frame`, `repeat` times.
+fn test_run(prog: RawFd, frame: &[u8], repeat: u32) -> u64 {
+    #[repr(C)]
+    struct TestRun {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+    }
+    let ns = bpf(
+        BPF_PROG_TEST_RUN,
+        &TestRun {
+            prog_fd: prog as u32,
+            retval: 0,
+            data_size_in: frame.len() as u32,
+            data_size_out: 0,
+            data_in: frame.as_ptr() as u64,
+            data_out: 0,
+            repeat,
+        },
+    )
+    .expect("BPF_PROG_TEST_RUN");
+    ns as u64
+}
+
+/// Attaches `prog` to `ifindex` in native mode through a bpf_link (gone with the fd).
+fn attach_native(prog: RawFd, ifindex: u32) -> OwnedFd {
+    #[repr(C)]
+    struct LinkCreate {
+        prog_fd: u32,
+        target_ifindex: u32,
+        attach_type: u32,
+        flags: u32,
+    }
+    let fd = bpf(
+        BPF_LINK_CREATE,
+        &LinkCreate {
+            prog_fd: prog as u32,
+            target_ifindex: ifindex,
+            attach_type: BPF_XDP,
+            flags: XDP_FLAGS_DRV_MODE,
+        },
+    )
+    .expect("attaching the empty program natively");
+    // SAFETY: a new file descriptor the kernel just gave us.
+    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// Packets `ns`'s `dev` received, from the kernel's 64-bit counters.
+fn rx_packets(ns: &Netns, dev: &str) -> u64 {
+    let out = ns.ip(&["-j", "-s", "link", "show", "dev", dev]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no rx packets in {v}"))
+}
+
+fn main() {
+    let repeat: u32 = env("REPEAT", 1_000_000);
+    let trials: usize = env("TRIALS", 5);
+    let live = Duration::from_secs_f64(env("LIVE_SECS", 5.0));
+
+    let mut carp = DataPlane::load().expect("loading the XDP program (root?)");
+    let carp_fd = carp.program().unwrap().fd().unwrap().as_fd().as_raw_fd();
+    let empty = empty_program();
+    let mac = [2, 0, 0, 0, 0, 0xbb];
+    let udp = |vlan| {
+        let mut f = frames::ethernet([2, 0, 0, 0, 0, 0xaa], mac, vlan, frames::ETH_P_IP);
+        f.extend(frames::ipv4(
+            [198, 51, 100, 1],
+            [198, 51, 100, 2],
+            64,
+            17,
+            &[0; 18],
+        ));
+        f
+    };
+    let mut tcp6 = frames::ethernet([2, 0, 0, 0, 0, 0xaa], mac, None, frames::ETH_P_IPV6);
+    tcp6.extend(frames::ipv6(
+        "2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+        "2001:db8::2"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+        64,
+        6,
+        &[0; 20],
+    ));
+    let arp = frames::arp_request(mac, [198, 51, 100, 1], [198, 51, 100, 9]);
+    println!("### BPF_PROG_TEST_RUN: carp against an empty program\n");
+    println!(
+        "Mean ns per run of {repeat} repeats, median of {trials} trials; the empty program's \
+         time is the harness's own.\n"
+    );
+    println!("| frame | empty program | carp | overhead | ratio |");
+    println!("|---|---:|---:|---:|---:|");
+    let cases = [
+        ("IPv4 UDP", udp(None)),
+        ("IPv4 UDP, VLAN-tagged", udp(Some(7))),
+        ("IPv6 TCP", tcp6),
+        ("ARP request, not for a VIP", arp),
+    ];
+    for (name, frame) in &cases {
+        let (mut e, mut c) = (Vec::new(), Vec::new());
+        for _ in 0..trials {
+            e.push(test_run(empty.as_raw_fd(), frame, repeat));
+            c.push(test_run(carp_fd, frame, repeat));
+        }
+        let (e, c) = (median(e), median(c));
+        println!(
+            "| {name} | {e} | {c} | {} | {:.2} |",
+            c as i64 - e as i64,
+            c as f64 / e.max(1) as f64
+        );
+    }
+
+    // (b) Live frames: one core sends, the other receives through veth's NAPI.
+    let gen_ns = Netns::new("fpgen").unwrap();
+    let dut = Netns::new("fpdut").unwrap();
+    veth(
+        &gen_ns,
+        "gen",
+        "198.51.100.1/24",
+        &dut,
+        "dut",
+        "198.51.100.2/24",
+    )
+    .unwrap();
+    let dut_mac = {
+        let out = dut.ip(&["-j", "link", "show", "dut"]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let text = v[0]["address"].as_str().unwrap().to_owned();
+        let b: Vec<u8> = text
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        <[u8; 6]>::try_from(b).unwrap()
+    };
+    let mut frame = frames::ethernet(dut_mac, mac, None, frames::ETH_P_IP);
+    frame.extend(frames::ipv4(
+        [198, 51, 100, 1],
+        [198, 51, 100, 2],
+        64,
+        17,
+        &[0; 18],
+    ));
+    let dut_index = dut
+        .enter(|| Ok(nix::net::if_::if_nametoindex("dut")?))
+        .unwrap();
+    // Packets per second `dut` receives while one thread sends as fast as it can.
+    let rate = |secs: Duration| -> f64 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let frame = frame.clone();
+        let file = std::fs::File::open(format!("/var/run/netns/{}", gen_ns.name())).unwrap();
+        let sender = std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let sock = PacketSocket::bind(nix::net::if_::if_nametoindex("gen").unwrap()).unwrap();
+            while !flag.load(Ordering::Relaxed) {
+                // A full ring on the receiving side refuses some; that is the point.
+                let _ = sock.send(&frame);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let (before, start) = (rx_packets(&dut, "dut"), Instant::now());
+        std::thread::sleep(secs);
+        let got = rx_packets(&dut, "dut") - before;
+        let took = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        sender.join().unwrap();
+        got as f64 / took.as_secs_f64()
+    };
+    let mut none = Vec::new();
+    let mut empty_live = Vec::new();
+    let mut carp_live = Vec::new();
+    for _ in 0..trials {
+        none.push(rate(live) as u64);
+        let link = dut
+            .enter(|| Ok(attach_native(empty.as_raw_fd(), dut_index)))
+            .unwrap();
+        empty_live.push(rate(live) as u64);
+        drop(link);
+        let link = dut
+            .enter(|| carp.attach("dut", aya::programs::XdpMode::Driver))
+            .unwrap();
+        carp_live.push(rate(live) as u64);
+        carp.program().unwrap().detach(link).unwrap();
+    }
+    let (none, empty_live, carp_live) = (median(none), median(empty_live), median(carp_live));
+    println!(
+        "\n### Live frames over veth, native XDP\n\nIPv4 UDP frames from one sending thread \
+         (AF_PACKET) to a veth whose peer runs the program in native mode; packets per second \
+         the receiving interface counted, median of {trials} trials of {:.1} s. The frames \
+         pass to the stack either way.\n",
+        live.as_secs_f64()
+    );
+    println!("| receiver | packets/s | of the empty program's |");
+    println!("|---|---:|---:|");
+    for (name, pps) in [
+        ("no XDP program", none),
+        ("empty XDP program", empty_live),
+        ("carp", carp_live),
+    ] {
+        println!(
+            "| {name} | {pps} | {:.1} % |",
+            100.0 * pps as f64 / empty_live.max(1) as f64
+        );
+    }
+}
