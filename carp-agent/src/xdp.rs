@@ -16,7 +16,7 @@ use carp_common::{
     maps::{self, AdvertEvent, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats},
     wire,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The compiled XDP object, built by build.rs.
 pub static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/carp"));
@@ -194,6 +194,45 @@ impl DataPlane {
             let _ = std::fs::remove_file(dir.join(name));
         }
         let _ = std::fs::remove_dir(dir);
+    }
+
+    /// Removes pins that agents killed before their clean stop left behind, so bpftool
+    /// shows no state nobody keeps: under `pin_dir`, the directories of interfaces
+    /// `serving` does not name; under the default pin directory, those of `[agent] netns`
+    /// namespaces that no longer exist (/run/netns has no such name).
+    pub fn sweep(pin_dir: &Path, serving: &[&str]) {
+        let has_pins = |dir: &Path| PINNED.iter().any(|name| dir.join(name).exists());
+        let subdirs = |dir: &Path| -> Vec<PathBuf> {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.is_dir())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+        for dir in subdirs(pin_dir) {
+            if has_pins(&dir) && name(&dir).is_some_and(|n| !serving.contains(&n.as_str())) {
+                tracing::info!("removing stale pins {}", dir.display());
+                Self::unpin(&dir);
+            }
+        }
+        let base = Path::new(crate::config::DEFAULT_PIN_DIR);
+        if pin_dir.starts_with(base) {
+            for ns in subdirs(base) {
+                let gone = name(&ns).is_some_and(|n| !Path::new("/run/netns").join(n).exists());
+                if !has_pins(&ns) && gone {
+                    tracing::info!(
+                        "removing the pins of a namespace that is gone: {}",
+                        ns.display()
+                    );
+                    subdirs(&ns).iter().for_each(|d| Self::unpin(d));
+                    let _ = std::fs::remove_dir(&ns);
+                }
+            }
+        }
     }
 
     fn hash_map<K: aya::Pod, V: aya::Pod>(

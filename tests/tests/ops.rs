@@ -140,6 +140,25 @@ fn netns_setting_runs_the_agent_in_its_namespace() {
     let lan = Lan::new("nsset", &["a"]).unwrap();
     let ns = lan.hosts[0].ns.name();
     let pins = Pins(format!("/sys/fs/bpf/carp/{ns}"));
+    // What agents killed before their clean stop left: the pins of an interface this one
+    // does not serve, and those of a namespace that is gone.
+    let gone = Pins(format!(
+        "/sys/fs/bpf/carp/carpt-gone-{}",
+        std::process::id()
+    ));
+    let stale = [
+        format!("{}/ethgone/CARP_STATS", pins.0),
+        format!("{}/eth0/CARP_STATS", gone.0),
+    ];
+    for pin in &stale {
+        std::fs::create_dir_all(std::path::Path::new(pin).parent().unwrap()).unwrap();
+        let made = Command::new("bpftool")
+            .args(["map", "create", pin, "type", "array"])
+            .args(["key", "4", "value", "8", "entries", "1", "name", "stale"])
+            .status()
+            .unwrap();
+        assert!(made.success(), "bpftool map create {pin}");
+    }
     let a = Agent::start_on_host(
         dir.path(),
         "a",
@@ -173,6 +192,11 @@ fn netns_setting_runs_the_agent_in_its_namespace() {
         dump.contains("\"vhid\":1") && dump.contains("\"state\":\"Master\""),
         "{dump}"
     );
+    for pin in &stale {
+        let dir = std::path::Path::new(pin).parent().unwrap();
+        assert!(!dir.exists(), "{} left in place", dir.display());
+    }
+    assert!(!std::path::Path::new(&gone.0).exists());
     // A clean stop takes its pins away.
     let pinned = std::path::Path::new(&pins.0).join("eth0");
     assert!(pinned.exists());

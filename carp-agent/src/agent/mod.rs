@@ -34,6 +34,7 @@ use crate::{
     preflight::{Options, vhids},
     send::Memberships,
     vhid::Vhid,
+    xdp::DataPlane,
 };
 use anyhow::{Context as _, Result};
 use carp_common::maps::AdvertEvent;
@@ -126,6 +127,8 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
         hook_runs: BTreeMap::new(),
     };
     let mut links = Box::pin(netlink::link_events()?);
+    let serving: Vec<&str> = plans.iter().map(|p| p.interface.as_str()).collect();
+    DataPlane::sweep(&agent.options.config.agent.pin_dir, &serving);
     agent.add_vhids(plans).await?;
     agent.sync_checks().await;
     let mut term = signal(SignalKind::terminate())?;
