@@ -111,6 +111,9 @@ fn bench(smoke: bool) -> Result<()> {
             ("TRIALS", "1"),
             ("FLOOD_SECS", "3"),
             ("LIVE_SECS", "0.5"),
+            ("HOSTS", "3"),
+            ("VHIDS", "6"),
+            ("STEADY_SECS", "2"),
         ]
     } else {
         &[]
@@ -118,6 +121,7 @@ fn bench(smoke: bool) -> Result<()> {
     let xdp = capture("xdp", smoke_env)?;
     let fastpath = capture("fastpath", smoke_env)?;
     let peers = capture("peers", smoke_env)?;
+    let scale = capture("scale", smoke_env)?;
     if smoke {
         return Ok(());
     }
@@ -137,7 +141,7 @@ fn bench(smoke: bool) -> Result<()> {
          side by side in the same run with equal settings (advbase 1, backup advskew 100 or \
          its VRRP twin, priority 156).\n\n## XDP cost per path\n\n{xdp}\n## The fast path against an \
          empty program\n\n{fastpath}\n## Failover, \
-         handover, flood, footprint\n{peers}",
+         handover, flood, footprint\n{peers}\n## A full segment\n\n{scale}",
         started.elapsed(),
         uname.trim()
     );
