@@ -47,8 +47,11 @@ impl Mode {
         } else {
             "203.0.113.255".to_owned()
         };
-        let common =
-            format!("[[vhid]]\ninterface = \"eth0\"\nvhid = {vhid}\nvips = [\"{vip}/32\"]\n");
+        // Preempt, as keepalived defaults to: the agents start one after the other, and the
+        // first would otherwise keep every VHID it took before the others were up.
+        let common = format!(
+            "[[vhid]]\ninterface = \"eth0\"\nvhid = {vhid}\nvips = [\"{vip}/32\"]\npreempt = true\n"
+        );
         match self {
             Mode::Carp => format!(
                 "{common}advskew = {}\npass_file = \"{}\"\n",
