@@ -168,6 +168,30 @@ pub struct VhidStatus {
     #[serde(default)]
     pub adverts_refused: u64,
     pub send_errors: u64,
+    /// Why a VHID is in INIT without running: what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// What a VHID waits for before it can run (keepalived's FAULT): it comes up when netlink
+/// reports it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Waiting {
+    /// The interface does not exist (yet, or any more).
+    #[serde(rename = "no interface")]
+    NoInterface,
+    /// The interface has no address to send adverts from (yet).
+    #[serde(rename = "no address")]
+    NoAddress,
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Waiting::NoInterface => "no interface",
+            Waiting::NoAddress => "no address",
+        })
+    }
 }
 
 impl Status {
@@ -181,12 +205,15 @@ impl Status {
                 format!("vrrp priority {} interval {}ms", v.priority, v.interval_ms)
             };
             out += &format!(
-                "{}: carp: {} vhid {} {}{}\n",
+                "{}: carp: {} vhid {} {}{}{}\n",
                 v.interface,
                 v.state,
                 v.vhid,
                 timing,
-                if v.preempt { " preempt" } else { "" }
+                if v.preempt { " preempt" } else { "" },
+                v.waiting
+                    .map(|w| format!(" (waiting: {w})"))
+                    .unwrap_or_default()
             );
             for vip in &v.vips {
                 let family = if vip.contains(':') { "inet6" } else { "inet" };
