@@ -140,6 +140,14 @@ fn a_vhid_waits_for_its_interface_and_address_while_the_others_run() {
     wait_for(&a, 2, State::Init, Some(Waiting::NoInterface));
     let first = row(&a, 1).transitions;
     assert!(!attached(&a, "eth1"));
+    // A reload keeps it waiting; the operator is told there is nothing to set yet.
+    a.ctl(&["reload"]).unwrap();
+    wait_for(&a, 2, State::Init, Some(Waiting::NoInterface));
+    let refused = a.ctl(&["set-state", "2", "master"]).unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("vhid 2 on eth1 waits in INIT (no interface)"),
+        "{refused:#}"
+    );
 
     create_eth1(host, &other);
     wait_for(&a, 2, State::Init, Some(Waiting::NoAddress));
@@ -196,11 +204,11 @@ fn a_vhid_waits_for_its_interface_and_address_while_the_others_run() {
     assert_eq!(row(&a, 2).demotion, 0);
     let log = a.log_text();
     assert!(!log.contains("ERROR"), "{log}");
-    // Said once per change, not at every re-check.
+    // Said once per change (start, reload, deletion), not at every re-check.
     assert_eq!(
         log.matches("waits in INIT: there is no interface eth1")
             .count(),
-        2,
+        3,
         "{log}"
     );
 }
