@@ -453,16 +453,25 @@ mod tests {
         let s = Status {
             demotion: 0,
             interfaces: vec![],
-            vhids: vec![VhidStatus {
-                interface: "em0".into(),
-                vhid: 1,
-                protocol: Protocol::Carp,
-                state: State::Master,
-                advbase: 1,
-                advskew: 0,
-                vips: vec!["192.0.2.50/24".into()],
-                ..VhidStatus::default()
-            }],
+            vhids: vec![
+                VhidStatus {
+                    interface: "em0".into(),
+                    vhid: 1,
+                    protocol: Protocol::Carp,
+                    state: State::Master,
+                    advbase: 1,
+                    advskew: 0,
+                    vips: vec!["192.0.2.50/24".into()],
+                    ..VhidStatus::default()
+                },
+                VhidStatus {
+                    interface: "vlan7".into(),
+                    vhid: 2,
+                    advbase: 1,
+                    waiting: Some(Waiting::NoInterface),
+                    ..VhidStatus::default()
+                },
+            ],
             checks: vec![CheckStatus {
                 name: "nginx".into(),
                 state: Verdict::Failing,
@@ -479,6 +488,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\tinet 192.0.2.50/24 vhid 1\n"));
+        assert!(
+            text.contains("vlan7: carp: INIT vhid 2 advbase 1 advskew 0 (waiting: no interface)\n"),
+            "{text}"
+        );
+        // The JSON names the reason in the status's words; a running VHID has none.
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""waiting":"no interface""#), "{json}");
+        assert_eq!(json.matches("waiting").count(), 1, "{json}");
         assert!(
             text.contains(
                 "check nginx: failing (demote 240 of group web), 9 runs, 2 failed, \

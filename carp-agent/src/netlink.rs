@@ -232,8 +232,9 @@ pub enum Change {
     Link(Link),
     /// An interface went away.
     Gone(Link),
-    /// An address was added to or removed from the interface with this index.
-    Address(u32),
+    /// An address was added or removed (which interface's does not matter: waiting VHIDs
+    /// look their interface up again).
+    Address,
 }
 
 /// Link and address changes (RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR) as
@@ -256,8 +257,8 @@ pub fn changes() -> Result<impl Stream<Item = Change>> {
                 Some(Change::Gone(link_from(&l)))
             }
             NetlinkPayload::InnerMessage(
-                RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a),
-            ) => Some(Change::Address(a.header.index)),
+                RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_),
+            ) => Some(Change::Address),
             _ => None,
         }
     }))

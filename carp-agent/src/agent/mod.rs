@@ -504,7 +504,7 @@ impl Agent {
                 }
                 self.retry(|a| a.plan.interface == link.name).await;
             }
-            Change::Address(_) => self.retry(|a| a.why == Waiting::NoAddress).await,
+            Change::Address => self.retry(|a| a.why == Waiting::NoAddress).await,
         }
     }
 
