@@ -55,7 +55,8 @@ pub struct Sources {
 }
 
 /// The VHID's advert sources among the interface's own addresses (never a VIP). `None`
-/// when the interface has no address of the family it needs.
+/// when the interface has no address of the family it needs, or not the configured `src`
+/// (yet: DHCP, or ucarp's `-s` given before the address is there): the VHID waits.
 ///
 /// Multicast: IPv4 when the VHID has an IPv4 VIP (ucarp speaks IPv4 only), else the IPv6
 /// link-local address (RFC 5798 5.1.2.1, and FreeBSD's carp_send_ad_locked); a CARP VHID
@@ -70,6 +71,9 @@ pub fn advert_sources(plan: &Plan, addrs: &[Address]) -> Option<Sources> {
         .filter(|a| !a.vip && !plan.vips.iter().any(|(v, _)| *v == a.addr))
         .map(|a| a.addr)
         .collect();
+    if plan.src.is_some_and(|src| !own.contains(&src)) {
+        return None;
+    }
     let pick = |v6: bool, link_local: bool| -> Option<IpAddr> {
         if let Some(src) = plan.src.filter(|s| s.is_ipv6() == v6) {
             return Some(src);
@@ -201,6 +205,15 @@ mod tests {
         // Unicast needs an address of the host's own to bind.
         let uni = plan("vips = [\"192.0.2.1/32\"]\npeers = [\"198.51.100.224\"]");
         assert!(advert_sources(&uni, &left).is_none());
+        // A configured source is needed as it is, not replaced by the VIP.
+        let src = plan("vips = [\"192.0.2.1/29\"]\nsrc = \"198.51.100.3\"");
+        assert!(advert_sources(&src, &own(&HOST)).is_none());
+        let mut late = own(&HOST);
+        late.extend(own(&["198.51.100.3"]));
+        assert_eq!(
+            advert_sources(&src, &late).unwrap().first,
+            a("198.51.100.3")
+        );
     }
 
     /// carp.sh unicast_v6 and unicast_ll_v6: the source has the peer's scope.

@@ -175,6 +175,30 @@ pub struct VhidStatus {
     #[serde(default)]
     pub auth: crate::hmac::AuthMode,
     pub send_errors: u64,
+    /// Why a VHID is in INIT without running: what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// What a VHID waits for before it can run (keepalived's FAULT): it comes up when netlink
+/// reports it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Waiting {
+    /// The interface does not exist (yet, or any more).
+    #[serde(rename = "no interface")]
+    NoInterface,
+    /// The interface has no address to send adverts from (yet).
+    #[serde(rename = "no address")]
+    NoAddress,
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Waiting::NoInterface => "no interface",
+            Waiting::NoAddress => "no address",
+        })
+    }
 }
 
 impl Status {
@@ -188,12 +212,15 @@ impl Status {
                 format!("vrrp priority {} interval {}ms", v.priority, v.interval_ms)
             };
             out += &format!(
-                "{}: carp: {} vhid {} {}{}\n",
+                "{}: carp: {} vhid {} {}{}{}\n",
                 v.interface,
                 v.state,
                 v.vhid,
                 timing,
-                if v.preempt { " preempt" } else { "" }
+                if v.preempt { " preempt" } else { "" },
+                v.waiting
+                    .map(|w| format!(" (waiting: {w})"))
+                    .unwrap_or_default()
             );
             for vip in &v.vips {
                 let family = if vip.contains(':') { "inet6" } else { "inet" };
@@ -433,16 +460,25 @@ mod tests {
         let s = Status {
             demotion: 0,
             interfaces: vec![],
-            vhids: vec![VhidStatus {
-                interface: "em0".into(),
-                vhid: 1,
-                protocol: Protocol::Carp,
-                state: State::Master,
-                advbase: 1,
-                advskew: 0,
-                vips: vec!["192.0.2.50/24".into()],
-                ..VhidStatus::default()
-            }],
+            vhids: vec![
+                VhidStatus {
+                    interface: "em0".into(),
+                    vhid: 1,
+                    protocol: Protocol::Carp,
+                    state: State::Master,
+                    advbase: 1,
+                    advskew: 0,
+                    vips: vec!["192.0.2.50/24".into()],
+                    ..VhidStatus::default()
+                },
+                VhidStatus {
+                    interface: "vlan7".into(),
+                    vhid: 2,
+                    advbase: 1,
+                    waiting: Some(Waiting::NoInterface),
+                    ..VhidStatus::default()
+                },
+            ],
             checks: vec![CheckStatus {
                 name: "nginx".into(),
                 state: Verdict::Failing,
@@ -459,6 +495,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\tinet 192.0.2.50/24 vhid 1\n"));
+        assert!(
+            text.contains("vlan7: carp: INIT vhid 2 advbase 1 advskew 0 (waiting: no interface)\n"),
+            "{text}"
+        );
+        // The JSON names the reason in the status's words; a running VHID has none.
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""waiting":"no interface""#), "{json}");
+        assert_eq!(json.matches("waiting").count(), 1, "{json}");
         assert!(
             text.contains(
                 "check nginx: failing (demote 240 of group web), 9 runs, 2 failed, \

@@ -17,7 +17,7 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
 };
-use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio::{io::unix::AsyncFd, sync::mpsc, task::AbortHandle};
 
 /// An attached interface.
 pub struct Iface {
@@ -35,6 +35,8 @@ pub struct Iface {
     saved: Option<PathBuf>,
     /// Raw sockets for unicast adverts, one per source address.
     unicast: BTreeMap<IpAddr, UnicastSocket>,
+    /// The advert reader, stopped with the interface: its ring buffer never wakes it again.
+    reader: AbortHandle,
 }
 
 impl Iface {
@@ -91,7 +93,7 @@ impl Iface {
                 None
             }
         };
-        spawn_reader(dp.take_events()?, events)?;
+        let ring = dp.take_events()?;
         let mut sysctls = Vec::new();
         let mut saved = None;
         if vips_on == VipPlacement::Loopback {
@@ -123,16 +125,20 @@ impl Iface {
             }
             saved = Some(file);
         }
+        let packet = PacketSocket::bind(link.index)?;
+        // Last, so a failed attach leaves no reader behind.
+        let reader = spawn_reader(ring, events)?;
         Ok(Self {
             link: link.clone(),
             dp,
             mode,
-            packet: PacketSocket::bind(link.index)?,
+            packet,
             promiscuous: false,
             sysctls,
             saved,
             pinned,
             unicast: BTreeMap::new(),
+            reader,
         })
     }
 
@@ -237,9 +243,13 @@ impl Iface {
 /// link, promiscuity with the socket, the sysctls are set back.
 impl Drop for Iface {
     fn drop(&mut self) {
+        self.reader.abort();
         for (path, before) in &self.sysctls {
-            if let Err(e) = std::fs::write(path, before) {
-                tracing::warn!("restoring {path}: {e}");
+            match std::fs::write(path, before) {
+                // The interface went away, and its settings with it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("restoring {path}: {e}"),
+                Ok(()) => {}
             }
         }
         if let Some(file) = &self.saved {
@@ -276,13 +286,16 @@ fn clock_ns(clock: nix::time::ClockId) -> u64 {
         .saturating_add(u64::try_from(t.tv_nsec()).unwrap_or(0))
 }
 
-/// Reads a data plane's ring buffer forever, forwarding events to the loop.
-fn spawn_reader(rb: RingBuf<aya::maps::MapData>, tx: mpsc::Sender<AdvertEvent>) -> Result<()> {
+/// Reads a data plane's ring buffer until aborted, forwarding events to the loop.
+fn spawn_reader(
+    rb: RingBuf<aya::maps::MapData>,
+    tx: mpsc::Sender<AdvertEvent>,
+) -> Result<AbortHandle> {
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long
     // as the AsyncFd owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow!("polling the advert ring buffer: {e}"))?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let Ok(mut guard) = fd.readable_mut().await else {
                 return;
@@ -298,7 +311,7 @@ fn spawn_reader(rb: RingBuf<aya::maps::MapData>, tx: mpsc::Sender<AdvertEvent>) 
             guard.clear_ready();
         }
     });
-    Ok(())
+    Ok(task.abort_handle())
 }
 
 /// Where a master's VIPs go: on `lo` as host addresses (with a route for a subnet the

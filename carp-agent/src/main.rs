@@ -63,10 +63,12 @@ Environment:
 Exit status:
   0  stopped cleanly, or the command succeeded
   1  a runtime error (e.g. the XDP program could not be attached)
-  2  mistakes in the configuration, one line each; nothing was applied
+  2  mistakes in the configuration, one line each; nothing was applied (an interface or
+     address that is not there yet is no mistake: its VHIDs wait in INIT for it)
 
 Examples:
-  carp-agent check                       validate /etc/carp/carp.toml (exit 2 on mistakes)
+  carp-agent check                       validate /etc/carp/carp.toml (exit 2 on mistakes;
+                                         warns of interfaces and addresses not there yet)
   carp-agent status                      every VHID in ifconfig's words (--json for scripts)
   carp-agent demote +150                 planned handover to a preempting backup
   carp-agent demote =0                   undo it
@@ -167,7 +169,8 @@ enum Command {
     },
     /// Re-read the configuration file (as SIGHUP).
     Reload,
-    /// Check the configuration and exit (2 when it is wrong).
+    /// Check the configuration and exit (2 when it is wrong; an interface or address that
+    /// is not there yet is a warning).
     Check,
     /// Print the man page or a shell completion script (for packaging).
     #[command(hide = true)]
@@ -399,8 +402,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(options: Options, check_only: bool) -> ExitCode {
-    let plans = match preflight::preflight(&options).await {
-        Ok(p) => p,
+    let checked = match preflight::preflight(&options).await {
+        Ok(c) => c,
         Err(mistakes) => {
             let at = options
                 .path
@@ -419,13 +422,17 @@ async fn serve(options: Options, check_only: bool) -> ExitCode {
             1 => ", 1 health check".into(),
             n => format!(", {n} health checks"),
         };
+        // What is not there yet is no mistake: the agent waits for it.
+        for line in &checked.absent {
+            eprintln!("carp-agent: warning: {line}");
+        }
         println!(
             "configuration OK: {}{checks}",
-            preflight::vhids(plans.len())
+            preflight::vhids(checked.plans.len())
         );
         return ExitCode::SUCCESS;
     }
-    match agent::run(options, plans).await {
+    match agent::run(options, checked.plans).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("carp-agent: {e:#}");

@@ -120,6 +120,7 @@ pub fn render(
     let trans = Family::<ReasonLabels, Counter>::default();
     let xdp = Family::<XdpLabels, Counter>::default();
     let hook = Family::<HookLabels, Counter>::default();
+    let waiting = Family::<ReasonLabels, Gauge>::default();
     for v in &status.vhids {
         let l = VhidLabels {
             interface: v.interface.clone(),
@@ -130,6 +131,15 @@ pub fn render(
         demotion.get_or_create(&l).set(i64::from(v.demotion));
         sent.get_or_create(&l).inc_by(v.adverts_sent);
         received.get_or_create(&l).inc_by(v.adverts_received);
+        if let Some(why) = v.waiting {
+            waiting
+                .get_or_create(&ReasonLabels {
+                    interface: v.interface.clone(),
+                    vhid: v.vhid,
+                    reason: why.to_string(),
+                })
+                .set(1);
+        }
     }
     for ((interface, vhid, reason), n) in transitions {
         trans
@@ -161,6 +171,11 @@ pub fn render(
         state,
     );
     registry.register("vhid_demotion", "Demotion applied to the VHID", demotion);
+    registry.register(
+        "vhid_waiting",
+        "1 while the VHID waits in INIT for what reason names (no interface, no address)",
+        waiting,
+    );
     registry.register("adverts_sent", "Adverts sent", sent);
     registry.register("adverts_received", "Valid adverts received", received);
     registry.register("transitions", "State changes by reason", trans);
@@ -216,13 +231,21 @@ mod tests {
                 xdp_mode: Attached::Skb,
                 xdp: [("bad_hmac".to_string(), 7)].into_iter().collect(),
             }],
-            vhids: vec![VhidStatus {
-                interface: "eth0".into(),
-                vhid: 1,
-                state: carp_common::State::Master,
-                adverts_sent: 3,
-                ..VhidStatus::default()
-            }],
+            vhids: vec![
+                VhidStatus {
+                    interface: "eth0".into(),
+                    vhid: 1,
+                    state: carp_common::State::Master,
+                    adverts_sent: 3,
+                    ..VhidStatus::default()
+                },
+                VhidStatus {
+                    interface: "eth1".into(),
+                    vhid: 2,
+                    waiting: Some(crate::control::Waiting::NoInterface),
+                    ..VhidStatus::default()
+                },
+            ],
             checks: vec![CheckStatus {
                 name: "nginx".into(),
                 state: Verdict::Failing,
@@ -236,6 +259,8 @@ mod tests {
         let text = render(&status, &transitions, &hooks);
         for line in [
             "carp_vhid_state{interface=\"eth0\",vhid=\"1\"} 2",
+            "carp_vhid_state{interface=\"eth1\",vhid=\"2\"} 0",
+            "carp_vhid_waiting{interface=\"eth1\",vhid=\"2\",reason=\"no interface\"} 1",
             "carp_adverts_sent_total{interface=\"eth0\",vhid=\"1\"} 3",
             "carp_transitions_total{interface=\"eth0\",vhid=\"1\",reason=\"master timed out\"} 1",
             "carp_xdp_packets_total{interface=\"eth0\",counter=\"bad_hmac\"} 7",

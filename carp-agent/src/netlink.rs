@@ -1,5 +1,5 @@
 //! The kernel's view of interfaces over rtnetlink: looking links up, adding and removing
-//! VIPs, promiscuous mode for virtual-MAC VHIDs, and link state changes as a stream.
+//! VIPs, and link and address changes as a stream.
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
@@ -78,6 +78,14 @@ impl Netlink {
 
     /// The interface called `name`.
     pub async fn link(&self, name: &str) -> Result<Link> {
+        self.find_link(name)
+            .await?
+            .with_context(|| format!("there is no interface {name}"))
+    }
+
+    /// The interface called `name`, or `None` while there is none: absence is not an
+    /// error, the agent waits for it.
+    pub async fn find_link(&self, name: &str) -> Result<Option<Link>> {
         let mut links = self
             .handle
             .link()
@@ -85,9 +93,8 @@ impl Netlink {
             .match_name(name.to_owned())
             .execute();
         match links.try_next().await {
-            Ok(Some(msg)) => Ok(link_from(&msg)),
-            Ok(None) => bail!("there is no interface {name}"),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => bail!("there is no interface {name}"),
+            Ok(msg) => Ok(msg.as_ref().map(link_from)),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(anyhow!("looking up interface {name}: {e}")),
         }
     }
@@ -218,18 +225,40 @@ fn is_vip(m: &AddressMessage) -> bool {
         )))
 }
 
-/// Link changes (RTNLGRP_LINK) as they happen.
-pub fn link_events() -> Result<impl Stream<Item = Link>> {
+/// A change the kernel reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// An interface appeared or changed (state, name, MAC).
+    Link(Link),
+    /// An interface went away.
+    Gone(Link),
+    /// An address was added or removed (which interface's does not matter: waiting VHIDs
+    /// look their interface up again).
+    Address,
+}
+
+/// Link and address changes (RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR) as
+/// they happen: what brings up a VHID whose interface or address was not there yet.
+pub fn changes() -> Result<impl Stream<Item = Change>> {
+    let groups = [
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+    ];
     let (conn, _handle, messages) =
-        new_multicast_connection(&[MulticastGroup::Link]).context("subscribing to link changes")?;
+        new_multicast_connection(&groups).context("subscribing to link and address changes")?;
     tokio::spawn(conn);
     Ok(messages.filter_map(|(msg, _)| async move {
         match msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => Some(link_from(&l)),
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => Some(Link {
-                up: false,
-                ..link_from(&l)
-            }),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                Some(Change::Link(link_from(&l)))
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
+                Some(Change::Gone(link_from(&l)))
+            }
+            NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_),
+            ) => Some(Change::Address),
             _ => None,
         }
     }))

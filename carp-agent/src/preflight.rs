@@ -1,5 +1,7 @@
 //! What `carp-agent check` and every start and reload check before anything is applied:
-//! the configuration, then the system (interfaces, addresses). One line per mistake.
+//! the configuration, then the system (interfaces, addresses). One line per mistake; an
+//! interface or address that is not there yet is no mistake (the VHID waits for it), but
+//! a line `check` warns with.
 
 use crate::{addrs, config::Config, config::Plan, netlink::Netlink};
 use std::path::PathBuf;
@@ -16,8 +18,15 @@ pub fn vhids(n: usize) -> String {
     format!("{n} VHID{}", if n == 1 { "" } else { "s" })
 }
 
+/// A configuration that passed: the VHIDs, and what some of them wait for.
+pub struct Checked {
+    pub plans: Vec<Plan>,
+    /// One line per VHID whose interface or address is not there yet.
+    pub absent: Vec<String>,
+}
+
 /// Validates the configuration against the system; errors here exit with code 2.
-pub async fn preflight(options: &Options) -> Result<Vec<Plan>, Vec<String>> {
+pub async fn preflight(options: &Options) -> Result<Checked, Vec<String>> {
     let base = options
         .path
         .as_ref()
@@ -28,27 +37,36 @@ pub async fn preflight(options: &Options) -> Result<Vec<Plan>, Vec<String>> {
         .validate(&base)
         .map_err(|m| m.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let nl = Netlink::new().map_err(|e| vec![format!("{e:#}")])?;
-    let mistakes = check_system(&nl, &plans).await;
+    let (mistakes, absent) = check_system(&nl, &plans).await;
     if mistakes.is_empty() {
-        Ok(plans)
+        Ok(Checked { plans, absent })
     } else {
         Err(mistakes)
     }
 }
 
-/// Checks what needs the system: interfaces exist, VIPs are not host addresses, a source
-/// address exists. A VIP outside the interface's subnets is fine (carp.sh basic_v4: the
-/// master routes the VIP's subnet over the interface).
-async fn check_system(nl: &Netlink, plans: &[Plan]) -> Vec<String> {
+/// Checks what needs the system: VIPs are not host addresses (mistakes); interfaces and
+/// source addresses exist (absent ones are waited for). A VIP outside the interface's
+/// subnets is fine (carp.sh basic_v4: the master routes the VIP's subnet over the
+/// interface).
+async fn check_system(nl: &Netlink, plans: &[Plan]) -> (Vec<String>, Vec<String>) {
     let mut mistakes = Vec::new();
+    let mut absent = Vec::new();
     let lo = match nl.link("lo").await {
         Ok(lo) => nl.addresses(lo.index).await.unwrap_or_default(),
         Err(_) => Vec::new(),
     };
     for p in plans {
         let at = format!("vhid {} on {}", p.vhid, p.interface);
-        let link = match nl.link(&p.interface).await {
-            Ok(l) => l,
+        let link = match nl.find_link(&p.interface).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                absent.push(format!(
+                    "{at}: there is no interface {} yet: the VHID waits in INIT until it appears",
+                    p.interface
+                ));
+                continue;
+            }
             Err(e) => {
                 mistakes.push(format!("{at}: {e:#}"));
                 continue;
@@ -66,11 +84,12 @@ async fn check_system(nl: &Netlink, plans: &[Plan]) -> Vec<String> {
             }
         }
         if addrs::advert_sources(p, &addrs).is_none() {
-            mistakes.push(format!(
-                "{at}: {} has no address to send adverts from (to the peers' family and scope)",
+            absent.push(format!(
+                "{at}: {} lacks the address to send adverts from (its src, or one of the \
+                 peers' family and scope) yet: the VHID waits in INIT until it has it",
                 p.interface
             ));
         }
     }
-    mistakes
+    (mistakes, absent)
 }

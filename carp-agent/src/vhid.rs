@@ -7,7 +7,7 @@
 use crate::{
     addrs::{self, Sources},
     config::{MacMode, Plan, Protocol, VipPlacement},
-    control::VhidStatus,
+    control::{VhidStatus, Waiting},
     election::{Event, Machine, Reason, State, Timing},
     frame,
     hmac::{Auth, AuthMode, Counter, STRICT_WINDOW_NS},
@@ -429,30 +429,8 @@ impl Vhid {
 
     /// The status row, given the VHID's effective demotion.
     pub fn status(&self, demotion: i32) -> VhidStatus {
-        let (advbase, advskew, priority, interval_ms) = match self.machine.advertised() {
-            Timing::Carp { advbase, advskew } => (advbase, advskew, 0, 0),
-            Timing::Vrrp3 {
-                priority,
-                interval_cs,
-            } => (0, 0, priority, u32::from(interval_cs) * 10),
-        };
         VhidStatus {
-            interface: self.plan.interface.clone(),
-            vhid: self.plan.vhid,
-            protocol: self.plan.protocol(),
             state: self.state(),
-            advbase,
-            advskew,
-            priority,
-            interval_ms,
-            demotion,
-            preempt: self.plan.preempt,
-            vips: self
-                .plan
-                .vips
-                .iter()
-                .map(|(a, l)| format!("{a}/{l}"))
-                .collect(),
             src: self.sources.first.to_string(),
             seconds_in_state: self.since.elapsed().as_secs_f64(),
             last_reason: self.last_reason.to_string(),
@@ -461,9 +439,45 @@ impl Vhid {
             adverts_received: self.n.adverts_received,
             adverts_refused: self.n.adverts_refused,
             adverts_stale: self.n.adverts_stale,
-            auth: self.plan.auth,
             send_errors: self.n.send_errors,
+            ..settings(&self.plan, self.machine.advertised(), demotion)
         }
+    }
+}
+
+/// The status row of a VHID that waits in INIT for `why`, since `since` ago.
+pub fn waiting_status(plan: &Plan, why: Waiting, since: Duration, demotion: i32) -> VhidStatus {
+    VhidStatus {
+        state: State::Init,
+        seconds_in_state: since.as_secs_f64(),
+        last_reason: format!("waiting: {why}"),
+        waiting: Some(why),
+        ..settings(plan, plan.timing, demotion)
+    }
+}
+
+/// The configured part of a status row.
+fn settings(plan: &Plan, timing: Timing, demotion: i32) -> VhidStatus {
+    let (advbase, advskew, priority, interval_ms) = match timing {
+        Timing::Carp { advbase, advskew } => (advbase, advskew, 0, 0),
+        Timing::Vrrp3 {
+            priority,
+            interval_cs,
+        } => (0, 0, priority, u32::from(interval_cs) * 10),
+    };
+    VhidStatus {
+        interface: plan.interface.clone(),
+        vhid: plan.vhid,
+        protocol: plan.protocol(),
+        advbase,
+        advskew,
+        priority,
+        interval_ms,
+        demotion,
+        preempt: plan.preempt,
+        auth: plan.auth,
+        vips: plan.vips.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
+        ..VhidStatus::default()
     }
 }
 
@@ -544,7 +558,12 @@ mod tests {
             up: true,
             veth: false,
         };
-        Vhid::new(plan, &link, &[], VipPlacement::Loopback, false).unwrap()
+        let own = Address {
+            addr: Ipv4Addr::new(192, 0, 2, 1).into(),
+            prefix: 24,
+            vip: false,
+        };
+        Vhid::new(plan, &link, &[own], VipPlacement::Loopback, false).unwrap()
     }
 
     fn advert(counter: u64) -> AdvertEvent {

@@ -9,7 +9,7 @@ use carp_agent::{
     config::{MacMode, Plan, VipPlacement},
     election::{Action, Event, State, Timing},
     hmac::{Auth, AuthMode},
-    netlink::Link,
+    netlink::{Address, Link},
     vhid::{Outgoing, Vhid},
 };
 use carp_common::{
@@ -54,16 +54,28 @@ struct Node {
 impl Node {
     /// The agent's VHID as it starts: the same code path as carp-agent's.
     fn fresh(&self) -> Vhid {
-        // The plan names its source, as `src` in the configuration does.
         Vhid::new(
             self.plan.clone(),
             &self.link_info,
-            &[],
+            &own(&self.plan),
             VipPlacement::Loopback,
             false,
         )
         .unwrap()
     }
+}
+
+/// The interface's address: the source the plan names, as `src` in the configuration
+/// does (an agent waits until its interface has it).
+fn own(plan: &Plan) -> Vec<Address> {
+    plan.src
+        .map(|addr| Address {
+            addr,
+            prefix: 24,
+            vip: false,
+        })
+        .into_iter()
+        .collect()
 }
 
 /// A packet in flight: wire bytes and the node that sent it (None: an attacker).
@@ -132,8 +144,14 @@ impl Sim {
                 };
                 let kernel = Auth::new(PASSWORD, VHID, &[vip()]).unwrap().kernel();
                 let mut node = Node {
-                    vhid: Vhid::new(plan.clone(), &link_info, &[], VipPlacement::Loopback, false)
-                        .unwrap(),
+                    vhid: Vhid::new(
+                        plan.clone(),
+                        &link_info,
+                        &own(&plan),
+                        VipPlacement::Loopback,
+                        false,
+                    )
+                    .unwrap(),
                     plan,
                     link_info,
                     kernel,

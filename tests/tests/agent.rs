@@ -293,8 +293,9 @@ fn configuration_mistakes_exit_2_with_one_line_each() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("advbase must be 1..=255"), "{err}");
-    // Syntax and values first; the system checks (unknown interface) come once those pass.
-    // A VIP that is the host's own address would be taken from it while BACKUP.
+    // Syntax and values first; the system checks come once those pass. A VIP that is the
+    // host's own address would be taken from it while BACKUP; an interface that is not
+    // there yet is no mistake (late.rs: its VHID waits for it).
     std::fs::write(&cfg, "[[vhid]]\ninterface = \"eth9\"\nvhid = 1\nvips = [\"192.0.2.50/24\"]\n\n[[vhid]]\ninterface = \"eth0\"\nvhid = 2\nvips = [\"192.0.2.1/24\"]\n").unwrap();
     let out = lan.hosts[0]
         .ns
@@ -305,10 +306,7 @@ fn configuration_mistakes_exit_2_with_one_line_each() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("vhid 1 on eth9: there is no interface eth9"),
-        "{err}"
-    );
+    assert!(!err.contains("eth9"), "{err}");
     assert!(
         err.contains("vhid 2 on eth0: VIP 192.0.2.1 is already an address of this host"),
         "{err}"

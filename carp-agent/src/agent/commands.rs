@@ -6,6 +6,7 @@ use crate::{
     control::{Forced, Reply, Request, Status},
     election::{Event, State},
     iface::Iface,
+    vhid::waiting_status,
 };
 use anyhow::{Result, bail};
 
@@ -18,6 +19,17 @@ impl Agent {
             })
             .collect();
         if found.is_empty() {
+            if let Some(a) = self
+                .absent
+                .iter()
+                .find(|a| a.plan.vhid == vhid && interface.is_none_or(|n| n == a.plan.interface))
+            {
+                bail!(
+                    "vhid {vhid} on {} waits in INIT ({}): there is nothing to set yet",
+                    a.plan.interface,
+                    a.why
+                );
+            }
             bail!(
                 "no vhid {vhid} is configured{}",
                 interface.map(|i| format!(" on {i}")).unwrap_or_default()
@@ -75,6 +87,15 @@ impl Agent {
             interfaces: self.ifaces.values().map(Iface::status).collect(),
             vhids: (0..self.vhids.len())
                 .map(|i| self.vhids[i].vhid.status(self.effective_demotion(i)))
+                .chain(self.absent.iter().map(|a| {
+                    let groups = a.plan.groups.iter().map(String::as_str);
+                    waiting_status(
+                        &a.plan,
+                        a.why,
+                        a.since.elapsed(),
+                        self.demotion.effective(groups),
+                    )
+                }))
                 .collect(),
             checks: self.checks.status(),
         }

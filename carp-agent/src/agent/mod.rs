@@ -12,9 +12,17 @@
 //! - **Clocks.** Machines run on the agent's monotonic time since start; leases in the
 //!   maps are CLOCK_MONOTONIC nanoseconds, the program's `bpf_ktime_get_ns`, renewed by
 //!   every advert sent, so a frozen agent's host goes quiet before a backup takes over.
-//! - **This module.** The event loop (adverts, timers, links, the control socket, checks,
-//!   hooks, signals), the work queue that feeds machines and carries out their actions,
-//!   and shutdown; commands.rs answers the operator, reload.rs applies a new file.
+//! - **Absence.** A VHID whose interface, or address to advertise from, is not there
+//!   (yet: DHCP, a VLAN networkd makes later, a driver that loads late) is no mistake: it
+//!   waits in INIT, shown in the status with what it waits for, while the others run, as
+//!   keepalived keeps such an instance in FAULT. Link and address changes from netlink
+//!   start it, the program attached to the interface then; an interface that goes away
+//!   takes its program along and sends its VHIDs back to waiting (FreeBSD's
+//!   carp_ifdetach).
+//! - **This module.** The event loop (adverts, timers, link and address changes, the
+//!   control socket, checks, hooks, signals), the work queue that feeds machines and
+//!   carries out their actions, and shutdown; commands.rs answers the operator, reload.rs
+//!   applies a new file.
 //!   preflight.rs checks before anything is applied, iface.rs does the effects, checks.rs
 //!   runs the health checks.
 
@@ -22,15 +30,16 @@ mod commands;
 mod reload;
 
 use crate::{
+    addrs,
     checks::Checks,
     config::{MacMode, Plan},
-    control,
+    control::{self, Waiting},
     demotion::Demotion,
     election::{Action, Event, Reason, State, Timing},
     health, hooks,
     iface::{self, Iface, Placement, ipv6_forwarding},
     metrics,
-    netlink::{self, Link, Netlink},
+    netlink::{self, Change, Link, Netlink},
     preflight::{Options, vhids},
     send::Memberships,
     vhid::Vhid,
@@ -55,6 +64,13 @@ struct Running {
     _memberships: Memberships,
 }
 
+/// A VHID that cannot run yet, and since when it waits for `why`.
+struct Absent {
+    plan: Plan,
+    why: Waiting,
+    since: Instant,
+}
+
 /// What the work queue does next.
 enum Work {
     /// Feed one machine an event and carry out its actions.
@@ -70,6 +86,8 @@ struct Agent {
     placement: Placement,
     ifaces: BTreeMap<String, Iface>,
     vhids: Vec<Running>,
+    /// VHIDs waiting for their interface or address.
+    absent: Vec<Absent>,
     demotion: Demotion<(String, u8)>,
     events_tx: mpsc::Sender<AdvertEvent>,
     hooks_tx: mpsc::UnboundedSender<(u8, hooks::Outcome)>,
@@ -117,6 +135,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
         options,
         ifaces: BTreeMap::new(),
         vhids: Vec::new(),
+        absent: Vec::new(),
         demotion,
         events_tx,
         hooks_tx,
@@ -126,7 +145,8 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
         transitions: BTreeMap::new(),
         hook_runs: BTreeMap::new(),
     };
-    let mut links = Box::pin(netlink::link_events()?);
+    // Subscribed before the first look, so nothing that appears in between is missed.
+    let mut changes = Box::pin(netlink::changes()?);
     let serving: Vec<&str> = plans.iter().map(|p| p.interface.as_str()).collect();
     DataPlane::sweep(&agent.options.config.agent.pin_dir, &serving);
     agent.add_vhids(plans).await?;
@@ -136,7 +156,14 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut watchdog = tokio::time::interval(watchdog_interval());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    tracing::info!("carp-agent running: {}", vhids(agent.vhids.len()));
+    tracing::info!(
+        "carp-agent running: {}{}",
+        vhids(agent.vhids.len()),
+        match agent.absent.len() {
+            0 => String::new(),
+            n => format!(", {n} waiting for an interface or address"),
+        }
+    );
     loop {
         let deadline = agent
             .vhids
@@ -147,7 +174,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             Some(ev) = events_rx.recv() => agent.on_advert(ev).await,
-            Some(link) = links.next() => agent.on_link(link).await,
+            Some(change) = changes.next() => agent.on_change(change).await,
             Some((req, reply)) = control_rx.recv() => {
                 let r = agent.on_control(req).await;
                 let _ = reply.send(r);
@@ -208,35 +235,120 @@ impl Agent {
         Ok(())
     }
 
+    /// Starts the VHIDs of `plans` that can run; the others wait.
     async fn add_vhids(&mut self, plans: Vec<Plan>) -> Result<()> {
         for plan in plans {
-            let link = self.nl.link(&plan.interface).await?;
-            self.placement.clear(&plan, &link).await?;
-            self.attach(&link, plan.mac == MacMode::Virtual)?;
-            let addrs = self.nl.addresses(link.index).await?;
-            let memberships = Memberships::join(link.index, &plan)
-                .with_context(|| format!("joining multicast groups on {}", plan.interface))?;
-            let vips_on = self.options.config.agent.vips_on;
-            let vhid = Vhid::new(plan, &link, &addrs, vips_on, ipv6_forwarding(&link.name))?;
-            if let Some(iface) = self.ifaces.get_mut(&link.name) {
-                iface.register(&vhid)?;
-            }
-            self.vhids.push(Running {
-                vhid,
-                hooks: hooks::Queue::start(self.hooks_tx.clone()),
-                _memberships: memberships,
-            });
-            let i = self.vhids.len() - 1;
-            let effective = self.effective_demotion(i);
-            self.feed(i, Event::Demotion(effective)).await;
-            if link.up {
-                self.feed(i, Event::LinkUp).await;
-            } else {
-                self.demotion.link(&self.vhids[i].vhid.id(), false);
+            if let Some(why) = self.start_vhid(&plan).await? {
+                self.wait(plan, why, None);
             }
         }
         self.drive(Work::Demotion).await;
         Ok(())
+    }
+
+    /// Starts a VHID when its interface and an address to advertise from are there;
+    /// otherwise what it waits for.
+    async fn start_vhid(&mut self, plan: &Plan) -> Result<Option<Waiting>> {
+        let Some(link) = self.nl.find_link(&plan.interface).await? else {
+            return Ok(Some(Waiting::NoInterface));
+        };
+        let addrs = self.nl.addresses(link.index).await?;
+        if addrs::advert_sources(plan, &addrs).is_none() {
+            return Ok(Some(Waiting::NoAddress));
+        }
+        self.placement.clear(plan, &link).await?;
+        self.attach(&link, plan.mac == MacMode::Virtual)?;
+        let memberships = Memberships::join(link.index, plan)
+            .with_context(|| format!("joining multicast groups on {}", plan.interface))?;
+        let vips_on = self.options.config.agent.vips_on;
+        let vhid = Vhid::new(
+            plan.clone(),
+            &link,
+            &addrs,
+            vips_on,
+            ipv6_forwarding(&link.name),
+        )?;
+        if let Some(iface) = self.ifaces.get_mut(&link.name) {
+            iface.register(&vhid)?;
+        }
+        self.vhids.push(Running {
+            vhid,
+            hooks: hooks::Queue::start(self.hooks_tx.clone()),
+            _memberships: memberships,
+        });
+        let i = self.vhids.len() - 1;
+        let effective = self.effective_demotion(i);
+        self.feed(i, Event::Demotion(effective)).await;
+        if link.up {
+            self.feed(i, Event::LinkUp).await;
+        } else {
+            self.demotion.link(&self.vhids[i].vhid.id(), false);
+        }
+        Ok(None)
+    }
+
+    /// Keeps `plan` waiting for `why`. Logged when the reason is new, not at every
+    /// re-check: `before` is what it waited for until now, and since when.
+    fn wait(&mut self, plan: Plan, why: Waiting, before: Option<(Waiting, Instant)>) {
+        let since = match before {
+            Some((was, since)) if was == why => since,
+            _ => {
+                let what = match why {
+                    Waiting::NoInterface => format!("there is no interface {}", plan.interface),
+                    Waiting::NoAddress => format!(
+                        "{} lacks the address to send adverts from (its src, or one of the \
+                         peers' family and scope)",
+                        plan.interface
+                    ),
+                };
+                tracing::warn!(
+                    "vhid {} on {} waits in INIT: {what}; it starts when that changes",
+                    plan.vhid,
+                    plan.interface
+                );
+                Instant::now()
+            }
+        };
+        self.absent.push(Absent { plan, why, since });
+    }
+
+    /// Starts the waiting VHIDs `which` selects that can run now; the others wait on.
+    async fn retry(&mut self, which: impl Fn(&Absent) -> bool) {
+        let (now, rest): (Vec<Absent>, Vec<Absent>) = std::mem::take(&mut self.absent)
+            .into_iter()
+            .partition(which);
+        self.absent = rest;
+        if now.is_empty() {
+            return;
+        }
+        for a in now {
+            match self.start_vhid(&a.plan).await {
+                Ok(None) => tracing::info!(
+                    "vhid {} on {} started: {} is there with an address",
+                    a.plan.vhid,
+                    a.plan.interface,
+                    a.plan.interface
+                ),
+                Ok(Some(why)) => self.wait(a.plan, why, Some((a.why, a.since))),
+                Err(e) => {
+                    tracing::error!(
+                        "vhid {} on {}: starting failed, waiting for the next change: {e:#}",
+                        a.plan.vhid,
+                        a.plan.interface
+                    );
+                    self.detach_unused();
+                    self.wait(a.plan, a.why, Some((a.why, a.since)));
+                }
+            }
+        }
+        self.drive(Work::Demotion).await;
+    }
+
+    /// Lets go of interfaces no running VHID uses (dropping their program).
+    fn detach_unused(&mut self) {
+        let vhids = &self.vhids;
+        self.ifaces
+            .retain(|name, _| vhids.iter().any(|r| r.vhid.plan.interface == *name));
     }
 
     fn effective_demotion(&self, i: usize) -> i32 {
@@ -364,6 +476,57 @@ impl Agent {
         {
             self.feed(i, event).await;
         }
+    }
+
+    /// A link or address change: interfaces that went away (deleted, or renamed) take
+    /// their VHIDs back to waiting, and waiting VHIDs it concerns are looked at again.
+    async fn on_change(&mut self, change: Change) {
+        match change {
+            Change::Link(link) => {
+                // Under another name, or another interface under this name (a deletion
+                // whose message was lost): the interface this agent attached to is gone.
+                let stale = self
+                    .ifaces
+                    .iter()
+                    .find(|(name, i)| (i.link.index == link.index) != (**name == link.name))
+                    .map(|(name, _)| name.clone());
+                if let Some(name) = stale {
+                    self.vanish(&name).await;
+                }
+                let name = link.name.clone();
+                self.on_link(link).await;
+                self.retry(|a| a.plan.interface == name).await;
+            }
+            Change::Gone(link) => {
+                if self
+                    .ifaces
+                    .get(&link.name)
+                    .is_some_and(|i| i.link.index == link.index)
+                {
+                    self.vanish(&link.name).await;
+                }
+                self.retry(|a| a.plan.interface == link.name).await;
+            }
+            Change::Address => self.retry(|a| a.why == Waiting::NoAddress).await,
+        }
+    }
+
+    /// The interface `name` is gone: its VHIDs leave their state as on a link down (VIPs,
+    /// hooks), the program and sockets go with it, and the VHIDs wait for it to come back
+    /// without the link-down demotion, as FreeBSD's carp_ifdetach destroys them.
+    async fn vanish(&mut self, name: &str) {
+        tracing::warn!("{name} is gone: its VHIDs wait for it to come back");
+        for i in (0..self.vhids.len()).rev() {
+            if self.vhids[i].vhid.plan.interface != name {
+                continue;
+            }
+            self.feed(i, Event::LinkDown).await;
+            self.demotion.link(&self.vhids[i].vhid.id(), true);
+            let plan = self.vhids.remove(i).vhid.plan;
+            self.wait(plan, Waiting::NoInterface, None);
+        }
+        self.ifaces.remove(name);
+        self.drive(Work::Demotion).await;
     }
 
     async fn on_link(&mut self, link: Link) {

@@ -41,7 +41,8 @@ impl Agent {
         };
         let plans = preflight(&options)
             .await
-            .map_err(|m| anyhow!(m.join("; ")))?;
+            .map_err(|m| anyhow!(m.join("; ")))?
+            .plans;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
         let mut keep = vec![false; self.vhids.len()];
         let mut fresh = Vec::new();
@@ -70,14 +71,10 @@ impl Agent {
         }
         let unchanged = self.vhids.len();
         self.options.config = options.config;
+        // Waiting VHIDs are among the fresh ones: they start, or wait again, as new.
+        self.absent.clear();
         self.add_vhids(fresh).await?;
-        // Interfaces no VHID uses any more are detached (dropping the link).
-        let used: Vec<String> = self
-            .vhids
-            .iter()
-            .map(|r| r.vhid.plan.interface.clone())
-            .collect();
-        self.ifaces.retain(|name, _| used.contains(name));
+        self.detach_unused();
         self.sync_checks().await;
         tracing::info!(
             "configuration reloaded: {} kept (changed ones in place), {} started",

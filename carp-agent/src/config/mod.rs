@@ -235,7 +235,8 @@ pub struct VhidConfig {
     /// Gratuitous ARPs / unsolicited NAs sent on becoming master.
     #[serde(default = "default_garp")]
     pub garp_count: u8,
-    /// Source address of adverts; default: the interface's first address of the family.
+    /// Source address of adverts, one of the interface's (the VHID waits until it is
+    /// there); default: the interface's first address of the family.
     #[serde(default)]
     pub src: Option<IpAddr>,
     #[serde(default)]
@@ -397,6 +398,33 @@ fn toml_error(e: &toml::de::Error, text: &str) -> String {
 pub const MAX_SECONDS: f64 = 86_400.0;
 
 /// A positive, finite number of seconds up to [`MAX_SECONDS`].
+/// Whether `name` could ever be an interface's (the kernel's dev_valid_name): a name that
+/// cannot is a mistake, while one that is merely absent is waited for.
+pub fn interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("interface is empty".into());
+    }
+    if name.len() >= IFNAMSIZ {
+        return Err(format!(
+            "interface {name:?} is longer than {} bytes: no interface can have that name",
+            IFNAMSIZ - 1
+        ));
+    }
+    if name == "."
+        || name == ".."
+        || name.contains(['/', ':'])
+        || name.contains(char::is_whitespace)
+    {
+        return Err(format!(
+            "interface {name:?} is not a valid name ('/', ':', blanks, \".\" and \"..\" are not allowed)"
+        ));
+    }
+    Ok(())
+}
+
+/// Linux's IFNAMSIZ: names are at most 15 bytes and a NUL.
+const IFNAMSIZ: usize = 16;
+
 fn seconds_ok(s: f64) -> bool {
     s > 0.0 && s <= MAX_SECONDS
 }
@@ -523,8 +551,8 @@ impl Config {
                     what,
                 })
             };
-            if v.interface.is_empty() {
-                bad("interface is empty".into());
+            if let Err(e) = interface_name(&v.interface) {
+                bad(e);
             }
             if v.vhid == 0 {
                 bad("vhid must be 1..=255".into());

@@ -352,3 +352,28 @@ fn strict_authentication_is_for_carp_with_a_password() {
             .contains("unknown variant `tight`, expected `bsd` or `strict`")
     );
 }
+
+#[test]
+fn interface_names_no_interface_can_have_are_mistakes() {
+    for ok in ["eth0", "bond0.100", "enp0s31f6", "a23456789012345"] {
+        assert_eq!(interface_name(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "",
+        "a234567890123456",
+        "eth/0",
+        "eth0:1",
+        "eth 0",
+        ".",
+        "..",
+    ] {
+        assert!(interface_name(bad).is_err(), "{bad:?}");
+    }
+    let m = mistakes(
+        "[[vhid]]\ninterface = \"vlan-to-the-datacentre\"\nvhid = 1\nvips = [\"192.0.2.50\"]\n",
+    );
+    assert!(
+        m.iter().any(|m| m.contains("longer than 15 bytes")),
+        "{m:?}"
+    );
+}
