@@ -252,7 +252,7 @@ impl Drop for Iface {
 }
 
 /// Whether the host forwards IPv6 on `interface`, which makes CARP's NAs carry the Router
-/// flag (see `maps::flags::ROUTER`).
+/// flag (see `maps::Flags::router`).
 pub fn ipv6_forwarding(interface: &str) -> bool {
     std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{interface}/forwarding"))
         .is_ok_and(|v| v.trim() == "1")

@@ -12,8 +12,8 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use carp_common::{
-    State,
-    maps::{self, AdvertEvent, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats},
+    Protocol, State,
+    maps::{self, AdvertEvent, Flags, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats},
     wire,
 };
 use std::path::Path;
@@ -44,16 +44,16 @@ pub struct DataPlane {
 /// The map entry for a VHID: protocol, state, MACs and, for CARP, what the program needs
 /// to verify digests (the prepared HMAC, never the password).
 pub fn vhid_entry(
-    version: u8,
+    protocol: Protocol,
     state: State,
-    flags: u8,
+    flags: Flags,
     mac: [u8; 6],
     if_mac: [u8; 6],
     auth: Option<&Auth>,
 ) -> VhidEntry {
     let mut entry = VhidEntry {
         state,
-        version,
+        protocol,
         flags,
         mac,
         if_mac,
@@ -63,7 +63,7 @@ pub fn vhid_entry(
         entry.auth = auth.kernel();
         if let Some(nov6ll) = auth.kernel_nov6ll() {
             entry.auth_nov6ll = nov6ll;
-            entry.flags |= maps::flags::NOV6LL;
+            entry.flags.nov6ll = true;
         }
     }
     entry
@@ -276,7 +276,7 @@ mod tests {
                 m.handle(now, event);
             }
             m.handle(now + std::time::Duration::from_secs(1000), Event::Timer);
-            prop_assert!(m.state() != State::Init);
+            prop_assert!(m.state() != State::INIT);
             m.handle(now + std::time::Duration::from_secs(1001), Event::Advert(advert));
         }
     }

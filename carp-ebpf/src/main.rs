@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use carp_common::{
-    checksum,
+    Protocol, checksum,
     ether::{
         ARP_REPLY, ARP_REQUEST, ArpPacket, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
         EthHeader, IPPROTO_ICMPV6, IPV6_HLEN, Ipv4Header, Ipv6Header, NA_OVERRIDE, NA_ROUTER,
@@ -30,7 +30,7 @@ use carp_common::{
     },
     maps::{
         AdvertEvent, EVENTS_BYTES, MAX_VHIDS, MAX_VIPS, ReplayEntry, VhidEntry, VhidKey, VipEntry,
-        VipKey, XdpStats, answers, flags, repeat_gap_ns,
+        VipKey, XdpStats, answers, repeat_gap_ns,
     },
     sha1::BLOCK_LEN,
     vrrp, wire,
@@ -222,7 +222,7 @@ fn virtual_mac(pkt: Pkt, l2: L2, dst: [u8; 6]) -> Option<u32> {
     };
     // SAFETY: map values stay valid for the whole program run.
     let entry = unsafe { &*CARP_VHIDS.get_ptr(key)? };
-    if entry.flags & flags::VMAC == 0 || entry.mac[4] != dst[4] {
+    if !entry.flags.vmac || entry.mac[4] != dst[4] {
         return None;
     }
     if !answers(entry.state, entry.master_until, now()) {
@@ -343,7 +343,7 @@ fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> u32 {
         // SAFETY: map values stay valid for the whole program run.
         let entry = unsafe { &*entry };
         let version = version_type >> 4;
-        if version != entry.version {
+        if version != entry.protocol.version() {
             // CARP (2) and VRRPv3 (3) groups may share a number on one segment: the other
             // protocol's adverts belong to whoever runs that group, here or elsewhere.
             if version == wire::VERSION || version == vrrp::VERSION {
@@ -352,7 +352,7 @@ fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> u32 {
             }
             drop_as!(bad_version);
         }
-        if entry.flags & flags::UNICAST == 0 && s.ip.ttl != wire::TTL {
+        if !entry.flags.unicast && s.ip.ttl != wire::TTL {
             drop_as!(bad_ttl);
         }
         if version_type & 0x0f != wire::TYPE_ADVERTISEMENT {
@@ -363,10 +363,10 @@ fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> u32 {
         ev.ifindex = l2.ifindex;
         ev.vlan = l2.vlan;
         ev.vhid = vhid;
-        ev.version = entry.version;
+        ev.version = entry.protocol.version();
         ev.family = s.ip.family;
         ev.src = s.ip.src;
-        let dropped = if entry.version == wire::VERSION {
+        let dropped = if entry.protocol == Protocol::CARP {
             carp_advert(pkt, l4, &key, entry, s)
         } else {
             vrrp_advert(pkt, l4, s)
@@ -431,7 +431,7 @@ fn carp_advert(
     };
     let now = now();
     if !same(&entry.auth.digest(ev.counter, &mut s.blocks), digest)
-        && (entry.flags & flags::NOV6LL == 0
+        && (!entry.flags.nov6ll
             || !same(&entry.auth_nov6ll.digest(ev.counter, &mut s.blocks), digest))
         && (now >= entry.previous_until
             || !same(
@@ -609,7 +609,7 @@ fn neighbor_solicit(pkt: Pkt, l2: L2) -> u32 {
             count!(ns_not_answered);
             return None;
         }
-        let router = vip.flags & flags::ROUTER != 0;
+        let router = vip.flags.router;
         // SAFETY: the NS path's one use.
         let na = &mut unsafe { scratch() }?.na;
         // The advertisement: Solicited + Override (+ Router), target, target link-layer option.

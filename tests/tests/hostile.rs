@@ -73,7 +73,7 @@ fn idle_and_oversized_clients_do_not_lock_the_operator_out() {
     let t = Instant::now();
     let status = a.status().unwrap();
     println!("status under 150 idle clients: {:?}", t.elapsed());
-    assert_eq!(status.vhids[0].state, State::Master);
+    assert_eq!(status.vhids[0].state, State::MASTER);
     drop(idle_control);
 
     let mut big = UnixStream::connect(&a.socket).unwrap();
@@ -86,7 +86,7 @@ fn idle_and_oversized_clients_do_not_lock_the_operator_out() {
         reply.contains("not one line of at most 65536 bytes"),
         "{reply}"
     );
-    assert_eq!(a.status().unwrap().vhids[0].state, State::Master);
+    assert_eq!(a.status().unwrap().vhids[0].state, State::MASTER);
 }
 
 /// The control socket replaces a stale socket and nothing else, and leaves the mode of a
@@ -244,7 +244,7 @@ fn a_unicast_group_ignores_strangers() {
     std::thread::sleep(Duration::from_secs(2));
     drop(stranger);
     let backup = &b.status().unwrap().vhids[0];
-    assert_eq!(backup.state, State::Backup, "{}", b.log_text());
+    assert_eq!(backup.state, State::BACKUP, "{}", b.log_text());
     assert!(backup.adverts_refused >= 15, "{backup:?}");
     assert_eq!(a.state(1).as_deref(), Some("MASTER"));
 }
