@@ -11,6 +11,7 @@ use crate::{
 };
 use anyhow::{Context as _, Result, anyhow};
 use aya::{maps::RingBuf, programs::XdpMode};
+use aya_log::EbpfLogger;
 use carp_common::maps::AdvertEvent;
 use std::{
     collections::BTreeMap,
@@ -92,6 +93,7 @@ impl Iface {
             }
         };
         spawn_reader(dp.take_events()?, events)?;
+        spawn_logger(dp.take_logger()?)?;
         let mut sysctls = Vec::new();
         let mut saved = None;
         if vips_on == VipPlacement::Loopback {
@@ -284,6 +286,21 @@ fn spawn_reader(rb: RingBuf<aya::maps::MapData>, tx: mpsc::Sender<AdvertEvent>) 
                     return;
                 }
             }
+            guard.clear_ready();
+        }
+    });
+    Ok(())
+}
+
+/// Forwards the program's log records to the agent's log as they come, forever.
+fn spawn_logger(logger: EbpfLogger<&'static dyn log::Log>) -> Result<()> {
+    // SAFETY: the logger owns its ring buffer's map fd, which stays open and the same for as
+    // long as the AsyncFd owns the logger.
+    let mut fd = unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("polling the XDP program's log: {e}"))?;
+    tokio::spawn(async move {
+        while let Ok(mut guard) = fd.readable_mut().await {
+            guard.get_inner_mut().flush();
             guard.clear_ready();
         }
     });

@@ -11,6 +11,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
+use aya_log::EbpfLogger;
 use carp_common::{
     Protocol, State,
     maps::{self, AdvertEvent, Flags, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats},
@@ -101,9 +102,14 @@ pub fn parse_event(bytes: &[u8]) -> Option<AdvertEvent> {
 }
 
 impl DataPlane {
-    /// Loads the object and the program into the kernel.
+    /// Loads the object and the program into the kernel. The program logs (see
+    /// [`DataPlane::take_logger`]) at the levels the `log` crate lets through at this time:
+    /// none before logging is set up, nothing below info unless `CARP_LOG` asks for debug.
     pub fn load() -> Result<Self> {
+        // aya-log's levels are log's, from Error = 1 to Trace = 5 (aya_log_common::Level).
+        let level = log::max_level() as u8;
         let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &level, true)
             .load(OBJECT)
             .context("loading the carp XDP object (are you root, with BPF enabled?)")?;
         let prog: &mut Xdp = ebpf
@@ -229,6 +235,13 @@ impl DataPlane {
                 .with_context(|| format!("map {} missing", maps::STATS))?,
         )?;
         Ok(XdpStats::total(map.get(&0, 0)?.iter()))
+    }
+
+    /// The program's log records (see [`DataPlane::load`]), taken out of the instance (once):
+    /// [`EbpfLogger::flush`] hands them to the `log` crate, which tracing-subscriber
+    /// forwards to the agent's log (its `tracing-log` feature).
+    pub fn take_logger(&mut self) -> Result<EbpfLogger<&'static dyn log::Log>> {
+        EbpfLogger::init(&mut self.ebpf).context("opening the XDP program's log")
     }
 
     /// The advert ring buffer, taken out of the instance (once) for the event loop.

@@ -21,6 +21,12 @@ pub const MAX_VIPS: usize = 4096;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: usize = 256 * 1024;
 
+/// The program logs the adverts it drops as `bad_hmac`, `bad_ttl` or `bad_version` at debug
+/// level, at most this many lines at once...
+pub const LOG_BURST: u64 = 10;
+/// ...and one per this many nanoseconds after that: 10 a second.
+pub const LOG_INTERVAL_NS: u64 = 100_000_000;
+
 /// How the program treats a VHID, one byte per flag so that `bpftool map dump` prints each
 /// by name, `true` or `false`. A new flag takes a byte of `_spare`, which keeps the entry's
 /// layout.

@@ -15,7 +15,7 @@ use core::mem::offset_of;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    btf_maps::{HashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, HashMap, PerCpuArray, RingBuf},
     helpers::bpf_ktime_get_ns,
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -29,8 +29,8 @@ use carp_common::{
         VlanTag,
     },
     maps::{
-        AdvertEvent, EVENTS_BYTES, MAX_VHIDS, MAX_VIPS, ReplayEntry, VhidEntry, VhidKey, VipEntry,
-        VipKey, XdpStats, answers, repeat_gap_ns,
+        AdvertEvent, EVENTS_BYTES, LOG_BURST, LOG_INTERVAL_NS, MAX_VHIDS, MAX_VIPS, ReplayEntry,
+        VhidEntry, VhidKey, VipEntry, VipKey, XdpStats, answers, ip_addr, repeat_gap_ns,
     },
     sha1::BLOCK_LEN,
     vrrp, wire,
@@ -84,6 +84,10 @@ struct Ip {
 #[btf_map]
 static CARP_SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
+/// When the next drop may be logged (`bpf_ktime_get_ns` time): see [`log_drop`].
+#[btf_map]
+static CARP_LOG_NEXT: Array<u64, 1> = Array::new();
+
 /// Adds one to a counter of this CPU.
 macro_rules! count {
     ($field:ident) => {
@@ -92,6 +96,14 @@ macro_rules! count {
             unsafe { (*s).$field += 1 };
         }
     };
+}
+
+/// Counts `$field` for an advert from `$ip` to `$vhid` and logs it (see [`log_drop`]).
+macro_rules! count_logged {
+    ($field:ident, $ip:expr, $vhid:expr) => {{
+        log_drop(stringify!($field), $ip, $vhid);
+        count!($field);
+    }};
 }
 
 /// Counts `$field` and drops the frame.
@@ -263,6 +275,35 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Logs at debug level, through aya-log, that an advert from `ip`'s source to `vhid` was
+/// dropped and counted as `counter`: what an operator wants to see of a misconfigured peer
+/// (a wrong password, a router between) or an attack, and not in a packet capture. At most
+/// [`LOG_BURST`] lines at once and one per [`LOG_INTERVAL_NS`] after that (the generic cell
+/// rate algorithm, one timestamp for all CPUs), so that a flood cannot fill the ring; the
+/// counters stay exact. CPUs racing here may each let one line more through.
+#[inline(never)]
+fn log_drop(counter: &str, ip: &Ip, vhid: u8) {
+    let Some(next) = CARP_LOG_NEXT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a map value, valid for the whole program run; a race loses a line's wait.
+    let next = unsafe { &mut *next };
+    let now = now();
+    if next.saturating_sub(now) > (LOG_BURST - 1) * LOG_INTERVAL_NS {
+        return;
+    }
+    *next = (*next).max(now) + LOG_INTERVAL_NS;
+    aya_log_ebpf::debug!(
+        // The macros ignore their context argument.
+        &(),
+        target: "carp::xdp",
+        "advert from {} vhid {} dropped: {}",
+        ip_addr(ip.family, ip.src),
+        vhid,
+        counter
+    );
+}
+
 /// This CPU's scratch memory.
 ///
 /// # Safety
@@ -350,10 +391,12 @@ fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> u32 {
                 count!(foreign);
                 return Some(XDP_PASS);
             }
-            drop_as!(bad_version);
+            count_logged!(bad_version, &s.ip, vhid);
+            return Some(XDP_DROP);
         }
         if !entry.flags.unicast && s.ip.ttl != wire::TTL {
-            drop_as!(bad_ttl);
+            count_logged!(bad_ttl, &s.ip, vhid);
+            return Some(XDP_DROP);
         }
         if version_type & 0x0f != wire::TYPE_ADVERTISEMENT {
             drop_as!(bad_type);
@@ -439,7 +482,7 @@ fn carp_advert(
                 digest,
             ))
     {
-        count!(bad_hmac);
+        count_logged!(bad_hmac, &s.ip, key.vhid);
         return Some(());
     }
     let fresh = &mut s.replay;
