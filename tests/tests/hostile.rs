@@ -8,8 +8,9 @@
 use carp_agent::{frame, hmac::Auth, send::PacketSocket};
 use carp_common::{
     State,
+    ether::ETH_HLEN,
     maps::{LOG_BURST, LOG_INTERVAL_NS},
-    wire::CarpHeader,
+    wire::{self, CarpHeader},
 };
 use carp_tests::{
     agent::{Agent, TempDir, agent_bin, write_secret},
@@ -256,6 +257,7 @@ fn a_unicast_group_ignores_strangers() {
 /// An advert signed with the wrong password is dropped by the XDP program, counted, and
 /// logged at debug level (aya-log, bridged into the agent's log) naming its source and
 /// VHID; a flood of them is counted exactly and logged only as far as the rate limit lets.
+/// Adverts with TTL 64 and of version 1 are logged with their reasons too.
 #[test]
 fn bad_digests_are_counted_and_logged_within_a_limit() {
     let dir = TempDir::new("baddigest").unwrap();
@@ -320,6 +322,36 @@ fn bad_digests_are_counted_and_logged_within_a_limit() {
         "{flood} lines for {FLOOD} bad adverts in {took:?}, limit {limit}"
     );
     assert!(lines().iter().all(|l| *l == expected), "{:?}", lines());
+
+    // The two other reasons, once the limit lets a line through again: TTL 64 and version 1.
+    std::thread::sleep(Duration::from_millis(300));
+    let payload = adverts(1..=1)[0][ETH_HLEN + 20..].to_vec();
+    let mut bad_ttl = frame::ethernet(wire::GROUP_MAC_V4, mac, None, frame::ETH_P_IP);
+    bad_ttl.extend(frame::ipv4(
+        from.octets(),
+        wire::GROUP_V4,
+        64,
+        wire::IPPROTO_CARP,
+        &payload,
+    ));
+    let mut v1 = payload;
+    v1[0] = (1 << 4) | wire::TYPE_ADVERTISEMENT;
+    send(
+        &lan.hosts[1].ns,
+        &[bad_ttl, frame::advert(from.into(), mac, None, &v1)],
+    );
+    wait_for(|| a.xdp_counter("bad_ttl") == 1 && a.xdp_counter("bad_version") == 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let all = lines();
+    assert_eq!(all.len() as u64, 1 + flood + 2, "{all:?}");
+    assert_eq!(
+        all[all.len() - 2..],
+        [
+            format!("advert from {from} vhid 1 dropped: bad_ttl"),
+            format!("advert from {from} vhid 1 dropped: bad_version")
+        ],
+        "{all:?}"
+    );
 }
 
 /// Sends `frames` from `ns`'s eth0, pausing every 100 so that no queue on the way (their
