@@ -96,7 +96,7 @@ pub fn advert_sources(plan: &Plan, addrs: &[Address]) -> Option<Sources> {
         let v4 = vip_of(false).is_some();
         let own_first = pick(!v4, true);
         let first = own_first.or_else(|| vip_of(!v4))?;
-        let both = plan.protocol() == Protocol::Carp && vip_of(!first.is_ipv6()).is_some();
+        let both = plan.protocol() == Protocol::CARP && vip_of(!first.is_ipv6()).is_some();
         let other = if both { pick(v4, true) } else { None };
         return Some(Sources {
             first,

@@ -206,7 +206,7 @@ impl Status {
     pub fn text(&self) -> String {
         let mut out = String::new();
         for v in &self.vhids {
-            let timing = if v.protocol == Protocol::Carp {
+            let timing = if v.protocol == Protocol::CARP {
                 format!("advbase {} advskew {}", v.advbase, v.advskew)
             } else {
                 format!("vrrp priority {} interval {}ms", v.priority, v.interval_ms)
@@ -464,8 +464,8 @@ mod tests {
                 VhidStatus {
                     interface: "em0".into(),
                     vhid: 1,
-                    protocol: Protocol::Carp,
-                    state: State::Master,
+                    protocol: Protocol::CARP,
+                    state: State::MASTER,
                     advbase: 1,
                     advskew: 0,
                     vips: vec!["192.0.2.50/24".into()],

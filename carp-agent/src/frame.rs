@@ -154,7 +154,7 @@ pub fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], message: &[u8]) -> u16 {
 }
 
 /// An unsolicited Neighbor Advertisement for `vip` at `mac` to all nodes, Override set
-/// (what BSD's carp_send_na sends), Router set for a router (see `maps::flags::ROUTER`).
+/// (what BSD's carp_send_na sends), Router set for a router (see `maps::Flags::router`).
 pub fn unsolicited_na(mac: [u8; 6], vip: Ipv6Addr, router: bool, vlan: Option<u16>) -> Vec<u8> {
     let flags = NA_OVERRIDE | if router { NA_ROUTER } else { 0 };
     let mut na = vec![ND_NEIGHBOR_ADVERT, 0, 0, 0, flags, 0, 0, 0];

@@ -149,10 +149,10 @@ mod tests {
             from,
             to,
         };
-        q.push(run(&script, State::Backup, State::Master));
-        q.push(run(&slow, State::Master, State::Backup));
-        q.push(run(&script, State::Master, State::Backup));
-        q.push(run(&dir.join("missing.sh"), State::Backup, State::Master));
+        q.push(run(&script, State::BACKUP, State::MASTER));
+        q.push(run(&slow, State::MASTER, State::BACKUP));
+        q.push(run(&script, State::MASTER, State::BACKUP));
+        q.push(run(&dir.join("missing.sh"), State::BACKUP, State::MASTER));
         let mut got = Vec::new();
         for _ in 0..4 {
             got.push(done.recv().await.unwrap());

@@ -11,6 +11,7 @@ use crate::{
 };
 use anyhow::{Context as _, Result, anyhow};
 use aya::{maps::RingBuf, programs::XdpMode};
+use aya_log::EbpfLogger;
 use carp_common::maps::AdvertEvent;
 use std::{
     collections::BTreeMap,
@@ -37,6 +38,8 @@ pub struct Iface {
     unicast: BTreeMap<IpAddr, UnicastSocket>,
     /// The advert reader, stopped with the interface: its ring buffer never wakes it again.
     reader: AbortHandle,
+    /// The reader of the program's log lines, likewise.
+    logger: AbortHandle,
 }
 
 impl Iface {
@@ -94,6 +97,7 @@ impl Iface {
             }
         };
         let ring = dp.take_events()?;
+        let log = dp.take_logger()?;
         let mut sysctls = Vec::new();
         let mut saved = None;
         if vips_on == VipPlacement::Loopback {
@@ -128,6 +132,7 @@ impl Iface {
         let packet = PacketSocket::bind(link.index)?;
         // Last, so a failed attach leaves no reader behind.
         let reader = spawn_reader(ring, events)?;
+        let logger = spawn_logger(log)?;
         Ok(Self {
             link: link.clone(),
             dp,
@@ -139,6 +144,7 @@ impl Iface {
             pinned,
             unicast: BTreeMap::new(),
             reader,
+            logger,
         })
     }
 
@@ -244,6 +250,7 @@ impl Iface {
 impl Drop for Iface {
     fn drop(&mut self) {
         self.reader.abort();
+        self.logger.abort();
         for (path, before) in &self.sysctls {
             match std::fs::write(path, before) {
                 // The interface went away, and its settings with it.
@@ -262,7 +269,7 @@ impl Drop for Iface {
 }
 
 /// Whether the host forwards IPv6 on `interface`, which makes CARP's NAs carry the Router
-/// flag (see `maps::flags::ROUTER`).
+/// flag (see `maps::Flags::router`).
 pub fn ipv6_forwarding(interface: &str) -> bool {
     std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{interface}/forwarding"))
         .is_ok_and(|v| v.trim() == "1")
@@ -308,6 +315,21 @@ fn spawn_reader(
                     return;
                 }
             }
+            guard.clear_ready();
+        }
+    });
+    Ok(task.abort_handle())
+}
+
+/// Forwards the program's log records to the agent's log as they come, forever.
+fn spawn_logger(logger: EbpfLogger<&'static dyn log::Log>) -> Result<AbortHandle> {
+    // SAFETY: the logger owns its ring buffer's map fd, which stays open and the same for as
+    // long as the AsyncFd owns the logger.
+    let mut fd = unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("polling the XDP program's log: {e}"))?;
+    let task = tokio::spawn(async move {
+        while let Ok(mut guard) = fd.readable_mut().await {
+            guard.get_inner_mut().flush();
             guard.clear_ready();
         }
     });

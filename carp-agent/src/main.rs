@@ -275,6 +275,8 @@ enum StateArg {
 /// Exit code for configuration mistakes.
 const EXIT_CONFIG: u8 = 2;
 
+/// Sets up the agent's log, which takes the `log` crate's records too (tracing-subscriber's
+/// `tracing-log` feature): the XDP program's, through aya-log, with target `carp::xdp`.
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CARP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

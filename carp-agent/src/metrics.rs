@@ -235,7 +235,7 @@ mod tests {
                 VhidStatus {
                     interface: "eth0".into(),
                     vhid: 1,
-                    state: carp_common::State::Master,
+                    state: carp_common::State::MASTER,
                     adverts_sent: 3,
                     ..VhidStatus::default()
                 },

@@ -17,7 +17,7 @@ use crate::{
 };
 use anyhow::{Context as _, Result};
 use carp_common::{
-    maps::{AdvertEvent, PREVIOUS_AUTH_NS, VhidEntry, VhidKey, VipEntry, VipKey, flags},
+    maps::{AdvertEvent, Flags, PREVIOUS_AUTH_NS, VhidEntry, VhidKey, VipEntry, VipKey},
     sha1::CounterHmac,
     vrrp, wire,
 };
@@ -58,7 +58,7 @@ pub struct Vhid {
     sources: Sources,
     /// MAC that answers for the VIPs and sources multicast adverts.
     mac: [u8; 6],
-    /// NAs carry the Router flag (see [`flags::ROUTER`]).
+    /// NAs carry the Router flag (see [`Flags::router`]).
     router: bool,
     /// VIPs (on lo) whose subnet the master routes over the interface.
     routed: Vec<(IpAddr, u8)>,
@@ -92,17 +92,17 @@ impl Vhid {
             MacMode::Interface => link.mac,
         };
         let auth = match plan.protocol() {
-            Protocol::Carp => Some(Auth::with_mode(
+            Protocol::CARP => Some(Auth::with_mode(
                 &plan.password,
                 plan.vhid,
                 &plan.vip_addrs(),
                 plan.auth,
             )?),
-            Protocol::Vrrp3 => None,
+            Protocol::VRRPV3 => None,
         };
         let at = format!("vhid {} on {}", plan.vhid, plan.interface);
         if plan.peers.is_empty()
-            && plan.protocol() == Protocol::Carp
+            && plan.protocol() == Protocol::CARP
             && sources.other.is_none()
             && plan.vips.iter().any(|(v, _)| v.is_ipv6() != src.is_ipv6())
         {
@@ -132,8 +132,8 @@ impl Vhid {
             })
             .collect();
         let router = match plan.protocol() {
-            Protocol::Vrrp3 => true,
-            Protocol::Carp => forwarding_v6,
+            Protocol::VRRPV3 => true,
+            Protocol::CARP => forwarding_v6,
         };
         let vips: Vec<String> = plan.vips.iter().map(|(a, l)| format!("{a}/{l}")).collect();
         tracing::info!(
@@ -335,23 +335,22 @@ impl Vhid {
     /// The VHID's map entry at `now_ns` (CLOCK_MONOTONIC): a MASTER's lease runs for
     /// [`Machine::lease`] from now, so each advert sent renews it.
     pub fn entry(&self, if_mac: [u8; 6], now_ns: u64) -> VhidEntry {
-        let mut fl = 0;
-        if !self.plan.peers.is_empty() {
-            fl |= flags::UNICAST;
-        }
-        if self.plan.mac == MacMode::Virtual {
-            fl |= flags::VMAC;
-        }
-        if self.router {
-            fl |= flags::ROUTER;
-        }
-        let version = match self.plan.protocol() {
-            Protocol::Carp => wire::VERSION,
-            Protocol::Vrrp3 => vrrp::VERSION,
+        let flags = Flags {
+            unicast: !self.plan.peers.is_empty(),
+            vmac: self.plan.mac == MacMode::Virtual,
+            router: self.router,
+            ..Flags::default()
         };
         let state = self.state();
-        let mut entry = vhid_entry(version, state, fl, self.mac, if_mac, self.auth.as_ref());
-        if state == State::Master {
+        let mut entry = vhid_entry(
+            self.plan.protocol(),
+            state,
+            flags,
+            self.mac,
+            if_mac,
+            self.auth.as_ref(),
+        );
+        if state == State::MASTER {
             let lease = u64::try_from(self.machine.lease().as_nanos()).unwrap_or(u64::MAX);
             entry.master_until = now_ns.saturating_add(lease);
         }
@@ -411,8 +410,8 @@ impl Vhid {
         timeout: Duration,
     ) -> Option<hooks::Run> {
         let script = match (from, to) {
-            (_, State::Master) => self.plan.up_script.clone(),
-            (State::Master, _) => self.plan.down_script.clone(),
+            (_, State::MASTER) => self.plan.up_script.clone(),
+            (State::MASTER, _) => self.plan.down_script.clone(),
             _ => None,
         }?;
         Some(hooks::Run {
@@ -448,7 +447,7 @@ impl Vhid {
 /// The status row of a VHID that waits in INIT for `why`, since `since` ago.
 pub fn waiting_status(plan: &Plan, why: Waiting, since: Duration, demotion: i32) -> VhidStatus {
     VhidStatus {
-        state: State::Init,
+        state: State::INIT,
         seconds_in_state: since.as_secs_f64(),
         last_reason: format!("waiting: {why}"),
         waiting: Some(why),

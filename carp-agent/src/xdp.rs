@@ -11,9 +11,10 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
+use aya_log::EbpfLogger;
 use carp_common::{
-    State,
-    maps::{self, AdvertEvent, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats},
+    Protocol, State,
+    maps::{self, AdvertEvent, Flags, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats},
     wire,
 };
 use std::path::{Path, PathBuf};
@@ -50,16 +51,16 @@ pub struct DataPlane {
 /// The map entry for a VHID: protocol, state, MACs and, for CARP, what the program needs
 /// to verify digests (the prepared HMAC, never the password).
 pub fn vhid_entry(
-    version: u8,
+    protocol: Protocol,
     state: State,
-    flags: u8,
+    flags: Flags,
     mac: [u8; 6],
     if_mac: [u8; 6],
     auth: Option<&Auth>,
 ) -> VhidEntry {
     let mut entry = VhidEntry {
         state,
-        version,
+        protocol,
         flags,
         mac,
         if_mac,
@@ -67,12 +68,10 @@ pub fn vhid_entry(
     };
     if let Some(auth) = auth {
         entry.auth = auth.kernel();
-        if auth.mode() == AuthMode::Strict {
-            entry.flags |= maps::flags::STRICT;
-        }
+        entry.flags.strict = auth.mode() == AuthMode::Strict;
         if let Some(nov6ll) = auth.kernel_nov6ll() {
             entry.auth_nov6ll = nov6ll;
-            entry.flags |= maps::flags::NOV6LL;
+            entry.flags.nov6ll = true;
         }
     }
     entry
@@ -110,9 +109,14 @@ pub fn parse_event(bytes: &[u8]) -> Option<AdvertEvent> {
 }
 
 impl DataPlane {
-    /// Loads the object and the program into the kernel.
+    /// Loads the object and the program into the kernel. The program logs (see
+    /// [`DataPlane::take_logger`]) at the levels the `log` crate lets through at this time:
+    /// none before logging is set up, nothing below info unless `CARP_LOG` asks for debug.
     pub fn load() -> Result<Self> {
+        // aya-log's levels are log's, from Error = 1 to Trace = 5 (aya_log_common::Level).
+        let level = log::max_level() as u8;
         let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &level, true)
             .load(OBJECT)
             .context("loading the carp XDP object (are you root, with BPF enabled?)")?;
         let prog: &mut Xdp = ebpf
@@ -279,6 +283,13 @@ impl DataPlane {
         Ok(XdpStats::total(map.get(&0, 0)?.iter()))
     }
 
+    /// The program's log records (see [`DataPlane::load`]), taken out of the instance (once):
+    /// [`EbpfLogger::flush`] hands them to the `log` crate, which tracing-subscriber
+    /// forwards to the agent's log (its `tracing-log` feature).
+    pub fn take_logger(&mut self) -> Result<EbpfLogger<&'static dyn log::Log>> {
+        EbpfLogger::init(&mut self.ebpf).context("opening the XDP program's log")
+    }
+
     /// The advert ring buffer, taken out of the instance (once) for the event loop.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         Ok(RingBuf::try_from(
@@ -324,7 +335,7 @@ mod tests {
                 m.handle(now, event);
             }
             m.handle(now + std::time::Duration::from_secs(1000), Event::Timer);
-            prop_assert!(m.state() != State::Init);
+            prop_assert!(m.state() != State::INIT);
             m.handle(now + std::time::Duration::from_secs(1001), Event::Advert(advert));
         }
     }

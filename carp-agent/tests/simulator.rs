@@ -344,7 +344,7 @@ impl Sim {
 
     fn masters(&self) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].alive && self.nodes[i].vhid.state() == State::Master)
+            .filter(|&i| self.nodes[i].alive && self.nodes[i].vhid.state() == State::MASTER)
             .collect()
     }
 

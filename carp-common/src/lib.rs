@@ -6,9 +6,11 @@
 pub mod checksum;
 pub mod ether;
 pub mod maps;
+pub mod protocol;
 pub mod sha1;
 pub mod state;
 pub mod vrrp;
 pub mod wire;
 
+pub use protocol::Protocol;
 pub use state::State;

@@ -2,7 +2,7 @@
 //! declares its maps with these types (as BTF maps, so `bpftool map dump` prints named
 //! fields); the agent opens them by these names and writes them on every state change.
 
-use crate::{State, sha1::CounterHmac};
+use crate::{Protocol, State, sha1::CounterHmac};
 
 /// Per-CPU counters of the XDP program (one entry, index 0): [`XdpStats`].
 pub const STATS: &str = "CARP_STATS";
@@ -25,22 +25,33 @@ pub const MAX_PEERS: usize = 4096;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: usize = 256 * 1024;
 
-/// [`VhidEntry::flags`].
-pub mod flags {
+/// The program logs the adverts it drops as `bad_hmac`, `bad_ttl` or `bad_version` at debug
+/// level, at most this many lines at once...
+pub const LOG_BURST: u64 = 10;
+/// ...and one per this many nanoseconds after that: 10 a second.
+pub const LOG_INTERVAL_NS: u64 = 100_000_000;
+
+/// How the program treats a VHID, one byte per flag so that `bpftool map dump` prints each
+/// by name, `true` or `false`. A new flag takes a byte of `_spare`, which keeps the entry's
+/// layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
     /// Adverts arrive by unicast from configured peers: no TTL 255 check (as FreeBSD).
-    pub const UNICAST: u8 = 1;
+    pub unicast: bool,
     /// Virtual-MAC mode: frames to the VHID's MAC are ours while MASTER.
-    pub const VMAC: u8 = 2;
+    pub vmac: bool,
     /// Neighbor Advertisements carry the Router flag: always for VRRPv3 (RFC 5798 6.4.1
     /// and 6.4.2: "send an unsolicited ND Neighbor Advertisement with the Router Flag (R)
     /// set"), for CARP when the host forwards IPv6 (OpenBSD's carp_send_na; FreeBSD's
     /// nd6_ns_input does so for solicited NAs, its carp_send_na never).
-    pub const ROUTER: u8 = 4;
+    pub router: bool,
     /// The VHID has IPv6 link-local VIPs: digests without them (OpenBSD's) verify too.
-    pub const NOV6LL: u8 = 8;
+    pub nov6ll: bool,
     /// Strict authentication ([`crate::wire::auth`]): the digest covers the whole header
     /// and the source, and each source's counter must grow ([`super::PEERS`]).
-    pub const STRICT: u8 = 16;
+    pub strict: bool,
+    pub _spare: [u8; 5],
 }
 
 #[repr(C)]
@@ -56,14 +67,11 @@ pub struct VhidKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VhidEntry {
-    /// The VHID's [`State`]: a BTF enum, so `bpftool map dump` prints its name.
+    /// The VHID's [`State`] and [`Protocol`]: BTF enums, so `bpftool map dump` prints
+    /// their names.
     pub state: State,
-    /// Protocol version expected: [`crate::wire::VERSION`] (CARP) or
-    /// [`crate::vrrp::VERSION`] (VRRPv3).
-    pub version: u8,
-    /// Bits of [`flags`].
-    pub flags: u8,
-    pub _pad: u8,
+    pub protocol: Protocol,
+    pub flags: Flags,
     /// Source MAC of ARP replies and NAs, and the destination MAC of frames that are ours
     /// while MASTER in virtual-MAC mode: 00:00:5e:00:01:vhid, 00:00:5e:00:02:vrid for
     /// IPv6 VRRPv3 (RFC 5798 section 7.3), or the interface's.
@@ -78,7 +86,7 @@ pub struct VhidEntry {
     /// CARP: the HMAC over the constant prefix (version, type, vhid, VIPs) prepared for
     /// any counter, from the pad states (the key never enters the kernel).
     pub auth: CounterHmac,
-    /// With [`flags::NOV6LL`]: the same over the VIPs without IPv6 link-local ones, the
+    /// With [`Flags::nov6ll`]: the same over the VIPs without IPv6 link-local ones, the
     /// digest OpenBSD sends (carp_prepare_ad uses `HMAC_NOV6LL`; carp_hmac_verify accepts
     /// either).
     pub auth_nov6ll: CounterHmac,
@@ -107,10 +115,9 @@ impl VhidKey {
 impl Default for VhidEntry {
     fn default() -> Self {
         Self {
-            state: State::Init,
-            version: 0,
-            flags: 0,
-            _pad: 0,
+            state: State::INIT,
+            protocol: Protocol::CARP,
+            flags: Flags::default(),
             mac: [0; 6],
             if_mac: [0; 6],
             master_until: 0,
@@ -174,7 +181,7 @@ pub struct VipEntry {
 /// Whether a MASTER entry still holds its lease at `now_ns`.
 #[inline(always)]
 pub fn answers(state: State, master_until: u64, now_ns: u64) -> bool {
-    state == State::Master && now_ns < master_until
+    state == State::MASTER && now_ns < master_until
 }
 
 /// The last CARP advert handed to the agent for a VHID. An advert from the same source
@@ -254,11 +261,17 @@ pub struct AdvertEvent {
 impl AdvertEvent {
     /// The advert's source address.
     pub fn src_addr(&self) -> core::net::IpAddr {
-        if self.family == 4 {
-            core::net::IpAddr::from([self.src[0], self.src[1], self.src[2], self.src[3]])
-        } else {
-            core::net::IpAddr::from(self.src)
-        }
+        ip_addr(self.family, self.src)
+    }
+}
+
+/// The address of a family (4 or 6) held as in the maps: IPv4 in the first 4 bytes.
+#[inline(always)]
+pub fn ip_addr(family: u8, addr: [u8; 16]) -> core::net::IpAddr {
+    if family == 4 {
+        core::net::IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
+    } else {
+        core::net::IpAddr::from(addr)
     }
 }
 
@@ -359,9 +372,9 @@ mod pod {
     // fields; every bit pattern is valid.
     unsafe impl aya::Pod for super::XdpStats {}
     unsafe impl aya::Pod for super::VhidKey {}
-    // SAFETY: as above, but for `state`, a `State`, valid as 0, 1 or 2 only. The agent is
-    // the map's only writer and never reads an entry back: bytes only go from a valid
-    // value into the kernel (the program reads the field as the byte it is).
+    // SAFETY: as above, but for `state` (a `State`, valid as 0, 1 or 2 only), `protocol`
+    // (2 or 3) and the flags (`bool`s, 0 or 1). The agent is the map's only writer and never
+    // reads an entry back: bytes only go from a valid value into the kernel.
     unsafe impl aya::Pod for super::VhidEntry {}
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::VipEntry {}
@@ -380,9 +393,10 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<VhidKey>(), 8);
+        assert_eq!(size_of::<Flags>(), 10);
         assert_eq!(
             size_of::<VhidEntry>(),
-            4 + 6 + 6 + 8 + 3 * (40 + 128 + 4) + 4 + 8
+            1 + 1 + 10 + 6 + 6 + 8 + 3 * (40 + 128 + 4) + 4 + 8
         );
         assert_eq!(size_of::<VipKey>(), 24);
         assert_eq!(size_of::<VipEntry>(), 4);

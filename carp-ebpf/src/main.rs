@@ -15,13 +15,13 @@ use core::mem::offset_of;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    btf_maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     helpers::bpf_ktime_get_ns,
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use carp_common::{
-    checksum,
+    Protocol, checksum,
     ether::{
         ARP_REPLY, ARP_REQUEST, ArpPacket, ETH_HLEN, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
         EthHeader, IPPROTO_ICMPV6, IPV6_HLEN, Ipv4Header, Ipv6Header, NA_OVERRIDE, NA_ROUTER,
@@ -29,8 +29,9 @@ use carp_common::{
         VlanTag,
     },
     maps::{
-        AdvertEvent, EVENTS_BYTES, MAX_PEERS, MAX_VHIDS, MAX_VIPS, PeerEntry, PeerKey, ReplayEntry,
-        VhidEntry, VhidKey, VipEntry, VipKey, XdpStats, answers, flags, repeat_gap_ns,
+        AdvertEvent, EVENTS_BYTES, LOG_BURST, LOG_INTERVAL_NS, MAX_PEERS, MAX_VHIDS, MAX_VIPS,
+        PeerEntry, PeerKey, ReplayEntry, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats, answers,
+        ip_addr, repeat_gap_ns,
     },
     sha1::BLOCK_LEN,
     vrrp, wire,
@@ -90,6 +91,10 @@ struct Ip {
 #[btf_map]
 static CARP_SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
+/// When the next drop may be logged (`bpf_ktime_get_ns` time): see [`log_drop`].
+#[btf_map]
+static CARP_LOG_NEXT: Array<u64, 1> = Array::new();
+
 /// Adds one to a counter of this CPU.
 macro_rules! count {
     ($field:ident) => {
@@ -98,6 +103,14 @@ macro_rules! count {
             unsafe { (*s).$field += 1 };
         }
     };
+}
+
+/// Counts `$field` for an advert from `$ip` to `$vhid` and logs it (see [`log_drop`]).
+macro_rules! count_logged {
+    ($field:ident, $ip:expr, $vhid:expr) => {{
+        log_drop(stringify!($field), $ip, $vhid);
+        count!($field);
+    }};
 }
 
 /// Counts `$field` and drops the frame.
@@ -228,7 +241,7 @@ fn virtual_mac(pkt: Pkt, l2: L2, dst: [u8; 6]) -> Option<u32> {
     };
     // SAFETY: map values stay valid for the whole program run.
     let entry = unsafe { &*CARP_VHIDS.get_ptr(key)? };
-    if entry.flags & flags::VMAC == 0 || entry.mac[4] != dst[4] {
+    if !entry.flags.vmac || entry.mac[4] != dst[4] {
         return None;
     }
     if !answers(entry.state, entry.master_until, now()) {
@@ -267,6 +280,35 @@ fn same<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
 fn now() -> u64 {
     // SAFETY: a helper without arguments or side effects.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// Logs at debug level, through aya-log, that an advert from `ip`'s source to `vhid` was
+/// dropped and counted as `counter`: what an operator wants to see of a misconfigured peer
+/// (a wrong password, a router between) or an attack, and not in a packet capture. At most
+/// [`LOG_BURST`] lines at once and one per [`LOG_INTERVAL_NS`] after that (the generic cell
+/// rate algorithm, one timestamp for all CPUs), so that a flood cannot fill the ring; the
+/// counters stay exact. CPUs racing here may each let one line more through.
+#[inline(never)]
+fn log_drop(counter: &str, ip: &Ip, vhid: u8) {
+    let Some(next) = CARP_LOG_NEXT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a map value, valid for the whole program run; a race loses a line's wait.
+    let next = unsafe { &mut *next };
+    let now = now();
+    if next.saturating_sub(now) > (LOG_BURST - 1) * LOG_INTERVAL_NS {
+        return;
+    }
+    *next = (*next).max(now) + LOG_INTERVAL_NS;
+    aya_log_ebpf::debug!(
+        // The macros ignore their context argument.
+        &(),
+        target: "carp::xdp",
+        "advert from {} vhid {} dropped: {}",
+        ip_addr(ip.family, ip.src),
+        vhid,
+        counter
+    );
 }
 
 /// This CPU's scratch memory.
@@ -349,17 +391,19 @@ fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> u32 {
         // SAFETY: map values stay valid for the whole program run.
         let entry = unsafe { &*entry };
         let version = version_type >> 4;
-        if version != entry.version {
+        if version != entry.protocol.version() {
             // CARP (2) and VRRPv3 (3) groups may share a number on one segment: the other
             // protocol's adverts belong to whoever runs that group, here or elsewhere.
             if version == wire::VERSION || version == vrrp::VERSION {
                 count!(foreign);
                 return Some(XDP_PASS);
             }
-            drop_as!(bad_version);
+            count_logged!(bad_version, &s.ip, vhid);
+            return Some(XDP_DROP);
         }
-        if entry.flags & flags::UNICAST == 0 && s.ip.ttl != wire::TTL {
-            drop_as!(bad_ttl);
+        if !entry.flags.unicast && s.ip.ttl != wire::TTL {
+            count_logged!(bad_ttl, &s.ip, vhid);
+            return Some(XDP_DROP);
         }
         if version_type & 0x0f != wire::TYPE_ADVERTISEMENT {
             drop_as!(bad_type);
@@ -369,10 +413,10 @@ fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> u32 {
         ev.ifindex = l2.ifindex;
         ev.vlan = l2.vlan;
         ev.vhid = vhid;
-        ev.version = entry.version;
+        ev.version = entry.protocol.version();
         ev.family = s.ip.family;
         ev.src = s.ip.src;
-        let dropped = if entry.version == wire::VERSION {
+        let dropped = if entry.protocol == Protocol::CARP {
             carp_advert(pkt, l4, &key, entry, s)
         } else {
             vrrp_advert(pkt, l4, s)
@@ -444,7 +488,7 @@ fn carp_advert(
     );
     let now = now();
     if !same(&entry.auth.digest(&s.suffix, &mut s.blocks), digest)
-        && (entry.flags & flags::NOV6LL == 0
+        && (!entry.flags.nov6ll
             || !same(&entry.auth_nov6ll.digest(&s.suffix, &mut s.blocks), digest))
         && (now >= entry.previous_until
             || !same(
@@ -452,10 +496,10 @@ fn carp_advert(
                 digest,
             ))
     {
-        count!(bad_hmac);
+        count_logged!(bad_hmac, &s.ip, key.vhid);
         return Some(());
     }
-    if entry.flags & flags::STRICT != 0 {
+    if entry.flags.strict {
         return strict_counter(key, s);
     }
     let fresh = &mut s.replay;
@@ -657,7 +701,7 @@ fn neighbor_solicit(pkt: Pkt, l2: L2) -> u32 {
             count!(ns_not_answered);
             return None;
         }
-        let router = vip.flags & flags::ROUTER != 0;
+        let router = vip.flags.router;
         // SAFETY: the NS path's one use.
         let na = &mut unsafe { scratch() }?.na;
         // The advertisement: Solicited + Override (+ Router), target, target link-layer option.

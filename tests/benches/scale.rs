@@ -85,7 +85,7 @@ fn masters(agents: &[Option<Agent>]) -> BTreeMap<u8, Option<usize>> {
         };
         for v in status.vhids {
             out.entry(v.vhid).or_insert(None);
-            if v.state == carp_common::State::Master {
+            if v.state == carp_common::State::MASTER {
                 *seen.entry(v.vhid).or_default() += 1;
                 out.insert(v.vhid, Some(i));
             }

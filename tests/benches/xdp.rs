@@ -12,8 +12,8 @@ use carp_agent::{
     xdp::{DataPlane, vhid_entry},
 };
 use carp_common::{
-    State,
-    maps::{VhidKey, VipEntry, VipKey},
+    Protocol, State,
+    maps::{Flags, VhidKey, VipEntry, VipKey},
     wire::{self, CarpHeader},
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -34,7 +34,14 @@ fn main() {
     let key = VhidKey::new(LO, 0, 1);
     let vmac = wire::virtual_mac(1);
     // MASTER with a lease that never runs out.
-    let mut vhid = vhid_entry(wire::VERSION, State::Master, 0, vmac, vmac, Some(&auth));
+    let mut vhid = vhid_entry(
+        Protocol::CARP,
+        State::MASTER,
+        Flags::default(),
+        vmac,
+        vmac,
+        Some(&auth),
+    );
     vhid.master_until = u64::MAX;
     dp.set_vhid(&key, &vhid).unwrap();
     let entry = VipEntry {
@@ -53,7 +60,14 @@ fn main() {
             .map(|i| Ipv4Addr::from(0xc633_6400 + i).into())
             .collect();
         let auth = Auth::new(b"testpass", vhid, &vips).unwrap();
-        let entry = vhid_entry(wire::VERSION, State::Backup, 0, vmac, vmac, Some(&auth));
+        let entry = vhid_entry(
+            Protocol::CARP,
+            State::BACKUP,
+            Flags::default(),
+            vmac,
+            vmac,
+            Some(&auth),
+        );
         (auth, entry)
     };
     let (auth16, entry16) = many(2, 16);
@@ -63,7 +77,14 @@ fn main() {
     // VHID 4: VHID 1's VIPs under strict authentication (28 suffix bytes, a counter check).
     let vips = [vip4.into(), vip6.into()];
     let strict = Auth::with_mode(b"testpass", 4, &vips, AuthMode::Strict).unwrap();
-    let entry4 = vhid_entry(wire::VERSION, State::Backup, 0, vmac, vmac, Some(&strict));
+    let entry4 = vhid_entry(
+        Protocol::CARP,
+        State::BACKUP,
+        Flags::default(),
+        vmac,
+        vmac,
+        Some(&strict),
+    );
     dp.set_vhid(&VhidKey::new(LO, 0, 4), &entry4).unwrap();
 
     let peer: IpAddr = Ipv4Addr::new(192, 0, 2, 2).into();

@@ -147,6 +147,23 @@ impl Agent {
         Ok(a)
     }
 
+    /// Like [`Agent::start`], logging JSON lines (see [`Agent::log_json`]) at the levels
+    /// `filter` (`CARP_LOG`) sets.
+    pub fn start_json(
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        filter: &str,
+    ) -> Result<Self> {
+        let mut a = Self::prepare(dir, name, config)?;
+        let bin = agent_bin();
+        let mut cmd = ns.command(bin.to_str().context("non-UTF-8 path")?);
+        cmd.args(["--log-format", "json"]);
+        a.launch(cmd, &[("CARP_LOG", filter)])?;
+        Ok(a)
+    }
+
     /// Like [`Agent::start`], but started from the host's namespace: for configurations
     /// whose `[agent] netns` moves the agent itself.
     pub fn start_on_host(dir: &Path, name: &str, config: &str) -> Result<Self> {
@@ -289,6 +306,18 @@ impl Agent {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log of an agent started with [`Agent::start_json`], one value per line; panics on
+    /// a line that is not JSON, so a change of format cannot make a search come up empty.
+    pub fn log_json(&self) -> Vec<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{}: log line {l:?}: {e}", self.name))
+            })
+            .collect()
     }
 }
 

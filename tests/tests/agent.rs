@@ -135,7 +135,7 @@ fn sighup_keeps_mastership_of_unchanged_vhids() {
     a.signal(Signal::SIGHUP).unwrap();
     a.wait_state(2, "BACKUP", Duration::from_secs(2)).unwrap();
     let first = &a.status().unwrap().vhids[0];
-    assert_eq!((first.vhid, first.state), (1, State::Master), "{first:?}");
+    assert_eq!((first.vhid, first.state), (1, State::MASTER), "{first:?}");
     // VHID 1 never left MASTER: still its first two transitions (INIT->BACKUP->MASTER).
     assert_eq!(first.transitions, 2, "{first:?}");
     a.wait_state(2, "MASTER", Duration::from_secs(5)).unwrap();
@@ -155,7 +155,7 @@ fn sighup_keeps_mastership_of_unchanged_vhids() {
     let one = &status.vhids[0];
     assert_eq!(
         (one.vhid, one.state, one.transitions),
-        (1, State::Master, 2)
+        (1, State::MASTER, 2)
     );
     let lo = lan.hosts[0]
         .ns
@@ -400,7 +400,7 @@ fn unicast_peers_elect_and_fail_over() {
     b.wait_state(1, "BACKUP", Duration::from_secs(2)).unwrap();
     std::thread::sleep(Duration::from_secs(4));
     let backup = &b.status().unwrap().vhids[0];
-    assert_eq!(backup.state, State::Backup);
+    assert_eq!(backup.state, State::BACKUP);
     assert!(
         backup.adverts_received > 0,
         "unicast adverts arrive: {backup:?}"

@@ -501,7 +501,7 @@ fn a_reload_that_changes_a_vhid_keeps_the_master_answering() {
         let (sa, sb) = (a.status().unwrap(), b.status().unwrap());
         assert_eq!(
             (sa.vhids[0].state, sb.vhids[0].state),
-            (State::Master, State::Backup),
+            (State::MASTER, State::BACKUP),
             "{what}"
         );
         assert_eq!((a.transitions(), b.transitions()), (ta, tb), "{what}");

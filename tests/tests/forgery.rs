@@ -157,7 +157,7 @@ fn bsd_replayed_adverts_hold_the_backup_after_the_master_died() {
     let mut g = Group::start("rplbsd", "bsd");
     let (took, _attacker) = replay_after_death(&mut g);
     assert_eq!(took, None, "the backup took over despite the replay");
-    assert_eq!(g.backup_row().state, State::Backup);
+    assert_eq!(g.backup_row().state, State::BACKUP);
 }
 
 #[test]

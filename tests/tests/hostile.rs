@@ -5,8 +5,13 @@
 // Needs root (namespaces, BPF): `cargo xtask test` runs it.
 #![cfg(feature = "root")]
 
-use carp_agent::{frame, hmac::Auth};
-use carp_common::{State, wire::CarpHeader};
+use carp_agent::{frame, hmac::Auth, send::PacketSocket};
+use carp_common::{
+    State,
+    ether::ETH_HLEN,
+    maps::{LOG_BURST, LOG_INTERVAL_NS},
+    wire::{self, CarpHeader},
+};
 use carp_tests::{
     agent::{Agent, TempDir, agent_bin, write_secret},
     lan::Lan,
@@ -73,7 +78,7 @@ fn idle_and_oversized_clients_do_not_lock_the_operator_out() {
     let t = Instant::now();
     let status = a.status().unwrap();
     println!("status under 150 idle clients: {:?}", t.elapsed());
-    assert_eq!(status.vhids[0].state, State::Master);
+    assert_eq!(status.vhids[0].state, State::MASTER);
     drop(idle_control);
 
     let mut big = UnixStream::connect(&a.socket).unwrap();
@@ -86,7 +91,7 @@ fn idle_and_oversized_clients_do_not_lock_the_operator_out() {
         reply.contains("not one line of at most 65536 bytes"),
         "{reply}"
     );
-    assert_eq!(a.status().unwrap().vhids[0].state, State::Master);
+    assert_eq!(a.status().unwrap().vhids[0].state, State::MASTER);
 }
 
 /// The control socket replaces a stale socket and nothing else, and leaves the mode of a
@@ -245,9 +250,134 @@ fn a_unicast_group_ignores_strangers() {
     std::thread::sleep(Duration::from_secs(2));
     drop(stranger);
     let backup = &b.status().unwrap().vhids[0];
-    assert_eq!(backup.state, State::Backup, "{}", b.log_text());
+    assert_eq!(backup.state, State::BACKUP, "{}", b.log_text());
     assert!(backup.adverts_refused >= 15, "{backup:?}");
     assert_eq!(a.state(1).as_deref(), Some("MASTER"));
+}
+
+/// An advert signed with the wrong password is dropped by the XDP program, counted, and
+/// logged at debug level (aya-log, bridged into the agent's log) naming its source and
+/// VHID; a flood of them is counted exactly and logged only as far as the rate limit lets.
+/// Adverts with TTL 64 and of version 1 are logged with their reasons too.
+#[test]
+fn bad_digests_are_counted_and_logged_within_a_limit() {
+    let dir = TempDir::new("baddigest").unwrap();
+    let lan = Lan::new("baddigest", &["a", "x"]).unwrap();
+    let a = Agent::start_json(
+        &lan.hosts[0].ns,
+        dir.path(),
+        "a",
+        &vhid(&dir, ""),
+        "info,carp::xdp=debug",
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
+    let wrong = Auth::new(b"not-the-password", 1, &["192.0.2.50".parse().unwrap()]).unwrap();
+    let from = lan.hosts[1].addr;
+    let mac = mac_of(&lan.hosts[1].ns);
+    let adverts = |counters: std::ops::RangeInclusive<u64>| -> Vec<Vec<u8>> {
+        counters
+            .map(|counter| {
+                let h = CarpHeader {
+                    vhid: 1,
+                    advskew: 0,
+                    demote: 0,
+                    advbase: 1,
+                    counter,
+                    digest: wrong.sign(counter),
+                };
+                frame::advert(from.into(), mac, None, &h.encode())
+            })
+            .collect()
+    };
+    // The messages of the debug lines about dropped adverts.
+    let lines = || -> Vec<String> {
+        a.log_json()
+            .iter()
+            .filter(|l| l["level"] == "DEBUG" && l["fields"]["log.target"] == "carp::xdp")
+            .filter_map(|l| l["fields"]["message"].as_str())
+            .filter(|m| m.contains(" dropped: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let expected = format!("advert from {from} vhid 1 dropped: bad_hmac");
+
+    send(&lan.hosts[1].ns, &adverts(1..=1));
+    wait_for(|| a.xdp_counter("bad_hmac") == 1 && !lines().is_empty());
+    // Anything more would have come by now.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lines(), std::slice::from_ref(&expected), "{}", a.log_text());
+
+    const FLOOD: u64 = 2000;
+    let start = Instant::now();
+    send(&lan.hosts[1].ns, &adverts(2..=FLOOD + 1));
+    wait_for(|| a.xdp_counter("bad_hmac") > FLOOD);
+    let took = start.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(a.xdp_counter("bad_hmac"), FLOOD + 1);
+    let flood = lines().len() as u64 - 1;
+    let limit = LOG_BURST + u64::try_from(took.as_nanos()).unwrap() / LOG_INTERVAL_NS + 1;
+    println!("{FLOOD} bad adverts in {took:?}: {flood} lines (at most {limit})");
+    assert!(
+        (1..=limit).contains(&flood),
+        "{flood} lines for {FLOOD} bad adverts in {took:?}, limit {limit}"
+    );
+    assert!(lines().iter().all(|l| *l == expected), "{:?}", lines());
+
+    // The two other reasons, once the limit lets a line through again: TTL 64 and version 1.
+    std::thread::sleep(Duration::from_millis(300));
+    let payload = adverts(1..=1)[0][ETH_HLEN + 20..].to_vec();
+    let mut bad_ttl = frame::ethernet(wire::GROUP_MAC_V4, mac, None, frame::ETH_P_IP);
+    bad_ttl.extend(frame::ipv4(
+        from.octets(),
+        wire::GROUP_V4,
+        64,
+        wire::IPPROTO_CARP,
+        &payload,
+    ));
+    let mut v1 = payload;
+    v1[0] = (1 << 4) | wire::TYPE_ADVERTISEMENT;
+    send(
+        &lan.hosts[1].ns,
+        &[bad_ttl, frame::advert(from.into(), mac, None, &v1)],
+    );
+    wait_for(|| a.xdp_counter("bad_ttl") == 1 && a.xdp_counter("bad_version") == 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let all = lines();
+    assert_eq!(all.len() as u64, 1 + flood + 2, "{all:?}");
+    assert_eq!(
+        all[all.len() - 2..],
+        [
+            format!("advert from {from} vhid 1 dropped: bad_ttl"),
+            format!("advert from {from} vhid 1 dropped: bad_version")
+        ],
+        "{all:?}"
+    );
+}
+
+/// Sends `frames` from `ns`'s eth0, pausing every 100 so that no queue on the way (their
+/// default length is 1000, netdev_max_backlog) drops one.
+fn send(ns: &Netns, frames: &[Vec<u8>]) {
+    ns.enter(|| {
+        let sock = PacketSocket::bind(nix::net::if_::if_nametoindex("eth0")?)?;
+        for (i, f) in frames.iter().enumerate() {
+            sock.send(f)?;
+            if i % 100 == 99 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// Waits up to 5 s for `done`.
+fn wait_for(done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(5), "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The MAC of a namespace's eth0.

@@ -135,14 +135,14 @@ fn a_vhid_waits_for_its_interface_and_address_while_the_others_run() {
         + &vhid("eth1", 2, "198.51.100.50/24", dir.path())
         + "src = \"198.51.100.1\"\n";
     let a = Agent::start(host, dir.path(), "a", &conf).unwrap();
-    wait_for(&a, 1, State::Master, None);
+    wait_for(&a, 1, State::MASTER, None);
     // The agent runs, VHID 2 waits for its interface.
-    wait_for(&a, 2, State::Init, Some(Waiting::NoInterface));
+    wait_for(&a, 2, State::INIT, Some(Waiting::NoInterface));
     let first = row(&a, 1).transitions;
     assert!(!attached(&a, "eth1"));
     // A reload keeps it waiting; the operator is told there is nothing to set yet.
     a.ctl(&["reload"]).unwrap();
-    wait_for(&a, 2, State::Init, Some(Waiting::NoInterface));
+    wait_for(&a, 2, State::INIT, Some(Waiting::NoInterface));
     let refused = a.ctl(&["set-state", "2", "master"]).unwrap_err();
     assert!(
         format!("{refused:#}").contains("vhid 2 on eth1 waits in INIT (no interface)"),
@@ -150,13 +150,13 @@ fn a_vhid_waits_for_its_interface_and_address_while_the_others_run() {
     );
 
     create_eth1(host, &other);
-    wait_for(&a, 2, State::Init, Some(Waiting::NoAddress));
+    wait_for(&a, 2, State::INIT, Some(Waiting::NoAddress));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(row(&a, 2).waiting, Some(Waiting::NoAddress));
 
     host.ip(&["addr", "add", "198.51.100.1/24", "dev", "eth1"])
         .unwrap();
-    let took = wait_for(&a, 2, State::Master, None);
+    let took = wait_for(&a, 2, State::MASTER, None);
     assert!(
         took < MASTER_DOWN + START,
         "MASTER {took:?} after the address appeared; log:\n{}",
@@ -169,7 +169,7 @@ fn a_vhid_waits_for_its_interface_and_address_while_the_others_run() {
 
     // The interface goes: VHID 2 waits again, its program and VIP with it.
     host.ip(&["link", "del", "eth1"]).unwrap();
-    wait_for(&a, 2, State::Init, Some(Waiting::NoInterface));
+    wait_for(&a, 2, State::INIT, Some(Waiting::NoInterface));
     assert!(!attached(&a, "eth1"));
     let addrs = host.ip(&["-br", "addr"]).unwrap();
     assert!(
@@ -181,7 +181,7 @@ fn a_vhid_waits_for_its_interface_and_address_while_the_others_run() {
     create_eth1(host, &other);
     host.ip(&["addr", "add", "198.51.100.1/24", "dev", "eth1"])
         .unwrap();
-    wait_for(&a, 2, State::Master, None);
+    wait_for(&a, 2, State::MASTER, None);
     let (new_index, xdp) = link(host, "eth1");
     assert_ne!(new_index, old_index);
     assert!(
@@ -197,7 +197,7 @@ fn a_vhid_waits_for_its_interface_and_address_while_the_others_run() {
     let r = row(&a, 1);
     assert_eq!(
         (r.state, r.transitions),
-        (State::Master, first),
+        (State::MASTER, first),
         "{}",
         a.log_text()
     );

@@ -131,13 +131,51 @@ impl Drop for Pins {
     }
 }
 
+/// `bpftool -j map dump` of a pinned map, parsed: the entries' keys and values as the BTF
+/// names them (for a per-CPU map, the values summed over the CPUs).
+fn dump(pin: &std::path::Path) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(pin)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    entries
+        .into_iter()
+        .map(|e| {
+            let f = &e["formatted"];
+            println!("{}: {f:#}", pin.display());
+            let value = match f.get("values") {
+                Some(cpus) => {
+                    let mut sum = serde_json::Map::new();
+                    for cpu in cpus.as_array().unwrap() {
+                        for (name, n) in cpu["value"].as_object().unwrap() {
+                            let total = sum.get(name).and_then(|t| t.as_u64()).unwrap_or(0);
+                            sum.insert(name.clone(), (total + n.as_u64().unwrap()).into());
+                        }
+                    }
+                    sum.into()
+                }
+                None => f["value"].clone(),
+            };
+            (f["key"].clone(), value)
+        })
+        .collect()
+}
+
 /// `[agent] netns` (keepalived's `net_namespace`): started from the host, the agent works
 /// in the namespace, pins under the host's bpffs in a directory named for it, and
-/// `carp-agent -c FILE status` finds it through the file.
+/// `carp-agent -c FILE status` finds it through the file. bpftool prints the pinned maps
+/// with names: states, protocol and flags, the counters, the VIPs and the last advert.
 #[test]
 fn netns_setting_runs_the_agent_in_its_namespace() {
     let dir = TempDir::new("nsset").unwrap();
-    let lan = Lan::new("nsset", &["a"]).unwrap();
+    let lan = Lan::new("nsset", &["a", "b"]).unwrap();
     let ns = lan.hosts[0].ns.name();
     let pins = Pins(format!("/sys/fs/bpf/carp/{ns}"));
     // What agents killed before their clean stop left: the pins of an interface this one
@@ -166,6 +204,24 @@ fn netns_setting_runs_the_agent_in_its_namespace() {
     )
     .unwrap();
     a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
+    let ns_b = lan.hosts[1].ns.name();
+    let pins_b = Pins(format!("/sys/fs/bpf/carp/{ns_b}"));
+    let b = Agent::start_on_host(
+        dir.path(),
+        "b",
+        &format!("netns = \"{ns_b}\"\n\n{}advskew = 100\n", vhid(&dir)),
+    )
+    .unwrap();
+    b.wait_state(1, "BACKUP", Duration::from_secs(8)).unwrap();
+    // Until b has a's advert in its CARP_REPLAY.
+    let start = std::time::Instant::now();
+    while b.xdp_counter("adverts") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "b hears no advert"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let out = Command::new(agent_bin())
         .arg("-c")
         .arg(&a.config)
@@ -182,16 +238,56 @@ fn netns_setting_runs_the_agent_in_its_namespace() {
         String::from_utf8_lossy(&lo.stdout).contains("192.0.2.50"),
         "the VIP is not in the namespace"
     );
-    let dump = Command::new("bpftool")
-        .args(["-j", "map", "dump", "pinned"])
-        .arg(format!("{}/eth0/CARP_VHIDS", pins.0))
-        .output()
-        .unwrap();
-    let dump = String::from_utf8_lossy(&dump.stdout);
-    assert!(
-        dump.contains("\"vhid\":1") && dump.contains("\"state\":\"Master\""),
-        "{dump}"
-    );
+    let pinned = |pins: &Pins, map: &str| {
+        let pin = std::path::Path::new(&pins.0).join("eth0").join(map);
+        // The dump shows HMAC pad states, as good as the password for forging adverts.
+        let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&pin).unwrap());
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", pin.display());
+        dump(&pin)
+    };
+    for (pins, state) in [(&pins, "MASTER"), (&pins_b, "BACKUP")] {
+        let vhids = pinned(pins, "CARP_VHIDS");
+        let [(key, value)] = &vhids[..] else {
+            panic!("{vhids:?}")
+        };
+        assert_eq!(key["vhid"], 1);
+        assert_eq!(value["state"], state);
+        assert_eq!(value["protocol"], "CARP");
+        let flags = &value["flags"];
+        assert_eq!(
+            [
+                &flags["unicast"],
+                &flags["vmac"],
+                &flags["router"],
+                &flags["nov6ll"],
+                &flags["strict"]
+            ],
+            [false, true, false, false, false],
+            "{value}"
+        );
+    }
+    let stats = pinned(&pins_b, "CARP_STATS");
+    assert!(stats[0].1["adverts"].as_u64().unwrap() >= 1, "{stats:?}");
+    assert_eq!(stats[0].1["bad_hmac"], 0, "{stats:?}");
+    let vips = pinned(&pins, "CARP_VIPS");
+    let [(key, value)] = &vips[..] else {
+        panic!("{vips:?}")
+    };
+    let addr = |a: std::net::Ipv4Addr| {
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&a.octets());
+        serde_json::json!(bytes)
+    };
+    assert_eq!(key["family"], 4);
+    assert_eq!(key["addr"], addr([192, 0, 2, 50].into()));
+    assert_eq!(value["vhid"], 1);
+    // The backup's record of the master's last advert.
+    let replay = pinned(&pins_b, "CARP_REPLAY");
+    let [(key, value)] = &replay[..] else {
+        panic!("{replay:?}")
+    };
+    assert_eq!(key["vhid"], 1);
+    assert_eq!(value["src"], addr(lan.hosts[0].addr));
     for pin in &stale {
         let dir = std::path::Path::new(pin).parent().unwrap();
         assert!(!dir.exists(), "{} left in place", dir.display());

@@ -46,7 +46,7 @@ fn ucarp_master_and_our_backup_then_we_take_over() {
     std::thread::sleep(Duration::from_secs(4));
     // ucarp's adverts verify here and keep us backup past our master-down time.
     let status = ours.status().unwrap();
-    assert_eq!(status.vhids[0].state, State::Backup, "{status:?}");
+    assert_eq!(status.vhids[0].state, State::BACKUP, "{status:?}");
     assert!(status.vhids[0].adverts_received > 0, "{status:?}");
     assert_eq!(ours.xdp_counter("bad_hmac"), 0, "{status:?}");
     drop(ucarp);
@@ -116,7 +116,7 @@ fn keepalived_master_and_our_vrrp3_backup_then_we_take_over() {
     let v = &ours.status().unwrap().vhids[0];
     assert_eq!(
         (v.vhid, v.state, v.protocol, v.priority),
-        (51, State::Backup, Protocol::Vrrp3, 100)
+        (51, State::BACKUP, Protocol::VRRPV3, 100)
     );
     assert!(v.adverts_received > 0, "{v:?}");
     assert_eq!(ka.state().as_deref(), Some("MASTER"));

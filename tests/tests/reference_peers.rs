@@ -85,7 +85,7 @@ fn an_openbsd_master_with_its_constant_counter_keeps_the_backup() {
     let until = Instant::now() + Duration::from_secs(7);
     while Instant::now() < until {
         let state = agent.status().unwrap().vhids[0].state;
-        assert_eq!(state, State::Backup, "{}", agent.log_text());
+        assert_eq!(state, State::BACKUP, "{}", agent.log_text());
         std::thread::sleep(Duration::from_millis(100));
     }
     let (_, _, repeated) = vhid_and_counter(&agent, "repeated");
@@ -217,7 +217,7 @@ fn unicast_peers_of_both_families() {
     std::thread::sleep(Duration::from_secs(3));
     let master = &a.status().unwrap().vhids[0];
     let backup = &b.status().unwrap().vhids[0];
-    assert_eq!((master.state, backup.state), (State::Master, State::Backup));
+    assert_eq!((master.state, backup.state), (State::MASTER, State::BACKUP));
     assert_eq!(master.send_errors, 0, "{}", a.log_text());
     // One advert per family per interval (advbase 1): both arrive.
     let received = backup.adverts_received - before;

@@ -12,9 +12,9 @@ use carp_agent::{
     xdp::{DataPlane, parse_event, vhid_entry},
 };
 use carp_common::{
-    State,
-    maps::{AdvertEvent, VhidKey, VipEntry, VipKey, XdpStats, flags},
-    vrrp::{self, Vrrp3Header},
+    Protocol, State,
+    maps::{AdvertEvent, Flags, VhidKey, VipEntry, VipKey, XdpStats},
+    vrrp::Vrrp3Header,
     wire::{self, CarpHeader},
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -54,26 +54,34 @@ struct Fixture {
     auth: Auth,
 }
 
+/// Flags of a virtual-MAC VHID.
+fn vmac_flags() -> Flags {
+    Flags {
+        vmac: true,
+        ..Flags::default()
+    }
+}
+
 impl Fixture {
     fn new(st: State) -> Self {
         let mut dp = DataPlane::load().unwrap();
         let auth = Auth::new(PASSWORD, VHID, &[vip4().into(), vip6().into()]).unwrap();
         let events = dp.take_events().unwrap();
         let mut f = Self { dp, events, auth };
-        f.set_state(st, flags::VMAC);
-        let vrrp = vhid_entry(vrrp::VERSION, st, 0, IF_MAC, IF_MAC, None);
+        f.set_state(st, vmac_flags());
+        let vrrp = vhid_entry(Protocol::VRRPV3, st, Flags::default(), IF_MAC, IF_MAC, None);
         f.dp.set_vhid(&key(VRID, 0), &vrrp).unwrap();
         f
     }
 
     /// The VHID's state, a MASTER with a lease that never runs out.
-    fn set_state(&mut self, st: State, fl: u8) {
+    fn set_state(&mut self, st: State, fl: Flags) {
         self.set_state_until(st, fl, u64::MAX);
     }
 
-    fn set_state_until(&mut self, st: State, fl: u8, master_until: u64) {
+    fn set_state_until(&mut self, st: State, fl: Flags, master_until: u64) {
         let vmac = wire::virtual_mac(VHID);
-        let mut entry = vhid_entry(wire::VERSION, st, fl, vmac, IF_MAC, Some(&self.auth));
+        let mut entry = vhid_entry(Protocol::CARP, st, fl, vmac, IF_MAC, Some(&self.auth));
         entry.master_until = master_until;
         self.dp.set_vhid(&key(VHID, 0), &entry).unwrap();
         self.dp.set_vhid(&key(VHID, 7), &entry).unwrap();
@@ -136,7 +144,7 @@ fn solicit_vip6() -> (Vec<u8>, [u8; 16]) {
 }
 
 /// An IPv4 frame (protocol 6) for the VIP, to the virtual MAC.
-fn to_vmac() -> Vec<u8> {
+fn to_vmac_flags() -> Vec<u8> {
     let mut f = frame::ethernet(wire::virtual_mac(VHID), PEER_MAC, None, frame::ETH_P_IP);
     f.extend(frame::ipv4(
         [192, 0, 2, 2],
@@ -160,7 +168,7 @@ fn only(f: impl FnOnce(&mut XdpStats)) -> XdpStats {
 
 #[test]
 fn valid_carp_advert_goes_to_the_agent_with_its_fields() {
-    let mut fx = Fixture::new(State::Backup);
+    let mut fx = Fixture::new(State::BACKUP);
     let h = fx.advert(0x1122334455667788, 100);
     let (verdict, delta) = fx.run_counted(&frame::carp(peer4(), &h));
     assert_eq!(verdict, XDP_DROP);
@@ -181,7 +189,7 @@ fn valid_carp_advert_goes_to_the_agent_with_its_fields() {
 
 #[test]
 fn ipv6_and_vlan_tagged_adverts() {
-    let mut fx = Fixture::new(State::Backup);
+    let mut fx = Fixture::new(State::BACKUP);
     let src6: IpAddr = "2001:db8::2".parse().unwrap();
     let (verdict, delta) = fx.run_counted(&frame::carp(src6, &fx.advert(5, 0)));
     assert_eq!((verdict, delta), (XDP_DROP, only(|s| s.adverts = 1)));
@@ -198,7 +206,7 @@ fn ipv6_and_vlan_tagged_adverts() {
 
 #[test]
 fn every_invalid_carp_advert_is_dropped_with_its_reason() {
-    let mut fx = Fixture::new(State::Backup);
+    let mut fx = Fixture::new(State::BACKUP);
     let good = fx.advert(42, 0);
     let payload = good.encode();
     let with = |f: &dyn Fn(&mut [u8; 36])| {
@@ -315,7 +323,7 @@ fn every_invalid_carp_advert_is_dropped_with_its_reason() {
 /// but not sooner than half its interval after the last, so a replay flood cannot.
 #[test]
 fn an_advert_repeated_as_openbsd_does_reaches_the_agent_and_a_flood_does_not() {
-    let mut fx = Fixture::new(State::Backup);
+    let mut fx = Fixture::new(State::BACKUP);
     // OpenBSD allows advbase 0: advskew 1 makes the interval 1/256 s, the gap 1/512 s.
     let cookie = CarpHeader {
         advbase: 0,
@@ -367,7 +375,7 @@ fn an_advert_repeated_as_openbsd_does_reaches_the_agent_and_a_flood_does_not() {
 /// adverts).
 #[test]
 fn a_forged_advert_does_not_touch_the_replay_state() {
-    let mut fx = Fixture::new(State::Backup);
+    let mut fx = Fixture::new(State::BACKUP);
     let genuine = fx.advert(41, 0);
     let mut forged = genuine;
     forged.digest[0] ^= 1;
@@ -381,7 +389,7 @@ fn a_forged_advert_does_not_touch_the_replay_state() {
 /// the prepared state (16 IPv4 VIPs: 67 bytes; 300 VIPs of both families: thousands).
 #[test]
 fn long_vip_lists_are_verified_in_the_kernel() {
-    let mut fx = Fixture::new(State::Backup);
+    let mut fx = Fixture::new(State::BACKUP);
     // Each advert with an advskew of its own: the same fields again would be a flood.
     let mut advskew = 0;
     for (n4, n6) in [(12u32, 0u16), (16, 0), (11, 2), (3, 1), (200, 100)] {
@@ -390,7 +398,7 @@ fn long_vip_lists_are_verified_in_the_kernel() {
             .collect();
         vips.extend((0..n6).map(|i| IpAddr::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, i))));
         fx.auth = Auth::new(PASSWORD, VHID, &vips).unwrap();
-        fx.set_state(State::Backup, 0);
+        fx.set_state(State::BACKUP, Flags::default());
         for counter in [0, 3, u64::MAX] {
             advskew += 1;
             let f = frame::carp(peer4(), &fx.advert(counter, advskew));
@@ -414,7 +422,7 @@ fn long_vip_lists_are_verified_in_the_kernel() {
 
 #[test]
 fn vrrp3_adverts() {
-    let mut fx = Fixture::new(State::Backup);
+    let mut fx = Fixture::new(State::BACKUP);
     let h = Vrrp3Header {
         vrid: VRID,
         priority: 100,
@@ -466,10 +474,10 @@ fn vrrp3_adverts() {
 /// link-local VIP verifies both, and nothing else.
 #[test]
 fn both_openbsd_hmac_variants_verify() {
-    let mut fx = Fixture::new(State::Backup);
+    let mut fx = Fixture::new(State::BACKUP);
     let ll: IpAddr = "fe80::50".parse().unwrap();
     fx.auth = Auth::new(PASSWORD, VHID, &[vip4().into(), ll]).unwrap();
-    fx.set_state(State::Backup, 0);
+    fx.set_state(State::BACKUP, Flags::default());
     let freebsd = fx.advert(11, 0);
     let openbsd = CarpHeader {
         digest: Auth::new(PASSWORD, VHID, &[vip4().into()])
@@ -494,7 +502,7 @@ fn both_openbsd_hmac_variants_verify() {
 /// `previous_until`, so a peer reloaded a little later does not look like a forger.
 #[test]
 fn the_replaced_digest_verifies_for_a_while() {
-    let mut fx = Fixture::new(State::Backup);
+    let mut fx = Fixture::new(State::BACKUP);
     let old = Auth::new(b"old-pass", VHID, &[vip4().into(), vip6().into()]).unwrap();
     let now = {
         let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
@@ -510,9 +518,9 @@ fn the_replaced_digest_verifies_for_a_while() {
         (now - 1, expired, only(|s| s.bad_hmac = 1)),
     ] {
         let mut entry = vhid_entry(
-            wire::VERSION,
-            State::Backup,
-            0,
+            Protocol::CARP,
+            State::BACKUP,
+            Flags::default(),
             wire::virtual_mac(VHID),
             IF_MAC,
             Some(&fx.auth),
@@ -529,7 +537,7 @@ fn the_replaced_digest_verifies_for_a_while() {
 /// keepalived and FreeBSD 15 send them all. Longer than that is malformed.
 #[test]
 fn vrrp3_adverts_with_every_address_count() {
-    let mut fx = Fixture::new(State::Backup);
+    let mut fx = Fixture::new(State::BACKUP);
     for count in [0usize, 1, 16, 17, 100, 255] {
         let addrs: Vec<[u8; 4]> = (0..count)
             .map(|i| (0xc633_6400u32 + i as u32).to_be_bytes())
@@ -585,12 +593,12 @@ fn vrrp3_adverts_with_every_address_count() {
 /// virtual MAC of the same number is not this VHID's.
 #[test]
 fn frames_to_the_ipv6_vrrp_mac_are_ours_while_master() {
-    let mut fx = Fixture::new(State::Master);
+    let mut fx = Fixture::new(State::MASTER);
     let mac6 = wire::virtual_mac_v6(VRID);
     let mut entry = vhid_entry(
-        vrrp::VERSION,
-        State::Master,
-        flags::VMAC,
+        Protocol::VRRPV3,
+        State::MASTER,
+        vmac_flags(),
         mac6,
         IF_MAC,
         None,
@@ -607,7 +615,7 @@ fn frames_to_the_ipv6_vrrp_mac_are_ours_while_master() {
     let mut v4 = f.clone();
     v4[..6].copy_from_slice(&wire::virtual_mac(VRID));
     assert_eq!(fx.run(&v4), (XDP_PASS, v4.clone()), "not this VHID's MAC");
-    entry.state = State::Backup;
+    entry.state = State::BACKUP;
     fx.dp.set_vhid(&key(VRID, 0), &entry).unwrap();
     let (verdict, delta) = fx.run_counted(&f);
     assert_eq!((verdict, delta.vmac_dropped), (XDP_DROP, 1));
@@ -615,7 +623,7 @@ fn frames_to_the_ipv6_vrrp_mac_are_ours_while_master() {
 
 #[test]
 fn unknown_vhids_and_other_traffic_pass_untouched() {
-    let mut fx = Fixture::new(State::Master);
+    let mut fx = Fixture::new(State::MASTER);
     let foreign = CarpHeader {
         vhid: 99,
         ..fx.advert(1, 0)
@@ -638,7 +646,7 @@ fn unknown_vhids_and_other_traffic_pass_untouched() {
 
 #[test]
 fn arp_for_a_vip_is_answered_while_master_and_dropped_otherwise() {
-    let mut fx = Fixture::new(State::Master);
+    let mut fx = Fixture::new(State::MASTER);
     let req = frame::arp_request(PEER_MAC, [192, 0, 2, 2], vip4().octets());
     let (verdict, out) = fx.run(&req);
     assert_eq!(verdict, XDP_TX);
@@ -653,8 +661,8 @@ fn arp_for_a_vip_is_answered_while_master_and_dropped_otherwise() {
     // Other addresses are the kernel's business.
     let other = frame::arp_request(PEER_MAC, [192, 0, 2, 2], [192, 0, 2, 1]);
     assert_eq!(fx.run(&other), (XDP_PASS, other.clone()));
-    for st in [State::Backup, State::Init] {
-        fx.set_state(st, flags::VMAC);
+    for st in [State::BACKUP, State::INIT] {
+        fx.set_state(st, vmac_flags());
         let (verdict, delta) = fx.run_counted(&req);
         assert_eq!(verdict, XDP_DROP);
         assert_eq!(delta.arp_dropped, 1);
@@ -663,7 +671,7 @@ fn arp_for_a_vip_is_answered_while_master_and_dropped_otherwise() {
 
 #[test]
 fn neighbor_solicitation_for_a_vip6_is_answered_while_master() {
-    let mut fx = Fixture::new(State::Master);
+    let mut fx = Fixture::new(State::MASTER);
     let (ns, src) = solicit_vip6();
     let (verdict, out) = fx.run(&ns);
     assert_eq!(verdict, XDP_TX);
@@ -688,7 +696,13 @@ fn neighbor_solicitation_for_a_vip6_is_answered_while_master() {
     assert_eq!(frame::icmpv6_checksum(&vip6().octets(), &dst, na), 0);
 
     // A router's NAs carry the Router flag (VRRPv3 always, RFC 5798; CARP when forwarding).
-    fx.set_state(State::Master, flags::VMAC | flags::ROUTER);
+    fx.set_state(
+        State::MASTER,
+        Flags {
+            router: true,
+            ..vmac_flags()
+        },
+    );
     let (verdict, out) = fx.run(&ns);
     assert_eq!(
         (verdict, out[54 + 4]),
@@ -701,7 +715,7 @@ fn neighbor_solicitation_for_a_vip6_is_answered_while_master() {
         0
     );
 
-    fx.set_state(State::Backup, flags::VMAC);
+    fx.set_state(State::BACKUP, vmac_flags());
     let (verdict, delta) = fx.run_counted(&ns);
     assert_eq!((verdict, delta.ns_dropped), (XDP_DROP, 1));
 }
@@ -710,7 +724,7 @@ fn neighbor_solicitation_for_a_vip6_is_answered_while_master() {
 /// program leaves it to the kernel, which discards it, instead of answering.
 #[test]
 fn invalid_neighbor_solicitations_are_not_answered() {
-    let mut fx = Fixture::new(State::Master);
+    let mut fx = Fixture::new(State::MASTER);
     let (ns, _) = solicit_vip6();
     let mut routed = ns.clone();
     routed[14 + 7] = 254;
@@ -727,7 +741,7 @@ fn invalid_neighbor_solicitations_are_not_answered() {
 /// is.
 #[test]
 fn arp_requests_not_for_us_are_not_answered() {
-    let mut fx = Fixture::new(State::Master);
+    let mut fx = Fixture::new(State::MASTER);
     let req = frame::arp_request(PEER_MAC, [192, 0, 2, 2], vip4().octets());
     let mut bad_sender = req.clone();
     bad_sender[14 + 8..14 + 14].copy_from_slice(&[0xff; 6]);
@@ -749,29 +763,29 @@ fn arp_requests_not_for_us_are_not_answered() {
 
 #[test]
 fn frames_to_the_virtual_mac_are_ours_only_while_master() {
-    let mut fx = Fixture::new(State::Master);
-    let f = to_vmac();
+    let mut fx = Fixture::new(State::MASTER);
+    let f = to_vmac_flags();
     let (verdict, out) = fx.run(&f);
     assert_eq!(verdict, XDP_PASS);
     assert_eq!(&out[..6], &IF_MAC, "rewritten to the interface MAC");
     assert_eq!(&out[6..], &f[6..]);
-    fx.set_state(State::Backup, flags::VMAC);
+    fx.set_state(State::BACKUP, vmac_flags());
     let (verdict, delta) = fx.run_counted(&f);
     assert_eq!((verdict, delta.vmac_dropped), (XDP_DROP, 1));
     // Interface-MAC mode: the virtual MAC is nobody's, the frame goes on untouched.
-    fx.set_state(State::Backup, 0);
+    fx.set_state(State::BACKUP, Flags::default());
     assert_eq!(fx.run(&f), (XDP_PASS, f.clone()));
 }
 
 /// A MASTER whose lease ran out (its agent stopped renewing it) answers nothing.
 #[test]
 fn a_master_whose_lease_ran_out_answers_nothing() {
-    let mut fx = Fixture::new(State::Master);
+    let mut fx = Fixture::new(State::MASTER);
     // 1 ns after boot: long past.
-    fx.set_state_until(State::Master, flags::VMAC, 1);
+    fx.set_state_until(State::MASTER, vmac_flags(), 1);
     let arp = frame::arp_request(PEER_MAC, [192, 0, 2, 2], vip4().octets());
     let (ns, _) = solicit_vip6();
-    let to_vmac = to_vmac();
+    let to_vmac = to_vmac_flags();
     let (verdict, delta) = fx.run_counted(&arp);
     assert_eq!((verdict, delta.arp_dropped), (XDP_DROP, 1));
     let (verdict, delta) = fx.run_counted(&ns);
@@ -779,13 +793,13 @@ fn a_master_whose_lease_ran_out_answers_nothing() {
     let (verdict, delta) = fx.run_counted(&to_vmac);
     assert_eq!((verdict, delta.vmac_dropped), (XDP_DROP, 1));
     // Renewed: answered again.
-    fx.set_state_until(State::Master, flags::VMAC, u64::MAX);
+    fx.set_state_until(State::MASTER, vmac_flags(), u64::MAX);
     assert_eq!(fx.run(&arp).0, XDP_TX);
 }
 
 #[test]
 fn random_and_truncated_frames_never_fail() {
-    let mut fx = Fixture::new(State::Master);
+    let mut fx = Fixture::new(State::MASTER);
     let mut valid = vec![
         frame::carp(peer4(), &fx.advert(1, 0)),
         frame::arp_request(PEER_MAC, [192, 0, 2, 2], vip4().octets()),
@@ -843,10 +857,10 @@ fn random_and_truncated_frames_never_fail() {
 /// after a restart (its clock moved on), passes.
 #[test]
 fn strict_adverts_cannot_be_altered_moved_or_replayed() {
-    let mut fx = Fixture::new(State::Backup);
+    let mut fx = Fixture::new(State::BACKUP);
     let vips = [vip4().into(), vip6().into()];
     fx.auth = Auth::with_mode(PASSWORD, VHID, &vips, AuthMode::Strict).unwrap();
-    fx.set_state(State::Backup, flags::VMAC);
+    fx.set_state(State::BACKUP, vmac_flags());
     let auth = fx.auth.clone();
     let signed = |counter: u64, src: IpAddr| {
         let mut h = CarpHeader {

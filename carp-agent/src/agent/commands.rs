@@ -53,8 +53,8 @@ impl Agent {
                 Err(e) => Reply::err(e),
                 Ok(found) => {
                     let target = match state {
-                        Forced::Master => State::Master,
-                        Forced::Backup => State::Backup,
+                        Forced::Master => State::MASTER,
+                        Forced::Backup => State::BACKUP,
                     };
                     for i in found {
                         self.feed(i, Event::Force(target)).await;

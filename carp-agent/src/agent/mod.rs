@@ -408,7 +408,7 @@ impl Agent {
         // An advert that went out renews the XDP program's MASTER lease; one that did not
         // lets it run out, as the backups will stop hearing us.
         if ok
-            && v.state() == State::Master
+            && v.state() == State::MASTER
             && let Err(e) = iface.program(v)
         {
             tracing::error!("vhid {}: renewing the lease: {e:#}", v.plan.vhid);
@@ -438,12 +438,12 @@ impl Agent {
         {
             tracing::error!("vhid {}: updating the XDP maps failed: {e:#}", v.plan.vhid);
         }
-        if to == State::Master {
+        if to == State::MASTER {
             self.placement.add(v).await;
             if let Some(iface) = self.ifaces.get(&v.plan.interface) {
                 iface.announce(&v.announcements());
             }
-        } else if from == State::Master {
+        } else if from == State::MASTER {
             self.placement.remove(v).await;
         }
         let timeout = Duration::from_secs_f64(self.options.config.agent.hook_timeout);
@@ -585,7 +585,7 @@ impl Agent {
         let masters = self
             .vhids
             .iter()
-            .filter(|r| r.vhid.state() == State::Master && r.vhid.plan.down_script.is_some())
+            .filter(|r| r.vhid.state() == State::MASTER && r.vhid.plan.down_script.is_some())
             .count();
         for i in 0..self.vhids.len() {
             self.stop_vhid(i).await;

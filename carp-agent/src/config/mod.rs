@@ -6,8 +6,9 @@ use crate::{
     election::{Config as MachineConfig, Timing},
     hmac::AuthMode,
 };
+pub use carp_common::Protocol;
 use carp_common::{maps::MAX_VIPS, vrrp};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::{
     collections::BTreeSet,
     fmt,
@@ -172,14 +173,6 @@ impl Default for Agent {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    #[default]
-    Carp,
-    Vrrp3,
-}
-
 /// Which MAC answers for the VIPs and sources the adverts.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -264,7 +257,7 @@ impl VhidConfig {
         Self {
             interface: interface.to_owned(),
             vhid,
-            protocol: Protocol::Carp,
+            protocol: Protocol::CARP,
             vips,
             advbase: default_advbase(),
             advskew: 0,
@@ -335,8 +328,8 @@ impl Plan {
     /// The protocol, as the timing says.
     pub fn protocol(&self) -> Protocol {
         match self.timing {
-            Timing::Carp { .. } => Protocol::Carp,
-            Timing::Vrrp3 { .. } => Protocol::Vrrp3,
+            Timing::Carp { .. } => Protocol::CARP,
+            Timing::Vrrp3 { .. } => Protocol::VRRPV3,
         }
     }
 
@@ -590,7 +583,7 @@ impl Config {
                 bad("at least one VIP is needed".into());
             }
             let timing = match v.protocol {
-                Protocol::Carp => {
+                Protocol::CARP => {
                     if v.advbase == 0 {
                         bad("advbase must be 1..=255 seconds".into());
                     }
@@ -602,7 +595,7 @@ impl Config {
                         advskew: v.advskew,
                     }
                 }
-                Protocol::Vrrp3 => {
+                Protocol::VRRPV3 => {
                     if v.priority == 0 {
                         bad(
                             "priority must be 1..=255 (0 is reserved for a stopping master)".into(),
@@ -647,7 +640,7 @@ impl Config {
                     Vec::new()
                 }
             };
-            if v.auth == AuthMode::Strict && v.protocol == Protocol::Carp && password.is_empty() {
+            if v.auth == AuthMode::Strict && v.protocol == Protocol::CARP && password.is_empty() {
                 bad(
                     "auth = \"strict\" needs a password (pass_file, pass_env or pass_credential)"
                         .into(),

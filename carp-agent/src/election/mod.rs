@@ -193,7 +193,7 @@ impl Machine {
         };
         Self {
             cfg,
-            state: State::Init,
+            state: State::INIT,
             demotion: 0,
             master_interval_cs,
             advert_at: None,
@@ -212,7 +212,7 @@ impl Machine {
     /// applies to the next master-down wait, as carp_ioctl_set's changes do.
     pub fn reconfigure(&mut self, cfg: Config) {
         if let Timing::Vrrp3 { interval_cs, .. } = cfg.timing
-            && self.state != State::Backup
+            && self.state != State::BACKUP
         {
             self.master_interval_cs = interval_cs;
         }
@@ -327,19 +327,19 @@ impl Machine {
                 // carp_sc_state: interface down -> INIT, timers stopped. The host-wide
                 // demotion it also applies is the caller's (see `demotion`).
                 self.stop_timers();
-                self.set_state(State::Init, Reason::LinkDown, &mut out);
+                self.set_state(State::INIT, Reason::LinkDown, &mut out);
             }
             Event::Demotion(d) => {
                 self.demotion = d;
                 // carp_demote_adj queues carp_send_ad_all: every master advertises the new
                 // skew at once, so preempting backups react without waiting.
-                if self.state == State::Master {
+                if self.state == State::MASTER {
                     self.advertise(now, &mut out);
                 }
             }
             Event::Force(target) => self.on_force(now, target, &mut out),
             Event::Shutdown => {
-                if self.state == State::Master {
+                if self.state == State::MASTER {
                     // OpenBSD and FreeBSD <= 7 bow out with advbase 255 / advskew 255 so
                     // backups take over at once; VRRP sends priority 0 (RFC 5798 6.4.3).
                     out.push(Action::Advertise(match self.cfg.timing {
@@ -354,7 +354,7 @@ impl Machine {
                     }));
                 }
                 self.stop_timers();
-                self.set_state(State::Init, Reason::Shutdown, &mut out);
+                self.set_state(State::INIT, Reason::Shutdown, &mut out);
             }
         }
         out
@@ -392,17 +392,17 @@ impl Machine {
     /// carp_master_down_locked: BACKUP -> MASTER, advertise at once, then on the timer.
     fn become_master(&mut self, now: Duration, reason: Reason, out: &mut Vec<Action>) {
         self.master_down_at = None;
-        self.set_state(State::Master, reason, out);
+        self.set_state(State::MASTER, reason, out);
         self.advertise(now, out);
     }
 
     fn become_backup(&mut self, now: Duration, reason: Reason, out: &mut Vec<Action>) {
-        self.set_state(State::Backup, reason, out);
+        self.set_state(State::BACKUP, reason, out);
         self.arm_master_down(now);
     }
 
     fn on_link_up(&mut self, now: Duration, out: &mut Vec<Action>) {
-        if self.state != State::Init {
+        if self.state != State::INIT {
             return;
         }
         match self.cfg.timing {
@@ -422,17 +422,17 @@ impl Machine {
     }
 
     fn on_timer(&mut self, now: Duration, out: &mut Vec<Action>) {
-        if self.master_down_at.is_some_and(|t| t <= now) && self.state == State::Backup {
+        if self.master_down_at.is_some_and(|t| t <= now) && self.state == State::BACKUP {
             // carp_master_down: BACKUP -> MASTER.
             self.become_master(now, Reason::MasterDown, out);
-        } else if self.advert_at.is_some_and(|t| t <= now) && self.state == State::Master {
+        } else if self.advert_at.is_some_and(|t| t <= now) && self.state == State::MASTER {
             self.advertise(now, out);
         }
     }
 
     fn on_force(&mut self, now: Duration, target: State, out: &mut Vec<Action>) {
         // carp_ioctl_set: only acts outside INIT and when the state differs.
-        if self.state == State::Init || self.state == target {
+        if self.state == State::INIT || self.state == target {
             return;
         }
         match target {
@@ -441,13 +441,13 @@ impl Machine {
             // waits one advert interval longer, so that another backup takes over even
             // when we are the preferred node (FreeBSD's plain timer would fire first and
             // the operator's "state backup" would undo itself after 3 x advbase).
-            State::Backup => {
+            State::BACKUP => {
                 self.become_backup(now, Reason::Forced, out);
                 self.master_down_at =
                     Some(now + self.master_down_interval() + self.advert_interval());
             }
-            State::Master => self.become_master(now, Reason::Forced, out),
-            State::Init => {}
+            State::MASTER => self.become_master(now, Reason::Forced, out),
+            State::INIT => {}
         }
     }
 
@@ -500,14 +500,14 @@ impl Machine {
     ) {
         let ours = carp_units(advbase, self.demoted_skew());
         match self.state {
-            State::Init => {}
+            State::INIT => {}
             // "If we receive an advertisement from a master who's going to be more
             // frequent than us, go into BACKUP state." FreeBSD also yields on a tie, so
             // two masters with equal settings both step down and can keep colliding when
             // their timers stay in step; ucarp breaks the tie by address instead, and so
             // do we, in ucarp's order, so that against ucarp exactly one side yields and
             // against FreeBSD at least one does.
-            State::Master => {
+            State::MASTER => {
                 let local = self.cfg.local_for(src);
                 // A tie with a sender of our own (shared) address: both yield, as FreeBSD's
                 // carp_input_c does on any tie, and the first to time out wins.
@@ -517,7 +517,7 @@ impl Machine {
                     self.become_backup(now, Reason::PreferredMaster, out);
                 }
             }
-            State::Backup => {
+            State::BACKUP => {
                 // "the master is going to advertise at such a low frequency that he's
                 // guaranteed to time out": the bow-out advert lands here.
                 // In u32: 3 x advbase overflows a byte above 85 (FreeBSD computes in int).
@@ -551,8 +551,8 @@ impl Machine {
     ) {
         let mine = self.priority();
         match self.state {
-            State::Init => {}
-            State::Backup => {
+            State::INIT => {}
+            State::BACKUP => {
                 if priority == vrrp::PRIORITY_STOP {
                     // The master is stopping: take over after Skew_Time only.
                     self.master_down_at = Some(now + centiseconds(self.skew_time_cs()));
@@ -563,7 +563,7 @@ impl Machine {
                 // Otherwise a lower priority master is ignored, so preemption happens when
                 // the master-down timer fires.
             }
-            State::Master => {
+            State::MASTER => {
                 if priority == vrrp::PRIORITY_STOP {
                     self.advertise(now, out);
                 } else if priority > mine || (priority == mine && src > self.cfg.local_for(src)) {

@@ -91,8 +91,8 @@ fn init_goes_to_backup_then_master_on_timeout() {
     assert_eq!(
         a,
         vec![Action::Transition {
-            from: State::Init,
-            to: State::Backup,
+            from: State::INIT,
+            to: State::BACKUP,
             reason: Reason::LinkUp
         }]
     );
@@ -103,8 +103,8 @@ fn init_goes_to_backup_then_master_on_timeout() {
         a,
         vec![
             Action::Transition {
-                from: State::Backup,
-                to: State::Master,
+                from: State::BACKUP,
+                to: State::MASTER,
                 reason: Reason::MasterDown
             },
             Action::Advertise(Timing::Carp {
@@ -133,7 +133,7 @@ fn backup_rearms_on_adverts_and_preempts_only_when_allowed() {
         assert_eq!(m.deadline(), Some(ms(4000)));
         // A less preferred master (advskew 100).
         let a = m.handle(ms(2000), carp_ad(2, 1, 100));
-        assert_eq!(m.state() == State::Master, preempt, "{a:?}");
+        assert_eq!(m.state() == State::MASTER, preempt, "{a:?}");
     }
 }
 
@@ -142,7 +142,7 @@ fn master_yields_to_equal_or_better_and_keeps_against_worse() {
     let mut m = carp(50, false);
     m.handle(T0, Event::LinkUp);
     m.handle(ms(3200), Event::Timer);
-    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.state(), State::MASTER);
     assert_eq!(m.handle(ms(3300), carp_ad(2, 1, 51)), vec![]);
     // A tie with a sender that ucarp orders after us (192.0.2.2 > .1): keep it.
     assert_eq!(m.handle(ms(3350), carp_ad(2, 1, 50)), vec![]);
@@ -161,8 +161,8 @@ fn master_yields_to_equal_or_better_and_keeps_against_worse() {
     assert_eq!(
         a,
         vec![Action::Transition {
-            from: State::Master,
-            to: State::Backup,
+            from: State::MASTER,
+            to: State::BACKUP,
             reason: Reason::PreferredMaster
         }]
     );
@@ -182,7 +182,7 @@ fn bow_out_makes_the_backup_master_at_once() {
             advskew: 255
         })
     );
-    assert_eq!(master.state(), State::Init);
+    assert_eq!(master.state(), State::INIT);
     assert_eq!(master.deadline(), None);
 
     for preempt in [false, true] {
@@ -192,8 +192,8 @@ fn bow_out_makes_the_backup_master_at_once() {
         assert_eq!(
             a[0],
             Action::Transition {
-                from: State::Backup,
-                to: State::Master,
+                from: State::BACKUP,
+                to: State::MASTER,
                 reason: Reason::MasterBowedOut
             },
             "preempt {preempt}"
@@ -246,10 +246,10 @@ fn demotion_advertises_at_once_and_hands_over_to_a_preempting_backup() {
     );
     // b (skew 100) hears a worse master and preempts.
     b.handle(ms(3100), carp_ad(1, 1, 240));
-    assert_eq!(b.state(), State::Master);
+    assert_eq!(b.state(), State::MASTER);
     // a hears b's better advert and steps down.
     a.handle(ms(3101), carp_ad(2, 1, 100));
-    assert_eq!(a.state(), State::Backup);
+    assert_eq!(a.state(), State::BACKUP);
     // Negative demotion (FreeBSD PR 259528) makes a preferred again.
     a.handle(ms(4000), Event::Demotion(-50));
     assert_eq!(
@@ -270,8 +270,8 @@ fn link_down_goes_init_and_link_up_returns_to_backup() {
     assert_eq!(
         a,
         vec![Action::Transition {
-            from: State::Master,
-            to: State::Init,
+            from: State::MASTER,
+            to: State::INIT,
             reason: Reason::LinkDown
         }]
     );
@@ -280,33 +280,33 @@ fn link_down_goes_init_and_link_up_returns_to_backup() {
     assert_eq!(m.handle(ms(9000), Event::Timer), vec![]);
     assert_eq!(m.handle(ms(9000), carp_ad(2, 1, 200)), vec![]);
     m.handle(ms(9100), Event::LinkUp);
-    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.state(), State::BACKUP);
 }
 
 #[test]
 fn forced_states() {
     let mut m = carp(0, false);
     assert_eq!(
-        m.handle(T0, Event::Force(State::Master)),
+        m.handle(T0, Event::Force(State::MASTER)),
         vec![],
         "ignored in INIT"
     );
     m.handle(T0, Event::LinkUp);
-    let a = m.handle(ms(10), Event::Force(State::Master));
+    let a = m.handle(ms(10), Event::Force(State::MASTER));
     assert_eq!(
         a[0],
         Action::Transition {
-            from: State::Backup,
-            to: State::Master,
+            from: State::BACKUP,
+            to: State::MASTER,
             reason: Reason::Forced
         }
     );
-    let a = m.handle(ms(20), Event::Force(State::Backup));
+    let a = m.handle(ms(20), Event::Force(State::BACKUP));
     assert_eq!(
         a,
         vec![Action::Transition {
-            from: State::Master,
-            to: State::Backup,
+            from: State::MASTER,
+            to: State::BACKUP,
             reason: Reason::Forced
         }]
     );
@@ -314,9 +314,9 @@ fn forced_states() {
     // other backup (master-down 3 s + skew) would have taken over.
     let back = ms(20) + m.master_down_interval() + m.advert_interval();
     m.handle(back - ms(1), Event::Timer);
-    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.state(), State::BACKUP);
     m.handle(back, Event::Timer);
-    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.state(), State::MASTER);
 }
 
 #[test]
@@ -325,7 +325,7 @@ fn own_adverts_are_ignored() {
     m.handle(T0, Event::LinkUp);
     m.handle(ms(4000), Event::Timer);
     assert_eq!(m.handle(ms(4100), carp_ad(1, 1, 0)), vec![]);
-    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.state(), State::MASTER);
     assert_eq!(m.looped(), 1);
 }
 
@@ -344,8 +344,8 @@ fn vrrp_owner_starts_master_and_ties_go_to_the_higher_address() {
     assert_eq!(
         a[0],
         Action::Transition {
-            from: State::Init,
-            to: State::Master,
+            from: State::INIT,
+            to: State::MASTER,
             reason: Reason::Owner
         }
     );
@@ -353,12 +353,12 @@ fn vrrp_owner_starts_master_and_ties_go_to_the_higher_address() {
     let mut m = vrrp(100, true);
     m.handle(T0, Event::LinkUp);
     m.handle(ms(3600), Event::Timer);
-    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.state(), State::MASTER);
     // Same priority from a lower address: stay. From a higher one: yield.
     m.handle(ms(3700), vrrp_ad(0, 100));
-    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.state(), State::MASTER);
     m.handle(ms(3800), vrrp_ad(9, 100));
-    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.state(), State::BACKUP);
 }
 
 /// OpenBSD's carp_proto_input_c compares demote counts before intervals: a demoted
@@ -382,20 +382,20 @@ fn openbsd_demote_byte() {
     assert_eq!(
         a[0],
         Action::Transition {
-            from: State::Backup,
-            to: State::Master,
+            from: State::BACKUP,
+            to: State::MASTER,
             reason: Reason::MasterDemoted
         }
     );
     let mut master = carp(100, false);
     master.handle(T0, Event::LinkUp);
     master.handle(ms(3400), Event::Timer);
-    assert_eq!(master.state(), State::Master);
+    assert_eq!(master.state(), State::MASTER);
     assert_eq!(master.handle(ms(3500), demoted(0)), vec![]);
-    assert_eq!(master.state(), State::Master);
+    assert_eq!(master.state(), State::MASTER);
     // With demote 0 the same advert wins as usual.
     master.handle(ms(3600), carp_ad(2, 1, 0));
-    assert_eq!(master.state(), State::Backup);
+    assert_eq!(master.state(), State::BACKUP);
 }
 
 /// A FreeBSD 15 master of equal priority and lower address keeps advertising (its
@@ -405,9 +405,9 @@ fn vrrp_yields_to_an_equal_master_that_does_not() {
     let mut m = vrrp(100, true);
     m.handle(T0, Event::LinkUp);
     m.handle(ms(3600), Event::Timer);
-    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.state(), State::MASTER);
     let mut t = ms(3700);
-    while m.state() == State::Master {
+    while m.state() == State::MASTER {
         assert!(
             t < ms(3700) + m.master_down_interval() + ms(1000),
             "never yielded"
@@ -423,7 +423,7 @@ fn vrrp_yields_to_an_equal_master_that_does_not() {
     for i in 0..20 {
         m.handle(ms(4000 + 1000 * i), vrrp_ad(0, 99));
     }
-    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.state(), State::MASTER);
 }
 
 #[test]
@@ -435,7 +435,7 @@ fn vrrp_backup_preemption_and_priority_zero() {
     let due = m.deadline().unwrap();
     assert!(due <= ms(3000) + ms(600));
     m.handle(due, Event::Timer);
-    assert_eq!(m.state(), State::Master);
+    assert_eq!(m.state(), State::MASTER);
 
     let mut b = vrrp(100, false);
     b.handle(T0, Event::LinkUp);
@@ -549,7 +549,7 @@ proptest::proptest! {
             )
         );
         let [a, b] = converge([a, b], 12 * u64::from(advbase));
-        let masters = [&a, &b].iter().filter(|m| m.state() == State::Master).count();
+        let masters = [&a, &b].iter().filter(|m| m.state() == State::MASTER).count();
         proptest::prop_assert_eq!(masters, 1, "{:?} {:?}", a, b);
     }
 
@@ -619,7 +619,7 @@ fn equal_hosts_started_together_elect_one_master() {
             let [x, y] = converge([host(a), host(b)], 30);
             let masters = [&x, &y]
                 .iter()
-                .filter(|m| m.state() == State::Master)
+                .filter(|m| m.state() == State::MASTER)
                 .count();
             assert_eq!(masters, 1, "{a} {b} {timing}: {x:?} {y:?}");
         }
@@ -656,7 +656,7 @@ fn hosts_sending_from_the_same_vip_elect_one_master() {
         let [x, y] = converge_from([host(), host()], [T0, ms(137)], 30);
         let masters = [&x, &y]
             .iter()
-            .filter(|m| m.state() == State::Master)
+            .filter(|m| m.state() == State::MASTER)
             .count();
         assert_eq!(masters, 1, "{timing}: {x:?} {y:?}");
         assert_eq!(x.looped() + y.looped(), 0);
@@ -691,7 +691,7 @@ fn vrrp_priorities_converge_to_one_master() {
             let [a, b] = converge([host(1, pa), host(2, pb)], secs);
             let masters = [&a, &b]
                 .iter()
-                .filter(|m| m.state() == State::Master)
+                .filter(|m| m.state() == State::MASTER)
                 .count();
             assert_eq!(masters, 1, "{interval_cs} {pa} {pb}: {a:?} {b:?}");
         }
