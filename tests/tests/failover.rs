@@ -467,10 +467,11 @@ fn an_ipv6_vip_is_answered_by_the_master_only() {
 }
 
 /// Day two: a reload that changes a running VHID applies it in place, as FreeBSD's
-/// `ifconfig em0 vhid 1 advskew 10` does. Reloading the backup, then the master, for a
-/// new advskew, an added VIP, preemption and a hook, keeps the master MASTER with no
-/// transition, and a client pinging every 10 ms sees no gap (a restart of the VHID cost
-/// 3.0 s). The added VIP answers at once.
+/// `ifconfig em0 vhid 1 advskew 10` does. Reloading the backup, then the master, for each
+/// kind of change — advskew up and down, a VIP added and removed, preemption on and off, a
+/// hook, the password (the documented order: backups first) — keeps the master MASTER
+/// with no transition, and a client pinging every 10 ms sees no gap (a restart of the
+/// VHID cost 3.0 s). The added VIP answers at once.
 #[test]
 fn a_reload_that_changes_a_vhid_keeps_the_master_answering() {
     let (dir, lan, a, b) = group("reload", "192.0.2.50/24", (0, ""), (100, ""));
@@ -480,21 +481,27 @@ fn a_reload_that_changes_a_vhid_keeps_the_master_answering() {
     let hook = dir.path().join("up.sh");
     std::fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    // What changes, the VIP list, and the backup's extra settings; advskew goes from
-    // 0 / 100 to 10 / 110 at the first step.
+    // Per step: what changes, the VIP list, the master's advskew (the backup's is 100
+    // more), the backup's extra settings and the password.
     let one = "192.0.2.50/24";
     let two = "192.0.2.50/24\", \"192.0.2.60/24";
-    let hooked = format!("preempt = true\nup_script = \"{}\"", hook.display());
+    let hook_only = format!("up_script = \"{}\"", hook.display());
+    let hooked = format!("preempt = true\n{hook_only}");
+    let rotated = "rotated-secret";
     let steps = [
-        ("advskew", one, ""),
-        ("VIP added", two, ""),
-        ("preempt", two, "preempt = true"),
-        ("hook", two, hooked.as_str()),
+        ("advskew up", one, 10, "", PASSWORD),
+        ("VIP added", two, 10, "", PASSWORD),
+        ("preempt on", two, 10, "preempt = true", PASSWORD),
+        ("hook", two, 10, hooked.as_str(), PASSWORD),
+        ("preempt off", two, 10, hook_only.as_str(), PASSWORD),
+        ("advskew down", two, 0, hook_only.as_str(), PASSWORD),
+        ("password", two, 0, hook_only.as_str(), rotated),
+        ("VIP removed", one, 0, hook_only.as_str(), rotated),
     ];
-    for (what, vips, extra_b) in steps {
-        b.rewrite(&vhid(1, vips, 110, extra_b, &dir, PASSWORD))
+    for (what, vips, skew, extra_b, password) in steps {
+        b.rewrite(&vhid(1, vips, skew + 100, extra_b, &dir, password))
             .unwrap();
-        a.rewrite(&vhid(1, vips, 10, "", &dir, PASSWORD)).unwrap();
+        a.rewrite(&vhid(1, vips, skew, "", &dir, password)).unwrap();
         b.ctl(&["reload"]).unwrap();
         a.ctl(&["reload"]).unwrap();
         std::thread::sleep(Duration::from_secs(2));
@@ -505,26 +512,29 @@ fn a_reload_that_changes_a_vhid_keeps_the_master_answering() {
             "{what}"
         );
         assert_eq!((a.transitions(), b.transitions()), (ta, tb), "{what}");
-        assert_eq!(sa.vhids[0].advskew, 10, "{what}");
+        assert_eq!(sa.vhids[0].advskew, skew, "{what}");
+        assert_eq!(sa.vhids[0].vips.len(), vips.matches('/').count(), "{what}");
         println!("{what}: the longest gap {:?}", probe.max_gap());
         assert!(
             probe.max_gap() < Duration::from_millis(50),
             "{what}: gap {:?}",
             probe.max_gap()
         );
+        if what == "VIP added" {
+            let ping = lan.hosts[2]
+                .ns
+                .command("ping")
+                .args(["-c", "2", "-W", "1", "192.0.2.60"])
+                .output()
+                .unwrap();
+            assert!(ping.status.success(), "the added VIP does not answer");
+        }
     }
-    let ping = lan.hosts[2]
-        .ns
-        .command("ping")
-        .args(["-c", "2", "-W", "1", "192.0.2.60"])
-        .output()
-        .unwrap();
-    assert!(ping.status.success(), "the added VIP does not answer");
     // A rolling change, the master reloaded well after its backup's master-down time:
     // the backup still verifies the master's digest over the old VIP list.
-    b.rewrite(&vhid(1, one, 110, &hooked, &dir, PASSWORD))
+    b.rewrite(&vhid(1, two, 100, &hook_only, &dir, rotated))
         .unwrap();
-    a.rewrite(&vhid(1, one, 10, "", &dir, PASSWORD)).unwrap();
+    a.rewrite(&vhid(1, two, 0, "", &dir, rotated)).unwrap();
     b.ctl(&["reload"]).unwrap();
     std::thread::sleep(MASTER_DOWN + Duration::from_secs(1));
     assert_eq!(
