@@ -74,20 +74,26 @@ impl Mode {
     }
 }
 
+/// A VHID's master and the instant it became master (from the status read at some instant
+/// and its `seconds_in_state`, so the polling interval is not in the figures).
+type Master = Option<(usize, Instant)>;
+
 /// Which host is MASTER of each VHID, per the agents' typed status (a dead or silent
 /// agent counts for nothing); `None` where zero or two claim it.
-fn masters(agents: &[Option<Agent>]) -> BTreeMap<u8, Option<usize>> {
-    let mut out: BTreeMap<u8, Option<usize>> = BTreeMap::new();
+fn masters(agents: &[Option<Agent>]) -> BTreeMap<u8, Master> {
+    let mut out: BTreeMap<u8, Master> = BTreeMap::new();
     let mut seen: BTreeMap<u8, usize> = BTreeMap::new();
     for (i, a) in agents.iter().enumerate() {
         let Some(status) = a.as_ref().and_then(|a| a.status().ok()) else {
             continue;
         };
+        let read = Instant::now();
         for v in status.vhids {
             out.entry(v.vhid).or_insert(None);
             if v.state == carp_common::State::MASTER {
                 *seen.entry(v.vhid).or_default() += 1;
-                out.insert(v.vhid, Some(i));
+                let since = read - Duration::from_secs_f64(v.seconds_in_state);
+                out.insert(v.vhid, Some((i, since)));
             }
         }
     }
@@ -99,16 +105,22 @@ fn masters(agents: &[Option<Agent>]) -> BTreeMap<u8, Option<usize>> {
     out
 }
 
-/// Waits until `ok` holds for the masters; returns how long that took.
+/// Waits until `ok` holds for the masters; returns how long after `from` the last of
+/// `vhids` became master then.
 fn until(
     agents: &[Option<Agent>],
-    limit: Duration,
-    ok: impl Fn(&BTreeMap<u8, Option<usize>>) -> bool,
+    from: Instant,
+    vhids: &[u8],
+    ok: impl Fn(&BTreeMap<u8, Master>) -> bool,
 ) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if ok(&masters(agents)) {
-            return Some(start.elapsed());
+    while from.elapsed() < Duration::from_secs(60) {
+        let m = masters(agents);
+        if ok(&m) {
+            return vhids
+                .iter()
+                .filter_map(|v| m.get(v).copied().flatten())
+                .map(|(_, since)| since.saturating_duration_since(from))
+                .max();
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -150,12 +162,14 @@ fn run(mode: Mode, hosts: usize, vhids: u32, steady: Duration) -> Row {
     let mut agents: Vec<Option<Agent>> = (0..hosts)
         .map(|h| Some(Agent::start(&lan.hosts[h].ns, dir.path(), names[h], &configs[h]).unwrap()))
         .collect();
-    let expected = |h: usize| (1..=vhids).filter(move |v| *v as usize % hosts == h);
-    let converged = until(&agents, Duration::from_secs(60), |m| {
-        m.len() == vhids as usize
-            && (1..=vhids).all(|v| m.get(&(v as u8)) == Some(&Some(v as usize % hosts)))
-    })
-    .map(|_| started.elapsed());
+    let all: Vec<u8> = (1..=vhids).map(|v| v as u8).collect();
+    let intended = |v: u8| v as usize % hosts;
+    let converged = until(&agents, started, &all, |m| {
+        m.len() == all.len()
+            && all
+                .iter()
+                .all(|v| matches!(m.get(v), Some(Some((h, _))) if *h == intended(*v)))
+    });
     // The steady state.
     let pids: Vec<i32> = agents
         .iter()
@@ -188,21 +202,16 @@ fn run(mode: Mode, hosts: usize, vhids: u32, steady: Duration) -> Row {
         .collect();
     let rss_mib: Vec<f64> = pids.iter().map(|p| rss_kib(*p) as f64 / 1024.0).collect();
     // Host 0 dies: every VHID it mastered must have a new master.
-    let lost: Vec<u8> = expected(0).map(|v| v as u8).collect();
+    let lost: Vec<u8> = all.iter().copied().filter(|v| intended(*v) == 0).collect();
     if let Some(a) = &agents[0] {
         a.signal(Signal::SIGKILL).unwrap();
     }
     let killed = Instant::now();
     agents[0] = None;
-    let failover = until(
-        &agents,
-        mode.master_down() * 4 + Duration::from_secs(5),
-        |m| {
-            lost.iter()
-                .all(|v| matches!(m.get(v), Some(Some(h)) if *h != 0))
-        },
-    )
-    .map(|_| killed.elapsed());
+    let failover = until(&agents, killed, &lost, |m| {
+        lost.iter()
+            .all(|v| matches!(m.get(v), Some(Some((h, _))) if *h != 0))
+    });
     Row {
         mode,
         start: converged,
