@@ -10,6 +10,7 @@ use carp_agent::{send::PacketSocket, xdp::DataPlane};
 use carp_tests::{
     frames,
     netns::{Netns, veth},
+    setting,
 };
 use std::{
     os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
@@ -19,13 +20,6 @@ use std::{
     },
     time::{Duration, Instant},
 };
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -155,16 +149,17 @@ fn rx_packets(ns: &Netns, dev: &str) -> u64 {
 }
 
 fn main() {
-    let repeat: u32 = env("REPEAT", 1_000_000);
-    let trials: usize = env("TRIALS", 5);
-    let live = Duration::from_secs_f64(env("LIVE_SECS", 5.0));
+    let repeat: u32 = setting("REPEAT", 1_000_000);
+    let trials: usize = setting("TRIALS", 5);
+    let live = Duration::from_secs_f64(setting("LIVE_SECS", 5.0));
 
     let mut carp = DataPlane::load().expect("loading the XDP program (root?)");
     let carp_fd = carp.program().unwrap().fd().unwrap().as_fd().as_raw_fd();
     let empty = empty_program();
     let mac = [2, 0, 0, 0, 0, 0xbb];
-    let udp = |vlan| {
-        let mut f = frames::ethernet([2, 0, 0, 0, 0, 0xaa], mac, vlan, frames::ETH_P_IP);
+    // A UDP datagram from 198.51.100.1 to .2, to `dst`.
+    let udp = |dst, vlan| {
+        let mut f = frames::ethernet(dst, mac, vlan, frames::ETH_P_IP);
         f.extend(frames::ipv4(
             [198, 51, 100, 1],
             [198, 51, 100, 2],
@@ -197,8 +192,8 @@ fn main() {
     println!("| frame | empty program | carp | overhead | ratio |");
     println!("|---|---:|---:|---:|---:|");
     let cases = [
-        ("IPv4 UDP", udp(None)),
-        ("IPv4 UDP, VLAN-tagged", udp(Some(7))),
+        ("IPv4 UDP", udp([2, 0, 0, 0, 0, 0xaa], None)),
+        ("IPv4 UDP, VLAN-tagged", udp([2, 0, 0, 0, 0, 0xaa], Some(7))),
         ("IPv6 TCP", tcp6),
         ("ARP request, not for a VIP", arp),
     ];
@@ -238,14 +233,7 @@ fn main() {
             .collect();
         <[u8; 6]>::try_from(b).unwrap()
     };
-    let mut frame = frames::ethernet(dut_mac, mac, None, frames::ETH_P_IP);
-    frame.extend(frames::ipv4(
-        [198, 51, 100, 1],
-        [198, 51, 100, 2],
-        64,
-        17,
-        &[0; 18],
-    ));
+    let frame = udp(dut_mac, None);
     let dut_index = dut
         .enter(|| Ok(nix::net::if_::if_nametoindex("dut")?))
         .unwrap();

@@ -400,14 +400,8 @@ fn footprint(imp: Impl, n: u8, tag: &str) -> (f64, f64) {
 }
 
 fn main() {
-    let trials: usize = std::env::var("TRIALS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(5);
-    let flood_secs: u64 = std::env::var("FLOOD_SECS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(30);
+    let trials: usize = carp_tests::setting("TRIALS", 5);
+    let flood_secs: u64 = carp_tests::setting("FLOOD_SECS", 30);
     let mut json = Vec::new();
     let mut n = 0;
     let mut tag = || {

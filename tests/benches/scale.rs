@@ -11,6 +11,7 @@ use carp_tests::{
     agent::{Agent, TempDir, write_secret},
     lan::Lan,
     process::{cpu_seconds, rss_kib},
+    setting,
 };
 use nix::sys::signal::Signal;
 use std::{
@@ -18,13 +19,6 @@ use std::{
     fmt::Write as _,
     time::{Duration, Instant},
 };
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Clone, Copy)]
 enum Mode {
@@ -234,9 +228,9 @@ fn spread(v: &[f64], digits: usize) -> String {
 }
 
 fn main() {
-    let hosts: usize = env("HOSTS", 8);
-    let vhids: u32 = env("VHIDS", 255);
-    let steady = Duration::from_secs_f64(env("STEADY_SECS", 10.0));
+    let hosts: usize = setting("HOSTS", 8);
+    let vhids: u32 = setting("VHIDS", 255);
+    let steady = Duration::from_secs_f64(setting("STEADY_SECS", 10.0));
     let rows: Vec<Row> = [Mode::Carp, Mode::Vrrp100]
         .into_iter()
         .map(|m| run(m, hosts, vhids, steady))

@@ -23,10 +23,7 @@ use carp_tests::frames;
 const LO: u32 = 1;
 
 fn main() {
-    let repeat: u32 = std::env::var("REPEAT")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(1_000_000);
+    let repeat: u32 = carp_tests::setting("REPEAT", 1_000_000);
     let mut dp = DataPlane::load().expect("loading the XDP program (root?)");
     let vip4 = Ipv4Addr::new(192, 0, 2, 50);
     let vip6: Ipv6Addr = "2001:db8::50".parse().unwrap();
@@ -108,10 +105,7 @@ fn main() {
         6,
         &[0; 20],
     ));
-    let calls: usize = std::env::var("CALLS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(20_000);
+    let calls: usize = carp_tests::setting("CALLS", 20_000);
     let mut events = dp.take_events().unwrap();
     let mut run = |frame: &[u8], repeat: u32| {
         let r = dp

@@ -10,3 +10,12 @@ pub mod peers;
 pub mod probe;
 pub mod process;
 pub mod systemd;
+
+/// A benchmark's scale from the environment variable `name` (REPEAT, TRIALS, ...), or
+/// `default` when it is unset or unreadable.
+pub fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
