@@ -1,7 +1,8 @@
 //! carp-agent side by side with ucarp and keepalived in namespaces: failover gap when the
 //! master dies (SIGKILL), loses its link or fails its health check, planned handover
 //! (SIGTERM), flood resistance, and footprint. Prints markdown tables and writes `bench/results.json`.
-//! TRIALS (default 5) and FLOOD_SECS (default 30) scale it down for a smoke run.
+//! TRIALS (default 5) and FLOOD_SECS (default 30) scale it down for a smoke run, which
+//! (BENCH_SMOKE) writes no JSON.
 
 use carp_agent::{frame, hmac::Auth};
 use carp_common::wire::CarpHeader;
@@ -10,6 +11,7 @@ use carp_tests::{
     lan::Lan,
     peers::{Keepalived, Ucarp, ucarp_state, wait_ucarp},
     probe::Probe,
+    procfs::{cpu_seconds, rss_kib},
 };
 use nix::sys::signal::Signal;
 use std::{
@@ -194,48 +196,6 @@ impl Member {
     fn signal(&self, sig: Signal) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
     }
-}
-
-/// CPU seconds (user + system) a process and its children used so far.
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let tick = 100.0;
-    fields
-        .get(11..15)
-        .map(|f| {
-            f.iter()
-                .map(|v| v.parse::<f64>().unwrap_or(0.0))
-                .sum::<f64>()
-                / tick
-        })
-        .unwrap_or(0.0)
-}
-
-/// Resident memory in KiB, summed over the process and, for keepalived, its children.
-fn rss_kib(pid: i32) -> u64 {
-    let mut pids = vec![pid];
-    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        pids.extend(
-            children
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok()),
-        );
-    }
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .sum()
 }
 
 struct Stats {
@@ -556,6 +516,10 @@ fn main() {
             "{{\"bench\":\"footprint\",\"impl\":\"{}\",\"groups\":{groups},\"rss_mib\":{rss:.2},\"cpu_pct\":{cpu:.3}}}",
             imp.name()
         ));
+    }
+    if std::env::var_os("BENCH_SMOKE").is_some() {
+        // A smoke run's numbers are not the benchmark's.
+        return;
     }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench");
     std::fs::create_dir_all(&out).unwrap();

@@ -8,4 +8,5 @@ pub mod netns;
 pub mod pcap;
 pub mod peers;
 pub mod probe;
+pub mod procfs;
 pub mod systemd;
