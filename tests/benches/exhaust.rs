@@ -324,6 +324,13 @@ fn run(flood: Flood, secs: u64, tag: &str) -> Outcome {
         .wait_state(1, "MASTER", Duration::from_secs(10))
         .unwrap();
     let pid = agent.pid().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let nofile = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert_eq!(nofile, Some(NOFILE), "the agent's limits:\n{limits}");
     let failures = |s: &carp_agent::control::Status| s.checks.first().map(|c| c.failures);
     let before = status(&agent.socket).expect("the agent answers before the flood");
     let mib = |kib: Option<u64>| kib.unwrap_or(0) as f64 / 1024.0;
