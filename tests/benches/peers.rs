@@ -1,7 +1,8 @@
 //! carp-agent side by side with ucarp and keepalived in namespaces: failover gap when the
 //! master dies (SIGKILL), loses its link or fails its health check, planned handover
 //! (SIGTERM), flood resistance, and footprint. Prints markdown tables and writes `bench/results.json`.
-//! TRIALS (default 5) and FLOOD_SECS (default 30) scale it down for a smoke run.
+//! TRIALS (default 5) and FLOOD_SECS (default 30) scale it down for a smoke run, which
+//! (BENCH_SMOKE) writes no JSON.
 
 use carp_agent::{frame, hmac::Auth};
 use carp_common::wire::CarpHeader;
@@ -10,7 +11,7 @@ use carp_tests::{
     lan::Lan,
     peers::{Keepalived, Ucarp, ucarp_state, wait_ucarp},
     probe::Probe,
-    process::{cpu_seconds, rss_kib},
+    procfs::{cpu_seconds, rss_kib},
 };
 use nix::sys::signal::Signal;
 use std::{
@@ -509,6 +510,10 @@ fn main() {
             "{{\"bench\":\"footprint\",\"impl\":\"{}\",\"groups\":{groups},\"rss_mib\":{rss:.2},\"cpu_pct\":{cpu:.3}}}",
             imp.name()
         ));
+    }
+    if std::env::var_os("BENCH_SMOKE").is_some() {
+        // A smoke run's numbers are not the benchmark's.
+        return;
     }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench");
     std::fs::create_dir_all(&out).unwrap();

@@ -4,13 +4,13 @@
 //! Per host: agent CPU and RSS in the steady state, adverts handled per second; for the
 //! segment: the time until every VHID has exactly one master after all agents start, and
 //! after one host is killed, until every VHID it mastered has a new one. Prints markdown
-//! and writes `bench/scale.json`. HOSTS, VHIDS and STEADY_SECS scale it down for a smoke
-//! run.
+//! and writes `bench/scale.json` (not in a smoke run, BENCH_SMOKE). HOSTS, VHIDS and
+//! STEADY_SECS scale it down.
 
 use carp_tests::{
     agent::{Agent, TempDir, write_secret},
     lan::Lan,
-    process::{cpu_seconds, rss_kib},
+    procfs::{cpu_seconds, rss_kib},
     setting,
 };
 use nix::sys::signal::Signal;
@@ -272,13 +272,15 @@ fn main() {
         }));
     }
     print!("{md}");
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(
-        out.join("scale.json"),
-        serde_json::to_string_pretty(&json).unwrap(),
-    )
-    .unwrap();
+    if std::env::var_os("BENCH_SMOKE").is_none() {
+        let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(
+            out.join("scale.json"),
+            serde_json::to_string_pretty(&json).unwrap(),
+        )
+        .unwrap();
+    }
     for r in &rows {
         assert!(
             r.start.is_some() && r.failover.is_some(),

@@ -164,6 +164,24 @@ impl Agent {
         Ok(a)
     }
 
+    /// Like [`Agent::start`], with at most `nofile` file descriptors (`ulimit -n`,
+    /// through prlimit, which execs the agent: the pid stays the agent's).
+    pub fn start_with_nofile(
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        nofile: u64,
+    ) -> Result<Self> {
+        let mut a = Self::prepare(dir, name, config)?;
+        let mut cmd = ns.command("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(agent_bin());
+        a.launch(cmd, &[])?;
+        Ok(a)
+    }
+
     /// Like [`Agent::start`], but started from the host's namespace: for configurations
     /// whose `[agent] netns` moves the agent itself.
     pub fn start_on_host(dir: &Path, name: &str, config: &str) -> Result<Self> {

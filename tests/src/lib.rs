@@ -8,7 +8,7 @@ pub mod netns;
 pub mod pcap;
 pub mod peers;
 pub mod probe;
-pub mod process;
+pub mod procfs;
 pub mod systemd;
 
 /// A benchmark's scale from the environment variable `name` (REPEAT, TRIALS, ...), or

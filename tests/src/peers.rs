@@ -108,6 +108,8 @@ pub fn wait_ucarp(log: &Path, state: &str, timeout: Duration) -> Duration {
 pub struct Keepalived {
     child: Child,
     log: PathBuf,
+    conf: PathBuf,
+    name: String,
 }
 
 impl Keepalived {
@@ -159,8 +161,14 @@ impl Keepalived {
         Self::spawn(ns, dir, name, &instances)
     }
 
+    /// keepalived running `instances` (`vrrp_instance` blocks and what they use), as
+    /// written, after the global definitions of the others.
+    pub fn start_config(ns: &Netns, dir: &Path, name: &str, instances: &str) -> Self {
+        Self::spawn(ns, dir, name, instances)
+    }
+
     /// A `vrrp_instance` block; `extra` goes in it as it is.
-    fn instance(vrid: u8, priority: u8, vip: &str, interval_ms: u32, extra: &str) -> String {
+    pub fn instance(vrid: u8, priority: u8, vip: &str, interval_ms: u32, extra: &str) -> String {
         format!(
             "vrrp_instance VI_{vrid} {{\n  state BACKUP\n  interface eth0\n  \
              virtual_router_id {vrid}\n  priority {priority}\n  advert_int {}\n  \
@@ -169,13 +177,13 @@ impl Keepalived {
         )
     }
 
+    fn config(name: &str, instances: &str) -> String {
+        format!("global_defs {{\n  vrrp_version 3\n  router_id {name}\n}}\n{instances}")
+    }
+
     fn spawn(ns: &Netns, dir: &Path, name: &str, instances: &str) -> Self {
         let conf = dir.join(format!("{name}.conf"));
-        std::fs::write(
-            &conf,
-            format!("global_defs {{\n  vrrp_version 3\n  router_id {name}\n}}\n{instances}"),
-        )
-        .unwrap();
+        std::fs::write(&conf, Self::config(name, instances)).unwrap();
         let log = dir.join(format!("{name}.log"));
         let child = ns
             .command("keepalived")
@@ -189,7 +197,40 @@ impl Keepalived {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Self { child, log }
+        Self {
+            child,
+            log,
+            conf,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Rewrites the configuration file with these instances, for a reload.
+    pub fn rewrite(&self, instances: &str) {
+        std::fs::write(&self.conf, Self::config(&self.name, instances)).unwrap();
+    }
+
+    /// SIGHUP, then waits until keepalived logs that the reload is complete; returns how
+    /// long that took.
+    pub fn reload(&self, timeout: Duration) -> Duration {
+        let done = || self.log_text().matches("Reload complete").count();
+        let before = done();
+        let start = Instant::now();
+        self.signal(Signal::SIGHUP);
+        while done() == before {
+            assert!(
+                start.elapsed() < timeout,
+                "keepalived did not reload within {timeout:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        start.elapsed()
+    }
+
+    /// The state changes keepalived logged so far.
+    pub fn transitions(&self) -> u64 {
+        self.log_text().matches("Entering ").count() as u64
     }
 
     pub fn log_text(&self) -> String {

@@ -14,6 +14,15 @@ use std::{
 pub struct Probe {
     child: Child,
     replies: Arc<Mutex<Vec<f64>>>,
+    /// When it started, in ping's clock (seconds since the epoch).
+    started: f64,
+}
+
+/// Seconds since the epoch, ping -D's clock.
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Probe {
@@ -42,7 +51,11 @@ impl Probe {
                 }
             }
         });
-        Ok(Self { child, replies })
+        Ok(Self {
+            child,
+            replies,
+            started: now(),
+        })
     }
 
     /// Replies so far.
@@ -52,8 +65,27 @@ impl Probe {
 
     /// The longest time between two consecutive replies so far.
     pub fn max_gap(&self) -> Duration {
+        self.max_gap_from(0)
+    }
+
+    /// The time since the last reply (since the start, when none came): a VIP that
+    /// stopped answering for good shows here, not in the gaps between replies.
+    pub fn silence(&self) -> Duration {
         let r = self.replies.lock().expect("probe lock");
-        let gap = r.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+        let last = r.last().copied().unwrap_or(self.started);
+        Duration::from_secs_f64((now() - last).max(0.0))
+    }
+
+    /// The longest time between two consecutive replies from reply `first` on (a
+    /// [`Probe::count`] taken earlier): the gaps since then.
+    pub fn max_gap_from(&self, first: usize) -> Duration {
+        let r = self.replies.lock().expect("probe lock");
+        let gap = r
+            .get(first..)
+            .unwrap_or_default()
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .fold(0.0, f64::max);
         Duration::from_secs_f64(gap.max(0.0))
     }
 }

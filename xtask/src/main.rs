@@ -79,8 +79,8 @@ fn cargo(args: &[&str]) -> Result<()> {
     run(Command::new(env!("CARGO")).args(args))
 }
 
-/// Runs every benchmark and writes BENCHMARKS.md (and, from the peers bench,
-/// bench/results.json). `--smoke` runs one trial each, as CI does, without the report.
+/// Runs every benchmark and writes BENCHMARKS.md (and, from the benches, the raw numbers
+/// in bench/*.json). `--smoke` runs one trial each, as CI does, without the report.
 fn bench(smoke: bool) -> Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let started = std::time::Instant::now();
@@ -114,6 +114,8 @@ fn bench(smoke: bool) -> Result<()> {
             ("HOSTS", "3"),
             ("VHIDS", "6"),
             ("STEADY_SECS", "2"),
+            // The benchmarks run their shortest variant and write no raw numbers.
+            ("BENCH_SMOKE", "1"),
         ]
     } else {
         &[]
@@ -122,6 +124,8 @@ fn bench(smoke: bool) -> Result<()> {
     let fastpath = capture("fastpath", smoke_env)?;
     let peers = capture("peers", smoke_env)?;
     let scale = capture("scale", smoke_env)?;
+    let exhaust = capture("exhaust", smoke_env)?;
+    let reload = capture("reload", smoke_env)?;
     if smoke {
         return Ok(());
     }
@@ -136,17 +140,19 @@ fn bench(smoke: bool) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let report = format!(
         "# carp benchmarks\n\nWritten by `cargo xtask bench` ({:.0?}); the raw numbers are in \
-         bench/results.json. Machine: {cpu}, {cores} cores, Linux {}. Everything runs in \
-         network namespaces on veth pairs and a Linux bridge on this one machine; peers run \
+         bench/results.json, bench/exhaust.json and bench/reload.json. Machine: {cpu}, \
+         {cores} cores, Linux {}. Everything runs in network namespaces on veth pairs and a \
+         Linux bridge on this one machine; peers run \
          side by side in the same run with equal settings (advbase 1, backup advskew 100 or \
          its VRRP twin, priority 156).\n\n## XDP cost per path\n\n{xdp}\n## The fast path against an \
          empty program\n\n{fastpath}\n## Failover, \
-         handover, flood, footprint\n{peers}\n## A full segment\n\n{scale}",
+         handover, flood, footprint\n{peers}\n## A full segment\n\n{scale}\n## Resource exhaustion \
+         (issue #14)\n{exhaust}\n## Reload gap per change kind (issue #18)\n{reload}",
         started.elapsed(),
         uname.trim()
     );
     std::fs::write(root.join("BENCHMARKS.md"), report)?;
-    println!("==> wrote BENCHMARKS.md and bench/results.json");
+    println!("==> wrote BENCHMARKS.md and bench/*.json");
     Ok(())
 }
 

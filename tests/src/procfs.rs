@@ -1,6 +1,6 @@
-//! What a process costs, from /proc: CPU time and resident memory, for the benchmarks.
+//! What /proc says about a process: CPU time and memory, for the benchmarks.
 
-/// CPU seconds (user + system) a process and its children used so far.
+/// CPU seconds (user + system, and those of its waited-for children) a process used so far.
 pub fn cpu_seconds(pid: i32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
@@ -21,7 +21,17 @@ pub fn cpu_seconds(pid: i32) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Resident memory in KiB, summed over the process and, for keepalived, its children.
+/// A `kB` field of /proc/<pid>/status (`VmRSS`, `VmHWM`), if the process is there.
+pub fn status_kib(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Resident memory in KiB, summed over the process and its children (keepalived's).
 pub fn rss_kib(pid: i32) -> u64 {
     let mut pids = vec![pid];
     if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
@@ -31,13 +41,5 @@ pub fn rss_kib(pid: i32) -> u64 {
                 .filter_map(|p| p.parse::<i32>().ok()),
         );
     }
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .sum()
+    pids.iter().filter_map(|p| status_kib(*p, "VmRSS")).sum()
 }
