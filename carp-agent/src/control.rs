@@ -290,19 +290,51 @@ pub type Incoming = (Request, oneshot::Sender<Reply>);
 pub mod limits {
     use std::time::Duration;
 
-    /// Connections served at once; a newer one makes the oldest give way, so a flood of
-    /// idle clients cannot keep the operator out.
+    /// Connections served at once per server (control socket, metrics) at the most; a
+    /// newer one makes the oldest give way, so a flood of idle clients cannot keep the
+    /// operator out.
     pub const CONNECTIONS: usize = 32;
+    /// Descriptors kept out of the servers' reach: the agent's own (sockets, BPF maps,
+    /// netlink, about 30) and those a health check or hook takes to start.
+    pub const RESERVED_FDS: u64 = 48;
     /// Longest request line.
     pub const REQUEST_BYTES: u64 = 64 * 1024;
     /// Time a client has to send its request and take the reply.
     pub const IO: Duration = Duration::from_secs(2);
-    /// Pause after a failed accept (file descriptors exhausted, say), instead of spinning.
+    /// Pause after a failed accept that freeing a connection cannot help, instead of
+    /// spinning.
     pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-    /// Accepts with `accept` for ever, backing off after an error, and serves each
-    /// connection with `serve` for at most [`IO`], ending the oldest beyond
-    /// [`CONNECTIONS`].
+    /// Connections per server under a descriptor limit of `nofile`: both servers' full
+    /// share stays below it with [`RESERVED_FDS`] to spare, so idle clients alone never
+    /// make an accept fail (at `ulimit -n 96`, 32 each left 5 descriptors and a status
+    /// request waited for an idle client's 2 s to run out).
+    pub fn connections(nofile: u64) -> usize {
+        let share = nofile.saturating_sub(RESERVED_FDS) / 2;
+        usize::try_from(share)
+            .unwrap_or(CONNECTIONS)
+            .clamp(1, CONNECTIONS)
+    }
+
+    /// The soft limit on open descriptors (`ulimit -n`).
+    fn nofile() -> u64 {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given, nothing else.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            limit.rlim_cur
+        } else {
+            1024
+        }
+    }
+
+    /// Accepts with `accept` for ever and serves each connection with `serve` for at most
+    /// [`IO`], ending the oldest beyond [`connections`]. When descriptors run out anyway
+    /// (hooks, checks, the other server), the oldest connection gives way at once rather
+    /// than the newest waiting for an idle one's time to run out; with none to end, it
+    /// backs off.
     pub async fn serve_each<S, A, F>(
         what: &str,
         mut accept: impl FnMut() -> A,
@@ -311,24 +343,53 @@ pub mod limits {
         A: Future<Output = std::io::Result<S>>,
         F: Future<Output = ()> + Send + 'static,
     {
+        let most = connections(nofile());
         let mut live = std::collections::VecDeque::<tokio::task::AbortHandle>::new();
         loop {
             let stream = match accept().await {
                 Ok(stream) => stream,
                 Err(e) => {
-                    tracing::warn!("{what}: {e}");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    live.retain(|h| !h.is_finished());
+                    let exhausted = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    match live.pop_front() {
+                        Some(oldest) if exhausted => {
+                            oldest.abort();
+                            // The aborted task closes its descriptor when next polled.
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        _ => {
+                            tracing::warn!("{what}: {e}");
+                            tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        }
+                    }
                     continue;
                 }
             };
             live.retain(|h| !h.is_finished());
-            while live.len() >= CONNECTIONS {
+            while live.len() >= most {
                 if let Some(oldest) = live.pop_front() {
                     oldest.abort();
                 }
             }
             let task = tokio::spawn(tokio::time::timeout(IO, serve(stream)));
             live.push_back(task.abort_handle());
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn both_servers_leave_descriptors_to_spare() {
+            assert_eq!(connections(1024), CONNECTIONS);
+            assert_eq!(connections(96), 24);
+            assert_eq!(connections(50), 1);
+            assert_eq!(connections(0), 1);
+            assert_eq!(connections(u64::MAX), CONNECTIONS);
+            for nofile in 96..200 {
+                assert!(2 * connections(nofile) as u64 + RESERVED_FDS <= nofile);
+            }
         }
     }
 }
