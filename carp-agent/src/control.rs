@@ -391,6 +391,50 @@ pub mod limits {
                 assert!(2 * connections(nofile) as u64 + RESERVED_FDS <= nofile);
             }
         }
+
+        /// Descriptors exhausted with three idle clients connected (fewer than the cap):
+        /// the oldest is ended at once, not after its 2 s (it used to wait them out).
+        #[tokio::test]
+        async fn out_of_descriptors_the_oldest_client_gives_way() {
+            use std::sync::{
+                Arc,
+                atomic::{AtomicUsize, Ordering},
+            };
+            struct Ended(Arc<AtomicUsize>);
+            impl Drop for Ended {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let ended = Arc::new(AtomicUsize::new(0));
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<u32>>();
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let count = ended.clone();
+            let server = tokio::spawn(serve_each(
+                "test",
+                move || {
+                    let rx = rx.clone();
+                    async move { rx.lock().await.recv().await.expect("the test holds tx") }
+                },
+                move |_client: u32| {
+                    let idle = Ended(count.clone());
+                    async move {
+                        let _idle = idle;
+                        std::future::pending::<()>().await
+                    }
+                },
+            ));
+            for client in 0..3 {
+                tx.send(Ok(client)).unwrap();
+            }
+            tx.send(Err(std::io::Error::from_raw_os_error(libc::EMFILE)))
+                .unwrap();
+            tx.send(Ok(3)).unwrap();
+            // Well inside the idle clients' 2 s.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(ended.load(Ordering::SeqCst), 1);
+            server.abort();
+        }
     }
 }
 
