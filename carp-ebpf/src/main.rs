@@ -14,7 +14,10 @@
 use core::mem::offset_of;
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    bindings::{
+        xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+        xdp_md,
+    },
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     helpers::bpf_ktime_get_ns,
     macros::{btf_map, xdp},
@@ -126,7 +129,7 @@ pub fn carp(ctx: XdpContext) -> u32 {
     let pkt = Pkt {
         start: ctx.data(),
         end: ctx.data_end(),
-        ifindex: ctx.ingress_ifindex() as u32,
+        ctx: ctx.ctx,
     };
     handle(pkt).unwrap_or(XDP_PASS)
 }
@@ -138,7 +141,17 @@ pub fn carp(ctx: XdpContext) -> u32 {
 struct Pkt {
     start: usize,
     end: usize,
-    ifindex: u32,
+    /// For the ingress ifindex, read only off the fast path: the kernel turns that read
+    /// into three dependent loads (rxq, device, index).
+    ctx: *mut xdp_md,
+}
+
+impl Pkt {
+    #[inline(always)]
+    fn ifindex(self) -> u32 {
+        // SAFETY: the program's context, valid for the whole run.
+        unsafe { (*self.ctx).ingress_ifindex }
+    }
 }
 
 /// A pointer to `T` at `off`, checked against the packet end for the verifier.
@@ -186,10 +199,10 @@ fn handle(pkt: Pkt) -> Option<u32> {
         ethertype = be16(pkt, ETH_HLEN + offset_of!(VlanTag, ethertype))?;
         l3 += VLAN_HLEN;
     }
-    let l2 = L2 {
+    let l2 = || L2 {
         l3,
         vlan,
-        ifindex: pkt.ifindex,
+        ifindex: pkt.ifindex(),
     };
     let dst: [u8; 6] = read(pkt, offset_of!(EthHeader, dst))?;
     // 00:00:5e:00:01:xx (CARP, VRRP IPv4) or 00:00:5e:00:02:xx (VRRP IPv6), byte by byte:
@@ -201,7 +214,7 @@ fn handle(pkt: Pkt) -> Option<u32> {
         && dst[2] == V4[2]
         && dst[3] == V4[3]
         && (dst[4] == V4[4] || dst[4] == V6[4])
-        && let Some(verdict) = virtual_mac(pkt, l2, dst)
+        && let Some(verdict) = virtual_mac(pkt, l2(), dst)
     {
         return Some(verdict);
     }
@@ -212,17 +225,17 @@ fn handle(pkt: Pkt) -> Option<u32> {
             if proto != wire::IPPROTO_CARP {
                 return None;
             }
-            Some(ipv4(pkt, l2))
+            Some(ipv4(pkt, l2()))
         }
         ETH_P_IPV6 => {
             let [next, _] = read::<[u8; 2]>(pkt, l3 + offset_of!(Ipv6Header, next))?;
             match next {
-                wire::IPPROTO_CARP => Some(ipv6(pkt, l2)),
-                IPPROTO_ICMPV6 => Some(neighbor_solicit(pkt, l2)),
+                wire::IPPROTO_CARP => Some(ipv6(pkt, l2())),
+                IPPROTO_ICMPV6 => Some(neighbor_solicit(pkt, l2())),
                 _ => None,
             }
         }
-        ETH_P_ARP => Some(arp(pkt, l2)),
+        ETH_P_ARP => Some(arp(pkt, l2())),
         _ => None,
     }
 }
