@@ -30,9 +30,10 @@ const MASTER_DOWN: Duration = Duration::from_micros(3_390_625);
 /// A master (advskew 0, preempt) on host 0 and a backup (advskew 100) on host 1 in `auth`
 /// mode; host 2 is the attacker.
 struct Group {
-    lan: Lan,
+    // Dropped in this order: the agents before their namespaces and files.
     master: Agent,
     backup: Agent,
+    lan: Lan,
     dir: TempDir,
 }
 
@@ -59,9 +60,9 @@ impl Group {
             .wait_state(1, "BACKUP", Duration::from_secs(4))
             .unwrap();
         Self {
-            lan,
             master,
             backup,
+            lan,
             dir,
         }
     }
