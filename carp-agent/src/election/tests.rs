@@ -9,30 +9,36 @@ fn ip(last: u8) -> IpAddr {
     Ipv4Addr::new(192, 0, 2, last).into()
 }
 
-fn carp(advskew: u8, preempt: bool) -> Machine {
+/// A machine with `timing` that sends from `local_addr`, an address of its own.
+fn host(timing: Timing, preempt: bool, local_addr: IpAddr) -> Machine {
     Machine::new(Config {
-        timing: Timing::Carp {
-            advbase: 1,
-            advskew,
-        },
+        timing,
         preempt,
-        local_addr: ip(1),
+        local_addr,
         local_other: None,
         shared_source: false,
     })
 }
 
+fn carp(advskew: u8, preempt: bool) -> Machine {
+    let timing = Timing::Carp {
+        advbase: 1,
+        advskew,
+    };
+    host(timing, preempt, ip(1))
+}
+
 fn vrrp(priority: u8, preempt: bool) -> Machine {
-    Machine::new(Config {
-        timing: Timing::Vrrp3 {
-            priority,
-            interval_cs: 100,
-        },
-        preempt,
-        local_addr: ip(1),
-        local_other: None,
-        shared_source: false,
-    })
+    let timing = Timing::Vrrp3 {
+        priority,
+        interval_cs: 100,
+    };
+    host(timing, preempt, ip(1))
+}
+
+/// How many of the machines are MASTER.
+fn masters(m: [&Machine; 2]) -> usize {
+    m.iter().filter(|m| m.state() == State::MASTER).count()
 }
 
 fn carp_ad(src: u8, advbase: u8, advskew: u8) -> Event {
@@ -515,13 +521,7 @@ fn converge_from(mut m: [Machine; 2], starts: [Duration; 2], secs: u64) -> [Mach
 }
 
 fn carp_host(last: u8, advbase: u8, advskew: u8, demotion: i32, preempt: bool) -> Machine {
-    let mut m = Machine::new(Config {
-        timing: Timing::Carp { advbase, advskew },
-        preempt,
-        local_addr: ip(last),
-        local_other: None,
-        shared_source: false,
-    });
+    let mut m = host(Timing::Carp { advbase, advskew }, preempt, ip(last));
     m.handle(T0, Event::Demotion(demotion));
     m
 }
@@ -549,8 +549,7 @@ proptest::proptest! {
             )
         );
         let [a, b] = converge([a, b], 12 * u64::from(advbase));
-        let masters = [&a, &b].iter().filter(|m| m.state() == State::MASTER).count();
-        proptest::prop_assert_eq!(masters, 1, "{:?} {:?}", a, b);
+        proptest::prop_assert_eq!(masters([&a, &b]), 1, "{:?} {:?}", a, b);
     }
 
     /// Any advert a peer may send (every byte value, OpenBSD's advbase 0 and demote
@@ -607,21 +606,8 @@ fn equal_hosts_started_together_elect_one_master() {
                 interval_cs: 100,
             },
         ] {
-            let host = |local_addr| {
-                Machine::new(Config {
-                    timing,
-                    preempt: false,
-                    local_addr,
-                    local_other: None,
-                    shared_source: false,
-                })
-            };
-            let [x, y] = converge([host(a), host(b)], 30);
-            let masters = [&x, &y]
-                .iter()
-                .filter(|m| m.state() == State::MASTER)
-                .count();
-            assert_eq!(masters, 1, "{a} {b} {timing}: {x:?} {y:?}");
+            let [x, y] = converge([host(timing, false, a), host(timing, false, b)], 30);
+            assert_eq!(masters([&x, &y]), 1, "{a} {b} {timing}: {x:?} {y:?}");
         }
     }
 }
@@ -644,21 +630,14 @@ fn hosts_sending_from_the_same_vip_elect_one_master() {
             interval_cs: 100,
         },
     ] {
-        let host = || {
+        let from_vip = || {
             Machine::new(Config {
-                timing,
-                preempt: false,
-                local_addr: ip(1),
-                local_other: None,
                 shared_source: true,
+                ..*host(timing, false, ip(1)).config()
             })
         };
-        let [x, y] = converge_from([host(), host()], [T0, ms(137)], 30);
-        let masters = [&x, &y]
-            .iter()
-            .filter(|m| m.state() == State::MASTER)
-            .count();
-        assert_eq!(masters, 1, "{timing}: {x:?} {y:?}");
+        let [x, y] = converge_from([from_vip(), from_vip()], [T0, ms(137)], 30);
+        assert_eq!(masters([&x, &y]), 1, "{timing}: {x:?} {y:?}");
         assert_eq!(x.looped() + y.looped(), 0);
     }
 }
@@ -675,25 +654,16 @@ fn vrrp_priorities_converge_to_one_master() {
             (255, 100),
             (1, 254),
         ] {
-            let host = |last, priority| {
-                Machine::new(Config {
-                    timing: Timing::Vrrp3 {
-                        priority,
-                        interval_cs,
-                    },
-                    preempt: true,
-                    local_addr: ip(last),
-                    local_other: None,
-                    shared_source: false,
-                })
+            let vrrp_host = |last, priority| {
+                let timing = Timing::Vrrp3 {
+                    priority,
+                    interval_cs,
+                };
+                host(timing, true, ip(last))
             };
             let secs = 12 * u64::from(interval_cs) / 100 + 2;
-            let [a, b] = converge([host(1, pa), host(2, pb)], secs);
-            let masters = [&a, &b]
-                .iter()
-                .filter(|m| m.state() == State::MASTER)
-                .count();
-            assert_eq!(masters, 1, "{interval_cs} {pa} {pb}: {a:?} {b:?}");
+            let [a, b] = converge([vrrp_host(1, pa), vrrp_host(2, pb)], secs);
+            assert_eq!(masters([&a, &b]), 1, "{interval_cs} {pa} {pb}: {a:?} {b:?}");
         }
     }
 }
