@@ -93,23 +93,8 @@ impl Netns {
     /// `host`'s eth0, a veth whose other end is `port` here, both up. The port has GRO on:
     /// native XDP on a veth only delivers XDP_TX frames when its peer has GRO on.
     pub fn uplink(&self, host: &Netns, port: &str) -> Result<()> {
-        ip(&[
-            "link",
-            "add",
-            "eth0",
-            "netns",
-            host.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            port,
-            "netns",
-            self.name(),
-        ])?;
-        self.ip(&["link", "set", port, "up"])?;
+        veth_pair(host, "eth0", self, port)?;
         run(self.command("ethtool").args(["-K", port, "gro", "on"]))?;
-        host.ip(&["link", "set", "eth0", "up"])?;
         Ok(())
     }
 }
@@ -122,16 +107,8 @@ impl Drop for Netns {
     }
 }
 
-/// Connects `a` and `b` with a veth pair named `a_if` / `b_if`, both up, with the given
-/// addresses (CIDR notation).
-pub fn veth(
-    a: &Netns,
-    a_if: &str,
-    a_addr: &str,
-    b: &Netns,
-    b_if: &str,
-    b_addr: &str,
-) -> Result<()> {
+/// A veth pair, `a_if` in `a` and `b_if` in `b`, both up, without addresses.
+pub fn veth_pair(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
     ip(&[
         "link",
         "add",
@@ -146,10 +123,24 @@ pub fn veth(
         "netns",
         b.name(),
     ])?;
-    for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
-        ns.ip(&["addr", "add", addr, "dev", ifname])?;
-        ns.ip(&["link", "set", ifname, "up"])?;
-    }
+    a.ip(&["link", "set", a_if, "up"])?;
+    b.ip(&["link", "set", b_if, "up"])?;
+    Ok(())
+}
+
+/// Connects `a` and `b` with a veth pair named `a_if` / `b_if`, both up, with the given
+/// addresses (CIDR notation).
+pub fn veth(
+    a: &Netns,
+    a_if: &str,
+    a_addr: &str,
+    b: &Netns,
+    b_if: &str,
+    b_addr: &str,
+) -> Result<()> {
+    veth_pair(a, a_if, b, b_if)?;
+    a.ip(&["addr", "add", a_addr, "dev", a_if])?;
+    b.ip(&["addr", "add", b_addr, "dev", b_if])?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use carp_common::State;
 use carp_tests::{
     agent::{Agent, TempDir, agent_bin},
     lan::Lan,
-    netns::{Netns, ip},
+    netns::{Netns, veth_pair},
 };
 use std::{
     path::Path,
@@ -88,26 +88,10 @@ fn link(ns: &Netns, name: &str) -> (u32, bool) {
 /// Creates `eth1` in `host`, a veth whose peer `late1` (198.51.100.2/24) is in `other`,
 /// both up, `eth1` without an address.
 fn create_eth1(host: &Netns, other: &Netns) {
-    ip(&[
-        "link",
-        "add",
-        "eth1",
-        "netns",
-        host.name(),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "late1",
-        "netns",
-        other.name(),
-    ])
-    .unwrap();
+    veth_pair(host, "eth1", other, "late1").unwrap();
     other
         .ip(&["addr", "add", "198.51.100.2/24", "dev", "late1"])
         .unwrap();
-    other.ip(&["link", "set", "late1", "up"]).unwrap();
-    host.ip(&["link", "set", "eth1", "up"]).unwrap();
 }
 
 /// Whether the VIP answers ARP on eth1's link, asked from `other`: only the XDP program
