@@ -161,17 +161,8 @@ impl Auth {
         match self.mode {
             AuthMode::Bsd => self.sign(header.counter),
             AuthMode::Strict => {
-                let (family, src) = family_and_bytes(src);
-                let mut suffix = [0; SUFFIX_MAX];
-                wire::auth::suffix(
-                    &mut suffix,
-                    header.counter,
-                    [header.advbase, header.advskew, header.demote],
-                    family,
-                    &src,
-                );
                 let mut mac = self.prepared.clone();
-                mac.update(&suffix[..usize::from(wire::auth::STRICT_SUFFIX)]);
+                mac.update(&suffix_of(header, src)[..usize::from(wire::auth::STRICT_SUFFIX)]);
                 mac.finalize().into_bytes().into()
             }
         }
@@ -200,6 +191,21 @@ impl Auth {
     pub fn prefix(&self) -> &[u8] {
         &self.prefix
     }
+}
+
+/// What the digest covers after the prefix for `header` sent from `src`, as the XDP program
+/// builds it from the packet ([`wire::auth::suffix`]); BSD mode reads its first 8 bytes.
+pub fn suffix_of(header: &CarpHeader, src: IpAddr) -> [u8; SUFFIX_MAX] {
+    let (family, src) = family_and_bytes(src);
+    let mut suffix = [0; SUFFIX_MAX];
+    wire::auth::suffix(
+        &mut suffix,
+        header.counter,
+        [header.advbase, header.advskew, header.demote],
+        family,
+        &src,
+    );
+    suffix
 }
 
 /// The advert counter as FreeBSD keeps it (`sc_counter`, `sc_init_counter`).
@@ -272,16 +278,7 @@ mod tests {
         };
         let signed = auth.sign_header(&h, src);
         let kernel = |h: &CarpHeader, src: IpAddr| {
-            let (family, bytes) = family_and_bytes(src);
-            let mut suffix = [0; SUFFIX_MAX];
-            wire::auth::suffix(
-                &mut suffix,
-                h.counter,
-                [h.advbase, h.advskew, h.demote],
-                family,
-                &bytes,
-            );
-            auth.kernel().digest(&suffix, &mut [[0; 64]; 2])
+            auth.kernel().digest(&suffix_of(h, src), &mut [[0; 64]; 2])
         };
         assert_eq!(kernel(&h, src), signed);
         assert_ne!(signed, auth.sign(h.counter), "not the BSD digest");

@@ -8,7 +8,7 @@
 use carp_agent::{
     config::{MacMode, Plan, VipPlacement},
     election::{Action, Event, State, Timing},
-    hmac::{Auth, AuthMode},
+    hmac::{Auth, AuthMode, suffix_of},
     netlink::{Address, Link},
     vhid::{Outgoing, Vhid},
 };
@@ -265,14 +265,7 @@ impl Sim {
                     return;
                 };
                 let work = &mut [[0; 64]; 2];
-                let mut suffix = [0; wire::auth::SUFFIX_MAX];
-                wire::auth::suffix(
-                    &mut suffix,
-                    h.counter,
-                    [h.advbase, h.advskew, h.demote],
-                    4,
-                    &[0; 16],
-                );
+                let suffix = suffix_of(&h, d.src.into());
                 if h.vhid != VHID || node.kernel.digest(&suffix, work) != h.digest {
                     self.rejected += 1;
                     return;
