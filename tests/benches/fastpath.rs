@@ -28,8 +28,9 @@ const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
-/// bpf(2) with an attribute union of 128 zeroed bytes whose head is `head`.
-fn bpf<T>(cmd: libc::c_long, head: &T) -> std::io::Result<libc::c_long> {
+/// bpf(2) with an attribute union of 128 zeroed bytes whose head is `head`: the result
+/// and the union as the kernel left it.
+fn bpf<T>(cmd: libc::c_long, head: &T) -> std::io::Result<(libc::c_long, [u8; 128])> {
     let mut attr = [0u8; 128];
     // SAFETY: T is a #[repr(C)] struct of plain integers no longer than the buffer.
     unsafe {
@@ -44,13 +45,7 @@ fn bpf<T>(cmd: libc::c_long, head: &T) -> std::io::Result<libc::c_long> {
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    if cmd == BPF_PROG_TEST_RUN {
-        // The kernel's mean duration in ns is the u32 at byte 36.
-        return Ok(libc::c_long::from(u32::from_ne_bytes(
-            attr[36..40].try_into().unwrap(),
-        )));
-    }
-    Ok(r)
+    Ok((r, attr))
 }
 
 /// An XDP program that passes everything: `r0 = XDP_PASS; exit`.
@@ -69,7 +64,7 @@ fn empty_program() -> OwnedFd {
         0x95,
     ];
     let license = c"GPL";
-    let fd = bpf(
+    let (fd, _) = bpf(
         BPF_PROG_LOAD,
         &Load {
             prog_type: BPF_PROG_TYPE_XDP,
@@ -95,7 +90,7 @@ fn test_run(prog: RawFd, frame: &[u8], repeat: u32) -> u64 {
         data_out: u64,
         repeat: u32,
     }
-    let ns = bpf(
+    let (_, attr) = bpf(
         BPF_PROG_TEST_RUN,
         &TestRun {
             prog_fd: prog as u32,
@@ -108,7 +103,8 @@ fn test_run(prog: RawFd, frame: &[u8], repeat: u32) -> u64 {
         },
     )
     .expect("BPF_PROG_TEST_RUN");
-    ns as u64
+    // The kernel's mean duration in ns is the u32 at byte 36.
+    u64::from(u32::from_ne_bytes(attr[36..40].try_into().unwrap()))
 }
 
 /// Attaches `prog` to `ifindex` in native mode through a bpf_link (gone with the fd).
@@ -120,7 +116,7 @@ fn attach_native(prog: RawFd, ifindex: u32) -> OwnedFd {
         attach_type: u32,
         flags: u32,
     }
-    let fd = bpf(
+    let (fd, _) = bpf(
         BPF_LINK_CREATE,
         &LinkCreate {
             prog_fd: prog as u32,
