@@ -124,6 +124,8 @@ pub enum Attached {
     /// Generic XDP, on the skb.
     #[default]
     Skb,
+    /// Tc ingress, through tcx: the XDP hook is another program's.
+    Tc,
 }
 
 impl std::fmt::Display for Attached {
@@ -131,6 +133,7 @@ impl std::fmt::Display for Attached {
         f.write_str(match self {
             Attached::Native => "native",
             Attached::Skb => "skb",
+            Attached::Tc => "tc",
         })
     }
 }

@@ -20,11 +20,20 @@ use std::{
 };
 use tokio::{io::unix::AsyncFd, sync::mpsc, task::AbortHandle};
 
+/// What status calls an XDP `mode`.
+fn attached(mode: XdpMode) -> Attached {
+    if mode == XdpMode::Driver {
+        Attached::Native
+    } else {
+        Attached::Skb
+    }
+}
+
 /// An attached interface.
 pub struct Iface {
     pub link: Link,
     dp: DataPlane,
-    mode: XdpMode,
+    hook: Attached,
     packet: PacketSocket,
     /// Whether `packet` holds the interface promiscuous.
     promiscuous: bool,
@@ -55,39 +64,40 @@ impl Iface {
         events: mpsc::Sender<AdvertEvent>,
     ) -> Result<Self> {
         let mut dp = DataPlane::load()?;
+        let xdp = |dp: &mut DataPlane, mode| dp.attach(&link.name, mode).map(|_| attached(mode));
         let attached = match setting {
-            XdpModeSetting::Native => dp
-                .attach(&link.name, XdpMode::Driver)
-                .map(|l| (l, XdpMode::Driver)),
-            XdpModeSetting::Skb => dp
-                .attach(&link.name, XdpMode::Skb)
-                .map(|l| (l, XdpMode::Skb)),
-            XdpModeSetting::Auto if link.veth => {
-                tracing::info!(
-                    "{} is a veth: generic XDP, as native XDP_TX there needs an XDP program on the peer",
-                    link.name
-                );
-                dp.attach(&link.name, XdpMode::Skb)
-                    .map(|l| (l, XdpMode::Skb))
+            XdpModeSetting::Native => xdp(&mut dp, XdpMode::Driver),
+            XdpModeSetting::Skb => xdp(&mut dp, XdpMode::Skb),
+            XdpModeSetting::Tc => dp.attach_tc(&link.name).map(|_| Attached::Tc),
+            XdpModeSetting::Auto => {
+                let best = if link.veth {
+                    tracing::info!(
+                        "{} is a veth: generic XDP, as native XDP_TX there needs an XDP program on the peer",
+                        link.name
+                    );
+                    xdp(&mut dp, XdpMode::Skb)
+                } else {
+                    dp.attach_best(&link.name).map(|(_, mode)| attached(mode))
+                };
+                best.or_else(|e| {
+                    tracing::warn!(
+                        "XDP on {} is taken ({e:#}): attaching at tc ingress instead, after the XDP programs",
+                        link.name
+                    );
+                    dp.attach_tc(&link.name)
+                        .map(|_| Attached::Tc)
+                        .with_context(|| format!("XDP failed first: {e:#}"))
+                })
             }
-            XdpModeSetting::Auto => dp.attach_best(&link.name),
         };
-        let (_, mode) = attached.map_err(|e| {
+        let hook = attached.map_err(|e| {
             anyhow!(
-                "{e:#}; if another program (or another carp-agent) already holds XDP on {}, \
-                 stop it or add its VHIDs to this agent's configuration",
+                "{e:#}; if another carp-agent already serves {}, stop it or add its VHIDs to \
+                 this agent's configuration",
                 link.name
             )
         })?;
-        tracing::info!(
-            "XDP attached to {} in {} mode",
-            link.name,
-            if mode == XdpMode::Driver {
-                "native"
-            } else {
-                "skb (generic)"
-            }
-        );
+        tracing::info!("attached to {} ({hook})", link.name);
         let pins = pin_dir.join(&link.name);
         let pinned = match dp.pin(&pins) {
             Ok(()) => Some(pins),
@@ -136,7 +146,7 @@ impl Iface {
         Ok(Self {
             link: link.clone(),
             dp,
-            mode,
+            hook,
             packet,
             promiscuous: false,
             sysctls,
@@ -226,11 +236,7 @@ impl Iface {
         InterfaceStatus {
             name: self.link.name.clone(),
             up: self.link.up,
-            xdp_mode: if self.mode == XdpMode::Driver {
-                Attached::Native
-            } else {
-                Attached::Skb
-            },
+            xdp_mode: self.hook,
             xdp: self
                 .dp
                 .stats()

@@ -9,7 +9,11 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        LinkOrder, Program, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        tc::{SchedClassifierLinkId, TcAttachOptions},
+        xdp::XdpLinkId,
+    },
 };
 use aya_log::EbpfLogger;
 use carp_common::{
@@ -24,6 +28,9 @@ pub static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/car
 
 /// Name of the XDP program inside [`OBJECT`].
 const PROGRAM: &str = "carp";
+
+/// Name of the same program for tc ingress, where another program holds XDP.
+const CLASSIFIER: &str = "carp_tc";
 
 /// Where bpffs is mounted, and pins live by default.
 const BPFFS: &str = "/sys/fs/bpf";
@@ -46,6 +53,16 @@ const PINNED: [&str; 5] = [
 /// One loaded instance of the program with its own maps.
 pub struct DataPlane {
     ebpf: Ebpf,
+}
+
+/// The outcome of loading program `name` into the kernel.
+fn verified(name: &str, load: Result<(), ProgramError>) -> Result<()> {
+    load.with_context(|| format!("the kernel verifier rejected {name}"))?;
+    // Loading parsed the kernel's BTF for the relocations (about 15 MB, freed now); glibc
+    // would keep that heap, and the agent stay resident at its peak for life.
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
+    Ok(())
 }
 
 /// The map entry for a VHID: protocol, state, MACs and, for CARP, what the program needs
@@ -109,36 +126,43 @@ pub fn parse_event(bytes: &[u8]) -> Option<AdvertEvent> {
 }
 
 impl DataPlane {
-    /// Loads the object and the program into the kernel. The program logs (see
-    /// [`DataPlane::take_logger`]) at the levels the `log` crate lets through at this time:
-    /// none before logging is set up, nothing below info unless `CARP_LOG` asks for debug.
+    /// Loads the object and creates its maps; the programs load when first used (see
+    /// [`DataPlane::program`]), so only the hook in use passes the verifier. The programs
+    /// log (see [`DataPlane::take_logger`]) at the levels the `log` crate lets through at
+    /// this time: none before logging is set up, nothing below info unless `CARP_LOG` asks
+    /// for debug.
     pub fn load() -> Result<Self> {
         // aya-log's levels are log's, from Error = 1 to Trace = 5 (aya_log_common::Level).
         let level = log::max_level() as u8;
-        let mut ebpf = EbpfLoader::new()
+        let ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, true)
             .load(OBJECT)
             .context("loading the carp XDP object (are you root, with BPF enabled?)")?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .context("XDP program missing from object")?
-            .try_into()?;
-        prog.load()
-            .context("the kernel verifier rejected the XDP program")?;
-        // Loading parsed the kernel's BTF for the relocations (about 15 MB, freed now);
-        // glibc would keep that heap, and the agent stay resident at its peak for life.
-        // SAFETY: malloc_trim only returns free heap pages to the kernel.
-        unsafe { libc::malloc_trim(0) };
         Ok(Self { ebpf })
     }
 
-    /// The XDP program, for attaching or `test_run`.
+    fn program_mut(&mut self, name: &str) -> Result<&mut Program> {
+        self.ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from object"))
+    }
+
+    /// The XDP program, loaded, for attaching or `test_run`.
     pub fn program(&mut self) -> Result<&mut Xdp> {
-        Ok(self
-            .ebpf
-            .program_mut(PROGRAM)
-            .context("XDP program missing from object")?
-            .try_into()?)
+        let prog: &mut Xdp = self.program_mut(PROGRAM)?.try_into()?;
+        if prog.fd().is_err() {
+            verified(PROGRAM, prog.load())?;
+        }
+        Ok(prog)
+    }
+
+    /// The tc program, loaded, for attaching or `test_run`.
+    pub fn classifier(&mut self) -> Result<&mut SchedClassifier> {
+        let prog: &mut SchedClassifier = self.program_mut(CLASSIFIER)?.try_into()?;
+        if prog.fd().is_err() {
+            verified(CLASSIFIER, prog.load())?;
+        }
+        Ok(prog)
     }
 
     /// Attaches to `iface` through a bpf_link, so the program goes when this process does.
@@ -158,6 +182,21 @@ impl DataPlane {
                 .map(|link| (link, XdpMode::Skb))
                 .with_context(|| format!("native mode failed too: {native:#}")),
         }
+    }
+
+    /// Attaches the tc program to `iface`'s ingress through a tcx link (Linux 6.6), first
+    /// among the tc programs there, so adverts and ARP reach it before any other
+    /// classifier; XDP programs all run before it. The link goes with this process.
+    pub fn attach_tc(&mut self, iface: &str) -> Result<SchedClassifierLinkId> {
+        self.classifier()?
+            .attach_with_options(
+                iface,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )
+            .with_context(|| {
+                format!("attaching to tc ingress of {iface} (tcx, Linux 6.6 or later)")
+            })
     }
 
     /// Pins the inspectable maps under `dir` (e.g. /sys/fs/bpf/carp/eth0), replacing pins

@@ -2,7 +2,8 @@
 //! VRRPv3 adverts of configured VHIDs, hands valid ones to the agent through a ring buffer
 //! and drops them, and drops invalid ones with a counted reason; it answers ARP and NDP for
 //! VIPs this host is MASTER of with XDP_TX and drops them while it is not. It never decides
-//! an election: it reads the state the agent writes into its maps.
+//! an election: it reads the state the agent writes into its maps. The same code also runs
+//! at tc ingress (`carp_tc`), for interfaces whose XDP hook another program holds.
 //!
 //! BPF constraints shape the code: a 512-byte stack for the whole call chain (large
 //! buffers live in a per-CPU scratch map), reads of at least two bytes (LLVM folds a
@@ -15,13 +16,14 @@ use core::mem::offset_of;
 
 use aya_ebpf::{
     bindings::{
+        __sk_buff, TC_ACT_OK, TC_ACT_SHOT,
         xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
         xdp_md,
     },
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    helpers::bpf_ktime_get_ns,
-    macros::{btf_map, xdp},
-    programs::XdpContext,
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_skb_change_type},
+    macros::{btf_map, classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use carp_common::{
     Protocol, checksum,
@@ -129,34 +131,110 @@ pub fn carp(ctx: XdpContext) -> u32 {
     let pkt = Pkt {
         start: ctx.data(),
         end: ctx.data_end(),
-        ctx: ctx.ctx,
     };
-    handle(pkt).unwrap_or(XDP_PASS)
+    handle(&pkt, ctx.ctx).unwrap_or(XDP_PASS)
 }
 
-/// The packet bounds, read from the context once. Passed to the non-inlined functions
-/// instead of the context: LLVM would otherwise pass the context's 32-bit fields and
-/// zero-extend them there, pointer arithmetic the verifier refuses.
+/// The same work at tc ingress (tcx), for interfaces whose XDP hook another program holds:
+/// the verdicts become tc's, XDP_TX a redirect out of the interface the frame came in by,
+/// and a frame taken for a virtual MAC is marked for this host (see
+/// [`Ingress::for_this_host`]).
+#[classifier]
+pub fn carp_tc(ctx: TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    // Headers in the linear part, where direct access reaches: frames the kernel receives
+    // have them there already, and the pull is a no-op then.
+    let head = (ctx.len() as usize).min(MAX_L4 + TC_PULL);
+    if ctx.data_end() - ctx.data() < head {
+        let _ = ctx.pull_data(head as u32);
+    }
+    let pkt = Pkt {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    match handle(&pkt, skb).unwrap_or(XDP_PASS) {
+        XDP_DROP => TC_ACT_SHOT,
+        // SAFETY: the program's context, valid for the whole run; the helper only records
+        // where the frame goes.
+        XDP_TX => unsafe { bpf_redirect((*skb).ifindex, 0) as i32 },
+        _ => TC_ACT_OK,
+    }
+}
+
+/// `skb->pkt_type` of a frame for this host (linux/if_packet.h).
+const PACKET_HOST: u32 = 0;
+
+/// What tc pulls into the linear part past the headers: a whole CARP advert, and a VRRPv3
+/// advert of up to 30 IPv6 addresses.
+const TC_PULL: usize = 512;
+
+/// What [`handle`] needs of a hook's context, read only off the fast path: XDP's ingress
+/// ifindex is three dependent loads (rxq, device, index).
+trait Ingress: Copy {
+    fn ifindex(self) -> u32;
+    /// The VLAN of a frame whose tag the kernel took out before tc (skb_vlan_untag); XDP
+    /// sees the tag in the frame.
+    fn offloaded_vlan(self) -> u16;
+    /// After the destination MAC became the interface's: tc runs after eth_type_trans
+    /// classed the frame as another host's, and the stack would drop it.
+    fn for_this_host(self);
+}
+
+impl Ingress for *mut xdp_md {
+    #[inline(always)]
+    fn ifindex(self) -> u32 {
+        // SAFETY: the program's context, valid for the whole run.
+        unsafe { (*self).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn offloaded_vlan(self) -> u16 {
+        0
+    }
+
+    #[inline(always)]
+    fn for_this_host(self) {}
+}
+
+impl Ingress for *mut __sk_buff {
+    #[inline(always)]
+    fn ifindex(self) -> u32 {
+        // SAFETY: as above.
+        unsafe { (*self).ifindex }
+    }
+
+    #[inline(always)]
+    fn offloaded_vlan(self) -> u16 {
+        // SAFETY: as above.
+        unsafe {
+            if (*self).vlan_present != 0 {
+                (*self).vlan_tci as u16 & 0x0fff
+            } else {
+                0
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn for_this_host(self) {
+        // SAFETY: as above; the helper only sets the field.
+        unsafe { bpf_skb_change_type(self, PACKET_HOST) };
+    }
+}
+
+/// The packet bounds, read from the context once. Passed by reference to the non-inlined
+/// functions: as two integer arguments, LLVM rewrites the bounds checks into pointer
+/// arithmetic the verifier refuses; and instead of the context, whose 32-bit fields it
+/// would zero-extend there, likewise refused.
 #[derive(Clone, Copy)]
 struct Pkt {
     start: usize,
     end: usize,
-    /// For the ingress ifindex, read only off the fast path: the kernel turns that read
-    /// into three dependent loads (rxq, device, index).
-    ctx: *mut xdp_md,
-}
-
-impl Pkt {
-    #[inline(always)]
-    fn ifindex(self) -> u32 {
-        // SAFETY: the program's context, valid for the whole run.
-        unsafe { (*self.ctx).ingress_ifindex }
-    }
 }
 
 /// A pointer to `T` at `off`, checked against the packet end for the verifier.
 #[inline(always)]
-fn ptr_at<T>(pkt: Pkt, off: usize) -> Option<*mut T> {
+fn ptr_at<T>(pkt: &Pkt, off: usize) -> Option<*mut T> {
     if pkt.start + off + size_of::<T>() > pkt.end {
         return None;
     }
@@ -165,19 +243,19 @@ fn ptr_at<T>(pkt: Pkt, off: usize) -> Option<*mut T> {
 
 /// A copy of the `T` at `off`.
 #[inline(always)]
-fn read<T: Copy>(pkt: Pkt, off: usize) -> Option<T> {
+fn read<T: Copy>(pkt: &Pkt, off: usize) -> Option<T> {
     // SAFETY: in bounds (ptr_at); packet data has no alignment guarantee, hence unaligned.
     ptr_at::<T>(pkt, off).map(|p| unsafe { p.read_unaligned() })
 }
 
 #[inline(always)]
-fn write<T>(pkt: Pkt, off: usize, value: T) -> Option<()> {
+fn write<T>(pkt: &Pkt, off: usize, value: T) -> Option<()> {
     // SAFETY: as in `read`.
     ptr_at::<T>(pkt, off).map(|p| unsafe { p.write_unaligned(value) })
 }
 
 #[inline(always)]
-fn be16(pkt: Pkt, off: usize) -> Option<u16> {
+fn be16(pkt: &Pkt, off: usize) -> Option<u16> {
     read::<[u8; 2]>(pkt, off).map(u16::from_be_bytes)
 }
 
@@ -190,19 +268,19 @@ struct L2 {
 }
 
 #[inline(always)]
-fn handle(pkt: Pkt) -> Option<u32> {
+fn handle(pkt: &Pkt, ingress: impl Ingress) -> Option<u32> {
     let mut ethertype = be16(pkt, offset_of!(EthHeader, ethertype))?;
     let mut l3 = ETH_HLEN;
-    let mut vlan = 0;
+    let mut tag = None;
     if ethertype == ETH_P_8021Q {
-        vlan = be16(pkt, ETH_HLEN + offset_of!(VlanTag, tci))? & 0x0fff;
+        tag = Some(be16(pkt, ETH_HLEN + offset_of!(VlanTag, tci))? & 0x0fff);
         ethertype = be16(pkt, ETH_HLEN + offset_of!(VlanTag, ethertype))?;
         l3 += VLAN_HLEN;
     }
     let l2 = || L2 {
         l3,
-        vlan,
-        ifindex: pkt.ifindex(),
+        vlan: tag.unwrap_or_else(|| ingress.offloaded_vlan()),
+        ifindex: ingress.ifindex(),
     };
     let dst: [u8; 6] = read(pkt, offset_of!(EthHeader, dst))?;
     // 00:00:5e:00:01:xx (CARP, VRRP IPv4) or 00:00:5e:00:02:xx (VRRP IPv6), byte by byte:
@@ -214,7 +292,7 @@ fn handle(pkt: Pkt) -> Option<u32> {
         && dst[2] == V4[2]
         && dst[3] == V4[3]
         && (dst[4] == V4[4] || dst[4] == V6[4])
-        && let Some(verdict) = virtual_mac(pkt, l2(), dst)
+        && let Some(verdict) = virtual_mac(pkt, l2(), dst, ingress)
     {
         return Some(verdict);
     }
@@ -245,7 +323,7 @@ fn handle(pkt: Pkt) -> Option<u32> {
 /// the VHID is not ours in virtual-MAC mode or uses the other virtual MAC: the frame goes
 /// on as usual.
 #[inline(always)]
-fn virtual_mac(pkt: Pkt, l2: L2, dst: [u8; 6]) -> Option<u32> {
+fn virtual_mac(pkt: &Pkt, l2: L2, dst: [u8; 6], ingress: impl Ingress) -> Option<u32> {
     let key = VhidKey {
         ifindex: l2.ifindex,
         vlan: l2.vlan,
@@ -261,6 +339,7 @@ fn virtual_mac(pkt: Pkt, l2: L2, dst: [u8; 6]) -> Option<u32> {
         drop_as!(vmac_dropped);
     }
     write(pkt, offset_of!(EthHeader, dst), entry.if_mac)?;
+    ingress.for_this_host();
     count!(vmac_passed);
     None
 }
@@ -337,7 +416,7 @@ unsafe fn scratch() -> Option<&'static mut Scratch> {
 
 // Own BPF frames for the paths: their locals must not add up on the 512-byte stack.
 #[inline(never)]
-fn ipv4(pkt: Pkt, l2: L2) -> u32 {
+fn ipv4(pkt: &Pkt, l2: L2) -> u32 {
     verdict(|| {
         count!(proto112);
         // SAFETY: the IPv4 path's one use.
@@ -362,7 +441,7 @@ fn ipv4(pkt: Pkt, l2: L2) -> u32 {
 }
 
 #[inline(never)]
-fn ipv6(pkt: Pkt, l2: L2) -> u32 {
+fn ipv6(pkt: &Pkt, l2: L2) -> u32 {
     verdict(|| {
         count!(proto112);
         // SAFETY: the IPv6 path's one use.
@@ -381,7 +460,7 @@ fn ipv6(pkt: Pkt, l2: L2) -> u32 {
 
 /// Validates a protocol-112 payload for a configured VHID; unknown VHIDs pass untouched.
 #[inline(never)]
-fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> u32 {
+fn advert(pkt: &Pkt, l2: L2, s: &mut Scratch) -> u32 {
     verdict(|| {
         // Values read back from map memory are unbounded to the verifier: bound it again.
         let l4 = s.ip.l4;
@@ -455,7 +534,7 @@ fn advert(pkt: Pkt, l2: L2, s: &mut Scratch) -> u32 {
 /// Checks a CARP advert and fills the event; `Some` means it was dropped (and counted).
 #[inline(never)]
 fn carp_advert(
-    pkt: Pkt,
+    pkt: &Pkt,
     l4: usize,
     key: &VhidKey,
     entry: &VhidEntry,
@@ -581,7 +660,7 @@ fn strict_counter(key: &VhidKey, s: &mut Scratch) -> Option<()> {
 /// Checks a VRRPv3 advert (RFC 5798 5.1: count of addresses, checksum with the IP
 /// pseudo-header) and fills the event; `Some` means it was dropped (and counted).
 #[inline(never)]
-fn vrrp_advert(pkt: Pkt, l4: usize, s: &mut Scratch) -> Option<()> {
+fn vrrp_advert(pkt: &Pkt, l4: usize, s: &mut Scratch) -> Option<()> {
     let ip = &s.ip;
     let Some(h) = read::<[u8; vrrp::HEADER_LEN]>(pkt, l4) else {
         count!(bad_length);
@@ -645,7 +724,7 @@ fn vip(l2: L2, family: u8, addr: [u8; 16]) -> Option<&'static VhidEntry> {
 
 /// An ARP request for one of our VIPs: answered in place while MASTER, dropped otherwise.
 #[inline(never)]
-fn arp(pkt: Pkt, l2: L2) -> u32 {
+fn arp(pkt: &Pkt, l2: L2) -> u32 {
     verdict(|| {
         let a = l2.l3;
         if u64::from_ne_bytes(read(pkt, a)?) != u64::from_ne_bytes(ARP_REQUEST) {
@@ -686,7 +765,7 @@ fn arp(pkt: Pkt, l2: L2) -> u32 {
 /// source link-layer option) go to the kernel while MASTER, and so do invalid ones (RFC
 /// 4861 7.1.1: hop limit not 255, a multicast source), which it discards.
 #[inline(never)]
-fn neighbor_solicit(pkt: Pkt, l2: L2) -> u32 {
+fn neighbor_solicit(pkt: &Pkt, l2: L2) -> u32 {
     verdict(|| {
         let l3 = l2.l3;
         let icmp = l3 + IPV6_HLEN;

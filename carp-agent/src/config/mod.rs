@@ -86,7 +86,7 @@ pub struct Agent {
     pub hook_timeout: f64,
     /// Initial global demotion (FreeBSD `net.inet.carp.demotion`).
     pub demotion: i32,
-    /// How the XDP program attaches.
+    /// Where the program attaches (XDP, or tc ingress).
     pub xdp_mode: XdpModeSetting,
     /// Where a master puts its VIPs.
     pub vips_on: VipPlacement,
@@ -131,16 +131,20 @@ pub enum VipPlacement {
     Interface,
 }
 
-/// XDP attach mode.
+/// Where the program attaches: XDP in one of its modes, or tc ingress.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeSetting {
     /// Native where the driver supports it, else generic; generic on veth, whose native
-    /// XDP_TX needs an XDP program on the peer as well.
+    /// XDP_TX needs an XDP program on the peer as well. Tc ingress where another program
+    /// holds the XDP hook.
     #[default]
     Auto,
     Native,
     Skb,
+    /// Tc ingress (tcx) only, leaving the XDP hook to other programs, including those
+    /// attached after the agent started.
+    Tc,
 }
 
 impl Agent {
