@@ -87,27 +87,34 @@ async fn execute(run: &Run) -> Outcome {
     }
 }
 
-/// A queue of hook runs for one VHID, executed in order by a task of its own.
+/// A queue of hook runs for one VHID, executed in order by a task of its own. The task and
+/// its channel start with the first run: most VHIDs have no hooks, and each idle runner
+/// kept about 7 KiB (the channel's first block of 32 runs, and the task).
 pub struct Queue {
-    tx: mpsc::UnboundedSender<Run>,
+    done: mpsc::UnboundedSender<(u8, Outcome)>,
+    tx: Option<mpsc::UnboundedSender<Run>>,
 }
 
 impl Queue {
-    /// Starts the runner task; `done` hears each outcome.
-    pub fn start(done: mpsc::UnboundedSender<(u8, Outcome)>) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Run>();
-        tokio::spawn(async move {
-            while let Some(run) = rx.recv().await {
-                let outcome = execute(&run).await;
-                let _ = done.send((run.vhid, outcome));
-            }
-        });
-        Self { tx }
+    /// A queue whose runner, once started, tells `done` each outcome.
+    pub fn new(done: mpsc::UnboundedSender<(u8, Outcome)>) -> Self {
+        Self { done, tx: None }
     }
 
-    pub fn push(&self, run: Run) {
+    pub fn push(&mut self, run: Run) {
+        let tx = self.tx.get_or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Run>();
+            let done = self.done.clone();
+            tokio::spawn(async move {
+                while let Some(run) = rx.recv().await {
+                    let outcome = execute(&run).await;
+                    let _ = done.send((run.vhid, outcome));
+                }
+            });
+            tx
+        });
         // The runner lives as long as the agent; a closed queue means we are exiting.
-        let _ = self.tx.send(run);
+        let _ = tx.send(run);
     }
 }
 
@@ -138,7 +145,7 @@ mod tests {
         }
 
         let (done_tx, mut done) = mpsc::unbounded_channel();
-        let q = Queue::start(done_tx);
+        let mut q = Queue::new(done_tx);
         let run = |script: &PathBuf, from, to| Run {
             script: script.clone(),
             interface: "eth0".into(),

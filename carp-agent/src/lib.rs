@@ -13,6 +13,7 @@ pub mod health;
 pub mod hmac;
 pub mod hooks;
 pub mod iface;
+pub mod memory;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;

@@ -4,6 +4,7 @@
 use crate::{
     election::{Advert, Timing},
     hmac::{Auth, AuthMode},
+    memory,
 };
 use anyhow::{Context as _, Result, bail};
 use aya::{
@@ -58,10 +59,8 @@ pub struct DataPlane {
 /// The outcome of loading program `name` into the kernel.
 fn verified(name: &str, load: Result<(), ProgramError>) -> Result<()> {
     load.with_context(|| format!("the kernel verifier rejected {name}"))?;
-    // Loading parsed the kernel's BTF for the relocations (about 15 MB, freed now); glibc
-    // would keep that heap, and the agent stay resident at its peak for life.
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe { libc::malloc_trim(0) };
+    // Loading parsed the kernel's BTF for the relocations (about 15 MB, freed now).
+    memory::trim_heap();
     Ok(())
 }
 
@@ -138,6 +137,7 @@ impl DataPlane {
             .override_global(aya_log::LEVEL, &level, true)
             .load(OBJECT)
             .context("loading the carp XDP object (are you root, with BPF enabled?)")?;
+        memory::release(OBJECT);
         Ok(Self { ebpf })
     }
 

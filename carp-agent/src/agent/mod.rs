@@ -155,6 +155,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut watchdog = tokio::time::interval(watchdog_interval());
+    crate::memory::trim_heap();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
         "carp-agent running: {}{}",
@@ -273,7 +274,7 @@ impl Agent {
         }
         self.vhids.push(Running {
             vhid,
-            hooks: hooks::Queue::start(self.hooks_tx.clone()),
+            hooks: hooks::Queue::new(self.hooks_tx.clone()),
             _memberships: memberships,
         });
         let i = self.vhids.len() - 1;
