@@ -511,6 +511,9 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<Incoming>) {
     let mut text = serde_json::to_string(&reply).unwrap_or_default();
     text.push('\n');
     let _ = write.write_all(text.as_bytes()).await;
+    let bytes = text.len();
+    drop((text, reply));
+    crate::memory::after_answer(bytes);
 }
 
 /// Sends one request to a running agent.

@@ -1,6 +1,7 @@
 //! What carp's XDP program costs traffic that is not CARP, next to an empty XDP program in
 //! the same run: (a) BPF_PROG_TEST_RUN with `repeat` on the same frames, the kernel's mean
-//! per run, both programs run through the same syscall so the harness costs the same;
+//! per run, both programs run through the same syscall so the harness costs the same, and
+//! the same for its tc program against an empty tc program;
 //! (b) live frames over a veth pair in native XDP mode at the highest rate one sending
 //! core reaches, counted by the receiving interface, with no program, the empty one and
 //! carp's. The empty program is two instructions loaded with bpf(2) directly: aya loads
@@ -24,6 +25,7 @@ use std::{
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
@@ -48,8 +50,9 @@ fn bpf<T>(cmd: libc::c_long, head: &T) -> std::io::Result<(libc::c_long, [u8; 12
     Ok((r, attr))
 }
 
-/// An XDP program that passes everything: `r0 = XDP_PASS; exit`.
-fn empty_program() -> OwnedFd {
+/// A program of `prog_type` that passes everything: `r0 = pass; exit` (XDP_PASS is 2,
+/// TC_ACT_OK 0).
+fn empty_program(prog_type: u32, pass: u64) -> OwnedFd {
     #[repr(C)]
     struct Load {
         prog_type: u32,
@@ -58,8 +61,8 @@ fn empty_program() -> OwnedFd {
         license: u64,
     }
     let insns: [u64; 2] = [
-        // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm 2
-        0xb7 | (2u64 << 32),
+        // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm `pass`
+        0xb7 | (pass << 32),
         // BPF_JMP | BPF_EXIT
         0x95,
     ];
@@ -67,13 +70,13 @@ fn empty_program() -> OwnedFd {
     let (fd, _) = bpf(
         BPF_PROG_LOAD,
         &Load {
-            prog_type: BPF_PROG_TYPE_XDP,
+            prog_type,
             insn_cnt: 2,
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
         },
     )
-    .expect("loading the empty XDP program");
+    .expect("loading an empty program");
     // SAFETY: a new file descriptor the kernel just gave us.
     unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
 }
@@ -151,7 +154,9 @@ fn main() {
 
     let mut carp = DataPlane::load().expect("loading the XDP program (root?)");
     let carp_fd = carp.program().unwrap().fd().unwrap().as_fd().as_raw_fd();
-    let empty = empty_program();
+    let carp_tc = carp.classifier().unwrap().fd().unwrap().as_fd().as_raw_fd();
+    let empty = empty_program(BPF_PROG_TYPE_XDP, 2);
+    let empty_tc = empty_program(BPF_PROG_TYPE_SCHED_CLS, 0);
     let mac = [2, 0, 0, 0, 0, 0xbb];
     // A UDP datagram from 198.51.100.1 to .2, to `dst`.
     let udp = |dst, vlan| {
@@ -183,28 +188,35 @@ fn main() {
     println!("### BPF_PROG_TEST_RUN: carp against an empty program\n");
     println!(
         "Mean ns per run of {repeat} repeats, median of {trials} trials; the empty program's \
-         time is the harness's own.\n"
+         time is the harness's own (at tc it builds an skb each run). XDP is carp's hook; tc \
+         ingress where another program holds XDP.\n"
     );
-    println!("| frame | empty program | carp | overhead | ratio |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| hook | frame | empty program | carp | overhead | ratio |");
+    println!("|---|---|---:|---:|---:|---:|");
     let cases = [
         ("IPv4 UDP", udp([2, 0, 0, 0, 0, 0xaa], None)),
         ("IPv4 UDP, VLAN-tagged", udp([2, 0, 0, 0, 0, 0xaa], Some(7))),
         ("IPv6 TCP", tcp6),
         ("ARP request, not for a VIP", arp),
     ];
-    for (name, frame) in &cases {
-        let (mut e, mut c) = (Vec::new(), Vec::new());
-        for _ in 0..trials {
-            e.push(test_run(empty.as_raw_fd(), frame, repeat));
-            c.push(test_run(carp_fd, frame, repeat));
+    let hooks = [
+        ("XDP", empty.as_raw_fd(), carp_fd),
+        ("tc", empty_tc.as_raw_fd(), carp_tc),
+    ];
+    for (hook, empty, carp) in hooks {
+        for (name, frame) in &cases {
+            let (mut e, mut c) = (Vec::new(), Vec::new());
+            for _ in 0..trials {
+                e.push(test_run(empty, frame, repeat));
+                c.push(test_run(carp, frame, repeat));
+            }
+            let (e, c) = (median(e), median(c));
+            println!(
+                "| {hook} | {name} | {e} | {c} | {} | {:.2} |",
+                c as i64 - e as i64,
+                c as f64 / e.max(1) as f64
+            );
         }
-        let (e, c) = (median(e), median(c));
-        println!(
-            "| {name} | {e} | {c} | {} | {:.2} |",
-            c as i64 - e as i64,
-            c as f64 / e.max(1) as f64
-        );
     }
 
     // (b) Live frames: one core sends, the other receives through veth's NAPI.

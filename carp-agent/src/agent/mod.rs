@@ -155,7 +155,8 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut watchdog = tokio::time::interval(watchdog_interval());
-    crate::memory::trim_heap();
+    // Its first tick is at once: starting hundreds of VHIDs leaves temporaries too.
+    let mut trim = tokio::time::interval(crate::memory::TRIM_INTERVAL);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
         "carp-agent running: {}{}",
@@ -197,6 +198,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
             _ = watchdog.tick() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
+            _ = trim.tick() => crate::memory::trim_heap(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

@@ -76,7 +76,6 @@ impl Agent {
         self.add_vhids(fresh).await?;
         self.detach_unused();
         self.sync_checks().await;
-        crate::memory::trim_heap();
         tracing::info!(
             "configuration reloaded: {} kept (changed ones in place), {} started",
             vhids(unchanged),

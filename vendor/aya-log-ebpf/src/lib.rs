@@ -15,9 +15,11 @@ pub mod macro_support {
     };
 
     // carp: a BTF map, so that libbpf (1.0 and later) opens objects that log; upstream
-    // declares it with `#[map]` in the legacy `maps` section (aya-rs/aya#913).
+    // declares it with `#[map]` in the legacy `maps` section (aya-rs/aya#913). And 32 KiB
+    // instead of 128: carp logs at most 10 lines a second, and the agent's RSS counts the
+    // ring twice (its data area is mapped twice).
     #[cfg_attr(target_arch = "bpf", btf_map)]
-    pub static AYA_LOGS: RingBuf<(), { 1 << 17 /* 128 KiB */ }> = RingBuf::new();
+    pub static AYA_LOGS: RingBuf<(), { 1 << 15 /* 32 KiB */ }> = RingBuf::new();
 
     /// Global log level controlling which log statements are active.
     ///
