@@ -114,14 +114,20 @@ fn tc_programs(ns: &Netns) -> Vec<String> {
         .collect()
 }
 
-fn config(dir: &TempDir, mode: &str, advskew: u8) -> String {
+/// Starts the agent of host `h` ("a" or "b") with `xdp_mode` and `advskew` for VHID 1, and
+/// waits until it is in `state`.
+fn agent(lan: &Lan, dir: &TempDir, h: usize, xdp_mode: &str, advskew: u8, state: &str) -> Agent {
     let pw = dir.path().join("pass");
     write_secret(&pw, "coexist-secret").unwrap();
-    format!(
-        "xdp_mode = \"{mode}\"\n\n[[vhid]]\ninterface = \"eth0\"\nvhid = 1\n\
+    let config = format!(
+        "xdp_mode = \"{xdp_mode}\"\n\n[[vhid]]\ninterface = \"eth0\"\nvhid = 1\n\
          vips = [\"{VIP}/24\"]\nadvskew = {advskew}\npass_file = \"{}\"\n",
         pw.display()
-    )
+    );
+    let name = ["a", "b"][h];
+    let agent = Agent::start(&lan.hosts[h].ns, dir.path(), name, &config).unwrap();
+    agent.wait_state(1, state, WAIT).unwrap();
+    agent
 }
 
 fn attached(agent: &Agent) -> Attached {
@@ -143,16 +149,8 @@ fn an_xdp_program_loaded_before_the_agent() {
     let before = xdp_program(&lan.hosts[0].ns).expect("xdp-filter attached");
     assert!(before.1.starts_with("xdpfilt"), "{before:?}");
 
-    let b = Agent::start(&lan.hosts[1].ns, dir.path(), "b", &config(&dir, "auto", 0)).unwrap();
-    b.wait_state(1, "MASTER", WAIT).unwrap();
-    let mut a = Agent::start(
-        &lan.hosts[0].ns,
-        dir.path(),
-        "a",
-        &config(&dir, "auto", 100),
-    )
-    .unwrap();
-    a.wait_state(1, "BACKUP", WAIT).unwrap();
+    let b = agent(&lan, &dir, 1, "auto", 0, "MASTER");
+    let mut a = agent(&lan, &dir, 0, "auto", 100, "BACKUP");
     assert_eq!(attached(&a), Attached::Tc);
     assert_eq!(xdp_program(&lan.hosts[0].ns), Some(before.clone()));
     assert_eq!(tc_programs(&lan.hosts[0].ns), ["carp_tc"]);
@@ -200,16 +198,8 @@ fn an_xdp_program_loaded_after_the_agent() {
     let dir = TempDir::new(tag).unwrap();
     let mut lan = Lan::new(tag, &["a", "b"]).unwrap();
     lan.add_host(tag, "client").unwrap();
-    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &config(&dir, "tc", 0)).unwrap();
-    a.wait_state(1, "MASTER", WAIT).unwrap();
-    let b = Agent::start(
-        &lan.hosts[1].ns,
-        dir.path(),
-        "b",
-        &config(&dir, "auto", 100),
-    )
-    .unwrap();
-    b.wait_state(1, "BACKUP", WAIT).unwrap();
+    let a = agent(&lan, &dir, 0, "tc", 0, "MASTER");
+    let b = agent(&lan, &dir, 1, "auto", 100, "BACKUP");
     assert_eq!(attached(&a), Attached::Tc);
     assert_eq!(xdp_program(&lan.hosts[0].ns), None);
     let moves = (a.transitions(), b.transitions());
