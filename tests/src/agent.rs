@@ -11,19 +11,25 @@ use std::{
 };
 
 /// The carp-agent binary: $CARP_AGENT_BIN, else the workspace's target/debug build
-/// (`cargo test --workspace` builds it).
+/// (`cargo test --workspace` builds it). Checked here: a path that is not there would
+/// otherwise show only as agents that never answer (cargo runs tests and benches from the
+/// package's directory, so a relative $CARP_AGENT_BIN is read from tests/).
 pub fn agent_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CARP_AGENT_BIN") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+    let bin = std::env::var_os("CARP_AGENT_BIN").map_or_else(
+        || {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(
+                    || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+                    PathBuf::from,
+                )
+                .join("debug/carp-agent")
+        },
         PathBuf::from,
     );
-    let bin = target.join("debug/carp-agent");
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p carp-agent` (or set CARP_AGENT_BIN)",
+        "{} is missing: run `cargo build -p carp-agent` (or set CARP_AGENT_BIN to an \
+         absolute path)",
         bin.display()
     );
     bin
