@@ -178,6 +178,23 @@ pub struct VhidStatus {
     /// Why a VHID is in INIT without running: what it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,
+    /// For a VHID of a balanced group, its place and the host's share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<BalanceStatus>,
+}
+
+/// A balanced group as one of its VHIDs sees it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BalanceStatus {
+    /// The leader VHID, whose multicast MAC 01:00:5e:00:01:leader is the group's.
+    pub leader: u8,
+    /// This VHID's bit in `mask` (the group's VHIDs ascending).
+    pub index: usize,
+    /// How many VHIDs the group has.
+    pub count: usize,
+    /// The group's VHIDs this host is MASTER of, bit by `index`: its share of the flows
+    /// is the number of bits set out of `count`, as written into the CARP_BALANCE map.
+    pub mask: u32,
 }
 
 /// What a VHID waits for before it can run (keepalived's FAULT): it comes up when netlink
@@ -237,6 +254,17 @@ impl Status {
                 v.demotion,
                 v.send_errors
             );
+            // OpenBSD's ifconfig: "carp: carpdev em0 advbase 1 balancing ip".
+            if let Some(b) = &v.balance {
+                out += &format!(
+                    "\tbalancing ip: leader vhid {}, node {} of {}, share {} of {}\n",
+                    b.leader,
+                    b.index + 1,
+                    b.count,
+                    b.mask.count_ones(),
+                    b.count
+                );
+            }
         }
         for i in &self.interfaces {
             let counters: Vec<String> = i

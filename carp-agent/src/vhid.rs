@@ -6,8 +6,8 @@
 
 use crate::{
     addrs::{self, Sources},
-    config::{MacMode, Plan, Protocol, VipPlacement},
-    control::{VhidStatus, Waiting},
+    config::{Balance, MacMode, Plan, Protocol, VipPlacement},
+    control::{BalanceStatus, VhidStatus, Waiting},
     election::{Event, Machine, Reason, State, Timing},
     frame,
     hmac::{Auth, AuthMode, Counter, STRICT_WINDOW_NS},
@@ -17,7 +17,9 @@ use crate::{
 };
 use anyhow::{Context as _, Result};
 use carp_common::{
-    maps::{AdvertEvent, Flags, PREVIOUS_AUTH_NS, VhidEntry, VhidKey, VipEntry, VipKey},
+    maps::{
+        AdvertEvent, BalanceEntry, Flags, PREVIOUS_AUTH_NS, VhidEntry, VhidKey, VipEntry, VipKey,
+    },
     sha1::CounterHmac,
     vrrp, wire,
 };
@@ -83,13 +85,17 @@ impl Vhid {
         let sources = addrs::advert_sources(&plan, addrs)
             .with_context(|| format!("{} has no address to send adverts from", plan.interface))?;
         let src = sources.first;
-        let mac = match plan.mac {
-            // RFC 5798 7.3: IPv6 virtual routers have a MAC of their own.
-            MacMode::Virtual => match plan.timing {
-                Timing::Vrrp3 { .. } if src.is_ipv6() => wire::virtual_mac_v6(plan.vhid),
-                _ => wire::virtual_mac(plan.vhid),
+        let mac = match &plan.balance {
+            Some(b) if b.is_leader() => carp_common::balance::group_mac(b.leader()),
+            Some(_) => wire::virtual_mac(plan.vhid),
+            None => match plan.mac {
+                // RFC 5798 7.3: IPv6 virtual routers have a MAC of their own.
+                MacMode::Virtual => match plan.timing {
+                    Timing::Vrrp3 { .. } if src.is_ipv6() => wire::virtual_mac_v6(plan.vhid),
+                    _ => wire::virtual_mac(plan.vhid),
+                },
+                MacMode::Interface => link.mac,
             },
-            MacMode::Interface => link.mac,
         };
         let auth = match plan.protocol() {
             Protocol::CARP => Some(Auth::with_mode(
@@ -170,6 +176,7 @@ impl Vhid {
             && p.peers == plan.peers
             && p.src == plan.src
             && p.auth == plan.auth
+            && p.balance == plan.balance
     }
 
     /// Applies `plan` in place (see [`Vhid::takes`]): election settings, VIPs, password,
@@ -262,7 +269,10 @@ impl Vhid {
                     let payload =
                         self.payload(timing, src, frame::group(src), unix_ns, &mut random)?;
                     Some(Outgoing::Frame(frame::advert(
-                        src, self.mac, None, &payload,
+                        src,
+                        self.advert_mac(),
+                        None,
+                        &payload,
                     )))
                 })
                 .collect()
@@ -278,6 +288,29 @@ impl Vhid {
                 })
                 .collect()
         }
+    }
+
+    /// The source MAC of multicast adverts: the VHID's MAC, but never a balanced group's
+    /// multicast one, which no frame may come from (OpenBSD carp_start: "Do not leak the
+    /// multicast address"); its leader advertises from its own virtual MAC.
+    fn advert_mac(&self) -> [u8; 6] {
+        match self.plan.balance {
+            Some(_) => wire::virtual_mac(self.plan.vhid),
+            None => self.mac,
+        }
+    }
+
+    /// Whether the VIPs come and go with this VHID's MASTER state. A balanced group's VIPs
+    /// stay on every host while the agent runs instead: the XDP balancer decides which
+    /// frames reach them (see [`Vhid::holds_group_vips`]).
+    pub fn vips_follow_state(&self) -> bool {
+        self.plan.balance.is_none()
+    }
+
+    /// Whether this VHID places and registers its balanced group's VIPs: the leader does,
+    /// once for the group.
+    pub fn holds_group_vips(&self) -> bool {
+        self.plan.balance.as_ref().is_some_and(Balance::is_leader)
     }
 
     /// The protocol-112 payload from `src` to `dst`: CARP with the next counter and its
@@ -337,8 +370,9 @@ impl Vhid {
     pub fn entry(&self, if_mac: [u8; 6], now_ns: u64) -> VhidEntry {
         let flags = Flags {
             unicast: !self.plan.peers.is_empty(),
-            vmac: self.plan.mac == MacMode::Virtual,
+            vmac: self.plan.mac == MacMode::Virtual && self.plan.balance.is_none(),
             router: self.router,
+            balanced: self.plan.balance.is_some(),
             ..Flags::default()
         };
         let state = self.state();
@@ -351,8 +385,7 @@ impl Vhid {
             self.auth.as_ref(),
         );
         if state == State::MASTER {
-            let lease = u64::try_from(self.machine.lease().as_nanos()).unwrap_or(u64::MAX);
-            entry.master_until = now_ns.saturating_add(lease);
+            entry.master_until = self.lease_until(now_ns);
         }
         if let Some((auth, until)) = self.previous {
             entry.auth_previous = auth;
@@ -361,12 +394,32 @@ impl Vhid {
         entry
     }
 
-    /// The VIPs' map entries: each points at this VHID.
+    /// When a MASTER lease written at `now_ns` runs out.
+    fn lease_until(&self, now_ns: u64) -> u64 {
+        let lease = u64::try_from(self.machine.lease().as_nanos()).unwrap_or(u64::MAX);
+        now_ns.saturating_add(lease)
+    }
+
+    /// Whether this VHID belongs to the balanced group of `leader` on `interface`.
+    pub fn in_group(&self, interface: &str, leader: u8) -> bool {
+        self.plan.interface == interface
+            && self
+                .plan
+                .balance
+                .as_ref()
+                .is_some_and(|b| b.leader() == leader)
+    }
+
+    /// The VIPs' map entries: each points at this VHID. A balanced group's point at its
+    /// leader only, whose master alone answers ARP and NS (OpenBSD carp_iamatch).
     pub fn vip_entries(&self) -> Vec<(VipKey, VipEntry)> {
         let entry = VipEntry {
             vhid: self.plan.vhid,
             _pad: [0; 3],
         };
+        if self.plan.balance.is_some() && !self.holds_group_vips() {
+            return Vec::new();
+        }
         self.plan
             .vips
             .iter()
@@ -377,6 +430,11 @@ impl Vhid {
     /// Gratuitous ARPs and unsolicited NAs for every VIP, `garp_count` rounds (at least
     /// one), from the VHID's MAC: what a new master sends (carp_master_down_locked).
     pub fn announcements(&self) -> Vec<Vec<u8>> {
+        // A balanced group's MAC never moves: OpenBSD's carp_master_down announces only
+        // without balancing.
+        if self.plan.balance.is_some() {
+            return Vec::new();
+        }
         (0..self.plan.garp_count.max(1))
             .flat_map(|_| {
                 self.plan.vips.iter().map(|(vip, _)| match vip {
@@ -444,6 +502,32 @@ impl Vhid {
     }
 }
 
+/// A balanced group's map entry at `now_ns`, from its VHIDs running here (`members`): the
+/// mask of those that are MASTER (OpenBSD carp_update_lsmask), the group's size, and a
+/// lease as long as the longest of the masters', renewed with their adverts.
+pub fn balance_entry<'a>(
+    group: &Balance,
+    members: impl IntoIterator<Item = &'a Vhid>,
+    if_mac: [u8; 6],
+    now_ns: u64,
+) -> BalanceEntry {
+    let mut entry = BalanceEntry {
+        count: u8::try_from(group.vhids.len()).unwrap_or(0),
+        if_mac,
+        ..BalanceEntry::default()
+    };
+    for v in members {
+        if let Some(b) = &v.plan.balance
+            && v.state() == State::MASTER
+            && b.index < carp_common::balance::MAX_NODES
+        {
+            entry.mask |= 1 << b.index;
+            entry.master_until = entry.master_until.max(v.lease_until(now_ns));
+        }
+    }
+    entry
+}
+
 /// The status row of a VHID that waits in INIT for `why`, since `since` ago.
 pub fn waiting_status(plan: &Plan, why: Waiting, since: Duration, demotion: i32) -> VhidStatus {
     VhidStatus {
@@ -476,6 +560,12 @@ fn settings(plan: &Plan, timing: Timing, demotion: i32) -> VhidStatus {
         preempt: plan.preempt,
         auth: plan.auth,
         vips: plan.vips.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
+        balance: plan.balance.as_ref().map(|b| BalanceStatus {
+            leader: b.leader(),
+            index: b.index,
+            count: b.vhids.len(),
+            mask: 0,
+        }),
         ..VhidStatus::default()
     }
 }
@@ -549,6 +639,7 @@ mod tests {
             src: Some(Ipv4Addr::new(192, 0, 2, 1).into()),
             up_script: None,
             down_script: None,
+            balance: None,
         };
         let link = Link {
             index: 2,

@@ -14,7 +14,9 @@ use aya::{
 use aya_log::EbpfLogger;
 use carp_common::{
     Protocol, State,
-    maps::{self, AdvertEvent, Flags, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats},
+    maps::{
+        self, AdvertEvent, BalanceEntry, Flags, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats,
+    },
     wire,
 };
 use std::path::{Path, PathBuf};
@@ -35,12 +37,13 @@ fn is_bpffs(path: &Path) -> bool {
 }
 
 /// Maps pinned for inspection.
-const PINNED: [&str; 5] = [
+const PINNED: [&str; 6] = [
     maps::STATS,
     maps::VHIDS,
     maps::VIPS,
     maps::REPLAY,
     maps::PEERS,
+    maps::BALANCE,
 ];
 
 /// One loaded instance of the program with its own maps.
@@ -274,6 +277,19 @@ impl DataPlane {
 
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
         self.hash_map::<VipKey, VipEntry>(maps::VIPS)?.remove(key)?;
+        Ok(())
+    }
+
+    /// Writes a balanced group's entry, keyed by its leader VHID.
+    pub fn set_balance(&mut self, key: &VhidKey, entry: &BalanceEntry) -> Result<()> {
+        self.hash_map::<VhidKey, BalanceEntry>(maps::BALANCE)?
+            .insert(key, entry, 0)?;
+        Ok(())
+    }
+
+    pub fn remove_balance(&mut self, key: &VhidKey) -> Result<()> {
+        self.hash_map::<VhidKey, BalanceEntry>(maps::BALANCE)?
+            .remove(key)?;
         Ok(())
     }
 

@@ -1,0 +1,142 @@
+//! Many flows to one VIP, one per source address: a UDP echo of each host's name run
+//! inside its namespace, and a client that sends one request per flow and collects every
+//! reply, so a test can see which host answered each flow, and how many did.
+
+use crate::netns::Netns;
+use anyhow::{Context as _, Result};
+use std::{
+    fs::File,
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+/// The port the servers answer on.
+pub const PORT: u16 = 4000;
+
+/// A UDP server bound to `vip` inside a namespace, answering every request with its
+/// name; stopped when dropped.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Server {
+    pub fn start(ns: &Netns, vip: Ipv4Addr, name: &str) -> Result<Self> {
+        let file = File::open(format!("/var/run/netns/{}", ns.name()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, name) = (stop.clone(), name.to_owned());
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || -> Result<()> {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+            let sock = UdpSocket::bind((vip, PORT));
+            let _ = ready_tx.send(sock.as_ref().map(drop).map_err(|e| e.to_string()));
+            let sock = sock?;
+            sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+            let mut buf = [0u8; 64];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(name.as_bytes(), from);
+                }
+            }
+            Ok(())
+        });
+        ready
+            .recv()
+            .context("server thread")?
+            .map_err(|e| anyhow::anyhow!("binding {vip}:{PORT}: {e}"))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `n` source addresses for flows, from 198.51.100.1 on and then 203.0.113.1 on (at most
+/// 508), each its own flow to a VIP.
+pub fn sources(n: usize) -> Vec<Ipv4Addr> {
+    (1..=254u8)
+        .map(|i| Ipv4Addr::new(198, 51, 100, i))
+        .chain((1..=254u8).map(|i| Ipv4Addr::new(203, 0, 113, i)))
+        .take(n)
+        .collect()
+}
+
+/// Gives the client `srcs` on its eth0, and routes them back from each of `hosts` through
+/// the client's address `via`.
+pub fn route_sources(
+    client: &Netns,
+    srcs: &[Ipv4Addr],
+    hosts: &[&Netns],
+    via: Ipv4Addr,
+) -> Result<()> {
+    let batch =
+        std::env::temp_dir().join(format!("{}flows-{}", crate::netns::PREFIX, client.name()));
+    let lines: String = srcs
+        .iter()
+        .map(|a| format!("addr add {a}/32 dev eth0\n"))
+        .collect();
+    std::fs::write(&batch, lines)?;
+    let added = client.ip(&["-batch", batch.to_str().context("path")?]);
+    let _ = std::fs::remove_file(&batch);
+    added?;
+    for h in hosts {
+        for net in ["198.51.100.0/24", "203.0.113.0/24"] {
+            h.ip(&["route", "add", net, "via", &via.to_string()])?;
+        }
+    }
+    Ok(())
+}
+
+/// One request per source to `vip` from inside `client`, sent together; every reply that
+/// arrives within `wait`, per source in order: the names of the hosts that answered.
+pub fn round(
+    client: &Netns,
+    srcs: &[Ipv4Addr],
+    vip: Ipv4Addr,
+    wait: Duration,
+) -> Result<Vec<Vec<String>>> {
+    client.enter(|| {
+        let socks = srcs
+            .iter()
+            .map(|s| {
+                let sock = UdpSocket::bind((*s, 0))?;
+                sock.set_nonblocking(true)?;
+                Ok(sock)
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let to = SocketAddr::from((vip, PORT));
+        for s in &socks {
+            s.send_to(b"who", to)?;
+        }
+        let mut replies = vec![Vec::new(); socks.len()];
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 64];
+        while Instant::now() < deadline {
+            let mut idle = true;
+            for (i, s) in socks.iter().enumerate() {
+                while let Ok((n, _)) = s.recv_from(&mut buf) {
+                    replies[i].push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    idle = false;
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        Ok(replies)
+    })
+}

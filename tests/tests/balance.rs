@@ -1,0 +1,176 @@
+//! OpenBSD's `balancing ip` between three hosts: one VIP, three VHIDs, each host MASTER of
+//! one. A client with 300 flows (one source address each) gets exactly one reply per flow,
+//! from the host the flow's hash names; a host that drops off the LAN hands its share to
+//! the survivors within the master-down time while theirs never miss a reply, and takes
+//! it back with preempt when it returns.
+// Needs root (namespaces, BPF): `cargo xtask test` runs it.
+#![cfg(feature = "root")]
+
+use carp_agent::control::BalanceStatus;
+use carp_common::balance::{fold_v4, keeps};
+use carp_tests::{
+    agent::{Agent, TempDir, write_secret},
+    flows::{Server, round, route_sources, sources},
+    lan::Lan,
+};
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+const HOSTS: [&str; 3] = ["a", "b", "c"];
+const FLOWS: usize = 300;
+/// Master-down time of a backup with advbase 1, advskew 100: 3 + 100/256 s.
+const MASTER_DOWN: Duration = Duration::from_micros(3_390_625);
+/// How long a round waits for replies.
+const ROUND: Duration = Duration::from_millis(250);
+
+/// Host `h`'s configuration: VHIDs 1, 2 and 3, advskew 0 for VHID h+1, 100 for the others.
+fn config(h: usize, pass: &std::path::Path) -> String {
+    let nodes: Vec<String> = (0..HOSTS.len())
+        .map(|v| format!("{}:{}", v + 1, if v == h { 0 } else { 100 }))
+        .collect();
+    format!(
+        "[[balance]]\ninterface = \"eth0\"\ncarpnodes = \"{}\"\nbalancing = \"ip\"\n\
+         vips = [\"{VIP}/24\"]\npreempt = true\npass_file = \"{}\"\n",
+        nodes.join(","),
+        pass.display()
+    )
+}
+
+/// Each agent's share, the mask of its group's VHIDs it is MASTER of (status JSON).
+fn masks(agents: &[Agent]) -> Vec<Option<u32>> {
+    agents
+        .iter()
+        .map(|a| {
+            let status = a.status().ok()?;
+            let b: &BalanceStatus = status.vhids.iter().find_map(|v| v.balance.as_ref())?;
+            Some(b.mask)
+        })
+        .collect()
+}
+
+/// Waits until the agents' masks are `want` (None: the agent's, not looked at).
+fn wait_masks(agents: &[Agent], want: &[Option<u32>], timeout: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let now = masks(agents);
+        if now.iter().zip(want).all(|(m, w)| w.is_none() || m == w) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "masks {now:?}, want {want:?}, after {timeout:?}; logs:\n{}",
+            agents.iter().map(Agent::log_text).collect::<String>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The host whose mask keeps the flow from `src` (OpenBSD carp_lsdrop, as the program).
+fn owner(masks: &[u32], src: Ipv4Addr) -> usize {
+    let fold = fold_v4(src.octets(), VIP.octets());
+    let owners: Vec<usize> = (0..masks.len())
+        .filter(|h| keeps(masks[*h], HOSTS.len() as u8, fold))
+        .collect();
+    assert_eq!(
+        owners.len(),
+        1,
+        "flow from {src}: owners {owners:?} of {masks:?}"
+    );
+    owners[0]
+}
+
+#[test]
+fn three_hosts_share_one_vip_and_a_failed_hosts_share_moves_and_returns() {
+    let dir = TempDir::new("balance").unwrap();
+    let mut lan = Lan::new("bal", &HOSTS).unwrap();
+    let client_addr = lan.add_host("bal", "client").unwrap().addr;
+    let srcs = sources(FLOWS);
+    let hosts: Vec<_> = lan.hosts[..3].iter().map(|h| &h.ns).collect();
+    route_sources(&lan.hosts[3].ns, &srcs, &hosts, client_addr).unwrap();
+    let pass = dir.path().join("pass");
+    write_secret(&pass, "balance-secret").unwrap();
+    let agents: Vec<Agent> = (0..3)
+        .map(|h| Agent::start(&lan.hosts[h].ns, dir.path(), HOSTS[h], &config(h, &pass)).unwrap())
+        .collect();
+    let own = [Some(0b001), Some(0b010), Some(0b100)];
+    wait_masks(&agents, &own, Duration::from_secs(12));
+    // The leader places the VIP on every host at start: the servers can bind it.
+    let _servers: Vec<Server> = (0..3)
+        .map(|h| Server::start(&lan.hosts[h].ns, VIP, HOSTS[h]).unwrap())
+        .collect();
+    let client = &lan.hosts[3].ns;
+
+    // All up: each flow answered exactly once, by the host its hash names.
+    let replies = round(client, &srcs, VIP, Duration::from_secs(1)).unwrap();
+    let mut share = [0usize; 3];
+    for (src, r) in srcs.iter().zip(&replies) {
+        let want = owner(&[1, 2, 4], *src);
+        assert_eq!(r, &vec![HOSTS[want].to_owned()], "flow from {src}");
+        share[want] += 1;
+    }
+    for (h, n) in share.iter().enumerate() {
+        assert!(
+            (85..=115).contains(n),
+            "host {} keeps {n} of {FLOWS} flows: {share:?}",
+            HOSTS[h]
+        );
+    }
+    for a in &agents {
+        assert!(a.xdp_counter("balance_kept") > 0 && a.xdp_counter("balance_dropped") > 0);
+    }
+
+    // Host c drops off the LAN: its flows go silent until a survivor takes VHID 3; the
+    // survivors' own flows never miss a reply.
+    lan.cable(2, false).unwrap();
+    let pulled = Instant::now();
+    let mut moved = None;
+    while pulled.elapsed() < MASTER_DOWN + Duration::from_secs(3) {
+        let replies = round(client, &srcs, VIP, ROUND).unwrap();
+        let mut answered_c = 0;
+        for (src, r) in srcs.iter().zip(&replies) {
+            match owner(&[1, 2, 4], *src) {
+                2 => {
+                    assert!(r.len() <= 1, "flow from {src}: {r:?}");
+                    answered_c += r.len();
+                }
+                h => assert_eq!(r, &vec![HOSTS[h].to_owned()], "flow from {src} (survivor)"),
+            }
+        }
+        let c_flows = share[2];
+        if answered_c == c_flows {
+            moved = Some(pulled.elapsed());
+            break;
+        }
+    }
+    let moved = moved.expect("host c's flows never came back");
+    assert!(
+        moved < MASTER_DOWN + Duration::from_millis(600),
+        "host c's share moved after {moved:?}"
+    );
+    let survivors = masks(&agents[..2]);
+    assert_eq!(
+        survivors[0].unwrap() | survivors[1].unwrap(),
+        0b111,
+        "the survivors hold every VHID: {survivors:?}"
+    );
+
+    // Plugged back: with preempt it takes VHID 3, and its flows, back.
+    lan.cable(2, true).unwrap();
+    wait_masks(&agents, &own, Duration::from_secs(8));
+    // The survivor hears the returning master's first advert a moment after it took
+    // over: let that pass.
+    std::thread::sleep(Duration::from_millis(100));
+    let replies = round(client, &srcs, VIP, Duration::from_secs(1)).unwrap();
+    for (src, r) in srcs.iter().zip(&replies) {
+        let want = owner(&[1, 2, 4], *src);
+        assert_eq!(
+            r,
+            &vec![HOSTS[want].to_owned()],
+            "flow from {src} after the return"
+        );
+    }
+    eprintln!("shares {share:?} of {FLOWS}; host c's share moved after {moved:?}");
+}
