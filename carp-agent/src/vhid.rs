@@ -621,9 +621,14 @@ mod tests {
     const SECOND: u64 = 1_000_000_000;
 
     fn vhid(auth: AuthMode) -> Vhid {
+        balanced(1, auth, None)
+    }
+
+    /// VHID `n` with the password "pw" and VIP 192.0.2.50 (in a balanced group if given).
+    fn balanced(n: u8, auth: AuthMode, balance: Option<Balance>) -> Vhid {
         let plan = Plan {
             interface: "eth0".into(),
-            vhid: 1,
+            vhid: n,
             vips: vec![(Ipv4Addr::new(192, 0, 2, 50).into(), 24)],
             timing: Timing::Carp {
                 advbase: 1,
@@ -639,7 +644,7 @@ mod tests {
             src: Some(Ipv4Addr::new(192, 0, 2, 1).into()),
             up_script: None,
             down_script: None,
-            balance: None,
+            balance,
         };
         let link = Link {
             index: 2,
@@ -704,5 +709,51 @@ mod tests {
         assert_eq!(v.status(0).adverts_stale, 0);
         let timing = v.machine.advertised();
         assert_eq!(counter_of(&v.adverts(timing, NOW, || 99)), 6);
+    }
+
+    /// An OpenBSD host of a `balancing ip` group (`carpnodes 1:0,2:0,3:0`) verifies our
+    /// adverts: each digest is the one ip_carp.c 1.270 builds, derived here from its steps.
+    /// carp_set_vhe_enaddr gives the leader (the first, lowest VHID) 01:00:5e:00:01:vhid
+    /// and the others 00:00:5e:00:01:vhid; carp_set_enaddr copies the leader's into the
+    /// carp interface's lladdr (`ac_enaddr`, all zero before); carp_hmac_prepare_ctx hashes
+    /// version and type, then `ac_enaddr` if `!sc_realmac && vhe_leader && ac_enaddr !=
+    /// vhe_enaddr`, then the vhid and the VIPs; carp_hmac_generate appends the counter.
+    #[test]
+    fn balanced_adverts_carry_the_digest_openbsd_builds() {
+        use hmac::{Hmac, KeyInit as _, Mac as _};
+        let vhids = vec![1, 2, 3];
+        let carpdev = [2, 0, 0, 0, 0, 1];
+        let leader_enaddr = [1, 0, 0x5e, 0, 1, 1];
+        let ac_enaddr = leader_enaddr;
+        for (index, &n) in vhids.iter().enumerate() {
+            let group = Balance {
+                vhids: vhids.clone(),
+                index,
+            };
+            let mut v = balanced(n, AuthMode::Bsd, Some(group));
+            let out = v.adverts(v.machine.advertised(), NOW, || 0x0102_0304_0506_0708);
+            let [Outgoing::Frame(frame)] = &out[..] else {
+                panic!("{out:?}")
+            };
+            let header =
+                wire::CarpHeader::decode(&frame[frame.len() - wire::HEADER_LEN..]).unwrap();
+            let vhe_enaddr = [u8::from(index == 0), 0, 0x5e, 0, 1, n];
+            let realmac = carpdev == ac_enaddr;
+            let mut md = Hmac::<sha1::Sha1>::new_from_slice(b"pw").unwrap();
+            md.update(&[2, 1]);
+            if !realmac && index == 0 && ac_enaddr != vhe_enaddr {
+                md.update(&ac_enaddr);
+            }
+            md.update(&[n, 192, 0, 2, 50]);
+            md.update(&header.counter.to_be_bytes());
+            let want: [u8; 20] = md.finalize().into_bytes().into();
+            assert_eq!(header.digest, want, "vhid {n}");
+            // Never from the multicast group MAC (OpenBSD carp_start).
+            assert_eq!(frame[6..12], wire::virtual_mac(n), "vhid {n}");
+            let entry = v.entry(carpdev, NOW);
+            assert_eq!(entry.mac, vhe_enaddr, "vhid {n}");
+            assert!(entry.flags.balanced && !entry.flags.vmac);
+            assert_eq!(v.vip_entries().len(), usize::from(index == 0));
+        }
     }
 }
