@@ -10,8 +10,10 @@ use carp_agent::control::BalanceStatus;
 use carp_common::balance::{fold_v4, keeps};
 use carp_tests::{
     agent::{Agent, TempDir, write_secret},
+    bpftool::{Pins, dump},
     flows::{Server, round, route_sources, sources},
     lan::Lan,
+    netns::Netns,
 };
 use std::{
     net::Ipv4Addr,
@@ -68,6 +70,18 @@ fn wait_masks(agents: &[Agent], want: &[Option<u32>], timeout: Duration) -> Dura
     }
 }
 
+/// Whether the group's MAC is in `ns`'s eth0 multicast filter (`ip -j maddr`).
+fn group_mac_accepted(ns: &Netns) -> bool {
+    let out = ns.ip(&["-j", "maddr", "show", "dev", "eth0"]).unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mac = serde_json::json!("01:00:5e:00:01:01");
+    list[0]["maddr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["link"] == mac)
+}
+
 /// The host whose mask keeps the flow from `src` (OpenBSD carp_lsdrop, as the program).
 fn owner(masks: &[u32], src: Ipv4Addr) -> usize {
     let fold = fold_v4(src.octets(), VIP.octets());
@@ -92,11 +106,32 @@ fn three_hosts_share_one_vip_and_a_failed_hosts_share_moves_and_returns() {
     route_sources(&lan.hosts[3].ns, &srcs, &hosts, client_addr).unwrap();
     let pass = dir.path().join("pass");
     write_secret(&pass, "balance-secret").unwrap();
-    let agents: Vec<Agent> = (0..3)
-        .map(|h| Agent::start(&lan.hosts[h].ns, dir.path(), HOSTS[h], &config(h, &pass)).unwrap())
+    // Started from the host with `[agent] netns`, so their pins are on the host's bpffs.
+    let pins: Vec<Pins> = (0..3)
+        .map(|h| Pins(format!("/sys/fs/bpf/carp/{}", lan.hosts[h].ns.name())))
+        .collect();
+    let mut agents: Vec<Agent> = (0..3)
+        .map(|h| {
+            let ns = lan.hosts[h].ns.name();
+            let conf = format!("netns = \"{ns}\"\n\n{}", config(h, &pass));
+            Agent::start_on_host(dir.path(), HOSTS[h], &conf).unwrap()
+        })
         .collect();
     let own = [Some(0b001), Some(0b010), Some(0b100)];
     wait_masks(&agents, &own, Duration::from_secs(12));
+    // The share as the program reads it, and the group MAC in each interface's filter.
+    for h in 0..3 {
+        let map = dump(&std::path::Path::new(&pins[h].0).join("eth0/CARP_BALANCE"));
+        let [(key, value)] = &map[..] else {
+            panic!("{map:?}")
+        };
+        assert_eq!(key["vhid"], 1, "{key}");
+        assert_eq!(
+            (&value["mask"], &value["count"]),
+            (&(1 << h).into(), &3.into())
+        );
+        assert!(group_mac_accepted(&lan.hosts[h].ns), "host {}", HOSTS[h]);
+    }
     // The leader places the VIP on every host at start: the servers can bind it.
     let _servers: Vec<Server> = (0..3)
         .map(|h| Server::start(&lan.hosts[h].ns, VIP, HOSTS[h]).unwrap())
@@ -173,4 +208,8 @@ fn three_hosts_share_one_vip_and_a_failed_hosts_share_moves_and_returns() {
         );
     }
     eprintln!("shares {share:?} of {FLOWS}; host c's share moved after {moved:?}");
+    // A stop lets go of the group MAC.
+    agents[0].signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    agents[0].wait(Duration::from_secs(5)).unwrap();
+    assert!(!group_mac_accepted(&lan.hosts[0].ns));
 }
