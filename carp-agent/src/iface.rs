@@ -12,7 +12,7 @@ use crate::{
 use anyhow::{Context as _, Result, anyhow};
 use aya::{maps::RingBuf, programs::XdpMode};
 use aya_log::EbpfLogger;
-use carp_common::maps::{AdvertEvent, VhidKey};
+use carp_common::maps::AdvertEvent;
 use std::{
     collections::BTreeMap,
     net::IpAddr,
@@ -228,15 +228,12 @@ impl Iface {
             self.link.mac,
             monotonic_ns(),
         );
-        self.dp
-            .set_balance(&VhidKey::new(self.link.index, 0, leader), &entry)
+        self.dp.set_balance(leader, &entry)
     }
 
     /// Removes a balanced group's entry: frames to its MAC pass untouched again.
     pub fn forget_balance(&mut self, leader: u8) {
-        let _ = self
-            .dp
-            .remove_balance(&VhidKey::new(self.link.index, 0, leader));
+        let _ = self.dp.remove_balance(leader);
     }
 
     /// Removes the entries of VIPs a VHID no longer has.

@@ -8,7 +8,7 @@ use crate::{
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use aya_log::EbpfLogger;
@@ -280,17 +280,19 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Writes a balanced group's entry, keyed by its leader VHID.
-    pub fn set_balance(&mut self, key: &VhidKey, entry: &BalanceEntry) -> Result<()> {
-        self.hash_map::<VhidKey, BalanceEntry>(maps::BALANCE)?
-            .insert(key, entry, 0)?;
+    /// Writes the entry of the balanced group led by `leader`.
+    pub fn set_balance(&mut self, leader: u8, entry: &BalanceEntry) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(maps::BALANCE)
+            .with_context(|| format!("map {} missing", maps::BALANCE))?;
+        Array::<_, BalanceEntry>::try_from(map)?.set(u32::from(leader), entry, 0)?;
         Ok(())
     }
 
-    pub fn remove_balance(&mut self, key: &VhidKey) -> Result<()> {
-        self.hash_map::<VhidKey, BalanceEntry>(maps::BALANCE)?
-            .remove(key)?;
-        Ok(())
+    /// Forgets the group led by `leader`: frames to its MAC pass untouched again.
+    pub fn remove_balance(&mut self, leader: u8) -> Result<()> {
+        self.set_balance(leader, &BalanceEntry::default())
     }
 
     /// Statistics summed over all CPUs.

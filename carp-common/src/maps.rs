@@ -18,15 +18,17 @@ pub const REPLAY: &str = "CARP_REPLAY";
 pub const PEERS: &str = "CARP_PEERS";
 /// Ring buffer of [`AdvertEvent`]s for the agent.
 pub const EVENTS: &str = "CARP_EVENTS";
-/// Balanced groups (OpenBSD `balancing ip`): the leader VHID's [`VhidKey`] →
-/// [`BalanceEntry`], written by the agent.
+/// Balanced groups (OpenBSD `balancing ip`) on the program's interface, untagged: an
+/// array of [`BalanceEntry`] indexed by the leader VHID (a count of 0: no group), written
+/// by the agent. An array, not a hash: its lookup is an address computation, and frames to
+/// a group MAC pay it on every packet.
 pub const BALANCE: &str = "CARP_BALANCE";
 
 pub const MAX_VHIDS: usize = 1024;
 pub const MAX_VIPS: usize = 4096;
 pub const MAX_PEERS: usize = 4096;
-/// Balanced groups per program (one per interface and leader VHID).
-pub const MAX_BALANCE: usize = 256;
+/// Slots of [`BALANCE`]: one per VHID number.
+pub const BALANCE_SLOTS: usize = 256;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: usize = 256 * 1024;
 
@@ -250,7 +252,8 @@ pub struct BalanceEntry {
     /// Bit i: MASTER of the group's i-th VHID (ascending VHID order, as OpenBSD's
     /// carp_vhids_ioctl sorts `carpnodes`).
     pub mask: u32,
-    /// How many VHIDs the group has, MASTER or not (1..=[`crate::balance::MAX_NODES`]).
+    /// How many VHIDs the group has, MASTER or not (2..=[`crate::balance::MAX_NODES`]; 0
+    /// for no group).
     pub count: u8,
     pub _pad: u8,
     /// The interface's own MAC, which kept frames are rewritten to.

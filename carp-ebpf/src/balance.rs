@@ -10,7 +10,8 @@ use aya_ebpf::{
         xdp_action::{XDP_DROP, XDP_PASS},
         xdp_md,
     },
-    btf_maps::HashMap,
+    btf_maps::Array,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::btf_map,
 };
 use carp_common::{
@@ -19,13 +20,13 @@ use carp_common::{
         ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, EthHeader, IPPROTO_ICMPV6, IPV6_HLEN, Ipv4Header,
         Ipv6Header, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, NdMessage,
     },
-    maps::{BalanceEntry, MAX_BALANCE, VhidKey},
+    maps::{BALANCE_SLOTS, BalanceEntry},
 };
 
-use crate::{CARP_STATS, L2, Pkt, arp, now, read, write};
+use crate::{CARP_STATS, L2, Pkt, arp, read, write};
 
 #[btf_map]
-static CARP_BALANCE: HashMap<VhidKey, BalanceEntry, MAX_BALANCE> = HashMap::new();
+static CARP_BALANCE: Array<BalanceEntry, BALANCE_SLOTS> = Array::new();
 
 /// Whether `dst` is a group MAC, 01:00:5e:00:01:xx, byte by byte: this runs for every
 /// frame, and stops at the first byte for unicast frames.
@@ -64,27 +65,42 @@ pub fn frame(pkt: Pkt, l3: usize, vlan: u16, leader: u8, ethertype: u16) -> u32 
 fn verdict(start: usize, end: usize, ctx: *mut xdp_md, l3: usize, args: u64) -> u32 {
     let pkt = Pkt { start, end, ctx };
     let (leader, vlan, ethertype) = (args as u8, (args >> 8) as u16, (args >> 32) as u16);
-    let l2 = L2 {
-        l3,
-        vlan,
-        ifindex: pkt.ifindex(),
-    };
     let fold = match fold(pkt, l3, ethertype) {
         Flow::Fold(fold) => fold,
-        Flow::Arp => return arp(pkt, l2),
+        Flow::Arp => {
+            let ifindex = pkt.ifindex();
+            return arp(pkt, L2 { l3, vlan, ifindex });
+        }
         Flow::Other => return XDP_PASS,
     };
-    let key = VhidKey::new(l2.ifindex, vlan, leader);
-    let Some(group) = CARP_BALANCE.get_ptr(key) else {
+    // Groups run on untagged interfaces (a VLAN interface has a program of its own).
+    if vlan != 0 {
+        return XDP_PASS;
+    }
+    let Some(group) = CARP_BALANCE.get_ptr(u32::from(leader)) else {
         return XDP_PASS;
     };
     // SAFETY: map values stay valid for the whole program run.
     let group = unsafe { &*group };
-    if now() >= group.master_until || !keeps(group.mask, group.count, fold) {
+    if group.count == 0 {
+        return XDP_PASS;
+    }
+    // Another host's flow is dropped before the clock is read: most frames are. The
+    // coarse clock (CLOCK_MONOTONIC at tick resolution, a few ms) is ample for a lease of
+    // seconds and costs a fraction of the precise one on every kept frame.
+    // SAFETY: a helper without arguments or side effects.
+    if !keeps(group.mask, group.count, fold)
+        || unsafe { bpf_ktime_get_coarse_ns() } >= group.master_until
+    {
         count!(balance_dropped);
         return XDP_DROP;
     }
-    if write(pkt, offset_of!(EthHeader, dst), group.if_mac).is_none() {
+    // As a word and a half-word: a 6-byte array would be a call of memcpy.
+    let [a, b, c, d, e, f] = group.if_mac;
+    let dst = offset_of!(EthHeader, dst);
+    if write(pkt, dst, u32::from_ne_bytes([a, b, c, d])).is_none()
+        || write(pkt, dst + 4, u16::from_ne_bytes([e, f])).is_none()
+    {
         return XDP_PASS;
     }
     count!(balance_kept);

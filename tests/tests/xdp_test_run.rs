@@ -953,7 +953,7 @@ mod balanced {
             master_until,
             ..BalanceEntry::default()
         };
-        fx.dp.set_balance(&key(LEADER, 0), &entry).unwrap();
+        fx.dp.set_balance(LEADER, &entry).unwrap();
     }
 
     fn flow(src: [u8; 4]) -> Vec<u8> {
