@@ -2,11 +2,12 @@
 //! inside its namespace, and a client that sends one request per flow and collects every
 //! reply, so a test can see which host answered each flow, and how many did.
 
-use crate::netns::Netns;
+use crate::{agent::Agent, netns::Netns};
 use anyhow::{Context as _, Result};
 use std::{
     fs::File,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -139,4 +140,51 @@ pub fn round(
         }
         Ok(replies)
     })
+}
+
+/// Host `h`'s configuration of a balanced group of `n` VHIDs (1..=n) sharing `vip`:
+/// advskew 0 for VHID h+1, 100 for the others, preempt, the password in `pass`.
+pub fn config(h: usize, n: usize, vip: Ipv4Addr, pass: &Path) -> String {
+    let nodes: Vec<String> = (0..n)
+        .map(|v| format!("{}:{}", v + 1, if v == h { 0 } else { 100 }))
+        .collect();
+    format!(
+        "[[balance]]\ninterface = \"eth0\"\ncarpnodes = \"{}\"\nbalancing = \"ip\"\n\
+         vips = [\"{vip}/24\"]\npreempt = true\npass_file = \"{}\"\n",
+        nodes.join(","),
+        pass.display()
+    )
+}
+
+/// Each agent's share, the mask of its group's VHIDs it is MASTER of (status JSON).
+pub fn masks(agents: &[Agent]) -> Vec<Option<u32>> {
+    agents
+        .iter()
+        .map(|a| {
+            let status = a.status().ok()?;
+            status
+                .vhids
+                .iter()
+                .find_map(|v| v.balance.as_ref())
+                .map(|b| b.mask)
+        })
+        .collect()
+}
+
+/// Waits until the agents' masks are `want` (None: that agent's is not looked at); panics
+/// with their logs after `timeout`.
+pub fn wait_masks(agents: &[Agent], want: &[Option<u32>], timeout: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let now = masks(agents);
+        if now.iter().zip(want).all(|(m, w)| w.is_none() || m == w) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "masks {now:?}, want {want:?}, after {timeout:?}; logs:\n{}",
+            agents.iter().map(Agent::log_text).collect::<String>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -6,12 +6,11 @@
 // Needs root (namespaces, BPF): `cargo xtask test` runs it.
 #![cfg(feature = "root")]
 
-use carp_agent::control::BalanceStatus;
 use carp_common::balance::{fold_v4, keeps};
 use carp_tests::{
     agent::{Agent, TempDir, write_secret},
     bpftool::{Pins, dump},
-    flows::{Server, round, route_sources, sources},
+    flows::{Server, config, round, route_sources, sources, wait_masks},
     lan::Lan,
     netns::Netns,
 };
@@ -27,48 +26,6 @@ const FLOWS: usize = 300;
 const MASTER_DOWN: Duration = Duration::from_micros(3_390_625);
 /// How long a round waits for replies.
 const ROUND: Duration = Duration::from_millis(250);
-
-/// Host `h`'s configuration: VHIDs 1, 2 and 3, advskew 0 for VHID h+1, 100 for the others.
-fn config(h: usize, pass: &std::path::Path) -> String {
-    let nodes: Vec<String> = (0..HOSTS.len())
-        .map(|v| format!("{}:{}", v + 1, if v == h { 0 } else { 100 }))
-        .collect();
-    format!(
-        "[[balance]]\ninterface = \"eth0\"\ncarpnodes = \"{}\"\nbalancing = \"ip\"\n\
-         vips = [\"{VIP}/24\"]\npreempt = true\npass_file = \"{}\"\n",
-        nodes.join(","),
-        pass.display()
-    )
-}
-
-/// Each agent's share, the mask of its group's VHIDs it is MASTER of (status JSON).
-fn masks(agents: &[Agent]) -> Vec<Option<u32>> {
-    agents
-        .iter()
-        .map(|a| {
-            let status = a.status().ok()?;
-            let b: &BalanceStatus = status.vhids.iter().find_map(|v| v.balance.as_ref())?;
-            Some(b.mask)
-        })
-        .collect()
-}
-
-/// Waits until the agents' masks are `want` (None: the agent's, not looked at).
-fn wait_masks(agents: &[Agent], want: &[Option<u32>], timeout: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let now = masks(agents);
-        if now.iter().zip(want).all(|(m, w)| w.is_none() || m == w) {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "masks {now:?}, want {want:?}, after {timeout:?}; logs:\n{}",
-            agents.iter().map(Agent::log_text).collect::<String>()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Whether the group's MAC is in `ns`'s eth0 multicast filter (`ip -j maddr`).
 fn group_mac_accepted(ns: &Netns) -> bool {
@@ -113,7 +70,7 @@ fn three_hosts_share_one_vip_and_a_failed_hosts_share_moves_and_returns() {
     let mut agents: Vec<Agent> = (0..3)
         .map(|h| {
             let ns = lan.hosts[h].ns.name();
-            let conf = format!("netns = \"{ns}\"\n\n{}", config(h, &pass));
+            let conf = format!("netns = \"{ns}\"\n\n{}", config(h, 3, VIP, &pass));
             Agent::start_on_host(dir.path(), HOSTS[h], &conf).unwrap()
         })
         .collect();
@@ -186,7 +143,7 @@ fn three_hosts_share_one_vip_and_a_failed_hosts_share_moves_and_returns() {
         moved < MASTER_DOWN + Duration::from_millis(600),
         "host c's share moved after {moved:?}"
     );
-    let survivors = masks(&agents[..2]);
+    let survivors = carp_tests::flows::masks(&agents[..2]);
     assert_eq!(
         survivors[0].unwrap() | survivors[1].unwrap(),
         0b111,
