@@ -602,6 +602,12 @@ mod tests {
                     advbase: 1,
                     advskew: 0,
                     vips: vec!["192.0.2.50/24".into()],
+                    balance: Some(BalanceStatus {
+                        leader: 1,
+                        index: 0,
+                        count: 3,
+                        mask: 0b101,
+                    }),
                     ..VhidStatus::default()
                 },
                 VhidStatus {
@@ -629,6 +635,10 @@ mod tests {
         );
         assert!(text.contains("\tinet 192.0.2.50/24 vhid 1\n"));
         assert!(
+            text.contains("\tbalancing ip: leader vhid 1, node 1 of 3, share 2 of 3\n"),
+            "{text}"
+        );
+        assert!(
             text.contains("vlan7: carp: INIT vhid 2 advbase 1 advskew 0 (waiting: no interface)\n"),
             "{text}"
         );
@@ -636,6 +646,15 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains(r#""waiting":"no interface""#), "{json}");
         assert_eq!(json.matches("waiting").count(), 1, "{json}");
+        assert!(
+            json.contains(r#""balance":{"leader":1,"index":0,"count":3,"mask":5}"#),
+            "{json}"
+        );
+        assert_eq!(
+            json.matches("balance").count(),
+            1,
+            "only a balanced VHID has one"
+        );
         assert!(
             text.contains(
                 "check nginx: failing (demote 240 of group web), 9 runs, 2 failed, \
