@@ -114,6 +114,12 @@ fn three_hosts_share_one_vip_and_a_failed_hosts_share_moves_and_returns() {
     for a in &agents {
         assert!(a.xdp_counter("balance_kept") > 0 && a.xdp_counter("balance_dropped") > 0);
     }
+    // The client took the multicast group MAC from the leader's ARP reply.
+    let out = client
+        .ip(&["-j", "neigh", "show", &VIP.to_string()])
+        .unwrap();
+    let neigh: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(neigh[0]["lladdr"], "01:00:5e:00:01:01", "{neigh}");
 
     // Host c drops off the LAN: its flows go silent until a survivor takes VHID 3; the
     // survivors' own flows never miss a reply.
