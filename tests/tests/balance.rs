@@ -2,7 +2,8 @@
 //! one. A client with 300 flows (one source address each) gets exactly one reply per flow,
 //! from the host the flow's hash names; a host that drops off the LAN hands its share to
 //! the survivors within the master-down time while theirs never miss a reply, and takes
-//! it back with preempt when it returns.
+//! it back with preempt when it returns; a frozen agent's host lets go of its share before
+//! the survivors take it, so no flow is answered twice.
 // Needs root (namespaces, BPF): `cargo xtask test` runs it.
 #![cfg(feature = "root")]
 
@@ -14,6 +15,7 @@ use carp_tests::{
     lan::Lan,
     netns::Netns,
 };
+use nix::sys::signal::Signal;
 use std::{
     net::Ipv4Addr,
     time::{Duration, Instant},
@@ -53,8 +55,38 @@ fn owner(masks: &[u32], src: Ipv4Addr) -> usize {
     owners[0]
 }
 
+/// Rounds of one request per flow while host c's share moves to the survivors: each of
+/// c's `c_flows` flows gets at most one reply, each survivor's flow exactly one, until a
+/// survivor answers all of c's. How long that took; it must be within the master-down
+/// time (and a round).
+fn until_moved(client: &Netns, srcs: &[Ipv4Addr], c_flows: usize) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < MASTER_DOWN + Duration::from_secs(3) {
+        let replies = round(client, srcs, VIP, ROUND).unwrap();
+        let mut answered_c = 0;
+        for (src, r) in srcs.iter().zip(&replies) {
+            match owner(&[1, 2, 4], *src) {
+                2 => {
+                    assert!(r.len() <= 1, "flow from {src}: {r:?}");
+                    answered_c += r.iter().filter(|name| *name != HOSTS[2]).count();
+                }
+                h => assert_eq!(r, &vec![HOSTS[h].to_owned()], "flow from {src} (survivor)"),
+            }
+        }
+        if answered_c == c_flows {
+            let moved = start.elapsed();
+            assert!(
+                moved < MASTER_DOWN + Duration::from_millis(600),
+                "host c's share moved after {moved:?}"
+            );
+            return moved;
+        }
+    }
+    panic!("host c's flows never came back");
+}
+
 #[test]
-fn three_hosts_share_one_vip_and_a_failed_hosts_share_moves_and_returns() {
+fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_returns() {
     let dir = TempDir::new("balance").unwrap();
     let mut lan = Lan::new("bal", &HOSTS).unwrap();
     let client_addr = lan.add_host("bal", "client").unwrap().addr;
@@ -124,31 +156,7 @@ fn three_hosts_share_one_vip_and_a_failed_hosts_share_moves_and_returns() {
     // Host c drops off the LAN: its flows go silent until a survivor takes VHID 3; the
     // survivors' own flows never miss a reply.
     lan.cable(2, false).unwrap();
-    let pulled = Instant::now();
-    let mut moved = None;
-    while pulled.elapsed() < MASTER_DOWN + Duration::from_secs(3) {
-        let replies = round(client, &srcs, VIP, ROUND).unwrap();
-        let mut answered_c = 0;
-        for (src, r) in srcs.iter().zip(&replies) {
-            match owner(&[1, 2, 4], *src) {
-                2 => {
-                    assert!(r.len() <= 1, "flow from {src}: {r:?}");
-                    answered_c += r.len();
-                }
-                h => assert_eq!(r, &vec![HOSTS[h].to_owned()], "flow from {src} (survivor)"),
-            }
-        }
-        let c_flows = share[2];
-        if answered_c == c_flows {
-            moved = Some(pulled.elapsed());
-            break;
-        }
-    }
-    let moved = moved.expect("host c's flows never came back");
-    assert!(
-        moved < MASTER_DOWN + Duration::from_millis(600),
-        "host c's share moved after {moved:?}"
-    );
+    let moved = until_moved(client, &srcs, share[2]);
     let survivors = carp_tests::flows::masks(&agents[..2]);
     assert_eq!(
         survivors[0].unwrap() | survivors[1].unwrap(),
@@ -171,9 +179,29 @@ fn three_hosts_share_one_vip_and_a_failed_hosts_share_moves_and_returns() {
             "flow from {src} after the return"
         );
     }
-    eprintln!("shares {share:?} of {FLOWS}; host c's share moved after {moved:?}");
+    // Host c's agent freezes: its lease runs out before a survivor takes VHID 3, so no
+    // flow is answered twice meanwhile, and c's flows come back within the master-down
+    // time. Thawed, it takes them back.
+    agents[2].signal(Signal::SIGSTOP).unwrap();
+    let thawed = until_moved(client, &srcs, share[2]);
+    agents[2].signal(Signal::SIGCONT).unwrap();
+    wait_masks(&agents, &own, Duration::from_secs(8));
+    std::thread::sleep(Duration::from_millis(100));
+    let replies = round(client, &srcs, VIP, Duration::from_secs(1)).unwrap();
+    for (src, r) in srcs.iter().zip(&replies) {
+        let want = owner(&[1, 2, 4], *src);
+        assert_eq!(
+            r,
+            &vec![HOSTS[want].to_owned()],
+            "flow from {src} after the thaw"
+        );
+    }
+    eprintln!(
+        "shares {share:?} of {FLOWS}; host c's share moved after {moved:?} (cable) and \
+         {thawed:?} (frozen)"
+    );
     // A stop lets go of the group MAC.
-    agents[0].signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    agents[0].signal(Signal::SIGTERM).unwrap();
     agents[0].wait(Duration::from_secs(5)).unwrap();
     assert!(!group_mac_accepted(&lan.hosts[0].ns));
 }
