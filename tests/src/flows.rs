@@ -102,12 +102,19 @@ pub fn route_sources(
     Ok(())
 }
 
-/// One request per source to `vip` from inside `client`, sent together; every reply that
-/// arrives within `wait`, per source in order: the names of the hosts that answered.
+/// How long a round goes on listening after its last reply, for a second one (two hosts
+/// answering one flow reply within microseconds of each other).
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// One request per source to `vip` from inside `client`, sent together; every reply, per
+/// source in order: the names of the hosts that answered. The round ends [`SETTLE`] after
+/// the last reply once every source `needed` names has one, and at `wait` at the latest,
+/// so a loaded machine's slow reply is not taken for a lost one.
 pub fn round(
     client: &Netns,
     srcs: &[Ipv4Addr],
     vip: Ipv4Addr,
+    needed: impl Fn(usize) -> bool + Sync,
     wait: Duration,
 ) -> Result<Vec<Vec<String>>> {
     client.enter(|| {
@@ -124,15 +131,21 @@ pub fn round(
             s.send_to(b"who", to)?;
         }
         let mut replies = vec![Vec::new(); socks.len()];
-        let deadline = Instant::now() + wait;
+        let start = Instant::now();
+        let mut last = start;
         let mut buf = [0u8; 64];
-        while Instant::now() < deadline {
+        while start.elapsed() < wait {
             let mut idle = true;
             for (i, s) in socks.iter().enumerate() {
                 while let Ok((n, _)) = s.recv_from(&mut buf) {
                     replies[i].push(String::from_utf8_lossy(&buf[..n]).into_owned());
                     idle = false;
+                    last = Instant::now();
                 }
+            }
+            let complete = (0..replies.len()).all(|i| !needed(i) || !replies[i].is_empty());
+            if complete && last.elapsed() >= SETTLE {
+                break;
             }
             if idle {
                 std::thread::sleep(Duration::from_millis(2));

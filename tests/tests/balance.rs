@@ -26,8 +26,9 @@ const HOSTS: [&str; 3] = ["a", "b", "c"];
 const FLOWS: usize = 300;
 /// Master-down time of a backup with advbase 1, advskew 100: 3 + 100/256 s.
 const MASTER_DOWN: Duration = Duration::from_micros(3_390_625);
-/// How long a round waits for replies.
-const ROUND: Duration = Duration::from_millis(250);
+/// How long a round waits for the replies it needs at most: it ends 50 ms after the last
+/// of them, unless the machine is slow.
+const ROUND: Duration = Duration::from_secs(2);
 
 /// Whether the group's MAC is in `ns`'s eth0 multicast filter (`ip -j maddr`).
 fn group_mac_accepted(ns: &Netns) -> bool {
@@ -58,11 +59,13 @@ fn owner(masks: &[u32], src: Ipv4Addr) -> usize {
 /// Rounds of one request per flow while host c's share moves to the survivors: each of
 /// c's `c_flows` flows gets at most one reply, each survivor's flow exactly one, until a
 /// survivor answers all of c's. How long that took; it must be within the master-down
-/// time (and a round).
+/// time (and a round, some 60 ms while c's flows go unanswered).
 fn until_moved(client: &Netns, srcs: &[Ipv4Addr], c_flows: usize) -> Duration {
     let start = Instant::now();
     while start.elapsed() < MASTER_DOWN + Duration::from_secs(3) {
-        let replies = round(client, srcs, VIP, ROUND).unwrap();
+        // Every survivor's flow must answer; c's may not.
+        let survivors = |i: usize| owner(&[1, 2, 4], srcs[i]) != 2;
+        let replies = round(client, srcs, VIP, survivors, ROUND).unwrap();
         let mut answered_c = 0;
         for (src, r) in srcs.iter().zip(&replies) {
             match owner(&[1, 2, 4], *src) {
@@ -129,7 +132,7 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
     let client = &lan.hosts[3].ns;
 
     // All up: each flow answered exactly once, by the host its hash names.
-    let replies = round(client, &srcs, VIP, Duration::from_secs(1)).unwrap();
+    let replies = round(client, &srcs, VIP, |_| true, ROUND).unwrap();
     let mut share = [0usize; 3];
     for (src, r) in srcs.iter().zip(&replies) {
         let want = owner(&[1, 2, 4], *src);
@@ -170,7 +173,7 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
     // The survivor hears the returning master's first advert a moment after it took
     // over: let that pass.
     std::thread::sleep(Duration::from_millis(100));
-    let replies = round(client, &srcs, VIP, Duration::from_secs(1)).unwrap();
+    let replies = round(client, &srcs, VIP, |_| true, ROUND).unwrap();
     for (src, r) in srcs.iter().zip(&replies) {
         let want = owner(&[1, 2, 4], *src);
         assert_eq!(
@@ -187,7 +190,7 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
     agents[2].signal(Signal::SIGCONT).unwrap();
     wait_masks(&agents, &own, Duration::from_secs(8));
     std::thread::sleep(Duration::from_millis(100));
-    let replies = round(client, &srcs, VIP, Duration::from_secs(1)).unwrap();
+    let replies = round(client, &srcs, VIP, |_| true, ROUND).unwrap();
     for (src, r) in srcs.iter().zip(&replies) {
         let want = owner(&[1, 2, 4], *src);
         assert_eq!(
