@@ -756,4 +756,31 @@ mod tests {
             assert_eq!(v.vip_entries().len(), usize::from(index == 0));
         }
     }
+
+    /// OpenBSD's carp_update_lsmask: bit i for each of the group's VHIDs that is MASTER
+    /// here, the group's size whatever the states, and the masters' lease.
+    #[test]
+    fn a_groups_entry_has_its_masters_bits_and_their_lease() {
+        let group = |index| Balance {
+            vhids: vec![1, 2, 3],
+            index,
+        };
+        let mut vs: Vec<Vhid> = (0..3)
+            .map(|i| balanced(i as u8 + 1, AuthMode::Bsd, Some(group(i))))
+            .collect();
+        for v in &mut vs {
+            v.machine.handle(Duration::ZERO, Event::LinkUp);
+        }
+        // VHIDs 1 and 3 hear nobody: MASTER after their master-down time.
+        for i in [0, 2] {
+            vs[i].machine.handle(Duration::from_secs(10), Event::Timer);
+            assert_eq!(vs[i].state(), State::MASTER);
+        }
+        let mac = [2, 0, 0, 0, 0, 1];
+        let e = balance_entry(&group(0), &vs, mac, NOW);
+        assert_eq!((e.mask, e.count, e.if_mac), (0b101, 3, mac));
+        assert_eq!(e.master_until, vs[0].lease_until(NOW));
+        let backup = balance_entry(&group(0), &vs[1..2], mac, NOW);
+        assert_eq!((backup.mask, backup.count, backup.master_until), (0, 3, 0));
+    }
 }

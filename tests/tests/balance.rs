@@ -203,6 +203,18 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
         "shares {share:?} of {FLOWS}; host c's share moved after {moved:?} (cable) and \
          {thawed:?} (frozen)"
     );
+    // A reload of an unchanged file keeps the group as it is.
+    agents[1].ctl(&["reload"]).unwrap();
+    assert_eq!(carp_tests::flows::masks(&agents), own);
+    let replies = round(client, &srcs, VIP, |_| true, ROUND).unwrap();
+    for (src, r) in srcs.iter().zip(&replies) {
+        let want = owner(&[1, 2, 4], *src);
+        assert_eq!(
+            r,
+            &vec![HOSTS[want].to_owned()],
+            "flow from {src} after a reload"
+        );
+    }
     // A stop lets go of the group MAC.
     agents[0].signal(Signal::SIGTERM).unwrap();
     agents[0].wait(Duration::from_secs(5)).unwrap();
