@@ -93,7 +93,7 @@ fn balanced_trial() -> (f64, f64) {
                 &lan.hosts[h].ns,
                 dir.path(),
                 name,
-                &config(h, 3, VIP, &pass),
+                &config(h, 3, &[&format!("{VIP}/24")], &pass),
             )
             .unwrap()
         })

@@ -6,7 +6,7 @@ use crate::{agent::Agent, netns::Netns};
 use anyhow::{Context as _, Result};
 use std::{
     fs::File,
-    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     path::Path,
     sync::{
         Arc,
@@ -27,7 +27,8 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(ns: &Netns, vip: Ipv4Addr, name: &str) -> Result<Self> {
+    pub fn start(ns: &Netns, vip: impl Into<IpAddr>, name: &str) -> Result<Self> {
+        let vip = vip.into();
         let file = File::open(format!("/var/run/netns/{}", ns.name()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, name) = (stop.clone(), name.to_owned());
@@ -76,24 +77,40 @@ pub fn sources(n: usize) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// Gives the client `srcs` on its eth0, and routes them back from each of `hosts` through
-/// the client's address `via`.
+/// `n` IPv6 source addresses for flows, 2001:db8::1:1 on: on the LAN's 2001:db8::/64.
+pub fn sources6(n: u16) -> Vec<Ipv6Addr> {
+    (1..=n)
+        .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, i))
+        .collect()
+}
+
+/// Gives the client `srcs` on its eth0 (IPv6 ones without duplicate address detection).
+pub fn add_sources(client: &Netns, srcs: &[impl Into<IpAddr> + Copy]) -> Result<()> {
+    let batch =
+        std::env::temp_dir().join(format!("{}flows-{}", crate::netns::PREFIX, client.name()));
+    let lines: String = srcs
+        .iter()
+        .map(|a| match (*a).into() {
+            IpAddr::V4(a) => format!("addr add {a}/32 dev eth0\n"),
+            IpAddr::V6(a) => format!("addr add {a}/128 dev eth0 nodad\n"),
+        })
+        .collect();
+    std::fs::write(&batch, lines)?;
+    let added = client.ip(&["-batch", batch.to_str().context("path")?]);
+    let _ = std::fs::remove_file(&batch);
+    added?;
+    Ok(())
+}
+
+/// Gives the client `srcs` (from [`sources`]) on its eth0, and routes them back from each
+/// of `hosts` through the client's address `via`.
 pub fn route_sources(
     client: &Netns,
     srcs: &[Ipv4Addr],
     hosts: &[&Netns],
     via: Ipv4Addr,
 ) -> Result<()> {
-    let batch =
-        std::env::temp_dir().join(format!("{}flows-{}", crate::netns::PREFIX, client.name()));
-    let lines: String = srcs
-        .iter()
-        .map(|a| format!("addr add {a}/32 dev eth0\n"))
-        .collect();
-    std::fs::write(&batch, lines)?;
-    let added = client.ip(&["-batch", batch.to_str().context("path")?]);
-    let _ = std::fs::remove_file(&batch);
-    added?;
+    add_sources(client, srcs)?;
     for h in hosts {
         for net in ["198.51.100.0/24", "203.0.113.0/24"] {
             h.ip(&["route", "add", net, "via", &via.to_string()])?;
@@ -106,29 +123,35 @@ pub fn route_sources(
 /// answering one flow reply within microseconds of each other).
 const SETTLE: Duration = Duration::from_millis(50);
 
-/// One request per source to `vip` from inside `client`, sent together; every reply, per
+/// One request per source to `vip` from inside `client`, sent within a few ms; every reply, per
 /// source in order: the names of the hosts that answered. The round ends [`SETTLE`] after
 /// the last reply once every source `needed` names has one, and at `wait` at the latest,
 /// so a loaded machine's slow reply is not taken for a lost one.
 pub fn round(
     client: &Netns,
-    srcs: &[Ipv4Addr],
-    vip: Ipv4Addr,
+    srcs: &[impl Into<IpAddr> + Copy + Sync],
+    vip: impl Into<IpAddr>,
     needed: impl Fn(usize) -> bool + Sync,
     wait: Duration,
 ) -> Result<Vec<Vec<String>>> {
+    let vip = vip.into();
     client.enter(|| {
         let socks = srcs
             .iter()
             .map(|s| {
-                let sock = UdpSocket::bind((*s, 0))?;
+                let sock = UdpSocket::bind(((*s).into(), 0))?;
                 sock.set_nonblocking(true)?;
                 Ok(sock)
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         let to = SocketAddr::from((vip, PORT));
-        for s in &socks {
-            s.send_to(b"who", to)?;
+        // In bursts of 25, 1 ms apart: all at once, the requests a host keeps after a
+        // failover (two shares) would overflow its server's receive buffer.
+        for burst in socks.chunks(25) {
+            for s in burst {
+                s.send_to(b"who", to)?;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         let mut replies = vec![Vec::new(); socks.len()];
         let start = Instant::now();
@@ -155,16 +178,17 @@ pub fn round(
     })
 }
 
-/// Host `h`'s configuration of a balanced group of `n` VHIDs (1..=n) sharing `vip`:
-/// advskew 0 for VHID h+1, 100 + 10 h for the others (backups of one VHID time out 39 ms
-/// apart, so two never take it over at once), preempt, the password in `pass`.
-pub fn config(h: usize, n: usize, vip: Ipv4Addr, pass: &Path) -> String {
+/// Host `h`'s configuration of a balanced group of `n` VHIDs (1..=n) sharing `vips`
+/// ("addr/len"): advskew 0 for VHID h+1, 100 + 10 h for the others (backups of one VHID
+/// time out 39 ms apart, so two never take it over at once), preempt, the password in
+/// `pass`.
+pub fn config(h: usize, n: usize, vips: &[&str], pass: &Path) -> String {
     let nodes: Vec<String> = (0..n)
         .map(|v| format!("{}:{}", v + 1, if v == h { 0 } else { 100 + 10 * h }))
         .collect();
     format!(
         "[[balance]]\ninterface = \"eth0\"\ncarpnodes = \"{}\"\nbalancing = \"ip\"\n\
-         vips = [\"{vip}/24\"]\npreempt = true\npass_file = \"{}\"\n",
+         vips = {vips:?}\npreempt = true\npass_file = \"{}\"\n",
         nodes.join(","),
         pass.display()
     )

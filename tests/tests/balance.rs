@@ -7,21 +7,22 @@
 // Needs root (namespaces, BPF): `cargo xtask test` runs it.
 #![cfg(feature = "root")]
 
-use carp_common::balance::{fold_v4, keeps};
+use carp_common::balance::{fold_v4, fold_v6, keeps};
 use carp_tests::{
     agent::{Agent, TempDir, write_secret},
     bpftool::{Pins, dump},
-    flows::{Server, config, round, route_sources, sources, wait_masks},
+    flows::{Server, add_sources, config, round, route_sources, sources, sources6, wait_masks},
     lan::Lan,
     netns::Netns,
 };
 use nix::sys::signal::Signal;
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x50);
 const HOSTS: [&str; 3] = ["a", "b", "c"];
 const FLOWS: usize = 300;
 /// Master-down time of a backup with advbase 1, advskew 100: 3 + 100/256 s.
@@ -105,7 +106,8 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
     let mut agents: Vec<Agent> = (0..3)
         .map(|h| {
             let ns = lan.hosts[h].ns.name();
-            let conf = format!("netns = \"{ns}\"\n\n{}", config(h, 3, VIP, &pass));
+            let vips = [&format!("{VIP}/24")[..], &format!("{VIP6}/64")];
+            let conf = format!("netns = \"{ns}\"\n\n{}", config(h, 3, &vips, &pass));
             Agent::start_on_host(dir.path(), HOSTS[h], &conf).unwrap()
         })
         .collect();
@@ -127,7 +129,13 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
     }
     // The leader places the VIP on every host at start: the servers can bind it.
     let _servers: Vec<Server> = (0..3)
-        .map(|h| Server::start(&lan.hosts[h].ns, VIP, HOSTS[h]).unwrap())
+        .flat_map(|h| {
+            let ns = &lan.hosts[h].ns;
+            [
+                Server::start(ns, VIP, HOSTS[h]).unwrap(),
+                Server::start(ns, VIP6, HOSTS[h]).unwrap(),
+            ]
+        })
         .collect();
     let client = &lan.hosts[3].ns;
 
@@ -149,12 +157,21 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
     for a in &agents {
         assert!(a.xdp_counter("balance_kept") > 0 && a.xdp_counter("balance_dropped") > 0);
     }
-    // The client took the multicast group MAC from the leader's ARP reply.
-    let out = client
-        .ip(&["-j", "neigh", "show", &VIP.to_string()])
-        .unwrap();
-    let neigh: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(neigh[0]["lladdr"], "01:00:5e:00:01:01", "{neigh}");
+    // IPv6 flows too: the xor of all eight words names the host.
+    let srcs6 = sources6(60);
+    add_sources(client, &srcs6).unwrap();
+    let replies = round(client, &srcs6, VIP6, |_| true, ROUND).unwrap();
+    for (src, r) in srcs6.iter().zip(&replies) {
+        let fold = fold_v6(&src.octets(), &VIP6.octets());
+        let want = (0..3).find(|h| keeps(1 << h, 3, fold)).unwrap();
+        assert_eq!(r, &vec![HOSTS[want].to_owned()], "flow from {src}");
+    }
+    // The client took the multicast group MAC from the leader's ARP reply and NA.
+    for vip in [VIP.to_string(), VIP6.to_string()] {
+        let out = client.ip(&["-j", "neigh", "show", &vip]).unwrap();
+        let neigh: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(neigh[0]["lladdr"], "01:00:5e:00:01:01", "{neigh}");
+    }
 
     // Host c drops off the LAN: its flows go silent until a survivor takes VHID 3; the
     // survivors' own flows never miss a reply.
