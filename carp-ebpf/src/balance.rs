@@ -60,7 +60,7 @@ pub fn frame(pkt: Pkt, l3: usize, vlan: u16, leader: u8, ethertype: u16) -> u32 
 /// and ethertype packed into `args`): the entry's stack counts in every call chain, and
 /// a `Pkt` or `L2` argument would cost it a copy. ARP requests (unicast ones come to the
 /// group MAC) go to the usual path, where the leader's master answers them; frames of no
-/// group here (224.0.1.x multicast shares these MACs) and of other protocols pass.
+/// group here, to multicast and broadcast addresses and of other protocols pass.
 #[inline(never)]
 fn verdict(start: usize, end: usize, ctx: *mut xdp_md, l3: usize, args: u64) -> u32 {
     let pkt = Pkt { start, end, ctx };
@@ -121,6 +121,9 @@ enum Flow {
 fn fold(pkt: Pkt, l3: usize, ethertype: u16) -> Flow {
     match ethertype {
         ETH_P_IP => match read::<[[u8; 4]; 2]>(pkt, l3 + offset_of!(Ipv4Header, src)) {
+            // Multicast (224.0.1.x shares these MACs) and broadcast pass, as OpenBSD's
+            // carp_lsdrop passes M_MCAST and M_BCAST.
+            Some([_, dst]) if dst[0] & 0xf0 == 0xe0 || dst == [0xff; 4] => Flow::Other,
             Some([src, dst]) => Flow::Fold(fold_v4(src, dst)),
             None => Flow::Other,
         },
@@ -128,6 +131,10 @@ fn fold(pkt: Pkt, l3: usize, ethertype: u16) -> Flow {
             let Some([next, _]) = read::<[u8; 2]>(pkt, l3 + offset_of!(Ipv6Header, next)) else {
                 return Flow::Other;
             };
+            let dst = l3 + offset_of!(Ipv6Header, dst);
+            if read::<[u8; 2]>(pkt, dst).is_none_or(|[first, _]| first == 0xff) {
+                return Flow::Other;
+            }
             // Advertisements are the kernel's (solicitations never come here).
             if next == IPPROTO_ICMPV6 {
                 let icmp = l3 + IPV6_HLEN + offset_of!(NdMessage, kind);

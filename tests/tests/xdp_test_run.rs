@@ -1010,6 +1010,20 @@ mod balanced {
         let mut other = flow(ours[0]);
         other[5] = 9;
         assert_eq!(fx.run(&other), (XDP_PASS, other.clone()));
+        // Multicast (224.0.1.5 has this group's MAC) and broadcast addresses, IPv4 and
+        // IPv6, pass untouched from every source, as OpenBSD's carp_lsdrop passes them.
+        group(&mut fx, 0b001, u64::MAX);
+        for src in [ours[0], theirs[0]] {
+            for dst in [[224, 0, 1, 5], [255; 4]] {
+                let mut f = frame::ethernet(group_mac(LEADER), PEER_MAC, None, frame::ETH_P_IP);
+                f.extend(frame::ipv4(src, dst, 64, 17, &[0; 8]));
+                assert_eq!(fx.run(&f), (XDP_PASS, f.clone()), "{src:?} to {dst:?}");
+            }
+        }
+        let mut f = frame::ethernet(group_mac(LEADER), PEER_MAC, None, frame::ETH_P_IPV6);
+        let ff02 = "ff02::1:3".parse::<Ipv6Addr>().unwrap().octets();
+        f.extend(frame::ipv6(vip6.octets(), ff02, 1, 17, &[0; 8]));
+        assert_eq!(fx.run(&f), (XDP_PASS, f.clone()));
     }
 
     #[test]
