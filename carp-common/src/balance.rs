@@ -12,21 +12,28 @@ pub const fn group_mac(leader: u8) -> [u8; 6] {
     [0x01, 0x00, 0x5e, 0x00, 0x01, leader]
 }
 
+/// `fold` with one more 32-bit address word xored in, in host order: OpenBSD carp_lsdrop
+/// xors the words and takes `ntohl` of the result, which is the same.
+#[inline(always)]
+pub fn fold_in(fold: u32, word: [u8; 4]) -> u32 {
+    fold ^ u32::from_be_bytes(word)
+}
+
 /// The fold of an IPv4 flow, `ntohl(src ^ dst)` (OpenBSD carp_lsdrop).
 #[inline(always)]
 pub fn fold_v4(src: [u8; 4], dst: [u8; 4]) -> u32 {
-    u32::from_be_bytes(src) ^ u32::from_be_bytes(dst)
+    fold_in(fold_in(0, src), dst)
 }
 
-/// The fold of an IPv6 flow: the xor of all four 32-bit words of both addresses, in host
-/// order (OpenBSD carp_lsdrop).
+/// The fold of an IPv6 flow: the xor of all four 32-bit words of both addresses (OpenBSD
+/// carp_lsdrop).
 #[inline(always)]
 pub fn fold_v6(src: &[u8; 16], dst: &[u8; 16]) -> u32 {
     let mut fold = 0;
     let mut i = 0;
     while i < 16 {
-        fold ^= u32::from_be_bytes([src[i], src[i + 1], src[i + 2], src[i + 3]])
-            ^ u32::from_be_bytes([dst[i], dst[i + 1], dst[i + 2], dst[i + 3]]);
+        fold = fold_in(fold, [src[i], src[i + 1], src[i + 2], src[i + 3]]);
+        fold = fold_in(fold, [dst[i], dst[i + 1], dst[i + 2], dst[i + 3]]);
         i += 4;
     }
     fold

@@ -15,7 +15,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use carp_common::{
-    balance::{fold_v4, group_mac, keeps},
+    balance::{fold_in, fold_v4, group_mac, keeps},
     ether::{
         ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, EthHeader, IPPROTO_ICMPV6, IPV6_HLEN, Ipv4Header,
         Ipv6Header, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, NdMessage,
@@ -167,7 +167,7 @@ fn fold(pkt: Pkt, l3: usize, ethertype: u16) -> Flow {
                 let Some(word) = read::<[u8; 4]>(pkt, l3 + offset_of!(Ipv6Header, src) + i) else {
                     return Flow::Other;
                 };
-                fold ^= u32::from_be_bytes(word);
+                fold = fold_in(fold, word);
                 i += 4;
             }
             Flow::Fold(fold)
