@@ -181,6 +181,23 @@ pub struct VhidStatus {
     /// Why a VHID is in INIT without running: what it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,
+    /// For a VHID of a balanced group, its place and the host's share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<BalanceStatus>,
+}
+
+/// A balanced group as one of its VHIDs sees it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BalanceStatus {
+    /// The leader VHID, whose multicast MAC 01:00:5e:00:01:leader is the group's.
+    pub leader: u8,
+    /// This VHID's bit in `mask` (the group's VHIDs ascending).
+    pub index: usize,
+    /// How many VHIDs the group has.
+    pub count: usize,
+    /// The group's VHIDs this host is MASTER of, bit by `index`: its share of the flows
+    /// is the number of bits set out of `count`, as written into the CARP_BALANCE map.
+    pub mask: u32,
 }
 
 /// What a VHID waits for before it can run (keepalived's FAULT): it comes up when netlink
@@ -240,6 +257,17 @@ impl Status {
                 v.demotion,
                 v.send_errors
             );
+            // OpenBSD's ifconfig: "carp: carpdev em0 advbase 1 balancing ip".
+            if let Some(b) = &v.balance {
+                out += &format!(
+                    "\tbalancing ip: leader vhid {}, node {} of {}, share {} of {}\n",
+                    b.leader,
+                    b.index + 1,
+                    b.count,
+                    b.mask.count_ones(),
+                    b.count
+                );
+            }
         }
         for i in &self.interfaces {
             let counters: Vec<String> = i
@@ -580,6 +608,12 @@ mod tests {
                     advbase: 1,
                     advskew: 0,
                     vips: vec!["192.0.2.50/24".into()],
+                    balance: Some(BalanceStatus {
+                        leader: 1,
+                        index: 0,
+                        count: 3,
+                        mask: 0b101,
+                    }),
                     ..VhidStatus::default()
                 },
                 VhidStatus {
@@ -607,6 +641,10 @@ mod tests {
         );
         assert!(text.contains("\tinet 192.0.2.50/24 vhid 1\n"));
         assert!(
+            text.contains("\tbalancing ip: leader vhid 1, node 1 of 3, share 2 of 3\n"),
+            "{text}"
+        );
+        assert!(
             text.contains("vlan7: carp: INIT vhid 2 advbase 1 advskew 0 (waiting: no interface)\n"),
             "{text}"
         );
@@ -614,6 +652,15 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains(r#""waiting":"no interface""#), "{json}");
         assert_eq!(json.matches("waiting").count(), 1, "{json}");
+        assert!(
+            json.contains(r#""balance":{"leader":1,"index":0,"count":3,"mask":5}"#),
+            "{json}"
+        );
+        assert_eq!(
+            json.matches("balance").count(),
+            1,
+            "only a balanced VHID has one"
+        );
         assert!(
             text.contains(
                 "check nginx: failing (demote 240 of group web), 9 runs, 2 failed, \

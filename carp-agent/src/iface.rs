@@ -6,7 +6,7 @@ use crate::{
     control::{Attached, InterfaceStatus},
     netlink::{Link, Netlink},
     send::{PacketSocket, UnicastSocket},
-    vhid::{Outgoing, Vhid},
+    vhid::{Outgoing, Vhid, balance_entry},
     xdp::{DataPlane, parse_event},
 };
 use anyhow::{Context as _, Result, anyhow};
@@ -217,10 +217,33 @@ impl Iface {
         Ok(())
     }
 
-    /// Removes a VHID's entries: the program no longer knows it.
+    /// Removes a VHID's entries: the program no longer knows it. The VIPs' only when they
+    /// point at it, not when they are a balanced group's, which its leader holds.
     pub fn unregister(&mut self, v: &Vhid) {
         let _ = self.dp.remove_vhid(&v.key());
-        self.forget(v.ifindex, &v.plan.vips);
+        for (key, _) in v.vip_entries() {
+            let _ = self.dp.remove_vip(&key);
+        }
+    }
+
+    /// Writes the share of the balanced group of `leader` whose VHIDs running here are
+    /// `members` (see [`balance_entry`]).
+    pub fn program_balance(&mut self, leader: u8, members: &[&Vhid]) -> Result<()> {
+        let Some(group) = members.iter().find_map(|v| v.plan.balance.as_ref()) else {
+            return Ok(());
+        };
+        let entry = balance_entry(
+            group,
+            members.iter().copied(),
+            self.link.mac,
+            monotonic_ns(),
+        );
+        self.dp.set_balance(leader, &entry)
+    }
+
+    /// Removes a balanced group's entry: frames to its MAC pass untouched again.
+    pub fn forget_balance(&mut self, leader: u8) {
+        let _ = self.dp.remove_balance(leader);
     }
 
     /// Removes the entries of VIPs a VHID no longer has.

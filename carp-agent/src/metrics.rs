@@ -121,6 +121,7 @@ pub fn render(
     let xdp = Family::<XdpLabels, Counter>::default();
     let hook = Family::<HookLabels, Counter>::default();
     let waiting = Family::<ReasonLabels, Gauge>::default();
+    let share = Family::<VhidLabels, Gauge>::default();
     for v in &status.vhids {
         let l = VhidLabels {
             interface: v.interface.clone(),
@@ -131,6 +132,15 @@ pub fn render(
         demotion.get_or_create(&l).set(i64::from(v.demotion));
         sent.get_or_create(&l).inc_by(v.adverts_sent);
         received.get_or_create(&l).inc_by(v.adverts_received);
+        // A balanced group's share, once, under its leader.
+        if let Some(b) = v.balance.as_ref().filter(|b| b.index == 0) {
+            share
+                .get_or_create(&VhidLabels {
+                    interface: v.interface.clone(),
+                    vhid: b.leader,
+                })
+                .set(i64::from(b.mask.count_ones()));
+        }
         if let Some(why) = v.waiting {
             waiting
                 .get_or_create(&ReasonLabels {
@@ -175,6 +185,11 @@ pub fn render(
         "vhid_waiting",
         "1 while the VHID waits in INIT for what reason names (no interface, no address)",
         waiting,
+    );
+    registry.register(
+        "balance_share",
+        "VHIDs of the balanced group (labelled with its leader) this host is MASTER of",
+        share,
     );
     registry.register("adverts_sent", "Adverts sent", sent);
     registry.register("adverts_received", "Valid adverts received", received);
@@ -240,6 +255,17 @@ mod tests {
                     ..VhidStatus::default()
                 },
                 VhidStatus {
+                    interface: "eth0".into(),
+                    vhid: 4,
+                    balance: Some(crate::control::BalanceStatus {
+                        leader: 4,
+                        index: 0,
+                        count: 3,
+                        mask: 0b101,
+                    }),
+                    ..VhidStatus::default()
+                },
+                VhidStatus {
                     interface: "eth1".into(),
                     vhid: 2,
                     waiting: Some(crate::control::Waiting::NoInterface),
@@ -266,6 +292,7 @@ mod tests {
             "carp_xdp_packets_total{interface=\"eth0\",counter=\"bad_hmac\"} 7",
             "carp_hook_runs_total{outcome=\"ok\"} 2",
             "carp_demotion 240",
+            "carp_balance_share{interface=\"eth0\",vhid=\"4\"} 2",
             "carp_check_healthy{check=\"nginx\"} 0",
             "carp_check_runs_total{check=\"nginx\"} 5",
             "carp_check_failures_total{check=\"nginx\"} 2",

@@ -5,7 +5,7 @@
 
 use crate::{addrs::solicited_node, config::Plan, netlink::Link};
 use anyhow::{Context as _, Result};
-use carp_common::wire;
+use carp_common::{balance, wire};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use std::{
     mem::{size_of, zeroed},
@@ -49,12 +49,29 @@ impl PacketSocket {
     /// a packet-socket membership, which the kernel counts with every other user's and
     /// drops when the socket closes, also when the agent is killed.
     pub fn promiscuous(&self, ifindex: u32) -> Result<()> {
-        let mreq = libc::packet_mreq {
+        self.membership(ifindex, libc::PACKET_MR_PROMISC, None)
+            .context("making the interface promiscuous")
+    }
+
+    /// Adds a multicast MAC to the interface's filter for as long as this socket lives
+    /// (OpenBSD's carp_ether_addmulti on the parent): `ip maddr` shows it; the kernel
+    /// drops it when the socket closes, also when the agent is killed.
+    pub fn accept_multicast(&self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        self.membership(ifindex, libc::PACKET_MR_MULTICAST, Some(mac))
+            .context("adding a multicast MAC to the interface")
+    }
+
+    fn membership(&self, ifindex: u32, kind: i32, mac: Option<[u8; 6]>) -> Result<()> {
+        let mut mreq = libc::packet_mreq {
             mr_ifindex: ifindex as i32,
-            mr_type: libc::PACKET_MR_PROMISC as u16,
+            mr_type: kind as u16,
             mr_alen: 0,
             mr_address: [0; 8],
         };
+        if let Some(mac) = mac {
+            mreq.mr_alen = 6;
+            mreq.mr_address[..6].copy_from_slice(&mac);
+        }
         // SAFETY: a valid socket and a packet_mreq of the size given.
         let rc = unsafe {
             libc::setsockopt(
@@ -66,8 +83,7 @@ impl PacketSocket {
             )
         };
         if rc != 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("making the interface promiscuous");
+            return Err(std::io::Error::last_os_error().into());
         }
         Ok(())
     }
@@ -133,6 +149,9 @@ fn scoped(addr: IpAddr, ifindex: u32) -> SocketAddr {
 /// the kernel only joins them on the interface an address is on.
 pub struct Memberships {
     _sockets: Vec<Socket>,
+    /// A balanced group's leader: the socket that holds the group's MAC in the
+    /// interface's multicast filter.
+    _group: Option<PacketSocket>,
 }
 
 impl Memberships {
@@ -170,6 +189,17 @@ impl Memberships {
             }
             sockets.push(s);
         }
-        Ok(Self { _sockets: sockets })
+        let group = match &plan.balance {
+            Some(b) if b.is_leader() => {
+                let sock = PacketSocket::bind(ifindex)?;
+                sock.accept_multicast(ifindex, balance::group_mac(b.leader()))?;
+                Some(sock)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            _sockets: sockets,
+            _group: group,
+        })
     }
 }

@@ -6,8 +6,8 @@
 
 use crate::{
     addrs::{self, Sources},
-    config::{MacMode, Plan, Protocol, VipPlacement},
-    control::{VhidStatus, Waiting},
+    config::{Balance, MacMode, Plan, Protocol, VipPlacement},
+    control::{BalanceStatus, VhidStatus, Waiting},
     election::{Event, Machine, Reason, State, Timing},
     frame,
     hmac::{Auth, AuthMode, Counter, STRICT_WINDOW_NS},
@@ -17,7 +17,9 @@ use crate::{
 };
 use anyhow::{Context as _, Result};
 use carp_common::{
-    maps::{AdvertEvent, Flags, PREVIOUS_AUTH_NS, VhidEntry, VhidKey, VipEntry, VipKey},
+    maps::{
+        AdvertEvent, BalanceEntry, Flags, PREVIOUS_AUTH_NS, VhidEntry, VhidKey, VipEntry, VipKey,
+    },
     sha1::CounterHmac,
     vrrp, wire,
 };
@@ -83,13 +85,17 @@ impl Vhid {
         let sources = addrs::advert_sources(&plan, addrs)
             .with_context(|| format!("{} has no address to send adverts from", plan.interface))?;
         let src = sources.first;
-        let mac = match plan.mac {
-            // RFC 5798 7.3: IPv6 virtual routers have a MAC of their own.
-            MacMode::Virtual => match plan.timing {
-                Timing::Vrrp3 { .. } if src.is_ipv6() => wire::virtual_mac_v6(plan.vhid),
-                _ => wire::virtual_mac(plan.vhid),
+        let mac = match &plan.balance {
+            Some(b) if b.is_leader() => carp_common::balance::group_mac(b.leader()),
+            Some(_) => wire::virtual_mac(plan.vhid),
+            None => match plan.mac {
+                // RFC 5798 7.3: IPv6 virtual routers have a MAC of their own.
+                MacMode::Virtual => match plan.timing {
+                    Timing::Vrrp3 { .. } if src.is_ipv6() => wire::virtual_mac_v6(plan.vhid),
+                    _ => wire::virtual_mac(plan.vhid),
+                },
+                MacMode::Interface => link.mac,
             },
-            MacMode::Interface => link.mac,
         };
         let auth = match plan.protocol() {
             Protocol::CARP => Some(Auth::with_mode(
@@ -170,6 +176,7 @@ impl Vhid {
             && p.peers == plan.peers
             && p.src == plan.src
             && p.auth == plan.auth
+            && p.balance == plan.balance
     }
 
     /// Applies `plan` in place (see [`Vhid::takes`]): election settings, VIPs, password,
@@ -262,7 +269,10 @@ impl Vhid {
                     let payload =
                         self.payload(timing, src, frame::group(src), unix_ns, &mut random)?;
                     Some(Outgoing::Frame(frame::advert(
-                        src, self.mac, None, &payload,
+                        src,
+                        self.advert_mac(),
+                        None,
+                        &payload,
                     )))
                 })
                 .collect()
@@ -278,6 +288,29 @@ impl Vhid {
                 })
                 .collect()
         }
+    }
+
+    /// The source MAC of multicast adverts: the VHID's MAC, but never a balanced group's
+    /// multicast one, which no frame may come from (OpenBSD carp_start: "Do not leak the
+    /// multicast address"); its leader advertises from its own virtual MAC.
+    fn advert_mac(&self) -> [u8; 6] {
+        match self.plan.balance {
+            Some(_) => wire::virtual_mac(self.plan.vhid),
+            None => self.mac,
+        }
+    }
+
+    /// Whether the VIPs come and go with this VHID's MASTER state. A balanced group's VIPs
+    /// stay on every host while the agent runs instead: the XDP balancer decides which
+    /// frames reach them (see [`Vhid::holds_group_vips`]).
+    pub fn vips_follow_state(&self) -> bool {
+        self.plan.balance.is_none()
+    }
+
+    /// Whether this VHID places and registers its balanced group's VIPs: the leader does,
+    /// once for the group.
+    pub fn holds_group_vips(&self) -> bool {
+        self.plan.balance.as_ref().is_some_and(Balance::is_leader)
     }
 
     /// The protocol-112 payload from `src` to `dst`: CARP with the next counter and its
@@ -337,8 +370,9 @@ impl Vhid {
     pub fn entry(&self, if_mac: [u8; 6], now_ns: u64) -> VhidEntry {
         let flags = Flags {
             unicast: !self.plan.peers.is_empty(),
-            vmac: self.plan.mac == MacMode::Virtual,
+            vmac: self.plan.mac == MacMode::Virtual && self.plan.balance.is_none(),
             router: self.router,
+            balanced: self.plan.balance.is_some(),
             ..Flags::default()
         };
         let state = self.state();
@@ -351,8 +385,7 @@ impl Vhid {
             self.auth.as_ref(),
         );
         if state == State::MASTER {
-            let lease = u64::try_from(self.machine.lease().as_nanos()).unwrap_or(u64::MAX);
-            entry.master_until = now_ns.saturating_add(lease);
+            entry.master_until = self.lease_until(now_ns);
         }
         if let Some((auth, until)) = self.previous {
             entry.auth_previous = auth;
@@ -361,12 +394,32 @@ impl Vhid {
         entry
     }
 
-    /// The VIPs' map entries: each points at this VHID.
+    /// When a MASTER lease written at `now_ns` runs out.
+    fn lease_until(&self, now_ns: u64) -> u64 {
+        let lease = u64::try_from(self.machine.lease().as_nanos()).unwrap_or(u64::MAX);
+        now_ns.saturating_add(lease)
+    }
+
+    /// Whether this VHID belongs to the balanced group of `leader` on `interface`.
+    pub fn in_group(&self, interface: &str, leader: u8) -> bool {
+        self.plan.interface == interface
+            && self
+                .plan
+                .balance
+                .as_ref()
+                .is_some_and(|b| b.leader() == leader)
+    }
+
+    /// The VIPs' map entries: each points at this VHID. A balanced group's point at its
+    /// leader only, whose master alone answers ARP and NS (OpenBSD carp_iamatch).
     pub fn vip_entries(&self) -> Vec<(VipKey, VipEntry)> {
         let entry = VipEntry {
             vhid: self.plan.vhid,
             _pad: [0; 3],
         };
+        if self.plan.balance.is_some() && !self.holds_group_vips() {
+            return Vec::new();
+        }
         self.plan
             .vips
             .iter()
@@ -377,6 +430,11 @@ impl Vhid {
     /// Gratuitous ARPs and unsolicited NAs for every VIP, `garp_count` rounds (at least
     /// one), from the VHID's MAC: what a new master sends (carp_master_down_locked).
     pub fn announcements(&self) -> Vec<Vec<u8>> {
+        // A balanced group's MAC never moves: OpenBSD's carp_master_down announces only
+        // without balancing.
+        if self.plan.balance.is_some() {
+            return Vec::new();
+        }
         (0..self.plan.garp_count.max(1))
             .flat_map(|_| {
                 self.plan.vips.iter().map(|(vip, _)| match vip {
@@ -444,6 +502,32 @@ impl Vhid {
     }
 }
 
+/// A balanced group's map entry at `now_ns`, from its VHIDs running here (`members`): the
+/// mask of those that are MASTER (OpenBSD carp_update_lsmask), the group's size, and a
+/// lease as long as the longest of the masters', renewed with their adverts.
+pub fn balance_entry<'a>(
+    group: &Balance,
+    members: impl IntoIterator<Item = &'a Vhid>,
+    if_mac: [u8; 6],
+    now_ns: u64,
+) -> BalanceEntry {
+    let mut entry = BalanceEntry {
+        count: u8::try_from(group.vhids.len()).unwrap_or(0),
+        if_mac,
+        ..BalanceEntry::default()
+    };
+    for v in members {
+        if let Some(b) = &v.plan.balance
+            && v.state() == State::MASTER
+            && b.index < carp_common::balance::MAX_NODES
+        {
+            entry.mask |= 1 << b.index;
+            entry.master_until = entry.master_until.max(v.lease_until(now_ns));
+        }
+    }
+    entry
+}
+
 /// The status row of a VHID that waits in INIT for `why`, since `since` ago.
 pub fn waiting_status(plan: &Plan, why: Waiting, since: Duration, demotion: i32) -> VhidStatus {
     VhidStatus {
@@ -476,6 +560,12 @@ fn settings(plan: &Plan, timing: Timing, demotion: i32) -> VhidStatus {
         preempt: plan.preempt,
         auth: plan.auth,
         vips: plan.vips.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
+        balance: plan.balance.as_ref().map(|b| BalanceStatus {
+            leader: b.leader(),
+            index: b.index,
+            count: b.vhids.len(),
+            mask: 0,
+        }),
         ..VhidStatus::default()
     }
 }
@@ -531,9 +621,14 @@ mod tests {
     const SECOND: u64 = 1_000_000_000;
 
     fn vhid(auth: AuthMode) -> Vhid {
+        balanced(1, auth, None)
+    }
+
+    /// VHID `n` with the password "pw" and VIP 192.0.2.50 (in a balanced group if given).
+    fn balanced(n: u8, auth: AuthMode, balance: Option<Balance>) -> Vhid {
         let plan = Plan {
             interface: "eth0".into(),
-            vhid: 1,
+            vhid: n,
             vips: vec![(Ipv4Addr::new(192, 0, 2, 50).into(), 24)],
             timing: Timing::Carp {
                 advbase: 1,
@@ -549,6 +644,7 @@ mod tests {
             src: Some(Ipv4Addr::new(192, 0, 2, 1).into()),
             up_script: None,
             down_script: None,
+            balance,
         };
         let link = Link {
             index: 2,
@@ -613,5 +709,78 @@ mod tests {
         assert_eq!(v.status(0).adverts_stale, 0);
         let timing = v.machine.advertised();
         assert_eq!(counter_of(&v.adverts(timing, NOW, || 99)), 6);
+    }
+
+    /// An OpenBSD host of a `balancing ip` group (`carpnodes 1:0,2:0,3:0`) verifies our
+    /// adverts: each digest is the one ip_carp.c 1.270 builds, derived here from its steps.
+    /// carp_set_vhe_enaddr gives the leader (the first, lowest VHID) 01:00:5e:00:01:vhid
+    /// and the others 00:00:5e:00:01:vhid; carp_set_enaddr copies the leader's into the
+    /// carp interface's lladdr (`ac_enaddr`, all zero before); carp_hmac_prepare_ctx hashes
+    /// version and type, then `ac_enaddr` if `!sc_realmac && vhe_leader && ac_enaddr !=
+    /// vhe_enaddr`, then the vhid and the VIPs; carp_hmac_generate appends the counter.
+    #[test]
+    fn balanced_adverts_carry_the_digest_openbsd_builds() {
+        use hmac::{Hmac, KeyInit as _, Mac as _};
+        let vhids = vec![1, 2, 3];
+        let carpdev = [2, 0, 0, 0, 0, 1];
+        let leader_enaddr = [1, 0, 0x5e, 0, 1, 1];
+        let ac_enaddr = leader_enaddr;
+        for (index, &n) in vhids.iter().enumerate() {
+            let group = Balance {
+                vhids: vhids.clone(),
+                index,
+            };
+            let mut v = balanced(n, AuthMode::Bsd, Some(group));
+            let out = v.adverts(v.machine.advertised(), NOW, || 0x0102_0304_0506_0708);
+            let [Outgoing::Frame(frame)] = &out[..] else {
+                panic!("{out:?}")
+            };
+            let header =
+                wire::CarpHeader::decode(&frame[frame.len() - wire::HEADER_LEN..]).unwrap();
+            let vhe_enaddr = [u8::from(index == 0), 0, 0x5e, 0, 1, n];
+            let realmac = carpdev == ac_enaddr;
+            let mut md = Hmac::<sha1::Sha1>::new_from_slice(b"pw").unwrap();
+            md.update(&[2, 1]);
+            if !realmac && index == 0 && ac_enaddr != vhe_enaddr {
+                md.update(&ac_enaddr);
+            }
+            md.update(&[n, 192, 0, 2, 50]);
+            md.update(&header.counter.to_be_bytes());
+            let want: [u8; 20] = md.finalize().into_bytes().into();
+            assert_eq!(header.digest, want, "vhid {n}");
+            // Never from the multicast group MAC (OpenBSD carp_start).
+            assert_eq!(frame[6..12], wire::virtual_mac(n), "vhid {n}");
+            let entry = v.entry(carpdev, NOW);
+            assert_eq!(entry.mac, vhe_enaddr, "vhid {n}");
+            assert!(entry.flags.balanced && !entry.flags.vmac);
+            assert_eq!(v.vip_entries().len(), usize::from(index == 0));
+        }
+    }
+
+    /// OpenBSD's carp_update_lsmask: bit i for each of the group's VHIDs that is MASTER
+    /// here, the group's size whatever the states, and the masters' lease.
+    #[test]
+    fn a_groups_entry_has_its_masters_bits_and_their_lease() {
+        let group = |index| Balance {
+            vhids: vec![1, 2, 3],
+            index,
+        };
+        let mut vs: Vec<Vhid> = (0..3)
+            .map(|i| balanced(i as u8 + 1, AuthMode::Bsd, Some(group(i))))
+            .collect();
+        for v in &mut vs {
+            v.machine.handle(Duration::ZERO, Event::LinkUp);
+        }
+        // VHIDs 1 and 3 hear nobody: MASTER after their master-down time.
+        for i in [0, 2] {
+            vs[i].machine.handle(Duration::from_secs(10), Event::Timer);
+            assert_eq!(vs[i].state(), State::MASTER);
+        }
+        let mac = [2, 0, 0, 0, 0, 1];
+        let e = balance_entry(&group(0), &vs, mac, NOW);
+        assert_eq!((e.mask, e.count, e.if_mac), (0b101, 3, mac));
+        assert_eq!(e.master_until, vs[0].lease_until(NOW));
+        let backup = balance_entry(&group(0), &vs[1..2], mac, NOW);
+        assert_eq!((backup.mask, backup.count, backup.master_until), (0, 3, 0));
     }
 }

@@ -9,7 +9,7 @@ use crate::{
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         LinkOrder, Program, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         tc::{SchedClassifierLinkId, TcAttachOptions},
@@ -19,7 +19,9 @@ use aya::{
 use aya_log::EbpfLogger;
 use carp_common::{
     Protocol, State,
-    maps::{self, AdvertEvent, Flags, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats},
+    maps::{
+        self, AdvertEvent, BalanceEntry, Flags, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats,
+    },
     wire,
 };
 use std::path::{Path, PathBuf};
@@ -43,12 +45,13 @@ fn is_bpffs(path: &Path) -> bool {
 }
 
 /// Maps pinned for inspection.
-const PINNED: [&str; 5] = [
+const PINNED: [&str; 6] = [
     maps::STATS,
     maps::VHIDS,
     maps::VIPS,
     maps::REPLAY,
     maps::PEERS,
+    maps::BALANCE,
 ];
 
 /// One loaded instance of the program with its own maps.
@@ -314,6 +317,21 @@ impl DataPlane {
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
         self.hash_map::<VipKey, VipEntry>(maps::VIPS)?.remove(key)?;
         Ok(())
+    }
+
+    /// Writes the entry of the balanced group led by `leader`.
+    pub fn set_balance(&mut self, leader: u8, entry: &BalanceEntry) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(maps::BALANCE)
+            .with_context(|| format!("map {} missing", maps::BALANCE))?;
+        Array::<_, BalanceEntry>::try_from(map)?.set(u32::from(leader), entry, 0)?;
+        Ok(())
+    }
+
+    /// Forgets the group led by `leader`: frames to its MAC pass untouched again.
+    pub fn remove_balance(&mut self, leader: u8) -> Result<()> {
+        self.set_balance(leader, &BalanceEntry::default())
     }
 
     /// Statistics summed over all CPUs.

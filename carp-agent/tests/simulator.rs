@@ -134,6 +134,7 @@ impl Sim {
                     src: Some(addr.into()),
                     up_script: None,
                     down_script: None,
+                    balance: None,
                 };
                 let link_info = Link {
                     index: 2,

@@ -3,6 +3,7 @@
 //! BPF maps.
 #![cfg_attr(not(test), no_std)]
 
+pub mod balance;
 pub mod checksum;
 pub mod ether;
 pub mod maps;

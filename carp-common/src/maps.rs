@@ -18,10 +18,17 @@ pub const REPLAY: &str = "CARP_REPLAY";
 pub const PEERS: &str = "CARP_PEERS";
 /// Ring buffer of [`AdvertEvent`]s for the agent.
 pub const EVENTS: &str = "CARP_EVENTS";
+/// Balanced groups (OpenBSD `balancing ip`) on the program's interface, untagged: an
+/// array of [`BalanceEntry`] indexed by the leader VHID (a count of 0: no group), written
+/// by the agent. An array, not a hash: its lookup is an address computation, and frames to
+/// a group MAC pay it on every packet.
+pub const BALANCE: &str = "CARP_BALANCE";
 
 pub const MAX_VHIDS: usize = 1024;
 pub const MAX_VIPS: usize = 4096;
 pub const MAX_PEERS: usize = 4096;
+/// Slots of [`BALANCE`]: one per VHID number.
+pub const BALANCE_SLOTS: usize = 256;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size): 2340 adverts
 /// of 56 bytes, a second of a full segment's VRRPv3 adverts (255 VHIDs at 100 ms) should
 /// the agent stall that long. Its pages count in the agent's RSS twice (the data area is
@@ -54,7 +61,12 @@ pub struct Flags {
     /// Strict authentication ([`crate::wire::auth`]): the digest covers the whole header
     /// and the source, and each source's counter must grow ([`super::PEERS`]).
     pub strict: bool,
-    pub _spare: [u8; 5],
+    /// The leader of a balanced group ([`BalanceEntry`]): ARP replies and NAs carry the
+    /// group's multicast MAC as the link-layer address but leave from the interface's own
+    /// MAC, as a multicast source MAC is invalid (OpenBSD carp_iamatch sets `ether_shost`
+    /// to the parent's address in `balancing ip`).
+    pub balanced: bool,
+    pub _spare: [u8; 4],
 }
 
 #[repr(C)]
@@ -234,6 +246,26 @@ pub const fn repeat_gap_ns(advbase: u8, advskew: u8) -> u64 {
     units * 1_953_125
 }
 
+/// A balanced group on one interface: which of its VHIDs this host is MASTER of. OpenBSD's
+/// `sc_lsmask` and `sc_lscount` (carp_update_lsmask), with the MASTER lease of
+/// [`VhidEntry::master_until`] so a frozen agent's host stops taking its share.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BalanceEntry {
+    /// Bit i: MASTER of the group's i-th VHID (ascending VHID order, as OpenBSD's
+    /// carp_vhids_ioctl sorts `carpnodes`).
+    pub mask: u32,
+    /// How many VHIDs the group has, MASTER or not (2..=[`crate::balance::MAX_NODES`]; 0
+    /// for no group).
+    pub count: u8,
+    pub _pad: u8,
+    /// The interface's own MAC, which kept frames are rewritten to.
+    pub if_mac: [u8; 6],
+    /// Until when (`bpf_ktime_get_ns`) `mask` holds: the agent renews it with every advert
+    /// a MASTER of the group sends; after it, every frame of the group is dropped.
+    pub master_until: u64,
+}
+
 /// A valid advert handed to the agent.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -367,6 +399,11 @@ stats! {
     vmac_passed,
     /// Frames to the virtual MAC dropped while not MASTER.
     vmac_dropped,
+    /// Frames to a balanced group's MAC whose flow hashes to a VHID this host is MASTER
+    /// of: rewritten to the interface MAC and passed (OpenBSD carp_lsdrop keeps them).
+    balance_kept,
+    /// Frames to a balanced group's MAC whose flow belongs to another host: dropped.
+    balance_dropped,
 }
 
 #[cfg(feature = "user")]
@@ -385,6 +422,7 @@ mod pod {
     unsafe impl aya::Pod for super::AdvertEvent {}
     unsafe impl aya::Pod for super::PeerKey {}
     unsafe impl aya::Pod for super::PeerEntry {}
+    unsafe impl aya::Pod for super::BalanceEntry {}
 }
 
 #[cfg(test)]
@@ -406,6 +444,7 @@ mod tests {
         assert_eq!(size_of::<ReplayEntry>(), 40);
         assert_eq!(size_of::<PeerKey>(), 24);
         assert_eq!(size_of::<PeerEntry>(), 8);
+        assert_eq!(size_of::<BalanceEntry>(), 24);
         assert_eq!(size_of::<AdvertEvent>(), 48);
         assert_eq!(align_of::<AdvertEvent>(), 8);
         assert_eq!(

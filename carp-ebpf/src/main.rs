@@ -110,6 +110,8 @@ macro_rules! count {
     };
 }
 
+mod balance;
+
 /// Counts `$field` for an advert from `$ip` to `$vhid` and logs it (see [`log_drop`]).
 macro_rules! count_logged {
     ($field:ident, $ip:expr, $vhid:expr) => {{
@@ -277,9 +279,10 @@ fn handle(pkt: &Pkt, ingress: impl Ingress) -> Option<u32> {
         ethertype = be16(pkt, ETH_HLEN + offset_of!(VlanTag, ethertype))?;
         l3 += VLAN_HLEN;
     }
+    let vlan = || tag.unwrap_or_else(|| ingress.offloaded_vlan());
     let l2 = || L2 {
         l3,
-        vlan: tag.unwrap_or_else(|| ingress.offloaded_vlan()),
+        vlan: vlan(),
         ifindex: ingress.ifindex(),
     };
     let dst: [u8; 6] = read(pkt, offset_of!(EthHeader, dst))?;
@@ -295,6 +298,9 @@ fn handle(pkt: &Pkt, ingress: impl Ingress) -> Option<u32> {
         && let Some(verdict) = virtual_mac(pkt, l2(), dst, ingress)
     {
         return Some(verdict);
+    }
+    if balance::is_group_mac(&dst) && !balance::is_solicitation(pkt, l3, ethertype) {
+        return Some(balance::frame(pkt, l3, vlan(), dst[5], ethertype, ingress));
     }
     match ethertype {
         ETH_P_IP => {
@@ -722,6 +728,17 @@ fn vip(l2: L2, family: u8, addr: [u8; 16]) -> Option<&'static VhidEntry> {
     CARP_VHIDS.get_ptr(key).map(|p| unsafe { &*p })
 }
 
+/// The Ethernet source of a reply for a VIP: the VHID's MAC, or for a balanced group,
+/// whose MAC is multicast, the interface's own (OpenBSD carp_iamatch).
+#[inline(always)]
+fn frame_source(vip: &VhidEntry) -> [u8; 6] {
+    if vip.flags.balanced {
+        vip.if_mac
+    } else {
+        vip.mac
+    }
+}
+
 /// An ARP request for one of our VIPs: answered in place while MASTER, dropped otherwise.
 #[inline(never)]
 fn arp(pkt: &Pkt, l2: L2) -> u32 {
@@ -749,7 +766,7 @@ fn arp(pkt: &Pkt, l2: L2) -> u32 {
         let sender_ip: [u8; 4] = read(pkt, a + offset_of!(ArpPacket, sender_ip))?;
         // Turn the request into the reply: to the asker, from the VHID's MAC.
         write(pkt, offset_of!(EthHeader, dst), sender_mac)?;
-        write(pkt, offset_of!(EthHeader, src), vip.mac)?;
+        write(pkt, offset_of!(EthHeader, src), frame_source(vip))?;
         write(pkt, a + offset_of!(ArpPacket, op), ARP_REPLY.to_be_bytes())?;
         write(pkt, a + offset_of!(ArpPacket, sender_mac), vip.mac)?;
         write(pkt, a + offset_of!(ArpPacket, sender_ip), target_ip)?;
@@ -811,7 +828,7 @@ fn neighbor_solicit(pkt: &Pkt, l2: L2) -> u32 {
         na[offset_of!(NdMessage, check)..][..2].copy_from_slice(&csum.to_be_bytes());
         let [_, _, mac @ ..] = option;
         write(pkt, offset_of!(EthHeader, dst), mac)?;
-        write(pkt, offset_of!(EthHeader, src), vip.mac)?;
+        write(pkt, offset_of!(EthHeader, src), frame_source(vip))?;
         write(
             pkt,
             l3 + offset_of!(Ipv6Header, next),

@@ -13,7 +13,8 @@ use carp_agent::{
 };
 use carp_common::{
     Protocol, State,
-    maps::{Flags, VhidKey, VipEntry, VipKey},
+    balance::{fold_v4, group_mac, keeps},
+    maps::{BalanceEntry, Flags, VhidKey, VipEntry, VipKey},
     wire::{self, CarpHeader},
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -83,6 +84,28 @@ fn main() {
         Some(&strict),
     );
     dp.set_vhid(&VhidKey::new(LO, 0, 4), &entry4).unwrap();
+    // A balanced group led by VHID 5 (three VHIDs), this host MASTER of the first: TCP
+    // to the VIP from a source whose flow is ours, and from one whose flow is not. Kept
+    // frames are rewritten to `if_mac`, here the group MAC itself, so that a kept frame
+    // comes out as it went in and the kept path can run with `repeat` too.
+    let group = BalanceEntry {
+        mask: 0b001,
+        count: 3,
+        if_mac: group_mac(5),
+        master_until: u64::MAX,
+        ..BalanceEntry::default()
+    };
+    dp.set_balance(5, &group).unwrap();
+    let flow = |ours: bool| {
+        let src = (2..=254u8)
+            .map(|i| [192, 0, 2, i])
+            .find(|s| keeps(group.mask, group.count, fold_v4(*s, vip4.octets())) == ours)
+            .unwrap();
+        let mut f = frames::ethernet(group_mac(5), [2, 0, 0, 0, 0, 0xbb], None, frames::ETH_P_IP);
+        f.extend(frames::ipv4(src, vip4.octets(), 64, 6, &[0; 20]));
+        f
+    };
+    let (kept, dropped) = (flow(true), flow(false));
 
     let peer: IpAddr = Ipv4Addr::new(192, 0, 2, 2).into();
     let mac = [2, 0, 0, 0, 0, 0xbb];
@@ -151,6 +174,14 @@ fn main() {
             "CARP advert, strict, bad HMAC, dropped",
             frames::carp(peer, &advert_of(4, 0, [0; 20])),
         ),
+        (
+            "IPv4 (TCP) to a balanced group's MAC, another host's flow, dropped",
+            dropped,
+        ),
+        (
+            "IPv4 (TCP) to a balanced group's MAC, this host's flow, kept (rewritten)",
+            kept.clone(),
+        ),
     ];
     for (name, frame) in &stateless {
         let (ns, verdict) = run(frame, repeat);
@@ -182,6 +213,10 @@ fn main() {
                 h.digest = strict.sign_header(&h, peer);
                 frames::carp(peer, &h)
             }),
+        ),
+        (
+            "IPv4 (TCP) to a balanced group's MAC, this host's flow, kept (rewritten)",
+            Box::new(move |_| kept.clone()),
         ),
         (
             "ARP request for the VIP, answered (XDP_TX)",

@@ -2,6 +2,8 @@
 //! processes that clean up after themselves, and the captures they read.
 
 pub mod agent;
+pub mod bpftool;
+pub mod flows;
 pub mod frames;
 pub mod lan;
 pub mod netns;

@@ -28,8 +28,17 @@ fn now() -> f64 {
 impl Probe {
     /// Starts pinging `target` from `ns` every 10 ms.
     pub fn start(ns: &Netns, target: &str) -> Result<Self> {
-        let mut child = ns
-            .command("ping")
+        Self::start_from(ns, target, None)
+    }
+
+    /// Like [`Probe::start`], from source address `src` (`ping -I`): one flow of a
+    /// balanced group.
+    pub fn start_from(ns: &Netns, target: &str, src: Option<&str>) -> Result<Self> {
+        let mut cmd = ns.command("ping");
+        if let Some(src) = src {
+            cmd.args(["-I", src]);
+        }
+        let mut child = cmd
             .args(["-D", "-n", "-i", "0.01", "-W", "1", target])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -987,3 +987,146 @@ on_both_hooks!(
     random_and_truncated_frames_never_fail,
     strict_adverts_cannot_be_altered_moved_or_replayed,
 );
+
+/// A balanced group led by VHID 5 (OpenBSD `balancing ip`, three VHIDs) whose first share
+/// is this host's, its leader MASTER: the frame of a flow from `src` to its VIP
+/// 192.0.2.60, to the group MAC.
+mod balanced {
+    use super::*;
+    use carp_common::{
+        balance::{fold_v4, fold_v6, group_mac, keeps},
+        maps::BalanceEntry,
+    };
+
+    const LEADER: u8 = 5;
+    const VIP: [u8; 4] = [192, 0, 2, 60];
+    const VIP6: &str = "2001:db8::60";
+
+    fn group(fx: &mut Fixture, mask: u32, master_until: u64) {
+        let fl = Flags {
+            balanced: true,
+            ..Flags::default()
+        };
+        let mac = group_mac(LEADER);
+        let mut leader = vhid_entry(Protocol::CARP, State::MASTER, fl, mac, IF_MAC, None);
+        leader.master_until = u64::MAX;
+        fx.dp.set_vhid(&key(LEADER, 0), &leader).unwrap();
+        let v = VipEntry {
+            vhid: LEADER,
+            _pad: [0; 3],
+        };
+        for vip in [IpAddr::from(VIP), VIP6.parse().unwrap()] {
+            fx.dp.set_vip(&VipKey::new(LO, 0, vip), &v).unwrap();
+        }
+        let entry = BalanceEntry {
+            mask,
+            count: 3,
+            if_mac: IF_MAC,
+            master_until,
+            ..BalanceEntry::default()
+        };
+        fx.dp.set_balance(LEADER, &entry).unwrap();
+    }
+
+    fn flow(src: [u8; 4]) -> Vec<u8> {
+        let mut f = frame::ethernet(group_mac(LEADER), PEER_MAC, None, frame::ETH_P_IP);
+        f.extend(frame::ipv4(src, VIP, 64, 17, &[0; 8]));
+        f
+    }
+
+    /// Sources of 192.0.2.0/24 whose flow this host (mask 0b001) keeps, and does not.
+    fn sources() -> (Vec<[u8; 4]>, Vec<[u8; 4]>) {
+        (1..=254u8)
+            .map(|i| [192, 0, 2, i])
+            .partition(|s| keeps(0b001, 3, fold_v4(*s, VIP)))
+    }
+
+    #[test]
+    fn flows_of_our_share_are_kept_as_ours_and_the_others_dropped() {
+        let mut fx = Fixture::new(Hook::Xdp, State::MASTER);
+        group(&mut fx, 0b001, u64::MAX);
+        let (ours, theirs) = sources();
+        assert!(ours.len() > 70 && theirs.len() > 150, "{ours:?}");
+        for src in &ours {
+            let f = flow(*src);
+            let before = fx.dp.stats().unwrap();
+            let (verdict, out) = fx.run(&f);
+            assert_eq!(verdict, XDP_PASS);
+            assert_eq!(&out[..6], &IF_MAC, "rewritten to the interface MAC");
+            assert_eq!(&out[6..], &f[6..]);
+            let delta = fx.dp.stats().unwrap().since(&before);
+            assert_eq!(delta.balance_kept, 1);
+        }
+        for src in &theirs {
+            let (verdict, delta) = fx.run_counted(&flow(*src));
+            assert_eq!((verdict, delta.balance_dropped), (XDP_DROP, 1), "{src:?}");
+        }
+        // IPv6: the xor of all eight words.
+        let vip6: Ipv6Addr = VIP6.parse().unwrap();
+        for i in 1..=30u16 {
+            let src = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, i, 2 * i).octets();
+            let mut f = frame::ethernet(group_mac(LEADER), PEER_MAC, None, frame::ETH_P_IPV6);
+            f.extend(frame::ipv6(src, vip6.octets(), 64, 17, &[0; 8]));
+            let want = if keeps(0b001, 3, fold_v6(&src, &vip6.octets())) {
+                XDP_PASS
+            } else {
+                XDP_DROP
+            };
+            assert_eq!(fx.run(&f).0, want, "from {i}");
+        }
+        // A master that stopped renewing its lease keeps nothing.
+        group(&mut fx, 0b001, 1);
+        let (verdict, delta) = fx.run_counted(&flow(ours[0]));
+        assert_eq!((verdict, delta.balance_dropped), (XDP_DROP, 1));
+        // Another group's MAC, not configured here (224.0.1.9 multicast has it): untouched.
+        let mut other = flow(ours[0]);
+        other[5] = 9;
+        assert_eq!(fx.run(&other), (XDP_PASS, other.clone()));
+        // Multicast (224.0.1.5 has this group's MAC) and broadcast addresses, IPv4 and
+        // IPv6, pass untouched from every source, as OpenBSD's carp_lsdrop passes them.
+        group(&mut fx, 0b001, u64::MAX);
+        for src in [ours[0], theirs[0]] {
+            for dst in [[224, 0, 1, 5], [255; 4]] {
+                let mut f = frame::ethernet(group_mac(LEADER), PEER_MAC, None, frame::ETH_P_IP);
+                f.extend(frame::ipv4(src, dst, 64, 17, &[0; 8]));
+                assert_eq!(fx.run(&f), (XDP_PASS, f.clone()), "{src:?} to {dst:?}");
+            }
+        }
+        let mut f = frame::ethernet(group_mac(LEADER), PEER_MAC, None, frame::ETH_P_IPV6);
+        let ff02 = "ff02::1:3".parse::<Ipv6Addr>().unwrap().octets();
+        f.extend(frame::ipv6(vip6.octets(), ff02, 1, 17, &[0; 8]));
+        assert_eq!(fx.run(&f), (XDP_PASS, f.clone()));
+    }
+
+    #[test]
+    fn the_leaders_master_answers_arp_and_ns_with_the_group_mac_from_its_own() {
+        let mut fx = Fixture::new(Hook::Xdp, State::MASTER);
+        group(&mut fx, 0b010, u64::MAX);
+        let mac = group_mac(LEADER);
+        // Broadcast, and a unicast refresh to the group MAC, which the balancer leaves to
+        // the ARP path whatever the share.
+        let broadcast = frame::arp_request(PEER_MAC, [192, 0, 2, 2], VIP);
+        let mut unicast = broadcast.clone();
+        unicast[..6].copy_from_slice(&mac);
+        for req in [broadcast, unicast] {
+            let (verdict, out) = fx.run(&req);
+            assert_eq!(verdict, XDP_TX);
+            let mut expected = frame::ethernet(PEER_MAC, IF_MAC, None, frame::ETH_P_ARP);
+            expected.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 2]);
+            expected.extend_from_slice(&mac);
+            expected.extend_from_slice(&VIP);
+            expected.extend_from_slice(&PEER_MAC);
+            expected.extend_from_slice(&[192, 0, 2, 2]);
+            assert_eq!(out, expected);
+        }
+        // A unicast solicitation to the group MAC goes the NS path too.
+        let src = "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets();
+        let target = VIP6.parse::<Ipv6Addr>().unwrap().octets();
+        let mut ns = frame::neighbor_solicit(PEER_MAC, src, target);
+        ns[..6].copy_from_slice(&mac);
+        let (verdict, out) = fx.run(&ns);
+        assert_eq!(verdict, XDP_TX);
+        assert_eq!(&out[..12], &[PEER_MAC, IF_MAC].concat()[..]);
+        assert_eq!(&out[out.len() - 6..], &mac, "target link-layer address");
+    }
+}

@@ -126,6 +126,7 @@ fn bench(smoke: bool) -> Result<()> {
     let scale = capture("scale", smoke_env)?;
     let exhaust = capture("exhaust", smoke_env)?;
     let reload = capture("reload", smoke_env)?;
+    let balance = capture("balance", smoke_env)?;
     if smoke {
         return Ok(());
     }
@@ -147,7 +148,8 @@ fn bench(smoke: bool) -> Result<()> {
          its VRRP twin, priority 156).\n\n## XDP cost per path\n\n{xdp}\n## The fast path against an \
          empty program\n\n{fastpath}\n## Failover, \
          handover, flood, footprint\n{peers}\n## A full segment\n\n{scale}\n## Resource exhaustion \
-         (issue #14)\n{exhaust}\n## Reload gap per change kind (issue #18)\n{reload}",
+         (issue #14)\n{exhaust}\n## Reload gap per change kind (issue #18)\n{reload}\n## \
+         Load sharing: balanced groups (issue #16)\n\n{balance}",
         started.elapsed(),
         uname.trim()
     );

@@ -6,7 +6,7 @@ use crate::{
     control::{Forced, Reply, Request, Status},
     election::{Event, State},
     iface::Iface,
-    vhid::waiting_status,
+    vhid::{balance_entry, waiting_status},
 };
 use anyhow::{Result, bail};
 
@@ -86,7 +86,16 @@ impl Agent {
             demotion: self.demotion.global(),
             interfaces: self.ifaces.values().map(Iface::status).collect(),
             vhids: (0..self.vhids.len())
-                .map(|i| self.vhids[i].vhid.status(self.effective_demotion(i)))
+                .map(|i| {
+                    let v = &self.vhids[i].vhid;
+                    let mut status = v.status(self.effective_demotion(i));
+                    if let (Some(b), Some(group)) = (&mut status.balance, &v.plan.balance) {
+                        let members = self.vhids.iter().map(|r| &r.vhid);
+                        let members = members.filter(|m| m.in_group(&v.plan.interface, b.leader));
+                        b.mask = balance_entry(group, members, [0; 6], 0).mask;
+                    }
+                    status
+                })
                 .chain(self.absent.iter().map(|a| {
                     let groups = a.plan.groups.iter().map(String::as_str);
                     waiting_status(

@@ -32,7 +32,7 @@ mod reload;
 use crate::{
     addrs,
     checks::Checks,
-    config::{MacMode, Plan},
+    config::{Balance, MacMode, Plan},
     control::{self, Waiting},
     demotion::Demotion,
     election::{Action, Event, Reason, State, Timing},
@@ -259,7 +259,10 @@ impl Agent {
         if addrs::advert_sources(plan, &addrs).is_none() {
             return Ok(Some(Waiting::NoAddress));
         }
-        self.placement.clear(plan, &link).await?;
+        // A balanced group's VIPs are its leader's to place.
+        if plan.balance.as_ref().is_none_or(Balance::is_leader) {
+            self.placement.clear(plan, &link).await?;
+        }
         self.attach(&link, plan.mac == MacMode::Virtual)?;
         let memberships = Memberships::join(link.index, plan)
             .with_context(|| format!("joining multicast groups on {}", plan.interface))?;
@@ -274,12 +277,16 @@ impl Agent {
         if let Some(iface) = self.ifaces.get_mut(&link.name) {
             iface.register(&vhid)?;
         }
+        if vhid.holds_group_vips() {
+            self.placement.add(&vhid).await;
+        }
         self.vhids.push(Running {
             vhid,
             hooks: hooks::Queue::new(self.hooks_tx.clone()),
             _memberships: memberships,
         });
         let i = self.vhids.len() - 1;
+        self.program_balance(i);
         let effective = self.effective_demotion(i);
         self.feed(i, Event::Demotion(effective)).await;
         if link.up {
@@ -410,12 +417,17 @@ impl Agent {
         v.sent(ok);
         // An advert that went out renews the XDP program's MASTER lease; one that did not
         // lets it run out, as the backups will stop hearing us.
+        let master = v.state() == State::MASTER;
         if ok
-            && v.state() == State::MASTER
+            && master
             && let Err(e) = iface.program(v)
         {
             tracing::error!("vhid {}: renewing the lease: {e:#}", v.plan.vhid);
         }
+        if ok && master {
+            self.program_balance(i);
+        }
+        let v = &self.vhids[i].vhid;
         let changed = self.demotion.send_result(&v.id(), ok);
         if changed {
             tracing::warn!("send errors changed demotion to {}", self.demotion.global());
@@ -441,12 +453,17 @@ impl Agent {
         {
             tracing::error!("vhid {}: updating the XDP maps failed: {e:#}", v.plan.vhid);
         }
-        if to == State::MASTER {
+        self.program_balance(i);
+        let r = &mut self.vhids[i];
+        let v = &r.vhid;
+        // A balanced group's VIPs stay put: its share moved with the map entry.
+        let placed = v.vips_follow_state();
+        if placed && to == State::MASTER {
             self.placement.add(v).await;
             if let Some(iface) = self.ifaces.get(&v.plan.interface) {
                 iface.announce(&v.announcements());
             }
-        } else if from == State::MASTER {
+        } else if placed && from == State::MASTER {
             self.placement.remove(v).await;
         }
         let timeout = Duration::from_secs_f64(self.options.config.agent.hook_timeout);
@@ -579,6 +596,33 @@ impl Agent {
         let v = &self.vhids[i].vhid;
         if let Some(iface) = self.ifaces.get_mut(&v.plan.interface) {
             iface.unregister(v);
+            if v.holds_group_vips() {
+                iface.forget_balance(v.plan.vhid);
+            }
+        }
+        if v.holds_group_vips() {
+            self.placement.remove(v).await;
+        }
+    }
+
+    /// Writes the share of VHID `i`'s balanced group into the program's map, if it is in
+    /// one: after each of the group's transitions and each advert a master of it sends.
+    fn program_balance(&mut self, i: usize) {
+        let v = &self.vhids[i].vhid;
+        let Some(leader) = v.plan.balance.as_ref().map(Balance::leader) else {
+            return;
+        };
+        let interface = &v.plan.interface;
+        let members: Vec<&Vhid> = self
+            .vhids
+            .iter()
+            .map(|r| &r.vhid)
+            .filter(|m| m.in_group(interface, leader))
+            .collect();
+        if let Some(iface) = self.ifaces.get_mut(interface)
+            && let Err(e) = iface.program_balance(leader, &members)
+        {
+            tracing::error!("balanced group of vhid {leader}: updating the XDP map: {e:#}");
         }
     }
 

@@ -116,7 +116,7 @@ impl Agent {
             iface.forget(v.ifindex, &gone);
             iface.register(v)?;
         }
-        if v.state() == State::MASTER {
+        if (v.state() == State::MASTER && v.vips_follow_state()) || v.holds_group_vips() {
             self.placement.withdraw(v.ifindex, &gone, &unrouted).await;
             self.placement.add(v).await;
             if let Some(iface) = self.ifaces.get(&v.plan.interface) {

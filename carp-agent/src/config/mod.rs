@@ -27,6 +27,8 @@ pub struct Config {
     pub agent: Agent,
     #[serde(default, rename = "vhid")]
     pub vhids: Vec<VhidConfig>,
+    #[serde(default, rename = "balance")]
+    pub balanced: Vec<BalanceConfig>,
     #[serde(default, rename = "check")]
     pub checks: Vec<Check>,
 }
@@ -242,6 +244,120 @@ pub struct VhidConfig {
     pub down_script: Option<PathBuf>,
 }
 
+/// A `[[balance]]` table: OpenBSD's carp interface with several VHIDs (`carpnodes`) and
+/// `balancing ip`, one VIP set shared by every host, each keeping the flows of the VHIDs
+/// it is MASTER of. Each VHID runs its own election, as a `[[vhid]]` of its own would.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceConfig {
+    pub interface: String,
+    /// `vhid:advskew` pairs, comma-separated, as OpenBSD's `carpnodes 1:0,2:100`: the same
+    /// VHIDs on every host, each with this host's advskew.
+    pub carpnodes: String,
+    /// `ip`, the only mode supported (see the README).
+    pub balancing: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub vips: Vec<String>,
+    #[serde(default = "default_advbase")]
+    pub advbase: u8,
+    #[serde(default)]
+    pub pass_file: Option<PathBuf>,
+    #[serde(default)]
+    pub pass_env: Option<String>,
+    #[serde(default)]
+    pub pass_credential: Option<String>,
+    #[serde(default)]
+    pub preempt: bool,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub src: Option<IpAddr>,
+}
+
+/// A VHID's place in a balanced group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Balance {
+    /// The group's VHIDs, ascending: OpenBSD's carp_vhids_ioctl sorts `carpnodes` by
+    /// VHID, so bit i of the mask is the i-th lowest and the lowest leads.
+    pub vhids: Vec<u8>,
+    /// This VHID's position in `vhids`.
+    pub index: usize,
+}
+
+impl Balance {
+    /// The leader VHID, whose (multicast) MAC is the group's and whose master answers ARP
+    /// and NS for the VIPs.
+    pub fn leader(&self) -> u8 {
+        self.vhids[0]
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.index == 0
+    }
+}
+
+impl BalanceConfig {
+    /// The group's VHIDs as `[[vhid]]` tables with their advskews, ascending, or what is
+    /// wrong with them.
+    fn nodes(&self) -> Result<Vec<VhidConfig>, Vec<String>> {
+        let mut wrong = Vec::new();
+        if self.balancing != "ip" {
+            wrong.push(format!(
+                "balancing = {:?} is not supported: only \"ip\" (OpenBSD's ip-stealth, \
+                 ip-unicast and arp modes are not)",
+                self.balancing
+            ));
+        }
+        if self.protocol != Protocol::CARP {
+            wrong.push("balancing is CARP's (OpenBSD carpnodes): VRRPv3 has none".into());
+        }
+        let mut nodes: Vec<(u8, u8)> = Vec::new();
+        for pair in self.carpnodes.split(',') {
+            let parsed = pair
+                .trim()
+                .split_once(':')
+                .and_then(|(v, s)| Some((v.trim().parse::<u8>().ok()?, s.trim().parse().ok()?)));
+            match parsed {
+                Some((0, _)) => wrong.push("carpnodes: vhid must be 1..=255".into()),
+                Some((_, 255)) => wrong.push("carpnodes: advskew must be 0..=254".into()),
+                Some((vhid, _)) if nodes.iter().any(|(v, _)| *v == vhid) => {
+                    wrong.push(format!("carpnodes: vhid {vhid} is listed twice"))
+                }
+                Some(node) => nodes.push(node),
+                None => wrong.push(format!(
+                    "carpnodes: {pair:?} is not vhid:advskew (as in \"1:0,2:100\")"
+                )),
+            }
+        }
+        if nodes.len() < 2 || nodes.len() > carp_common::balance::MAX_NODES {
+            wrong.push(format!(
+                "carpnodes: a balanced group has 2..={} VHIDs, this one {}",
+                carp_common::balance::MAX_NODES,
+                nodes.len()
+            ));
+        }
+        if !wrong.is_empty() {
+            return Err(wrong);
+        }
+        nodes.sort();
+        Ok(nodes
+            .into_iter()
+            .map(|(vhid, advskew)| VhidConfig {
+                advbase: self.advbase,
+                advskew,
+                pass_file: self.pass_file.clone(),
+                pass_env: self.pass_env.clone(),
+                pass_credential: self.pass_credential.clone(),
+                preempt: self.preempt,
+                groups: self.groups.clone(),
+                src: self.src,
+                ..VhidConfig::new(&self.interface, vhid, self.vips.clone())
+            })
+            .collect())
+    }
+}
+
 fn default_advbase() -> u8 {
     carp_common::wire::DEFAULT_ADVBASE
 }
@@ -314,6 +430,8 @@ pub struct Plan {
     pub src: Option<IpAddr>,
     pub up_script: Option<PathBuf>,
     pub down_script: Option<PathBuf>,
+    /// Set for a VHID of a balanced group.
+    pub balance: Option<Balance>,
 }
 
 impl fmt::Debug for Plan {
@@ -525,11 +643,29 @@ impl Config {
         let mut mistakes = Vec::new();
         let mut plans = Vec::new();
         let mut seen = BTreeSet::new();
-        if self.vhids.is_empty() {
+        if self.vhids.is_empty() && self.balanced.is_empty() {
             mistakes.push(Mistake {
                 at: "config".into(),
-                what: "no [[vhid]] is configured".into(),
+                what: "no [[vhid]] or [[balance]] is configured".into(),
             });
+        }
+        // Plain VHIDs, then each balanced group's, which share the group's VIPs.
+        let mut tables: Vec<(VhidConfig, Option<Balance>)> =
+            self.vhids.iter().map(|v| (v.clone(), None)).collect();
+        for b in &self.balanced {
+            match b.nodes() {
+                Ok(nodes) => {
+                    let vhids: Vec<u8> = nodes.iter().map(|n| n.vhid).collect();
+                    tables.extend(nodes.into_iter().enumerate().map(|(index, n)| {
+                        let vhids = vhids.clone();
+                        (n, Some(Balance { vhids, index }))
+                    }));
+                }
+                Err(wrong) => mistakes.extend(wrong.into_iter().map(|what| Mistake {
+                    at: format!("balanced group {:?} on {}", b.carpnodes, b.interface),
+                    what,
+                })),
+            }
         }
         if !seconds_ok(self.agent.hook_timeout) {
             mistakes.push(Mistake {
@@ -540,8 +676,17 @@ impl Config {
         // Where each VIP is configured: one VIP in two VHIDs would have two masters.
         let mut owners: std::collections::BTreeMap<IpAddr, String> = Default::default();
         let mut per_interface: std::collections::BTreeMap<&str, usize> = Default::default();
-        for v in &self.vhids {
+        for (v, balance) in &tables {
             let at = format!("vhid {} on {}", v.vhid, v.interface);
+            // A group's VHIDs share its VIPs: the leader stands for all of them.
+            let owner = match balance {
+                Some(b) => format!(
+                    "the balanced group of vhid {} on {}",
+                    b.leader(),
+                    v.interface
+                ),
+                None => at.clone(),
+            };
             let mut bad = |what: String| {
                 mistakes.push(Mistake {
                     at: at.clone(),
@@ -564,19 +709,20 @@ impl Config {
                     Err(e) => bad(e),
                 }
             }
-            for (vip, _) in &vips {
+            let leads = balance.as_ref().is_none_or(Balance::is_leader);
+            for (vip, _) in vips.iter().filter(|_| leads) {
                 match owners.get(vip) {
-                    Some(other) if *other != at => {
+                    Some(other) if *other != owner => {
                         bad(format!("VIP {vip} is also a VIP of {other}"));
                     }
                     Some(_) => bad(format!("VIP {vip} is listed twice")),
                     None => {
-                        owners.insert(*vip, at.clone());
+                        owners.insert(*vip, owner.clone());
                     }
                 }
             }
             let on_interface = per_interface.entry(&v.interface).or_default();
-            *on_interface += vips.len();
+            *on_interface += if leads { vips.len() } else { 0 };
             if *on_interface > MAX_VIPS {
                 bad(format!(
                     "more than {MAX_VIPS} VIPs on {}: the XDP program's map holds no more",
@@ -665,6 +811,7 @@ impl Config {
                 src: v.src,
                 up_script: v.up_script.clone(),
                 down_script: v.down_script.clone(),
+                balance: balance.clone(),
             });
         }
         self.validate_checks(&mut mistakes);

@@ -377,3 +377,115 @@ fn interface_names_no_interface_can_have_are_mistakes() {
         "{m:?}"
     );
 }
+
+#[test]
+fn a_balanced_group_becomes_one_vhid_per_node_sorted_as_openbsd() {
+    let plans = Config::parse(
+        r#"
+        [[balance]]
+        interface = "eth0"
+        carpnodes = "3:100, 1:0,2:50"
+        balancing = "ip"
+        vips = ["192.0.2.50/24"]
+        preempt = true
+
+        [[vhid]]
+        interface = "eth0"
+        vhid = 9
+        vips = ["192.0.2.60/24"]
+        "#,
+    )
+    .unwrap()
+    .validate(Path::new("/"))
+    .unwrap();
+    let nodes: Vec<(u8, Option<Balance>, Timing)> = plans
+        .iter()
+        .map(|p| (p.vhid, p.balance.clone(), p.timing))
+        .collect();
+    let group = |index| {
+        Some(Balance {
+            vhids: vec![1, 2, 3],
+            index,
+        })
+    };
+    let carp = |advskew| Timing::Carp {
+        advbase: 1,
+        advskew,
+    };
+    assert_eq!(
+        nodes,
+        [
+            (9, None, carp(0)),
+            (1, group(0), carp(0)),
+            (2, group(1), carp(50)),
+            (3, group(2), carp(100)),
+        ]
+    );
+    assert!(
+        plans[1..]
+            .iter()
+            .all(|p| p.preempt && p.vips == plans[1].vips)
+    );
+    assert_eq!(plans[1].balance.as_ref().map(Balance::leader), Some(1));
+}
+
+#[test]
+fn bad_balanced_groups_are_refused_with_a_reason() {
+    let group = |extra: &str| {
+        format!(
+            "[[balance]]\ninterface = \"eth0\"\nvips = [\"192.0.2.50/24\"]\n{extra}\n\
+             [[vhid]]\ninterface = \"eth0\"\nvhid = 7\nvips = [\"192.0.2.70/24\"]\n"
+        )
+    };
+    let at = "balanced group";
+    for (extra, want) in [
+        (
+            "carpnodes = \"1:0,1:100\"\nbalancing = \"ip\"",
+            "carpnodes: vhid 1 is listed twice",
+        ),
+        (
+            "carpnodes = \"1:0\"\nbalancing = \"ip\"",
+            "a balanced group has 2..=32 VHIDs, this one 1",
+        ),
+        (
+            "carpnodes = \"1:0,2\"\nbalancing = \"ip\"",
+            "carpnodes: \"2\" is not vhid:advskew",
+        ),
+        (
+            "carpnodes = \"1:0,2:255\"\nbalancing = \"ip\"",
+            "advskew must be 0..=254",
+        ),
+        (
+            "carpnodes = \"1:0,2:0\"\nbalancing = \"ip-stealth\"",
+            "balancing = \"ip-stealth\" is not supported",
+        ),
+        (
+            "carpnodes = \"1:0,2:0\"\nbalancing = \"ip\"\nprotocol = \"vrrp3\"",
+            "VRRPv3 has none",
+        ),
+    ] {
+        let found = mistakes(&group(extra));
+        assert!(
+            found.iter().any(|m| m.starts_with(at) && m.contains(want)),
+            "{extra}: {found:?}"
+        );
+    }
+    // A node that is also a plain VHID, and a VIP shared with one.
+    let found = mistakes(&group("carpnodes = \"6:0,7:0\"\nbalancing = \"ip\""));
+    assert!(
+        found.contains(
+            &"vhid 7 on eth0: this VHID is configured twice on the same interface".into()
+        ),
+        "{found:?}"
+    );
+    let found = mistakes(
+        &group("carpnodes = \"1:0,2:0\"\nbalancing = \"ip\"")
+            .replace("192.0.2.70/24", "192.0.2.50/24"),
+    );
+    assert!(
+        found
+            .iter()
+            .any(|m| m.contains("VIP 192.0.2.50 is also a VIP of")),
+        "{found:?}"
+    );
+}

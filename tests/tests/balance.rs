@@ -1,0 +1,239 @@
+//! OpenBSD's `balancing ip` between three hosts: one VIP, three VHIDs, each host MASTER of
+//! one. A client with 300 flows (one source address each) gets exactly one reply per flow,
+//! from the host the flow's hash names; a host that drops off the LAN hands its share to
+//! the survivors within the master-down time while theirs never miss a reply, and takes
+//! it back with preempt when it returns; a frozen agent's host lets go of its share before
+//! the survivors take it, so no flow is answered twice.
+// Needs root (namespaces, BPF): `cargo xtask test` runs it.
+#![cfg(feature = "root")]
+
+use carp_common::balance::{fold_v4, fold_v6, keeps};
+use carp_tests::{
+    agent::{Agent, TempDir, write_secret},
+    bpftool::{Pins, dump},
+    flows::{Server, add_sources, config, round, route_sources, sources, sources6, wait_masks},
+    lan::Lan,
+    netns::Netns,
+};
+use nix::sys::signal::Signal;
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::{Duration, Instant},
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x50);
+const HOSTS: [&str; 3] = ["a", "b", "c"];
+const FLOWS: usize = 300;
+/// Master-down time of a backup with advbase 1, advskew 100: 3 + 100/256 s.
+const MASTER_DOWN: Duration = Duration::from_micros(3_390_625);
+/// How long a round waits for the replies it needs at most: it ends 50 ms after the last
+/// of them, unless the machine is slow.
+const ROUND: Duration = Duration::from_secs(2);
+
+/// Whether the group's MAC is in `ns`'s eth0 multicast filter (`ip -j maddr`).
+fn group_mac_accepted(ns: &Netns) -> bool {
+    let out = ns.ip(&["-j", "maddr", "show", "dev", "eth0"]).unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mac = serde_json::json!("01:00:5e:00:01:01");
+    list[0]["maddr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["link"] == mac)
+}
+
+/// The host whose mask keeps the flow from `src` (OpenBSD carp_lsdrop, as the program).
+fn owner(masks: &[u32], src: Ipv4Addr) -> usize {
+    let fold = fold_v4(src.octets(), VIP.octets());
+    let owners: Vec<usize> = (0..masks.len())
+        .filter(|h| keeps(masks[*h], HOSTS.len() as u8, fold))
+        .collect();
+    assert_eq!(
+        owners.len(),
+        1,
+        "flow from {src}: owners {owners:?} of {masks:?}"
+    );
+    owners[0]
+}
+
+/// Rounds of one request per flow while host c's share moves to the survivors: each of
+/// c's `c_flows` flows gets at most one reply, each survivor's flow exactly one, until a
+/// survivor answers all of c's. How long that took; it must be within the master-down
+/// time (and a round, some 60 ms while c's flows go unanswered).
+fn until_moved(client: &Netns, srcs: &[Ipv4Addr], c_flows: usize) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < MASTER_DOWN + Duration::from_secs(3) {
+        // Every survivor's flow must answer; c's may not.
+        let survivors = |i: usize| owner(&[1, 2, 4], srcs[i]) != 2;
+        let replies = round(client, srcs, VIP, survivors, ROUND).unwrap();
+        let mut answered_c = 0;
+        for (src, r) in srcs.iter().zip(&replies) {
+            match owner(&[1, 2, 4], *src) {
+                2 => {
+                    assert!(r.len() <= 1, "flow from {src}: {r:?}");
+                    answered_c += r.iter().filter(|name| *name != HOSTS[2]).count();
+                }
+                h => assert_eq!(r, &vec![HOSTS[h].to_owned()], "flow from {src} (survivor)"),
+            }
+        }
+        if answered_c == c_flows {
+            let moved = start.elapsed();
+            assert!(
+                moved < MASTER_DOWN + Duration::from_millis(600),
+                "host c's share moved after {moved:?}"
+            );
+            return moved;
+        }
+    }
+    panic!("host c's flows never came back");
+}
+
+#[test]
+fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_returns() {
+    let dir = TempDir::new("balance").unwrap();
+    let mut lan = Lan::new("bal", &HOSTS).unwrap();
+    let client_addr = lan.add_host("bal", "client").unwrap().addr;
+    let srcs = sources(FLOWS);
+    let hosts: Vec<_> = lan.hosts[..3].iter().map(|h| &h.ns).collect();
+    route_sources(&lan.hosts[3].ns, &srcs, &hosts, client_addr).unwrap();
+    let pass = dir.path().join("pass");
+    write_secret(&pass, "balance-secret").unwrap();
+    // Started from the host with `[agent] netns`, so their pins are on the host's bpffs.
+    let pins: Vec<Pins> = (0..3)
+        .map(|h| Pins(format!("/sys/fs/bpf/carp/{}", lan.hosts[h].ns.name())))
+        .collect();
+    let mut agents: Vec<Agent> = (0..3)
+        .map(|h| {
+            let ns = lan.hosts[h].ns.name();
+            let vips = [&format!("{VIP}/24")[..], &format!("{VIP6}/64")];
+            let conf = format!("netns = \"{ns}\"\n\n{}", config(h, 3, &vips, &pass));
+            Agent::start_on_host(dir.path(), HOSTS[h], &conf).unwrap()
+        })
+        .collect();
+    let own = [Some(0b001), Some(0b010), Some(0b100)];
+    wait_masks(&agents, &own, Duration::from_secs(12));
+    // The share as the program reads it, and the group MAC in each interface's filter.
+    for h in 0..3 {
+        let map = dump(&std::path::Path::new(&pins[h].0).join("eth0/CARP_BALANCE"));
+        let groups: Vec<_> = map.iter().filter(|(_, v)| v["count"] != 0).collect();
+        let [(key, value)] = &groups[..] else {
+            panic!("{groups:?}")
+        };
+        assert_eq!(*key, 1, "indexed by the leader VHID");
+        assert_eq!(
+            (&value["mask"], &value["count"]),
+            (&(1 << h).into(), &3.into())
+        );
+        assert!(group_mac_accepted(&lan.hosts[h].ns), "host {}", HOSTS[h]);
+    }
+    // The leader places the VIP on every host at start: the servers can bind it.
+    let _servers: Vec<Server> = (0..3)
+        .flat_map(|h| {
+            let ns = &lan.hosts[h].ns;
+            [
+                Server::start(ns, VIP, HOSTS[h]).unwrap(),
+                Server::start(ns, VIP6, HOSTS[h]).unwrap(),
+            ]
+        })
+        .collect();
+    let client = &lan.hosts[3].ns;
+
+    // All up: each flow answered exactly once, by the host its hash names.
+    let replies = round(client, &srcs, VIP, |_| true, ROUND).unwrap();
+    let mut share = [0usize; 3];
+    for (src, r) in srcs.iter().zip(&replies) {
+        let want = owner(&[1, 2, 4], *src);
+        assert_eq!(r, &vec![HOSTS[want].to_owned()], "flow from {src}");
+        share[want] += 1;
+    }
+    for (h, n) in share.iter().enumerate() {
+        assert!(
+            (85..=115).contains(n),
+            "host {} keeps {n} of {FLOWS} flows: {share:?}",
+            HOSTS[h]
+        );
+    }
+    for a in &agents {
+        assert!(a.xdp_counter("balance_kept") > 0 && a.xdp_counter("balance_dropped") > 0);
+    }
+    // IPv6 flows too: the xor of all eight words names the host.
+    let srcs6 = sources6(60);
+    add_sources(client, &srcs6).unwrap();
+    let replies = round(client, &srcs6, VIP6, |_| true, ROUND).unwrap();
+    for (src, r) in srcs6.iter().zip(&replies) {
+        let fold = fold_v6(&src.octets(), &VIP6.octets());
+        let want = (0..3).find(|h| keeps(1 << h, 3, fold)).unwrap();
+        assert_eq!(r, &vec![HOSTS[want].to_owned()], "flow from {src}");
+    }
+    // The client took the multicast group MAC from the leader's ARP reply and NA.
+    for vip in [VIP.to_string(), VIP6.to_string()] {
+        let out = client.ip(&["-j", "neigh", "show", &vip]).unwrap();
+        let neigh: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(neigh[0]["lladdr"], "01:00:5e:00:01:01", "{neigh}");
+    }
+
+    // Host c drops off the LAN: its flows go silent until a survivor takes VHID 3; the
+    // survivors' own flows never miss a reply.
+    lan.cable(2, false).unwrap();
+    let moved = until_moved(client, &srcs, share[2]);
+    let survivors = carp_tests::flows::masks(&agents[..2]);
+    assert_eq!(
+        survivors[0].unwrap() | survivors[1].unwrap(),
+        0b111,
+        "the survivors hold every VHID: {survivors:?}"
+    );
+
+    // Plugged back: with preempt it takes VHID 3, and its flows, back.
+    lan.cable(2, true).unwrap();
+    wait_masks(&agents, &own, Duration::from_secs(8));
+    // The survivor hears the returning master's first advert a moment after it took
+    // over: let that pass.
+    std::thread::sleep(Duration::from_millis(100));
+    let replies = round(client, &srcs, VIP, |_| true, ROUND).unwrap();
+    for (src, r) in srcs.iter().zip(&replies) {
+        let want = owner(&[1, 2, 4], *src);
+        assert_eq!(
+            r,
+            &vec![HOSTS[want].to_owned()],
+            "flow from {src} after the return"
+        );
+    }
+    // Host c's agent freezes: its lease runs out before a survivor takes VHID 3, so no
+    // flow is answered twice meanwhile, and c's flows come back within the master-down
+    // time. Thawed, it takes them back.
+    agents[2].signal(Signal::SIGSTOP).unwrap();
+    let thawed = until_moved(client, &srcs, share[2]);
+    agents[2].signal(Signal::SIGCONT).unwrap();
+    wait_masks(&agents, &own, Duration::from_secs(8));
+    std::thread::sleep(Duration::from_millis(100));
+    let replies = round(client, &srcs, VIP, |_| true, ROUND).unwrap();
+    for (src, r) in srcs.iter().zip(&replies) {
+        let want = owner(&[1, 2, 4], *src);
+        assert_eq!(
+            r,
+            &vec![HOSTS[want].to_owned()],
+            "flow from {src} after the thaw"
+        );
+    }
+    eprintln!(
+        "shares {share:?} of {FLOWS}; host c's share moved after {moved:?} (cable) and \
+         {thawed:?} (frozen)"
+    );
+    // A reload of an unchanged file keeps the group as it is.
+    agents[1].ctl(&["reload"]).unwrap();
+    assert_eq!(carp_tests::flows::masks(&agents), own);
+    let replies = round(client, &srcs, VIP, |_| true, ROUND).unwrap();
+    for (src, r) in srcs.iter().zip(&replies) {
+        let want = owner(&[1, 2, 4], *src);
+        assert_eq!(
+            r,
+            &vec![HOSTS[want].to_owned()],
+            "flow from {src} after a reload"
+        );
+    }
+    // A stop lets go of the group MAC.
+    agents[0].signal(Signal::SIGTERM).unwrap();
+    agents[0].wait(Duration::from_secs(5)).unwrap();
+    assert!(!group_mac_accepted(&lan.hosts[0].ns));
+}
