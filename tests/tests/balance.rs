@@ -3,7 +3,7 @@
 //! from the host the flow's hash names; a host that drops off the LAN hands its share to
 //! the survivors within the master-down time while theirs never miss a reply, and takes
 //! it back with preempt when it returns; a frozen agent's host lets go of its share before
-//! the survivors take it, so no flow is answered twice.
+//! the survivors take it, so no flow is answered twice. One host serves from tc ingress.
 // Needs root (namespaces, BPF): `cargo xtask test` runs it.
 #![cfg(feature = "root")]
 
@@ -107,12 +107,21 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
         .map(|h| {
             let ns = lan.hosts[h].ns.name();
             let vips = [&format!("{VIP}/24")[..], &format!("{VIP6}/64")];
-            let conf = format!("netns = \"{ns}\"\n\n{}", config(h, 3, &vips, &pass));
+            // Host c serves from tc ingress, as where another program holds XDP.
+            let hook = if h == 2 { "tc" } else { "auto" };
+            let conf = format!(
+                "netns = \"{ns}\"\nxdp_mode = \"{hook}\"\n\n{}",
+                config(h, 3, &vips, &pass)
+            );
             Agent::start_on_host(dir.path(), HOSTS[h], &conf).unwrap()
         })
         .collect();
     let own = [Some(0b001), Some(0b010), Some(0b100)];
     wait_masks(&agents, &own, Duration::from_secs(12));
+    assert_eq!(
+        agents[2].status().unwrap().interfaces[0].xdp_mode,
+        carp_agent::control::Attached::Tc
+    );
     // The share as the program reads it, and the group MAC in each interface's filter.
     for h in 0..3 {
         let map = dump(&std::path::Path::new(&pins[h].0).join("eth0/CARP_BALANCE"));

@@ -1041,9 +1041,8 @@ mod balanced {
             .partition(|s| keeps(0b001, 3, fold_v4(*s, VIP)))
     }
 
-    #[test]
-    fn flows_of_our_share_are_kept_as_ours_and_the_others_dropped() {
-        let mut fx = Fixture::new(Hook::Xdp, State::MASTER);
+    fn flows_of_our_share_are_kept_as_ours_and_the_others_dropped(hook: Hook) {
+        let mut fx = Fixture::new(hook, State::MASTER);
         group(&mut fx, 0b001, u64::MAX);
         let (ours, theirs) = sources();
         assert!(ours.len() > 70 && theirs.len() > 150, "{ours:?}");
@@ -1098,9 +1097,8 @@ mod balanced {
         assert_eq!(fx.run(&f), (XDP_PASS, f.clone()));
     }
 
-    #[test]
-    fn the_leaders_master_answers_arp_and_ns_with_the_group_mac_from_its_own() {
-        let mut fx = Fixture::new(Hook::Xdp, State::MASTER);
+    fn the_leaders_master_answers_arp_and_ns_with_the_group_mac_from_its_own(hook: Hook) {
+        let mut fx = Fixture::new(hook, State::MASTER);
         group(&mut fx, 0b010, u64::MAX);
         let mac = group_mac(LEADER);
         // Broadcast, and a unicast refresh to the group MAC, which the balancer leaves to
@@ -1129,4 +1127,9 @@ mod balanced {
         assert_eq!(&out[..12], &[PEER_MAC, IF_MAC].concat()[..]);
         assert_eq!(&out[out.len() - 6..], &mac, "target link-layer address");
     }
+
+    on_both_hooks!(
+        flows_of_our_share_are_kept_as_ours_and_the_others_dropped,
+        the_leaders_master_answers_arp_and_ns_with_the_group_mac_from_its_own,
+    );
 }
