@@ -46,7 +46,9 @@ pub fn is_solicitation(pkt: &Pkt, l3: usize, ethertype: u16) -> bool {
 }
 
 /// The verdict on a frame to the group MAC of leader VHID `leader`, the whole of it: the
-/// entry returns it at once, so nothing of its own stays live across the call.
+/// entry returns it at once, so nothing of its own stays live across the call. IPv4
+/// flows, most of a group's frames, are decided here without the call into [`verdict`],
+/// which decides everything else.
 #[inline(always)]
 pub fn frame(
     pkt: &Pkt,
@@ -56,6 +58,19 @@ pub fn frame(
     ethertype: u16,
     ingress: impl Ingress,
 ) -> u32 {
+    if ethertype == ETH_P_IP
+        && vlan == 0
+        && let Some([src, dst]) = read::<[[u8; 4]; 2]>(pkt, l3 + offset_of!(Ipv4Header, src))
+        && dst[0] & 0xf0 != 0xe0
+        && u32::from_ne_bytes(dst) != u32::MAX
+        && let Some(group) = CARP_BALANCE.get_ptr(u32::from(leader))
+    {
+        // SAFETY: map values stay valid for the whole program run.
+        let group = unsafe { &*group };
+        if group.count != 0 {
+            return decide(pkt, group, fold_v4(src, dst), ingress);
+        }
+    }
     let args = u64::from(leader) | (u64::from(vlan) << 8) | (u64::from(ethertype) << 32);
     verdict(pkt, l3, args, ingress)
 }
@@ -88,6 +103,13 @@ fn verdict(pkt: &Pkt, l3: usize, args: u64, ingress: impl Ingress) -> u32 {
     if group.count == 0 {
         return XDP_PASS;
     }
+    decide(pkt, group, fold, ingress)
+}
+
+/// Keeps the flow of `fold` if it is this host's and its lease runs, rewritten to the
+/// interface MAC; drops it otherwise.
+#[inline(always)]
+fn decide(pkt: &Pkt, group: &BalanceEntry, fold: u32, ingress: impl Ingress) -> u32 {
     // Another host's flow is dropped before the clock is read: most frames are.
     if !keeps(group.mask, group.count, fold) || coarse_now() >= group.master_until {
         count!(balance_dropped);
