@@ -29,11 +29,12 @@ pub const MAX_VIPS: usize = 4096;
 pub const MAX_PEERS: usize = 4096;
 /// Slots of [`BALANCE`]: one per VHID number.
 pub const BALANCE_SLOTS: usize = 256;
-/// Ring buffer size in bytes (a power of two, a multiple of the page size): 2340 adverts
-/// of 56 bytes, a second of a full segment's VRRPv3 adverts (255 VHIDs at 100 ms) should
-/// the agent stall that long. Its pages count in the agent's RSS twice (the data area is
-/// mapped twice for wrap-around), so it is no larger.
-pub const EVENTS_BYTES: usize = 128 * 1024;
+/// Ring buffer size in bytes (a power of two, a multiple of the page size): 1170 adverts
+/// of 56 bytes, half a second of a full segment's VRRPv3 adverts (255 VHIDs at 100 ms),
+/// longer than those backups' master-down time, past which a stalled agent's adverts are
+/// stale anyway. Its pages count in the agent's RSS twice (the data area is mapped twice
+/// for wrap-around), so it is no larger.
+pub const EVENTS_BYTES: usize = 64 * 1024;
 
 /// The program logs the adverts it drops as `bad_hmac`, `bad_ttl` or `bad_version` at debug
 /// level, at most this many lines at once...
