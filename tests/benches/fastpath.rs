@@ -11,127 +11,17 @@ use carp_agent::{send::PacketSocket, xdp::DataPlane};
 use carp_tests::{
     frames,
     netns::{Netns, veth},
+    rawbpf::{BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, attach_native, empty_program, test_run},
     setting,
 };
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsFd as _, AsRawFd as _},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
-
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_XDP: u32 = 37;
-const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-
-/// bpf(2) with an attribute union of 128 zeroed bytes whose head is `head`: the result
-/// and the union as the kernel left it.
-fn bpf<T>(cmd: libc::c_long, head: &T) -> std::io::Result<(libc::c_long, [u8; 128])> {
-    let mut attr = [0u8; 128];
-    // SAFETY: T is a #[repr(C)] struct of plain integers no longer than the buffer.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            (head as *const T).cast::<u8>(),
-            attr.as_mut_ptr(),
-            size_of::<T>(),
-        )
-    };
-    // SAFETY: the kernel reads (and for test runs writes) `attr`, which lives long enough.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((r, attr))
-}
-
-/// A program of `prog_type` that passes everything: `r0 = pass; exit` (XDP_PASS is 2,
-/// TC_ACT_OK 0).
-fn empty_program(prog_type: u32, pass: u64) -> OwnedFd {
-    #[repr(C)]
-    struct Load {
-        prog_type: u32,
-        insn_cnt: u32,
-        insns: u64,
-        license: u64,
-    }
-    let insns: [u64; 2] = [
-        // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm `pass`
-        0xb7 | (pass << 32),
-        // BPF_JMP | BPF_EXIT
-        0x95,
-    ];
-    let license = c"GPL";
-    let (fd, _) = bpf(
-        BPF_PROG_LOAD,
-        &Load {
-            prog_type,
-            insn_cnt: 2,
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-        },
-    )
-    .expect("loading an empty program");
-    // SAFETY: a new file descriptor the kernel just gave us.
-    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
-}
-
-/// The kernel's mean ns per run of `prog` over `frame`, `repeat` times.
-fn test_run(prog: RawFd, frame: &[u8], repeat: u32) -> u64 {
-    #[repr(C)]
-    struct TestRun {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-    }
-    let (_, attr) = bpf(
-        BPF_PROG_TEST_RUN,
-        &TestRun {
-            prog_fd: prog as u32,
-            retval: 0,
-            data_size_in: frame.len() as u32,
-            data_size_out: 0,
-            data_in: frame.as_ptr() as u64,
-            data_out: 0,
-            repeat,
-        },
-    )
-    .expect("BPF_PROG_TEST_RUN");
-    // The kernel's mean duration in ns is the u32 at byte 36.
-    u64::from(u32::from_ne_bytes(attr[36..40].try_into().unwrap()))
-}
-
-/// Attaches `prog` to `ifindex` in native mode through a bpf_link (gone with the fd).
-fn attach_native(prog: RawFd, ifindex: u32) -> OwnedFd {
-    #[repr(C)]
-    struct LinkCreate {
-        prog_fd: u32,
-        target_ifindex: u32,
-        attach_type: u32,
-        flags: u32,
-    }
-    let (fd, _) = bpf(
-        BPF_LINK_CREATE,
-        &LinkCreate {
-            prog_fd: prog as u32,
-            target_ifindex: ifindex,
-            attach_type: BPF_XDP,
-            flags: XDP_FLAGS_DRV_MODE,
-        },
-    )
-    .expect("attaching the empty program natively");
-    // SAFETY: a new file descriptor the kernel just gave us.
-    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
-}
 
 fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
@@ -155,8 +45,8 @@ fn main() {
     let mut carp = DataPlane::load().expect("loading the XDP program (root?)");
     let carp_fd = carp.program().unwrap().fd().unwrap().as_fd().as_raw_fd();
     let carp_tc = carp.classifier().unwrap().fd().unwrap().as_fd().as_raw_fd();
-    let empty = empty_program(BPF_PROG_TYPE_XDP, 2);
-    let empty_tc = empty_program(BPF_PROG_TYPE_SCHED_CLS, 0);
+    let empty = empty_program(BPF_PROG_TYPE_XDP, 2, "empty_xdp");
+    let empty_tc = empty_program(BPF_PROG_TYPE_SCHED_CLS, 0, "empty_tc");
     let mac = [2, 0, 0, 0, 0, 0xbb];
     // A UDP datagram from 198.51.100.1 to .2, to `dst`.
     let udp = |dst, vlan| {

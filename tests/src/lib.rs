@@ -11,6 +11,7 @@ pub mod pcap;
 pub mod peers;
 pub mod probe;
 pub mod procfs;
+pub mod rawbpf;
 pub mod systemd;
 
 /// A benchmark's scale from the environment variable `name` (REPEAT, TRIALS, ...), or

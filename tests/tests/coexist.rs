@@ -1,7 +1,7 @@
 //! Sharing the interface with another XDP program: xdp-filter (xdp-tools' DDoS filter, a
 //! libxdp program) holding the XDP hook of one host, loaded before the agent starts or
-//! after it runs. The agent serves from tc ingress then; both programs keep working, and
-//! stopping either leaves the other attached.
+//! after it runs. The agent serves from tc ingress then, ahead of other tc programs; both
+//! programs keep working, and stopping either leaves the other attached.
 // Needs root (namespaces, BPF): `cargo xtask test` runs it.
 #![cfg(feature = "root")]
 
@@ -11,9 +11,10 @@ use carp_tests::{
     agent::{Agent, TempDir, write_secret},
     lan::{Lan, one_mac_answers},
     netns::Netns,
+    rawbpf,
 };
 use nix::sys::signal::Signal;
-use std::{process::Command, sync::Mutex, time::Duration};
+use std::{os::fd::AsRawFd as _, process::Command, sync::Mutex, time::Duration};
 
 /// Master-down time of a backup with advbase 1, advskew 100: 3 + 100/256 s.
 const MASTER_DOWN: Duration = Duration::from_micros(3_390_625);
@@ -134,8 +135,8 @@ fn attached(agent: &Agent) -> Attached {
     agent.status().unwrap().interfaces[0].xdp_mode
 }
 
-/// xdp-filter first; the backup's agent (default `xdp_mode = "auto"`) finds XDP taken and
-/// serves from tc ingress. It stays BACKUP while the master advertises, takes over within
+/// xdp-filter first, and a tc program; the backup's agent (default `xdp_mode = "auto"`)
+/// finds XDP taken and serves from tc ingress, first among the tc programs. It stays BACKUP while the master advertises, takes over within
 /// its master-down time when the master dies and answers ARP for the VIP; the filter passes
 /// frames all along, and after the agent stops it is still attached and counting.
 #[test]
@@ -148,12 +149,20 @@ fn an_xdp_program_loaded_before_the_agent() {
     let filter = XdpFilter::load(&lan.hosts[0].ns);
     let before = xdp_program(&lan.hosts[0].ns).expect("xdp-filter attached");
     assert!(before.1.starts_with("xdpfilt"), "{before:?}");
+    let other_tc = rawbpf::empty_program(rawbpf::BPF_PROG_TYPE_SCHED_CLS, 0, "other_tc");
+    let _other_link = lan.hosts[0]
+        .ns
+        .enter(|| {
+            let eth0 = nix::net::if_::if_nametoindex("eth0")?;
+            Ok(rawbpf::attach_tcx_ingress(other_tc.as_raw_fd(), eth0))
+        })
+        .unwrap();
 
     let b = agent(&lan, &dir, 1, "auto", 0, "MASTER");
     let mut a = agent(&lan, &dir, 0, "auto", 100, "BACKUP");
     assert_eq!(attached(&a), Attached::Tc);
     assert_eq!(xdp_program(&lan.hosts[0].ns), Some(before.clone()));
-    assert_eq!(tc_programs(&lan.hosts[0].ns), ["carp_tc"]);
+    assert_eq!(tc_programs(&lan.hosts[0].ns), ["carp_tc", "other_tc"]);
     // b's adverts cross both programs: a stays BACKUP through several master-down times.
     let passed = filter.passed();
     std::thread::sleep(2 * MASTER_DOWN);
@@ -174,7 +183,7 @@ fn an_xdp_program_loaded_before_the_agent() {
 
     a.signal(Signal::SIGTERM).unwrap();
     assert!(a.wait(Duration::from_secs(5)).unwrap().success());
-    assert!(tc_programs(&lan.hosts[0].ns).is_empty());
+    assert_eq!(tc_programs(&lan.hosts[0].ns), ["other_tc"]);
     assert_eq!(xdp_program(&lan.hosts[0].ns), Some(before));
     let passed = filter.passed();
     let ping = lan.hosts[2]
