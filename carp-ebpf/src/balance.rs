@@ -47,8 +47,8 @@ pub fn is_solicitation(pkt: &Pkt, l3: usize, ethertype: u16) -> bool {
 
 /// The verdict on a frame to the group MAC of leader VHID `leader`, the whole of it: the
 /// entry returns it at once, so nothing of its own stays live across the call. IPv4
-/// flows, most of a group's frames, are decided here without the call into [`verdict`],
-/// which decides everything else.
+/// frames, most of a group's, are decided here without the call into [`verdict`], which
+/// decides everything else.
 #[inline(always)]
 pub fn frame(
     pkt: &Pkt,
@@ -58,18 +58,23 @@ pub fn frame(
     ethertype: u16,
     ingress: impl Ingress,
 ) -> u32 {
-    if ethertype == ETH_P_IP
-        && vlan == 0
-        && let Some([src, dst]) = read::<[[u8; 4]; 2]>(pkt, l3 + offset_of!(Ipv4Header, src))
-        && dst[0] & 0xf0 != 0xe0
-        && u32::from_ne_bytes(dst) != u32::MAX
-        && let Some(group) = CARP_BALANCE.get_ptr(u32::from(leader))
-    {
-        // SAFETY: map values stay valid for the whole program run.
-        let group = unsafe { &*group };
-        if group.count != 0 {
-            return decide(pkt, group, fold_v4(src, dst), ingress);
+    if ethertype == ETH_P_IP {
+        // Multicast (224.0.1.x shares these MACs) and broadcast pass, as OpenBSD's
+        // carp_lsdrop passes M_MCAST and M_BCAST; so do truncated headers, tagged frames
+        // (see [`verdict`]) and frames of no group here.
+        if vlan == 0
+            && let Some([src, dst]) = read::<[[u8; 4]; 2]>(pkt, l3 + offset_of!(Ipv4Header, src))
+            && dst[0] & 0xf0 != 0xe0
+            && u32::from_ne_bytes(dst) != u32::MAX
+            && let Some(group) = CARP_BALANCE.get_ptr(u32::from(leader))
+        {
+            // SAFETY: map values stay valid for the whole program run.
+            let group = unsafe { &*group };
+            if group.count != 0 {
+                return decide(pkt, group, fold_v4(src, dst), ingress);
+            }
         }
+        return XDP_PASS;
     }
     let args = u64::from(leader) | (u64::from(vlan) << 8) | (u64::from(ethertype) << 32);
     verdict(pkt, l3, args, ingress)
@@ -159,17 +164,11 @@ enum Flow {
     Other,
 }
 
-/// The flow's fold (OpenBSD carp_lsdrop), read word by word off the packet.
+/// The flow's fold for frames other than IPv4 (see [`frame`]; OpenBSD carp_lsdrop), read
+/// word by word off the packet.
 #[inline(always)]
 fn fold(pkt: &Pkt, l3: usize, ethertype: u16) -> Flow {
     match ethertype {
-        ETH_P_IP => match read::<[[u8; 4]; 2]>(pkt, l3 + offset_of!(Ipv4Header, src)) {
-            // Multicast (224.0.1.x shares these MACs) and broadcast pass, as OpenBSD's
-            // carp_lsdrop passes M_MCAST and M_BCAST.
-            Some([_, dst]) if dst[0] & 0xf0 == 0xe0 || dst == [0xff; 4] => Flow::Other,
-            Some([src, dst]) => Flow::Fold(fold_v4(src, dst)),
-            None => Flow::Other,
-        },
         ETH_P_IPV6 => {
             let Some([next, _]) = read::<[u8; 2]>(pkt, l3 + offset_of!(Ipv6Header, next)) else {
                 return Flow::Other;
