@@ -57,6 +57,19 @@ fn owner(masks: &[u32], src: Ipv4Addr) -> usize {
     owners[0]
 }
 
+/// Sends one request per flow and checks that each was answered once, by the host whose
+/// share (all up, masks 1, 2, 4) it is; returns how many flows each host answered.
+fn each_flow_answered_by_its_owner(client: &Netns, srcs: &[Ipv4Addr], when: &str) -> [usize; 3] {
+    let replies = round(client, srcs, VIP, |_| true, ROUND).unwrap();
+    let mut share = [0usize; 3];
+    for (src, r) in srcs.iter().zip(&replies) {
+        let want = owner(&[1, 2, 4], *src);
+        assert_eq!(r, &vec![HOSTS[want].to_owned()], "flow from {src} {when}");
+        share[want] += 1;
+    }
+    share
+}
+
 /// Rounds of one request per flow while host c's share moves to the survivors: each of
 /// c's `c_flows` flows gets at most one reply, each survivor's flow exactly one, until a
 /// survivor answers all of c's. How long that took; it must be within the master-down
@@ -149,13 +162,7 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
     let client = &lan.hosts[3].ns;
 
     // All up: each flow answered exactly once, by the host its hash names.
-    let replies = round(client, &srcs, VIP, |_| true, ROUND).unwrap();
-    let mut share = [0usize; 3];
-    for (src, r) in srcs.iter().zip(&replies) {
-        let want = owner(&[1, 2, 4], *src);
-        assert_eq!(r, &vec![HOSTS[want].to_owned()], "flow from {src}");
-        share[want] += 1;
-    }
+    let share = each_flow_answered_by_its_owner(client, &srcs, "with all up");
     for (h, n) in share.iter().enumerate() {
         assert!(
             (85..=115).contains(n),
@@ -199,15 +206,7 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
     // The survivor hears the returning master's first advert a moment after it took
     // over: let that pass.
     std::thread::sleep(Duration::from_millis(100));
-    let replies = round(client, &srcs, VIP, |_| true, ROUND).unwrap();
-    for (src, r) in srcs.iter().zip(&replies) {
-        let want = owner(&[1, 2, 4], *src);
-        assert_eq!(
-            r,
-            &vec![HOSTS[want].to_owned()],
-            "flow from {src} after the return"
-        );
-    }
+    each_flow_answered_by_its_owner(client, &srcs, "after the return");
     // Host c's agent freezes: its lease runs out before a survivor takes VHID 3, so no
     // flow is answered twice meanwhile, and c's flows come back within the master-down
     // time. Thawed, it takes them back.
@@ -216,15 +215,7 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
     agents[2].signal(Signal::SIGCONT).unwrap();
     wait_masks(&agents, &own, Duration::from_secs(8));
     std::thread::sleep(Duration::from_millis(100));
-    let replies = round(client, &srcs, VIP, |_| true, ROUND).unwrap();
-    for (src, r) in srcs.iter().zip(&replies) {
-        let want = owner(&[1, 2, 4], *src);
-        assert_eq!(
-            r,
-            &vec![HOSTS[want].to_owned()],
-            "flow from {src} after the thaw"
-        );
-    }
+    each_flow_answered_by_its_owner(client, &srcs, "after the thaw");
     eprintln!(
         "shares {share:?} of {FLOWS}; host c's share moved after {moved:?} (cable) and \
          {thawed:?} (frozen)"
@@ -232,15 +223,7 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
     // A reload of an unchanged file keeps the group as it is.
     agents[1].ctl(&["reload"]).unwrap();
     assert_eq!(carp_tests::flows::masks(&agents), own);
-    let replies = round(client, &srcs, VIP, |_| true, ROUND).unwrap();
-    for (src, r) in srcs.iter().zip(&replies) {
-        let want = owner(&[1, 2, 4], *src);
-        assert_eq!(
-            r,
-            &vec![HOSTS[want].to_owned()],
-            "flow from {src} after a reload"
-        );
-    }
+    each_flow_answered_by_its_owner(client, &srcs, "after a reload");
     // A stop lets go of the group MAC.
     agents[0].signal(Signal::SIGTERM).unwrap();
     agents[0].wait(Duration::from_secs(5)).unwrap();
