@@ -3,7 +3,6 @@
 //! carp-agent/Cargo.toml; `--root` stages into a directory.
 
 use anyhow::{Context as _, Result, bail};
-use carp_tests::agent::TempDir;
 use serde::Deserialize;
 use std::{
     path::{Path, PathBuf},
@@ -144,7 +143,7 @@ pub fn uninstall(root: &Path) -> Result<()> {
 /// Installs into a staging root and uninstalls again: every file lands, none stays.
 pub fn round_trip() -> Result<()> {
     // Removed when dropped, also on the way out with an error.
-    let stage = TempDir::new("stage")?;
+    let stage = tempfile::Builder::new().prefix("carp-stage").tempdir()?;
     let root = stage.path();
     install(root)?;
     for a in assets()? {
@@ -209,7 +208,7 @@ pub fn verify(deb_file: &Path) -> Result<()> {
         control.contains(&format!("Package: {}", deb()?.name)),
         "unexpected package name in\n{control}"
     );
-    let extracted = TempDir::new("deb")?;
+    let extracted = tempfile::Builder::new().prefix("carp-deb").tempdir()?;
     let dir = extracted.path();
     crate::run(Command::new("dpkg-deb").arg("-x").arg(deb_file).arg(dir))?;
     let version = crate::output(Command::new(dir.join("usr/sbin/carp-agent")).arg("--version"))?;

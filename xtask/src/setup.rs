@@ -139,23 +139,69 @@ fn check_bpf_features() -> Result<()> {
     Ok(())
 }
 
-/// The eBPF crate is built with nightly's rust-src (build-std) and linted with its clippy.
+/// The nightly setup installs when there is none: its LLVM is the one bpf-linker
+/// (BPF_LINKER_LLVM_FEATURE) is built against.
+const NIGHTLY_DATED: &str = "nightly-2026-05-20";
+const NIGHTLY_LLVM_MAJOR: &str = "22";
+
+/// The eBPF crate is built with a toolchain named `nightly`, its rust-src (build-std) and
+/// linted with its clippy. Without one, setup installs NIGHTLY_DATED and links it under
+/// that name; a nightly with another LLVM is left alone and named in the error.
 fn install_nightly_components() -> Result<()> {
-    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
-    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is missing: install it from https://rustup.rs, then run this again")?;
+    if !toolchains
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some("nightly") || l.starts_with("nightly-x86_64"))
+    {
+        println!(
+            "setup: installing {NIGHTLY_DATED} as `nightly` (LLVM {NIGHTLY_LLVM_MAJOR}, for the eBPF program)"
+        );
+        crate::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY_DATED,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src,clippy",
+        ]))
+        .with_context(|| format!("`rustup toolchain install {NIGHTLY_DATED}` failed"))?;
+        let sysroot = output(Command::new("rustup").args([
+            "run",
+            NIGHTLY_DATED,
+            "rustc",
+            "--print",
+            "sysroot",
+        ]))?;
+        crate::run(Command::new("rustup").args(["toolchain", "link", "nightly", sysroot.trim()]))
+            .with_context(|| format!("`rustup toolchain link nightly` to {NIGHTLY_DATED} failed"))?;
+    }
+    let version = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))?;
+    let llvm = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .unwrap_or("unknown");
+    if llvm.split('.').next() != Some(NIGHTLY_LLVM_MAJOR) {
         bail!(
-            "the nightly toolchain that builds the eBPF program is missing: run `rustup toolchain install nightly`"
+            "the toolchain named `nightly` has LLVM {llvm}, bpf-linker {BPF_LINKER_VERSION} here needs LLVM \
+             {NIGHTLY_LLVM_MAJOR}: run `rustup toolchain install {NIGHTLY_DATED} && rustup toolchain link nightly \
+             \"$(rustup run {NIGHTLY_DATED} rustc --print sysroot)\"`"
         );
     }
-    let components = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))?;
-    for component in ["rust-src", "clippy"] {
-        if !components.lines().any(|l| l.starts_with(component)) {
+    // Read from the toolchain itself, not `rustup component list`, which a linked
+    // toolchain does not answer.
+    let sysroot =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
+    let have_src = PathBuf::from(sysroot.trim())
+        .join("lib/rustlib/src/rust/library/core")
+        .is_dir();
+    let have_clippy = Command::new("rustup")
+        .args(["run", "nightly", "cargo", "clippy", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    for (component, present) in [("rust-src", have_src), ("clippy", have_clippy)] {
+        if !present {
             println!("setup: installing {component} for nightly");
             crate::run(Command::new("rustup").args([
                 "component",
@@ -169,7 +215,7 @@ fn install_nightly_components() -> Result<()> {
             })?;
         }
     }
-    ok("nightly rust-src and clippy");
+    ok(&format!("nightly (LLVM {llvm}) with rust-src and clippy"));
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! `cargo xtask demo`: the FreeBSD handbook's three hosts in namespaces, run by carp-agent.
-//! hosta is master of VHID 1 (VIP 192.0.2.50), hostb of VHID 2 (192.0.2.51), hostc backs
+//! `cargo xtask demo` runs this after setup and a build of carp-agent: the FreeBSD
+//! handbook's three hosts in namespaces, run by carp-agent. hosta is master of VHID 1 (VIP 192.0.2.50), hostb of VHID 2 (192.0.2.51), hostc backs
 //! both with advskew 100; one password, from a file. A client pings VIP .50 throughout:
 //! hosta's agent is killed, hostc takes over, hosta comes back and (preempt) takes VHID 1
 //! back; then, as in the TC/BSD field test, the same with hosta's cable pulled.
@@ -31,8 +31,7 @@ fn show(agents: &[&Agent]) -> Result<()> {
     Ok(())
 }
 
-pub fn run() -> Result<()> {
-    crate::cargo(&["build", "--quiet", "-p", "carp-agent"])?;
+fn main() -> Result<()> {
     let dir = TempDir::new("demo")?;
     let pass = dir.path().join("carp.pass");
     std::fs::write(&pass, "testpass")?;
