@@ -16,7 +16,7 @@ use core::mem::offset_of;
 
 use aya_ebpf::{
     bindings::{
-        __sk_buff, TC_ACT_OK, TC_ACT_SHOT,
+        __sk_buff, TC_ACT_SHOT,
         xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
         xdp_md,
     },
@@ -141,6 +141,14 @@ pub fn carp(ctx: XdpContext) -> u32 {
 /// the verdicts become tc's, XDP_TX a redirect out of the interface the frame came in by,
 /// and a frame taken for a virtual MAC is marked for this host (see
 /// [`Ingress::for_this_host`]).
+///
+/// What XDP passes goes on as `TCX_NEXT`, not `TC_ACT_OK`: in `tcx_run` (net/core/dev.c)
+/// any verdict but `TCX_NEXT` ends the run, `TCX_PASS` (= `TC_ACT_OK`) included, and
+/// `sch_handle_ingress` then skips the classic clsact filters too, so the programs behind
+/// carp (a firewall) would never see the frame. Frames marked for this host go on the same
+/// way: the mark is in the skb, and a firewall behind carp must still decide the flows of
+/// a virtual MAC or a balanced group. What carp consumes keeps its verdict (its answers,
+/// redirected; its drops). Tested in tests/tests/tc_chain.rs.
 #[classifier]
 pub fn carp_tc(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
@@ -159,7 +167,7 @@ pub fn carp_tc(ctx: TcContext) -> i32 {
         // SAFETY: the program's context, valid for the whole run; the helper only records
         // where the frame goes.
         XDP_TX => unsafe { bpf_redirect((*skb).ifindex, 0) as i32 },
-        _ => TC_ACT_OK,
+        _ => carp_common::tc::TCX_NEXT,
     }
 }
 

@@ -26,8 +26,9 @@ use carp_tests::frames as frame;
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
-/// tc's verdicts (linux/pkt_cls.h), translated to XDP's by [`Fixture::run`].
-const TC_ACT_OK: u32 = 0;
+/// tc's verdicts (linux/pkt_cls.h, linux/bpf.h), translated to XDP's by [`Fixture::run`]:
+/// what XDP passes goes on to the tc programs behind carp.
+const TCX_NEXT: u32 = carp_common::tc::TCX_NEXT as u32;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 /// BPF_PROG_TEST_RUN runs XDP programs as if received on the loopback device.
@@ -132,7 +133,7 @@ impl Fixture {
         out.truncate(r.data_size_out as usize);
         let verdict = match (self.hook, r.return_value) {
             (Hook::Xdp, v) => v,
-            (Hook::Tc, TC_ACT_OK) => XDP_PASS,
+            (Hook::Tc, TCX_NEXT) => XDP_PASS,
             (Hook::Tc, TC_ACT_SHOT) => XDP_DROP,
             (Hook::Tc, TC_ACT_REDIRECT) => XDP_TX,
             // No XDP verdict: fails every comparison.
