@@ -196,7 +196,7 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
     let client = &lan.hosts[3].ns;
 
     // All up: each flow answered exactly once, by the host its hash names.
-    let share = each_flow_answered_by_its_owner(client, &srcs, "with all up");
+    let share = each_flow_answered_by_its_owner(client, srcs, "with all up");
     for (h, n) in share.iter().enumerate() {
         assert!(
             (85..=115).contains(n),
@@ -226,7 +226,7 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
     // Host c drops off the LAN: its flows go silent until a survivor takes VHID 3; the
     // survivors' own flows never miss a reply.
     lan.cable(2, false).unwrap();
-    let moved = until_moved(client, &srcs, share[2]);
+    let moved = until_moved(client, srcs, share[2]);
     let survivors = carp_tests::flows::masks(&agents[..2]);
     assert_eq!(
         survivors[0].unwrap() | survivors[1].unwrap(),
@@ -236,28 +236,28 @@ fn three_hosts_share_one_vip_and_a_failed_or_frozen_hosts_share_moves_and_return
 
     // Plugged back: with preempt it takes VHID 3, and its flows, back.
     lan.cable(2, true).unwrap();
-    wait_masks(&agents, &own, Duration::from_secs(8));
+    wait_masks(agents, &own, Duration::from_secs(8));
     // The survivor hears the returning master's first advert a moment after it took
     // over: let that pass.
     std::thread::sleep(Duration::from_millis(100));
-    each_flow_answered_by_its_owner(client, &srcs, "after the return");
+    each_flow_answered_by_its_owner(client, srcs, "after the return");
     // Host c's agent freezes: its lease runs out before a survivor takes VHID 3, so no
     // flow is answered twice meanwhile, and c's flows come back within the master-down
     // time. Thawed, it takes them back.
     agents[2].signal(Signal::SIGSTOP).unwrap();
-    let thawed = until_moved(client, &srcs, share[2]);
+    let thawed = until_moved(client, srcs, share[2]);
     agents[2].signal(Signal::SIGCONT).unwrap();
-    wait_masks(&agents, &own, Duration::from_secs(8));
+    wait_masks(agents, &own, Duration::from_secs(8));
     std::thread::sleep(Duration::from_millis(100));
-    each_flow_answered_by_its_owner(client, &srcs, "after the thaw");
+    each_flow_answered_by_its_owner(client, srcs, "after the thaw");
     eprintln!(
         "shares {share:?} of {FLOWS}; host c's share moved after {moved:?} (cable) and \
          {thawed:?} (frozen)"
     );
     // A reload of an unchanged file keeps the group as it is.
     agents[1].ctl(&["reload"]).unwrap();
-    assert_eq!(carp_tests::flows::masks(&agents), own);
-    each_flow_answered_by_its_owner(client, &srcs, "after a reload");
+    assert_eq!(carp_tests::flows::masks(agents), own);
+    each_flow_answered_by_its_owner(client, srcs, "after a reload");
     // A stop lets go of the group MAC.
     agents[0].signal(Signal::SIGTERM).unwrap();
     agents[0].wait(Duration::from_secs(5)).unwrap();
