@@ -108,17 +108,27 @@ fn until_moved(client: &Netns, srcs: &[Ipv4Addr], c_flows: usize) -> Duration {
 /// UDP server on each, and a client with [`FLOWS`] source addresses: the LAN, the agents
 /// (whose masks are `OWN`), the servers and the sources.
 struct Group {
-    lan: Lan,
-    agents: Vec<Agent>,
+    // Dropped in this order: the servers and agents before their namespaces, and the
+    // lock once all is gone.
     _servers: Vec<Server>,
+    agents: Vec<Agent>,
+    lan: Lan,
     srcs: Vec<Ipv4Addr>,
+    _alone: std::sync::MutexGuard<'static, ()>,
 }
+
+/// One group at a time: six agents starting at once on a loaded two-core machine take
+/// longer than [`wait_masks`] allows, and one test's traffic would load the other's.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Each host's mask with all up.
 const OWN: [Option<u32>; 3] = [Some(0b001), Some(0b010), Some(0b100)];
 
 impl Group {
     fn start(dir: &TempDir, tag: &str) -> Self {
+        let alone = ALONE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut lan = Lan::new(tag, &HOSTS).unwrap();
         let client_addr = lan.add_host(tag, "client").unwrap().addr;
         let srcs = sources(FLOWS);
@@ -155,6 +165,7 @@ impl Group {
             agents,
             _servers: servers,
             srcs,
+            _alone: alone,
         }
     }
 
