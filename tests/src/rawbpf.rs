@@ -1,6 +1,6 @@
 //! bpf(2) by hand, for what aya does not do: programs not loaded from an object (an empty
-//! program to compare carp's with, or to share a hook with it), their links, and test runs
-//! that report the kernel's own timing.
+//! program to compare carp's with, or to share a hook with it, and one that tags frames),
+//! their links, and test runs that report the kernel's own timing.
 
 use std::os::fd::{FromRawFd as _, OwnedFd, RawFd};
 
@@ -11,6 +11,7 @@ pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 pub const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
 const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
 /// bpf(2) with an attribute union of 128 zeroed bytes whose head is `head`: the result
@@ -36,6 +37,33 @@ fn bpf<T>(cmd: libc::c_long, head: &T) -> std::io::Result<(libc::c_long, [u8; 12
 /// A program of `prog_type` named `name` (at most 15 bytes) that passes everything:
 /// `r0 = pass; exit` (XDP_PASS is 2, TC_ACT_OK 0).
 pub fn empty_program(prog_type: u32, pass: u64, name: &str) -> OwnedFd {
+    // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm `pass`; BPF_JMP | BPF_EXIT
+    load(prog_type, &[0xb7 | (pass << 32), 0x95], name)
+}
+
+/// A tc program that tags every frame with 802.1Q VLAN `vid` and passes it:
+/// `bpf_skb_vlan_push(skb, htons(ETH_P_8021Q), vid)`, which puts the tag in the skb's
+/// metadata (`skb->vlan_tci`), where a device with tx VLAN offload leaves it (veth hands
+/// the skb to its peer so: the tag a NIC with rx VLAN offload took out of the frame).
+pub fn vlan_push_program(vid: u16) -> OwnedFd {
+    /// BPF_FUNC_skb_vlan_push (linux/bpf.h).
+    const SKB_VLAN_PUSH: u64 = 18;
+    let insns = [
+        // r2 = htons(0x8100) (BPF_ALU64 | BPF_MOV | BPF_K, dst r2)
+        0xb7 | (2 << 8) | (0x0081 << 32),
+        // r3 = vid
+        0xb7 | (3 << 8) | (u64::from(vid) << 32),
+        // call bpf_skb_vlan_push (r1 is still the skb)
+        0x85 | (SKB_VLAN_PUSH << 32),
+        // r0 = TC_ACT_OK; exit
+        0xb7,
+        0x95,
+    ];
+    load(BPF_PROG_TYPE_SCHED_CLS, &insns, "carpt_vlan_push")
+}
+
+/// Loads `insns` (64-bit instructions) as a program of `prog_type` named `name`.
+fn load(prog_type: u32, insns: &[u64], name: &str) -> OwnedFd {
     #[repr(C)]
     struct Load {
         prog_type: u32,
@@ -51,18 +79,12 @@ pub fn empty_program(prog_type: u32, pass: u64, name: &str) -> OwnedFd {
     }
     let mut prog_name = [0u8; 16];
     prog_name[..name.len()].copy_from_slice(name.as_bytes());
-    let insns: [u64; 2] = [
-        // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm `pass`
-        0xb7 | (pass << 32),
-        // BPF_JMP | BPF_EXIT
-        0x95,
-    ];
     let license = c"GPL";
     let (fd, _) = bpf(
         BPF_PROG_LOAD,
         &Load {
             prog_type,
-            insn_cnt: 2,
+            insn_cnt: insns.len() as u32,
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
             log_level: 0,
@@ -73,7 +95,7 @@ pub fn empty_program(prog_type: u32, pass: u64, name: &str) -> OwnedFd {
             prog_name,
         },
     )
-    .expect("loading an empty program");
+    .expect("loading a program");
     // SAFETY: a new file descriptor the kernel just gave us.
     unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
 }
@@ -139,4 +161,9 @@ pub fn attach_native(prog: RawFd, ifindex: u32) -> OwnedFd {
 /// Attaches a tc `prog` to the ingress of `ifindex` through tcx, after the programs there.
 pub fn attach_tcx_ingress(prog: RawFd, ifindex: u32) -> OwnedFd {
     link(prog, ifindex, BPF_TCX_INGRESS, 0)
+}
+
+/// Attaches a tc `prog` to the egress of `ifindex` through tcx.
+pub fn attach_tcx_egress(prog: RawFd, ifindex: u32) -> OwnedFd {
+    link(prog, ifindex, BPF_TCX_EGRESS, 0)
 }

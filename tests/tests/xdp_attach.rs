@@ -5,7 +5,9 @@
 
 use aya::programs::XdpMode;
 use carp_agent::{
+    hmac::Auth,
     send::PacketSocket,
+    vlan_offload::rx_vlan_offload,
     xdp::{DataPlane, parse_event, vhid_entry},
 };
 use carp_common::{
@@ -17,10 +19,12 @@ use carp_common::{
 use carp_tests::{
     frames as frame,
     netns::{Netns, veth},
+    rawbpf,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4},
+    os::fd::AsRawFd as _,
     time::Duration,
 };
 
@@ -250,5 +254,80 @@ fn adverts_mostly_in_page_fragments_are_read_whole() {
                 "{hook:?}"
             );
         }
+    }
+}
+
+/// With tx VLAN offload, veth hands its peer the tag a VLAN device (here
+/// bpf_skb_vlan_push on the sender's egress) put in the skb's metadata, as a NIC with rx
+/// VLAN offload hands it up: tc sees it (`skb->vlan_tci`), XDP sees the frame's bytes,
+/// untagged. An advert of VLAN 10 for the number of vb's untagged VHID is someone else's
+/// (`foreign`) at tc, and generic XDP takes it for vb's own: why `xdp_mode = "auto"`
+/// attaches at tc where rx VLAN offload is on and VLAN interfaces sit on the interface
+/// (`carp_agent::vlan_offload`). With the offload off the tag is in the bytes, and both
+/// hooks agree. `rx_vlan_offload` reads the flag veth has on, and off once turned off.
+#[test]
+fn offloaded_vlan_tags_are_seen_at_tc_and_hidden_from_xdp() {
+    let a = Netns::new("vlan-a").unwrap();
+    let b = Netns::new("vlan-b").unwrap();
+    veth(&a, "va", "192.0.2.1/24", &b, "vb", "192.0.2.2/24").unwrap();
+    let offload = |ns: &Netns, iface: &str| ns.enter(|| Ok(rx_vlan_offload(iface)?)).unwrap();
+    assert!(offload(&b, "vb"), "veth's rx VLAN offload is on by default");
+    let ethtool = |ns: &Netns, args: &[&str]| {
+        let out = ns.command("ethtool").args(args).output().unwrap();
+        assert!(out.status.success(), "ethtool {args:?}: {out:?}");
+    };
+    ethtool(&b, &["-K", "vb", "rxvlan", "off"]);
+    assert!(!offload(&b, "vb"));
+    ethtool(&b, &["-K", "vb", "rxvlan", "on"]);
+
+    let mut dp = DataPlane::load().unwrap();
+    const VHID: u8 = 1;
+    let vip: IpAddr = Ipv4Addr::new(192, 0, 2, 50).into();
+    let auth = Auth::new(b"testpass", VHID, &[vip]).unwrap();
+    let mac = wire::virtual_mac(VHID);
+    let entry = vhid_entry(
+        carp_common::Protocol::CARP,
+        State::BACKUP,
+        Flags::default(),
+        mac,
+        mac,
+        Some(&auth),
+    );
+    dp.set_vhid(&VhidKey::new(ifindex(&b, "vb"), 0, VHID), &entry)
+        .unwrap();
+    let tagger = rawbpf::vlan_push_program(10);
+    let va = ifindex(&a, "va");
+    let _tagging = a
+        .enter(|| Ok(rawbpf::attach_tcx_egress(tagger.as_raw_fd(), va)))
+        .unwrap();
+    // Each advert with an advskew of its own, so none is a repeat of the last.
+    let mut advskew = 0;
+    let mut advert = || {
+        advskew += 1;
+        let h = CarpHeader {
+            vhid: VHID,
+            advskew,
+            demote: 0,
+            advbase: 1,
+            counter: u64::from(advskew),
+            digest: auth.sign(u64::from(advskew)),
+        };
+        vec![frame::carp(Ipv4Addr::new(192, 0, 2, 1).into(), &h)]
+    };
+    let foreign = |d: XdpStats| (d.proto112, d.foreign, d.adverts);
+    // The tag in the skb's metadata: tc sees VLAN 10, XDP an untagged advert.
+    let tc = on_hook(&mut dp, &b, "vb", Hook::Tc, || {
+        send_frames(&a, "va", &advert())
+    });
+    assert_eq!(foreign(tc), (1, 1, 0), "tc: {tc:?}");
+    let xdp = on_hook(&mut dp, &b, "vb", Hook::Generic, || {
+        send_frames(&a, "va", &advert())
+    });
+    assert_eq!(foreign(xdp), (1, 0, 1), "generic XDP: {xdp:?}");
+    // The tag in the bytes: both see VLAN 10.
+    ethtool(&a, &["-K", "va", "txvlan", "off"]);
+    for hook in [Hook::Tc, Hook::Generic] {
+        let d = on_hook(&mut dp, &b, "vb", hook, || send_frames(&a, "va", &advert()));
+        assert_eq!(foreign(d), (1, 1, 0), "{hook:?}, tag in the bytes: {d:?}");
     }
 }
