@@ -1,6 +1,7 @@
 //! bpf(2) by hand, for what aya does not do: programs not loaded from an object (an empty
-//! program to compare carp's with, or one that counts and decides frames behind it), their
-//! maps, links and pins, and test runs that report the kernel's own timing.
+//! program to compare carp's with, or one that counts and decides frames behind it, and
+//! one that tags frames), their maps, links and pins, and test runs that report the
+//! kernel's own timing.
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 
@@ -14,6 +15,7 @@ pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 pub const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
 const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
 /// bpf(2) with an attribute union of 128 zeroed bytes whose head is `head`: the result
@@ -40,6 +42,27 @@ fn bpf<T>(cmd: libc::c_long, head: &T) -> std::io::Result<(libc::c_long, [u8; 12
 /// `r0 = pass; exit` (XDP_PASS is 2, TC_ACT_OK 0).
 pub fn empty_program(prog_type: u32, pass: u64, name: &str) -> OwnedFd {
     load(prog_type, &[mov_imm(0, pass as i32), EXIT], name)
+}
+
+/// A tc program that tags every frame with 802.1Q VLAN `vid` and passes it:
+/// `bpf_skb_vlan_push(skb, htons(ETH_P_8021Q), vid)`, which puts the tag in the skb's
+/// metadata (`skb->vlan_tci`), where a device with tx VLAN offload leaves it (veth hands
+/// the skb to its peer so: the tag a NIC with rx VLAN offload took out of the frame).
+pub fn vlan_push_program(vid: u16) -> OwnedFd {
+    /// BPF_FUNC_skb_vlan_push (linux/bpf.h).
+    const SKB_VLAN_PUSH: u64 = 18;
+    let insns = [
+        // r2 = htons(0x8100) (BPF_ALU64 | BPF_MOV | BPF_K, dst r2)
+        0xb7 | (2 << 8) | (0x0081 << 32),
+        // r3 = vid
+        0xb7 | (3 << 8) | (u64::from(vid) << 32),
+        // call bpf_skb_vlan_push (r1 is still the skb)
+        0x85 | (SKB_VLAN_PUSH << 32),
+        // r0 = TC_ACT_OK; exit
+        0xb7,
+        0x95,
+    ];
+    load(BPF_PROG_TYPE_SCHED_CLS, &insns, "carpt_vlan_push")
 }
 
 /// Loads `insns` as a program of `prog_type` named `name`; panics with the verifier's log
@@ -353,4 +376,9 @@ impl Asm {
         // lock *(u64 *)(r0 + 0) += r1 (BPF_STX | BPF_ATOMIC | BPF_DW, BPF_ADD)
         self.push(insn(0xdb, 0, 1, 0, 0));
     }
+}
+
+/// Attaches a tc `prog` to the egress of `ifindex` through tcx.
+pub fn attach_tcx_egress(prog: RawFd, ifindex: u32) -> OwnedFd {
+    link(prog, ifindex, BPF_TCX_EGRESS, 0)
 }
