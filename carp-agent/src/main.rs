@@ -478,7 +478,9 @@ async fn client(cli: Cli) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{e} (--socket reaches the agent regardless)"))?
             .unwrap_or_else(default_socket),
     };
-    let reply = control::request(&socket, &request).await?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = format!("carp-agent {}", args.join(" "));
+    let reply = control::request(&socket, &request, &command).await?;
     if !reply.ok {
         bail!("{}", reply.error.unwrap_or_default());
     }
