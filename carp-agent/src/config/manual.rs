@@ -229,10 +229,10 @@ mod tests {
     }
 
     #[test]
-    fn items_are_split_at_the_first_colon_in_plain_text() {
+    fn items_are_split_at_the_first_colon_and_space_in_plain_text() {
         let (term, body) = split_term(vec![
             bold("metrics"),
-            roman(" (e.g. "),
+            roman(" (host:port, e.g. "),
             bold("\"127.0.0.1:9720\""),
             roman("): serve it: there"),
         ])
@@ -241,7 +241,7 @@ mod tests {
             term,
             [
                 bold("metrics"),
-                roman(" (e.g. "),
+                roman(" (host:port, e.g. "),
                 bold("\"127.0.0.1:9720\""),
                 roman(")")
             ]
