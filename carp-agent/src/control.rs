@@ -544,14 +544,12 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<Incoming>) {
     crate::memory::after_answer(bytes);
 }
 
-/// Sends one request to a running agent.
-pub async fn request(path: &Path, req: &Request) -> Result<Reply> {
-    let stream = UnixStream::connect(path).await.with_context(|| {
-        format!(
-            "no carp-agent answers on {} (is it running?)",
-            path.display()
-        )
-    })?;
+/// Sends one request to a running agent; `command` is what the operator ran, for the
+/// advice when they may not use the socket.
+pub async fn request(path: &Path, req: &Request, command: &str) -> Result<Reply> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| anyhow::anyhow!(unreachable(path, &e, command)))?;
     let (read, mut write) = stream.into_split();
     let mut text = serde_json::to_string(req)?;
     text.push('\n');
@@ -559,6 +557,27 @@ pub async fn request(path: &Path, req: &Request) -> Result<Reply> {
     let mut line = String::new();
     BufReader::new(read).read_line(&mut line).await?;
     serde_json::from_str(&line).context("unreadable reply from the agent")
+}
+
+/// Why a client cannot reach the agent on `path`, in words that say what to do: the socket
+/// is root's ([`listen`] makes it 0600), there is none, or no agent is behind it.
+fn unreachable(path: &Path, e: &std::io::Error, command: &str) -> String {
+    let at = path.display();
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{at} is root's (mode 0600): run `sudo {command}`, or read the agent's \
+             Prometheus metrics where [agent] metrics serves them"
+        ),
+        std::io::ErrorKind::NotFound => format!(
+            "no carp-agent is running with the control socket {at} (start it: `systemctl \
+             start carp-agent`; an agent of another file is found with -c FILE or --socket)"
+        ),
+        std::io::ErrorKind::ConnectionRefused => format!(
+            "no carp-agent is running on {at}: the socket was left by one that was killed \
+             (start it: `systemctl start carp-agent`; it replaces the socket)"
+        ),
+        _ => format!("no carp-agent answers on {at}: {e}"),
+    }
 }
 
 /// A file's inode: tells our control socket from one a successor bound.
@@ -670,6 +689,42 @@ mod tests {
         );
     }
 
+    /// Each reason a client cannot connect has its own sentence: a socket that is root's
+    /// says how to ask as root, a missing one that no agent runs, a stale one that the
+    /// agent was killed.
+    #[tokio::test]
+    async fn a_client_that_cannot_connect_is_told_why() {
+        let dir = std::env::temp_dir().join(format!("carp-ctl-why-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.sock");
+        let err = |e: anyhow::Error| e.to_string();
+        let missing = err(request(&path, &Request::Status, "carp-agent status")
+            .await
+            .unwrap_err());
+        assert!(
+            missing.contains("no carp-agent is running with the control socket"),
+            "{missing}"
+        );
+        // A socket with no agent behind it, as a SIGKILLed agent leaves it.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let stale = err(request(&path, &Request::Status, "carp-agent status")
+            .await
+            .unwrap_err());
+        assert!(stale.contains("left by one that was killed"), "{stale}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Root opens any socket: the namespace test `status_as_a_user_says_the_socket_is_roots`
+        // connects as nobody.
+        let denied = unreachable(
+            &path,
+            &std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            "carp-agent status --json",
+        );
+        assert!(
+            denied.contains("is root's (mode 0600): run `sudo carp-agent status --json`"),
+            "{denied}"
+        );
+    }
+
     #[tokio::test]
     async fn a_second_agent_is_refused() {
         let dir = std::env::temp_dir().join(format!("carp-ctl-{}", std::process::id()));
@@ -684,7 +739,7 @@ mod tests {
         });
         let err = listen(&path).await.unwrap_err().to_string();
         assert!(err.contains("already running"), "{err}");
-        assert!(request(&path, &Request::Status).await.unwrap().ok);
+        assert!(request(&path, &Request::Status, "").await.unwrap().ok);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

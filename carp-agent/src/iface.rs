@@ -36,8 +36,8 @@ pub struct Iface {
     dp: DataPlane,
     hook: Attached,
     packet: PacketSocket,
-    /// Whether `packet` holds the interface promiscuous.
-    promiscuous: bool,
+    /// The socket that holds the interface promiscuous, for virtual MACs.
+    promiscuous: Option<PacketSocket>,
     /// Where the maps are pinned for bpftool.
     pinned: Option<PathBuf>,
     /// `arp_ignore` and `arp_announce` as they were before loopback placement set them,
@@ -173,7 +173,7 @@ impl Iface {
             dp,
             hook,
             packet,
-            promiscuous: false,
+            promiscuous: None,
             sysctls,
             saved,
             pinned,
@@ -183,13 +183,20 @@ impl Iface {
         })
     }
 
-    /// Takes frames to virtual MACs: promiscuous until the interface is let go.
-    pub fn promiscuous(&mut self) -> Result<()> {
-        if !self.promiscuous {
-            self.packet.promiscuous(self.link.index)?;
-            self.promiscuous = true;
+    /// A socket that makes the interface take frames to virtual MACs, unless one already
+    /// does: taken before a start is applied, kept by [`Iface::hold_promiscuity`] when it is.
+    pub fn promiscuity(&self) -> Result<Option<PacketSocket>> {
+        if self.promiscuous.is_some() {
+            return Ok(None);
         }
-        Ok(())
+        let socket = PacketSocket::bind(self.link.index)?;
+        socket.promiscuous(self.link.index)?;
+        Ok(Some(socket))
+    }
+
+    /// Keeps the interface promiscuous until it is let go.
+    pub fn hold_promiscuity(&mut self, socket: PacketSocket) {
+        self.promiscuous.get_or_insert(socket);
     }
 
     /// Sends one advert's frames and payloads; whether all of them went out.
@@ -233,13 +240,19 @@ impl Iface {
             .set_vhid(&v.key(), &v.entry(self.link.mac, monotonic_ns()))
     }
 
-    /// Adds a VHID's entries: its own and its VIPs'.
-    pub fn register(&mut self, v: &Vhid) -> Result<()> {
-        self.program(v)?;
-        for (key, entry) in v.vip_entries() {
-            self.dp.set_vip(&key, &entry)?;
+    /// Adds a VHID's entries: its own and its VIPs'. The maps hold as many as a valid
+    /// configuration has (`Config::validate` counts the VIPs per interface), so a write
+    /// fails only when the kernel is out of memory: logged, as [`Iface::program`]'s are,
+    /// for it cannot be undone once the VHID runs.
+    pub fn register(&mut self, v: &Vhid) {
+        let written = self.program(v).and_then(|()| {
+            v.vip_entries()
+                .iter()
+                .try_for_each(|(key, entry)| self.dp.set_vip(key, entry))
+        });
+        if let Err(e) = written {
+            tracing::error!("vhid {}: writing the XDP maps failed: {e:#}", v.plan.vhid);
         }
-        Ok(())
     }
 
     /// Removes a VHID's entries: the program no longer knows it. The VIPs' only when they
@@ -413,16 +426,20 @@ impl Placement {
         }
     }
 
-    /// Crash safety: removes the VIPs of `plan` a killed predecessor left on `link` or lo.
-    pub async fn clear(&self, plan: &Plan, link: &Link) -> Result<()> {
+    /// Crash safety: removes the VIPs of `plan` a killed predecessor left on `link` or lo
+    /// (best effort, as [`Placement::add`]).
+    pub async fn clear(&self, plan: &Plan, link: &Link) {
         for (vip, _) in &plan.vips {
             for (index, name) in [(link.index, link.name.as_str()), (self.lo, "lo")] {
-                if self.nl.del_vip(index, *vip).await? {
-                    tracing::info!("removed {vip} from {name}, left by a previous agent");
+                match self.nl.del_vip(index, *vip).await {
+                    Ok(true) => {
+                        tracing::info!("removed {vip} from {name}, left by a previous agent");
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::error!("vhid {}: {e:#}", plan.vhid),
                 }
             }
         }
-        Ok(())
     }
 
     /// Configures a new master's VIPs, and routes for subnets the interface lacks.

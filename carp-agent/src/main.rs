@@ -43,7 +43,8 @@ struct Cli {
 /// also in `--help`.
 const AFTER_HELP: &str = "\
 Files:
-  /etc/carp/carp.toml      configuration; /etc/carp/carp.toml.example explains every key
+  /etc/carp/carp.toml      configuration, see carp.toml(5); /etc/carp/carp.toml.example is
+                           a commented example
   /run/carp/agent.sock     control socket of status, set-state, demote and reload
                            (/run/carp/NETNS.sock with [agent] netns = \"NETNS\")
   /sys/fs/bpf/carp/IFACE/  pinned maps for bpftool: CARP_VHIDS, CARP_VIPS, CARP_STATS, CARP_REPLAY,
@@ -76,7 +77,7 @@ Examples:
   carp-agent -i eth0 -s 192.0.2.1 -v 1 -o /etc/carp/carp.pass -a 192.0.2.50   ucarp's flags
 
 See also:
-  /usr/share/doc/carp/README.md, bpftool(8), ucarp(8), keepalived(8)";
+  carp.toml(5), /usr/share/doc/carp/README.md, bpftool(8), ucarp(8), keepalived(8)";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -172,7 +173,7 @@ enum Command {
     /// Check the configuration and exit (2 when it is wrong; an interface or address that
     /// is not there yet is a warning).
     Check,
-    /// Print the man page or a shell completion script (for packaging).
+    /// Print a man page or a shell completion script (for packaging).
     #[command(hide = true)]
     Generate {
         #[arg(value_enum)]
@@ -183,12 +184,14 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum Generated {
     Man,
+    /// carp.toml(5), of the README's Configuration reference.
+    ManConfig,
     Bash,
     Zsh,
     Fish,
 }
 
-/// Writes the man page or a completion script to stdout.
+/// Writes a man page or a completion script to stdout.
 fn generate(what: Generated) -> Result<()> {
     use clap::CommandFactory as _;
     let mut cmd = Cli::command();
@@ -256,6 +259,10 @@ fn generate(what: Generated) -> Result<()> {
                 )?;
             }
             man.render_version_section(out)?;
+            return Ok(());
+        }
+        Generated::ManConfig => {
+            print!("{}", config::manual::page(env!("CARGO_PKG_VERSION"))?);
             return Ok(());
         }
         Generated::Bash => clap_complete::Shell::Bash,
@@ -478,7 +485,9 @@ async fn client(cli: Cli) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{e} (--socket reaches the agent regardless)"))?
             .unwrap_or_else(default_socket),
     };
-    let reply = control::request(&socket, &request).await?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = format!("carp-agent {}", args.join(" "));
+    let reply = control::request(&socket, &request, &command).await?;
     if !reply.ok {
         bail!("{}", reply.error.unwrap_or_default());
     }

@@ -179,20 +179,12 @@ impl Vhid {
             && p.balance == plan.balance
     }
 
-    /// Applies `plan` in place (see [`Vhid::takes`]): election settings, VIPs, password,
-    /// hooks and groups change, state and timers stay. Returns the words for the log.
-    /// A changed digest (VIPs, password) keeps the old one accepted for
-    /// [`PREVIOUS_AUTH_NS`] from `now_ns`, so peers reloaded a little later still verify.
-    pub fn reconfigure(
-        &mut self,
-        plan: Plan,
-        link: &Link,
-        addrs: &[Address],
-        vips_on: VipPlacement,
-        forwarding_v6: bool,
-        now_ns: u64,
-    ) -> Result<String> {
-        let fresh = Vhid::new(plan, link, addrs, vips_on, forwarding_v6)?;
+    /// Takes the settings of `fresh`, the same VHID made of its new plan (see
+    /// [`Vhid::takes`]), in place: election settings, VIPs, password, hooks and groups
+    /// change, state and timers stay. Returns the words for the log. A changed digest
+    /// (VIPs, password) keeps the old one accepted for [`PREVIOUS_AUTH_NS`] from `now_ns`,
+    /// so peers reloaded a little later still verify.
+    pub fn reconfigure(&mut self, fresh: Vhid, now_ns: u64) -> String {
         let old = std::mem::replace(&mut self.plan, fresh.plan);
         self.machine.reconfigure(*fresh.machine.config());
         let kernel = |a: &Option<Auth>| a.as_ref().map(Auth::kernel);
@@ -206,7 +198,7 @@ impl Vhid {
         self.mac = fresh.mac;
         self.router = fresh.router;
         self.routed = fresh.routed;
-        Ok(changes(&old, &self.plan))
+        changes(&old, &self.plan)
     }
 
     pub fn key(&self) -> VhidKey {

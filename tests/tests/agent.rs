@@ -168,6 +168,64 @@ fn sighup_keeps_mastership_of_unchanged_vhids() {
     );
 }
 
+/// A reload applies whole or not at all: when one change cannot be made (VHID 2's `src`
+/// is gone from eth0 since it started), the VHID changed before it in the file keeps its
+/// settings and the new VHID does not start; with the address back, the same file
+/// applies whole, the masters staying masters.
+#[test]
+fn a_reload_that_cannot_make_one_change_makes_none() {
+    let dir = TempDir::new("whole").unwrap();
+    let lan = Lan::new("whole", &["a"]).unwrap();
+    let ns = &lan.hosts[0].ns;
+    let src = ["addr", "add", "192.0.2.100/24", "dev", "eth0"];
+    ns.ip(&src).unwrap();
+    let pair = |advskew| {
+        let one = vhid("eth0", 1, "192.0.2.50/24", advskew, "", &dir);
+        let two = vhid(
+            "eth0",
+            2,
+            "192.0.2.51/24",
+            advskew,
+            "src = \"192.0.2.100\"",
+            &dir,
+        );
+        format!("{one}\n{two}")
+    };
+    let a = Agent::start(ns, dir.path(), "a", &pair(0)).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
+    a.wait_state(2, "MASTER", Duration::from_secs(1)).unwrap();
+    let settings = || {
+        let status = a.status().unwrap();
+        status
+            .vhids
+            .iter()
+            .map(|v| (v.vhid, v.advskew, v.state))
+            .collect::<Vec<_>>()
+    };
+
+    ns.ip(&["addr", "del", "192.0.2.100/24", "dev", "eth0"])
+        .unwrap();
+    let three = vhid("eth0", 3, "192.0.2.52/24", 0, "", &dir);
+    a.rewrite(&format!("{}\n{three}", pair(10))).unwrap();
+    let err = a.ctl(&["reload"]).unwrap_err().to_string();
+    assert_eq!(
+        settings(),
+        [(1, 0, State::MASTER), (2, 0, State::MASTER)],
+        "a failed reload changed something: {err}"
+    );
+    assert!(err.contains("vhid 2 on eth0"), "{err}");
+
+    ns.ip(&src).unwrap();
+    a.ctl(&["reload"]).unwrap();
+    let now = settings();
+    assert_eq!(
+        now[..2],
+        [(1, 10, State::MASTER), (2, 10, State::MASTER)],
+        "{now:?}"
+    );
+    assert_eq!(now.get(2).map(|v| (v.0, v.1)), Some((3, 0)), "{now:?}");
+}
+
 #[test]
 fn hooks_run_with_ucarp_arguments_and_carp_environment() {
     let dir = TempDir::new("hook").unwrap();

@@ -123,6 +123,34 @@ fn the_password_never_shows_in_logs_ps_or_status() {
     }
 }
 
+/// `carp-agent status` run by a user who may not open the root-only control socket says
+/// whose it is and what to run instead, not that no agent runs (the unit test
+/// `a_client_that_cannot_connect_is_told_why` covers a missing and a stale socket).
+#[test]
+fn status_as_a_user_says_the_socket_is_roots() {
+    let dir = TempDir::new("user").unwrap();
+    let lan = Lan::new("user", &["a"]).unwrap();
+    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &vhid(&dir)).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
+    let socket = a.socket.to_str().unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(agent_bin())
+        .args(["--socket", socket, "status", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{socket} is root's (mode 0600): run `sudo carp-agent --socket {socket} status --json`"
+        )),
+        "{err}"
+    );
+    // Root is answered.
+    assert_eq!(a.status().unwrap().vhids.len(), 1);
+}
+
 /// `[agent] netns` (keepalived's `net_namespace`): started from the host, the agent works
 /// in the namespace, pins under the host's bpffs in a directory named for it, and
 /// `carp-agent -c FILE status` finds it through the file. bpftool prints the pinned maps

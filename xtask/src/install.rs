@@ -14,6 +14,7 @@ const BUILT: &str = "target/release/";
 /// Files the binary writes itself (`carp-agent generate WHAT`), under BUILT.
 const GENERATED: &[(&str, &str)] = &[
     ("man", "generated/carp-agent.8"),
+    ("man-config", "generated/carp.toml.5"),
     ("bash", "generated/carp-agent.bash"),
     ("zsh", "generated/_carp-agent"),
     ("fish", "generated/carp-agent.fish"),

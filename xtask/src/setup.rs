@@ -6,11 +6,13 @@ use anyhow::{Context as _, Result, bail};
 use std::{path::PathBuf, process::Command, time::Instant};
 
 /// Debian packages: the tools the tests and demo drive, and the peers they compare with.
-/// systemd and procps (sysctl) are on a full Debian install, not on a minimal one or in a
-/// container: the unit is tested under systemd as PID 1 (tests/src/systemd.rs).
+/// systemd, procps (sysctl) and groff-base are on a full Debian install, not on a minimal
+/// one or in a container: the unit is tested under systemd as PID 1 (tests/src/systemd.rs),
+/// carp.toml(5) with groff.
 const PACKAGES: &[&str] = &[
     "systemd",
     "procps",
+    "groff-base",
     "bpftool",
     "iproute2",
     "iputils-ping",

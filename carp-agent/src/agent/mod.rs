@@ -41,7 +41,7 @@ use crate::{
     metrics,
     netlink::{self, Change, Link, Netlink},
     preflight::{Options, vhids},
-    send::Memberships,
+    send::{Memberships, PacketSocket},
     vhid::Vhid,
     vlan_offload::{self, VlanFacts},
     xdp::DataPlane,
@@ -63,6 +63,24 @@ struct Running {
     vhid: Vhid,
     hooks: hooks::Queue,
     _memberships: Memberships,
+}
+
+/// A VHID whose start cannot fail any more: what can (netlink, sockets, its settings
+/// against the interface's addresses) is done. Dropped unstarted, it gives back what it
+/// holds.
+struct Ready {
+    link: Link,
+    vhid: Vhid,
+    memberships: Memberships,
+}
+
+/// What starting VHIDs takes before it is applied: programs attached to interfaces not
+/// served yet, and sockets holding interfaces promiscuous. Dropped unapplied, it gives
+/// them back.
+#[derive(Default)]
+struct Staged {
+    ifaces: BTreeMap<String, Iface>,
+    promiscuous: BTreeMap<String, PacketSocket>,
 }
 
 /// A VHID that cannot run yet, and since when it waits for `why`.
@@ -219,35 +237,6 @@ impl Agent {
         self.start.elapsed()
     }
 
-    /// Attaches to `link` unless already attached; promiscuous for a virtual-MAC VHID.
-    async fn attach(&mut self, link: &Link, vmac: bool) -> Result<()> {
-        if !self.ifaces.contains_key(&link.name) {
-            let rx_offload = vlan_offload::rx_vlan_offload(&link.name).unwrap_or_else(|e| {
-                tracing::warn!("{}: reading rx VLAN offload: {e}; taken as on", link.name);
-                true
-            });
-            let facts = VlanFacts {
-                rx_offload,
-                vlans: self.nl.has_vlans(link.index).await?,
-            };
-            let a = &self.options.config.agent;
-            let iface = Iface::attach(
-                link,
-                a.xdp_mode,
-                facts,
-                &a.pin_dir,
-                &a.socket,
-                a.vips_on,
-                self.events_tx.clone(),
-            )?;
-            self.ifaces.insert(link.name.clone(), iface);
-        }
-        if vmac && let Some(iface) = self.ifaces.get_mut(&link.name) {
-            iface.promiscuous()?;
-        }
-        Ok(())
-    }
-
     /// Starts the VHIDs of `plans` that can run; the others wait.
     async fn add_vhids(&mut self, plans: Vec<Plan>) -> Result<()> {
         for plan in plans {
@@ -260,32 +249,105 @@ impl Agent {
     }
 
     /// Starts a VHID when its interface and an address to advertise from are there;
-    /// otherwise what it waits for.
+    /// otherwise what it waits for. An error leaves nothing behind.
     async fn start_vhid(&mut self, plan: &Plan) -> Result<Option<Waiting>> {
+        let mut staged = Staged::default();
+        match self.prepare_start(plan, &mut staged).await? {
+            Ok(ready) => {
+                self.adopt(staged);
+                self.launch(ready).await;
+                Ok(None)
+            }
+            Err(why) => Ok(Some(why)),
+        }
+    }
+
+    /// What can fail of starting `plan`: the interface and its addresses (not there: what
+    /// it waits for), the program attached to it (into `staged` unless already attached),
+    /// promiscuity, memberships, the settings against the addresses.
+    async fn prepare_start(
+        &self,
+        plan: &Plan,
+        staged: &mut Staged,
+    ) -> Result<Result<Ready, Waiting>> {
         let Some(link) = self.nl.find_link(&plan.interface).await? else {
-            return Ok(Some(Waiting::NoInterface));
+            return Ok(Err(Waiting::NoInterface));
         };
         let addrs = self.nl.addresses(link.index).await?;
         if addrs::advert_sources(plan, &addrs).is_none() {
-            return Ok(Some(Waiting::NoAddress));
+            return Ok(Err(Waiting::NoAddress));
         }
-        // A balanced group's VIPs are its leader's to place.
-        if plan.balance.as_ref().is_none_or(Balance::is_leader) {
-            self.placement.clear(plan, &link).await?;
+        if !self.ifaces.contains_key(&link.name) && !staged.ifaces.contains_key(&link.name) {
+            let rx_offload = vlan_offload::rx_vlan_offload(&link.name).unwrap_or_else(|e| {
+                tracing::warn!("{}: reading rx VLAN offload: {e}; taken as on", link.name);
+                true
+            });
+            let facts = VlanFacts {
+                rx_offload,
+                vlans: self.nl.has_vlans(link.index).await?,
+            };
+            let a = &self.options.config.agent;
+            let iface = Iface::attach(
+                &link,
+                a.xdp_mode,
+                facts,
+                &a.pin_dir,
+                &a.socket,
+                a.vips_on,
+                self.events_tx.clone(),
+            )?;
+            staged.ifaces.insert(link.name.clone(), iface);
         }
-        self.attach(&link, plan.mac == MacMode::Virtual).await?;
+        if plan.mac == MacMode::Virtual && !staged.promiscuous.contains_key(&link.name) {
+            let iface = self.ifaces.get(&link.name);
+            if let Some(held) = iface
+                .or(staged.ifaces.get(&link.name))
+                .map(Iface::promiscuity)
+                .transpose()?
+                .flatten()
+            {
+                staged.promiscuous.insert(link.name.clone(), held);
+            }
+        }
         let memberships = Memberships::join(link.index, plan)
             .with_context(|| format!("joining multicast groups on {}", plan.interface))?;
-        let vips_on = self.options.config.agent.vips_on;
         let vhid = Vhid::new(
             plan.clone(),
             &link,
             &addrs,
-            vips_on,
+            self.options.config.agent.vips_on,
             ipv6_forwarding(&link.name),
         )?;
+        Ok(Ok(Ready {
+            link,
+            vhid,
+            memberships,
+        }))
+    }
+
+    /// Keeps what starting VHIDs attached.
+    fn adopt(&mut self, staged: Staged) {
+        self.ifaces.extend(staged.ifaces);
+        for (name, held) in staged.promiscuous {
+            if let Some(iface) = self.ifaces.get_mut(&name) {
+                iface.hold_promiscuity(held);
+            }
+        }
+    }
+
+    /// Starts a prepared VHID (see [`Agent::prepare_start`]), on an interface adopted.
+    async fn launch(&mut self, ready: Ready) {
+        let Ready {
+            link,
+            vhid,
+            memberships,
+        } = ready;
+        // A balanced group's VIPs are its leader's to place.
+        if vhid.plan.balance.as_ref().is_none_or(Balance::is_leader) {
+            self.placement.clear(&vhid.plan, &link).await;
+        }
         if let Some(iface) = self.ifaces.get_mut(&link.name) {
-            iface.register(&vhid)?;
+            iface.register(&vhid);
         }
         if vhid.holds_group_vips() {
             self.placement.add(&vhid).await;
@@ -304,7 +366,6 @@ impl Agent {
         } else {
             self.demotion.link(&self.vhids[i].vhid.id(), false);
         }
-        Ok(None)
     }
 
     /// Keeps `plan` waiting for `why`. Logged when the reason is new, not at every
@@ -356,7 +417,6 @@ impl Agent {
                         a.plan.vhid,
                         a.plan.interface
                     );
-                    self.detach_unused();
                     self.wait(a.plan, a.why, Some((a.why, a.since)));
                 }
             }

@@ -16,6 +16,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub mod manual;
+
 pub const DEFAULT_PATH: &str = "/etc/carp/carp.toml";
 pub const DEFAULT_SOCKET: &str = "/run/carp/agent.sock";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/carp";
