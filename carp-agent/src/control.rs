@@ -147,6 +147,17 @@ pub struct InterfaceStatus {
     pub xdp: BTreeMap<String, u64>,
 }
 
+impl InterfaceStatus {
+    /// Every XDP counter by name, zero or not (the README promises each is present).
+    pub(crate) fn counters(stats: &carp_common::maps::XdpStats) -> BTreeMap<String, u64> {
+        stats
+            .fields()
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect()
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct VhidStatus {
     pub interface: String,
@@ -466,6 +477,61 @@ pub mod limits {
             assert_eq!(ended.load(Ordering::SeqCst), 1);
             server.abort();
         }
+
+        /// README (Control): "serve 32 clients at a time each (a newer one makes the oldest
+        /// give way) ... give each 2 s", the cap told apart from the time limit on tokio's
+        /// paused clock: the 33rd idle client ends the oldest at once, and the others last
+        /// until their 2 s are up.
+        #[tokio::test(start_paused = true)]
+        async fn the_33rd_client_ends_the_oldest_at_once_and_the_others_last_2_s() {
+            use std::sync::{Arc, Mutex};
+            use tokio::time::Instant;
+            assert_eq!(connections(nofile()), CONNECTIONS, "ulimit -n too low");
+            let start = Instant::now();
+            // Which clients ended, when.
+            let ended = Arc::new(Mutex::new(Vec::<(usize, Duration)>::new()));
+            struct Idle(usize, Arc<Mutex<Vec<(usize, Duration)>>>, Instant);
+            impl Drop for Idle {
+                fn drop(&mut self) {
+                    self.1.lock().unwrap().push((self.0, self.2.elapsed()));
+                }
+            }
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<usize>>();
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let log = ended.clone();
+            let server = tokio::spawn(serve_each(
+                "test",
+                move || {
+                    let rx = rx.clone();
+                    async move { rx.lock().await.recv().await.expect("the test holds tx") }
+                },
+                move |client: usize| {
+                    let idle = Idle(client, log.clone(), start);
+                    async move {
+                        let _idle = idle;
+                        std::future::pending::<()>().await
+                    }
+                },
+            ));
+            let ended = || ended.lock().unwrap().clone();
+            for client in 0..CONNECTIONS {
+                tx.send(Ok(client)).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(ended(), [], "{CONNECTIONS} fit");
+            tx.send(Ok(CONNECTIONS)).unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let first = ended();
+            assert_eq!(first.len(), 1, "{first:?}");
+            assert_eq!(first[0].0, 0, "the oldest gives way");
+            tokio::time::sleep_until(start + IO - Duration::from_millis(100)).await;
+            assert_eq!(ended(), first, "idle clients keep their 2 s");
+            tokio::time::sleep_until(start + IO + Duration::from_millis(100)).await;
+            let all = ended();
+            assert_eq!(all.len(), CONNECTIONS + 1);
+            assert!(all[1..].iter().all(|(_, when)| *when >= IO), "{all:?}");
+            server.abort();
+        }
     }
 }
 
@@ -722,6 +788,46 @@ mod tests {
         assert!(
             denied.contains("is root's (mode 0600): run `sudo carp-agent status --json`"),
             "{denied}"
+        );
+    }
+
+    /// README (Status): "every XDP counter is present, zero or not; the text status lists
+    /// the non-zero ones ("no traffic" when none)".
+    #[test]
+    fn every_xdp_counter_is_in_the_json_and_the_text_lists_those_not_zero() {
+        use carp_common::maps::XdpStats;
+        let quiet = XdpStats::default();
+        let busy = XdpStats {
+            adverts: 3,
+            bad_hmac: 1,
+            ..quiet
+        };
+        let iface = |name: &str, xdp_mode, stats: &XdpStats| InterfaceStatus {
+            name: name.into(),
+            up: true,
+            xdp_mode,
+            xdp: InterfaceStatus::counters(stats),
+        };
+        let s = Status {
+            interfaces: vec![
+                iface("eth0", Attached::Skb, &quiet),
+                iface("eth1", Attached::Tc, &busy),
+            ],
+            ..Status::default()
+        };
+        let json: serde_json::Value = serde_json::to_value(&s).unwrap();
+        let keys: Vec<&str> = json["interfaces"][0]["xdp"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut names: Vec<&str> = quiet.fields().iter().map(|(k, _)| *k).collect();
+        names.sort_unstable();
+        assert_eq!(keys, names);
+        assert_eq!(
+            s.text(),
+            "eth0: up xdp skb: no traffic\neth1: up xdp tc: adverts 3, bad_hmac 1\ndemotion 0\n"
         );
     }
 

@@ -301,12 +301,7 @@ impl Iface {
             xdp: self
                 .dp
                 .stats()
-                .map(|s| {
-                    s.fields()
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), *v))
-                        .collect()
-                })
+                .map(|s| InterfaceStatus::counters(&s))
                 .unwrap_or_default(),
         }
     }

@@ -11,6 +11,7 @@ pub mod pcap;
 pub mod peers;
 pub mod probe;
 pub mod procfs;
+pub mod prometheus;
 pub mod rawbpf;
 pub mod systemd;
 

@@ -120,8 +120,30 @@ pub fn install(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `systemctl` with these arguments; injected so a test can see the calls.
+type Systemctl<'a> = &'a mut dyn FnMut(&[&str]) -> Result<()>;
+
 pub fn uninstall(root: &Path) -> Result<()> {
-    for a in assets()? {
+    // The host's own service only: a staged root has none running, and without systemd
+    // as PID 1 there is nothing to stop (the check prerm makes too).
+    let under_systemd = root == Path::new("/") && Path::new("/run/systemd/system").is_dir();
+    let mut systemctl = |args: &[&str]| crate::run(Command::new("systemctl").args(args));
+    uninstall_with(root, under_systemd.then_some(&mut systemctl))
+}
+
+/// Removes the assets and the pins; with `systemctl`, stops and disables the unit first,
+/// as the `.deb`'s prerm does, so a running agent bows out before its binary goes.
+fn uninstall_with(root: &Path, mut systemctl: Option<Systemctl>) -> Result<()> {
+    let assets = assets()?;
+    let unit = unit(&assets)?;
+    if let Some(systemctl) = systemctl.as_mut()
+        && root.join(unit).is_file()
+    {
+        let unit_name = unit.file_name().context("unit path")?.to_string_lossy();
+        systemctl(&["disable", "--now", &unit_name])?;
+        println!("uninstall: stopped and disabled {unit_name}");
+    }
+    for a in &assets {
         let p = root.join(&a.dst);
         match std::fs::remove_file(&p) {
             Ok(()) => println!("uninstall: removed {}", p.display()),
@@ -137,11 +159,48 @@ pub fn uninstall(root: &Path) -> Result<()> {
         std::fs::remove_dir_all(&pins).with_context(|| format!("removing {}", pins.display()))?;
         println!("uninstall: removed {}", pins.display());
     }
+    if let Some(systemctl) = systemctl {
+        systemctl(&["daemon-reload"])?;
+    }
     println!("uninstall: done; /etc/carp/carp.toml and the password file are left in place");
     Ok(())
 }
 
-/// Installs into a staging root and uninstalls again: every file lands, none stays.
+/// The systemd unit among the assets.
+fn unit(assets: &[Asset]) -> Result<&Path> {
+    assets
+        .iter()
+        .map(|a| Path::new(&a.dst))
+        .find(|dst| dst.extension() == Some("service".as_ref()))
+        .context("no systemd unit among the assets")
+}
+
+/// What an operator has in place before uninstalling: pins a stopped agent left (one
+/// `[agent] netns` directory among them) and their own configuration.
+const LEFT_PIN: &str = "sys/fs/bpf/carp/hosta/CARP_STATS";
+const OWN_FILES: &[&str] = &["etc/carp/carp.toml", "etc/carp/carp.pass"];
+
+fn put_operator_files(root: &Path) -> Result<()> {
+    for f in OWN_FILES.iter().chain([&LEFT_PIN]) {
+        let p = root.join(f);
+        std::fs::create_dir_all(p.parent().context("no parent")?)?;
+        std::fs::write(&p, "operator's")?;
+    }
+    Ok(())
+}
+
+/// Fails unless exactly the operator's own files are left under `root`.
+fn only_operator_files_left(root: &Path) -> Result<()> {
+    let mut left = files_under(root)?;
+    left.sort();
+    let mut own: Vec<PathBuf> = OWN_FILES.iter().map(|f| root.join(f)).collect();
+    own.sort();
+    anyhow::ensure!(left == own, "uninstall left {left:?}, want only {own:?}");
+    Ok(())
+}
+
+/// Installs into a staging root and uninstalls again: every file lands, the pins go, and
+/// only the operator's own files in /etc/carp stay.
 pub fn round_trip() -> Result<()> {
     // Removed when dropped, also on the way out with an error.
     let stage = tempfile::Builder::new().prefix("carp-stage").tempdir()?;
@@ -150,10 +209,10 @@ pub fn round_trip() -> Result<()> {
     for a in assets()? {
         anyhow::ensure!(root.join(&a.dst).is_file(), "install missed {}", a.dst);
     }
+    put_operator_files(root)?;
     uninstall(root)?;
-    let left = files_under(root)?;
-    anyhow::ensure!(left.is_empty(), "uninstall left {left:?}");
-    println!("install: staged install and uninstall leave nothing behind");
+    only_operator_files_left(root)?;
+    println!("install: staged install and uninstall leave only the operator's files");
     Ok(())
 }
 
@@ -230,7 +289,95 @@ pub fn verify(deb_file: &Path) -> Result<()> {
                 unit.display()
             )),
     )?;
+    maintainer_scripts(deb_file)?;
     println!("package: contents, modes, scripts, binary and unit checked");
+    Ok(())
+}
+
+/// Runs the package's maintainer scripts as dpkg does on install and on purge (postinst
+/// configure; prerm remove, postrm remove, postrm purge) in a private mount namespace:
+/// systemd looks like PID 1 (/run/systemd/system), `systemctl` is a stand-in that logs
+/// its arguments, and /etc and /sys/fs/bpf are tmpfs holding what an operator has. The
+/// unit must not be enabled or started on install, must be stopped and disabled on
+/// removal, the pins must go and /etc/carp/carp.toml must stay.
+fn maintainer_scripts(deb_file: &Path) -> Result<()> {
+    let tmp = tempfile::Builder::new().prefix("carp-scripts").tempdir()?;
+    let dir = tmp.path();
+    crate::run(
+        Command::new("dpkg-deb")
+            .arg("-e")
+            .arg(deb_file)
+            .arg(dir.join("control")),
+    )?;
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin)?;
+    let fake = bin.join("systemctl");
+    std::fs::write(&fake, "#!/bin/sh\necho \"$PHASE $*\" >> \"$LOG\"\n")?;
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let log = dir.join("systemctl.log");
+    let left = dir.join("left");
+    crate::run(
+        Command::new("unshare")
+            .args(["--mount", "sh", "-ec"])
+            .arg(
+                "mount -t tmpfs carp-verify /run && mkdir -p /run/systemd/system
+                 mount -t tmpfs carp-verify /etc && mkdir /etc/carp && : > /etc/carp/carp.toml
+                 mount -t tmpfs carp-verify /sys/fs/bpf
+                 mkdir -p /sys/fs/bpf/carp/hosta && : > /sys/fs/bpf/carp/hosta/CARP_STATS
+                 PHASE=postinst \"$C\"/postinst configure
+                 PHASE=prerm \"$C\"/prerm remove
+                 PHASE=postrm \"$C\"/postrm remove
+                 PHASE=postrm \"$C\"/postrm purge
+                 find /etc /sys/fs/bpf -mindepth 1 > \"$LEFT\"",
+            )
+            .env("C", dir.join("control"))
+            .env("LOG", &log)
+            .env("LEFT", &left)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            ),
+    )?;
+    let assets = assets()?;
+    let disable = format!(
+        "disable --now {}",
+        unit(&assets)?
+            .file_name()
+            .context("unit path")?
+            .to_string_lossy()
+    );
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    let calls: Vec<(&str, &str)> = calls.lines().filter_map(|l| l.split_once(' ')).collect();
+    let enables = |(_, args): &&(&str, &str)| {
+        let verb = args.split_whitespace().next().unwrap_or_default();
+        [
+            "enable",
+            "start",
+            "restart",
+            "reload-or-restart",
+            "try-restart",
+        ]
+        .contains(&verb)
+    };
+    anyhow::ensure!(
+        !calls.iter().any(|c| c.0 == "postinst" && enables(&c)),
+        "postinst enables or starts the unit: {calls:?}"
+    );
+    anyhow::ensure!(
+        calls.contains(&("prerm", disable.as_str())),
+        "prerm does not stop and disable the unit: {calls:?}"
+    );
+    let left = std::fs::read_to_string(&left)?;
+    let mut left: Vec<&str> = left.lines().collect();
+    left.sort_unstable();
+    anyhow::ensure!(
+        left == ["/etc/carp", "/etc/carp/carp.toml"],
+        "after purge, want only /etc/carp/carp.toml left, found {left:?}"
+    );
     Ok(())
 }
 
@@ -246,4 +393,44 @@ fn unix_mode(mode: u32) -> String {
             }
         })
         .fold(String::from("-"), |s, b| s + b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// README: `cargo xtask uninstall` "under systemd stops and disables the service first
+    /// ... and removes the pinned maps under /sys/fs/bpf/carp; your own files in /etc/carp
+    /// stay". The stand-in systemctl is called with the unit still in place.
+    #[test]
+    fn uninstall_stops_the_service_first_removes_the_pins_and_keeps_the_operators_files() {
+        let stage = tempfile::tempdir().unwrap();
+        let root = stage.path();
+        let assets = assets().unwrap();
+        for a in &assets {
+            let p = root.join(&a.dst);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "installed").unwrap();
+        }
+        put_operator_files(root).unwrap();
+        let unit_file = root.join(unit(&assets).unwrap());
+        let mut calls = Vec::new();
+        let mut systemctl = |args: &[&str]| {
+            calls.push((
+                args.join(" "),
+                unit_file.is_file(),
+                root.join(LEFT_PIN).exists(),
+            ));
+            Ok(())
+        };
+        uninstall_with(root, Some(&mut systemctl)).unwrap();
+        assert_eq!(
+            calls,
+            [
+                ("disable --now carp-agent.service".to_string(), true, true),
+                ("daemon-reload".to_string(), false, false),
+            ]
+        );
+        only_operator_files_left(root).unwrap();
+    }
 }
