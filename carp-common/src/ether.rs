@@ -18,6 +18,9 @@ pub const ARP_REQUEST: [u8; 8] = [0, 1, 0x08, 0, 6, 4, 0, 1];
 pub const ARP_REPLY: u16 = 2;
 /// Fixed IPv6 header ([`Ipv6Header`]).
 pub const IPV6_HLEN: usize = 40;
+/// IPv6 in IPv4 (RFC 4213): an ICMP error quoting such a packet quotes 40 bytes past its
+/// IPv4 header.
+pub const IPPROTO_IPV6: u8 = 41;
 pub const IPPROTO_ICMPV6: u8 = 58;
 /// ICMPv6 types of Neighbor Solicitation and Advertisement (RFC 4861 4.3, 4.4).
 pub const ND_NEIGHBOR_SOLICIT: u8 = 135;

@@ -59,9 +59,11 @@ pub fn frame(
     ingress: impl Ingress,
 ) -> u32 {
     if ethertype == ETH_P_IP {
-        // Multicast (224.0.1.x shares these MACs) and broadcast pass, as OpenBSD's
-        // carp_lsdrop passes M_MCAST and M_BCAST; so do truncated headers, tagged frames
-        // (see [`verdict`]) and frames of no group here.
+        // Multicast (224.0.1.x shares these MACs) and broadcast pass to every host, where
+        // OpenBSD hashes them too (carp_input tags frames to the group's MAC, and
+        // carp_lsdrop clears their M_MCAST before it tests M_MCAST and M_BCAST): every
+        // host's listeners of a 224.0.1.x group get its traffic. So do truncated headers,
+        // tagged frames (see [`verdict`]) and frames of no group here.
         if vlan == 0
             && let Some([src, dst]) = read::<[[u8; 4]; 2]>(pkt, l3 + offset_of!(Ipv4Header, src))
             && dst[0] & 0xf0 != 0xe0

@@ -1082,7 +1082,7 @@ mod balanced {
         other[5] = 9;
         assert_eq!(fx.run(&other), (XDP_PASS, other.clone()));
         // Multicast (224.0.1.5 has this group's MAC) and broadcast addresses, IPv4 and
-        // IPv6, pass untouched from every source, as OpenBSD's carp_lsdrop passes them.
+        // IPv6, pass untouched from every source (OpenBSD hashes them: see README).
         group(&mut fx, 0b001, u64::MAX);
         for src in [ours[0], theirs[0]] {
             for dst in [[224, 0, 1, 5], [255; 4]] {
