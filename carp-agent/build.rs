@@ -1,5 +1,5 @@
-//! Builds the XDP program (carp-ebpf) with the nightly toolchain and bpf-linker into OUT_DIR,
-//! where src/xdp.rs embeds it.
+//! Builds the XDP program (carp-ebpf) with the pinned nightly toolchain (CARP_EBPF_TOOLCHAIN,
+//! set in .cargo/config.toml) and bpf-linker into OUT_DIR, where src/xdp.rs embeds it.
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
@@ -8,6 +8,9 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("{manifest} has no parent"))?
         .join("carp-ebpf");
+    println!("cargo:rerun-if-env-changed=CARP_EBPF_TOOLCHAIN");
+    let toolchain = std::env::var("CARP_EBPF_TOOLCHAIN")
+        .context("CARP_EBPF_TOOLCHAIN is not set: build from the workspace, whose .cargo/config.toml sets it")?;
     let root = root.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(
         [aya_build::Package {
@@ -15,7 +18,7 @@ fn main() -> anyhow::Result<()> {
             root_dir: root,
             ..Default::default()
         }],
-        aya_build::Toolchain::default(),
+        aya_build::Toolchain::Custom(&toolchain),
     )
-    .context("building the XDP program failed; run `cargo xtask setup` (needs nightly, rust-src and bpf-linker)")
+    .context("building the XDP program failed; run `cargo xtask setup` (it installs the pinned nightly, rust-src and bpf-linker)")
 }

@@ -7,6 +7,7 @@ use crate::{
     netlink::{Link, Netlink},
     send::{PacketSocket, UnicastSocket},
     vhid::{Outgoing, Vhid, balance_entry},
+    vlan_offload::{self, Choice, VlanFacts},
     xdp::{DataPlane, parse_event},
 };
 use anyhow::{Context as _, Result, anyhow};
@@ -52,12 +53,14 @@ pub struct Iface {
 }
 
 impl Iface {
-    /// Loads and attaches the XDP program to `link`, pins its maps under `pin_dir`, and
+    /// Loads and attaches the XDP program to `link` (at tc where XDP would not see the
+    /// VLAN tags of `vlans`: [`vlan_offload::choose`]), pins its maps under `pin_dir`, and
     /// hands the adverts it verifies to `events`; what must survive a killed agent is kept
     /// beside its control `socket`.
     pub fn attach(
         link: &Link,
         setting: XdpModeSetting,
+        vlans: VlanFacts,
         pin_dir: &Path,
         socket: &Path,
         vips_on: VipPlacement,
@@ -65,30 +68,52 @@ impl Iface {
     ) -> Result<Self> {
         let mut dp = DataPlane::load()?;
         let xdp = |dp: &mut DataPlane, mode| dp.attach(&link.name, mode).map(|_| attached(mode));
-        let attached = match setting {
-            XdpModeSetting::Native => xdp(&mut dp, XdpMode::Driver),
-            XdpModeSetting::Skb => xdp(&mut dp, XdpMode::Skb),
-            XdpModeSetting::Tc => dp.attach_tc(&link.name).map(|_| Attached::Tc),
-            XdpModeSetting::Auto => {
-                let best = if link.veth {
-                    tracing::info!(
-                        "{} is a veth: generic XDP, as native XDP_TX there needs an XDP program on the peer",
-                        link.name
-                    );
-                    xdp(&mut dp, XdpMode::Skb)
-                } else {
-                    dp.attach_best(&link.name).map(|(_, mode)| attached(mode))
-                };
-                best.or_else(|e| {
+        let best_xdp = |dp: &mut DataPlane| {
+            if link.veth {
+                tracing::info!(
+                    "{} is a veth: generic XDP, as native XDP_TX there needs an XDP program on the peer",
+                    link.name
+                );
+                xdp(dp, XdpMode::Skb)
+            } else {
+                dp.attach_best(&link.name).map(|(_, mode)| attached(mode))
+            }
+        };
+        let choice = vlan_offload::choose(setting, vlans);
+        let hidden = "rx VLAN offload is on and VLAN interfaces sit on it, so XDP would see \
+                      their frames as untagged";
+        if choice == Choice::Warn {
+            tracing::warn!(
+                "{}: {hidden}; xdp_mode = \"auto\" or \"tc\" attaches at tc, which sees the tags",
+                link.name
+            );
+        }
+        let attached = match (choice, setting) {
+            (Choice::Tc, _) => {
+                tracing::info!(
+                    "{}: {hidden}: attaching at tc ingress, which sees the tags",
+                    link.name
+                );
+                dp.attach_tc(&link.name).map(|_| Attached::Tc).or_else(|e| {
                     tracing::warn!(
-                        "XDP on {} is taken ({e:#}): attaching at tc ingress instead, after the XDP programs",
+                        "{}: tc failed ({e:#}): XDP instead, blind to offloaded VLAN tags",
                         link.name
                     );
-                    dp.attach_tc(&link.name)
-                        .map(|_| Attached::Tc)
-                        .with_context(|| format!("XDP failed first: {e:#}"))
+                    best_xdp(&mut dp)
                 })
             }
+            (_, XdpModeSetting::Native) => xdp(&mut dp, XdpMode::Driver),
+            (_, XdpModeSetting::Skb) => xdp(&mut dp, XdpMode::Skb),
+            (_, XdpModeSetting::Tc) => dp.attach_tc(&link.name).map(|_| Attached::Tc),
+            (_, XdpModeSetting::Auto) => best_xdp(&mut dp).or_else(|e| {
+                tracing::warn!(
+                    "XDP on {} is taken ({e:#}): attaching at tc ingress instead, after the XDP programs",
+                    link.name
+                );
+                dp.attach_tc(&link.name)
+                    .map(|_| Attached::Tc)
+                    .with_context(|| format!("XDP failed first: {e:#}"))
+            }),
         };
         let hook = attached.map_err(|e| {
             anyhow!(

@@ -20,4 +20,5 @@ pub mod netns;
 pub mod preflight;
 pub mod send;
 pub mod vhid;
+pub mod vlan_offload;
 pub mod xdp;

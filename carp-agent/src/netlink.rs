@@ -99,6 +99,27 @@ impl Netlink {
         }
     }
 
+    /// Whether VLAN interfaces sit on top of interface `index` (see
+    /// [`crate::vlan_offload`]).
+    pub async fn has_vlans(&self, index: u32) -> Result<bool> {
+        let links: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .context("listing interfaces")?;
+        Ok(links.iter().any(|msg| {
+            let on_top = msg.attributes.contains(&LinkAttribute::Link(index));
+            let vlan = msg.attributes.iter().any(|a| {
+                matches!(a, LinkAttribute::LinkInfo(infos)
+                    if infos.contains(&LinkInfo::Kind(InfoKind::Vlan)))
+            });
+            on_top && vlan
+        }))
+    }
+
     /// The addresses on an interface, with prefix lengths, and whether each is a VIP this
     /// agent (or a killed predecessor) added.
     pub async fn addresses(&self, index: u32) -> Result<Vec<Address>> {

@@ -10,6 +10,7 @@ pub mod maps;
 pub mod protocol;
 pub mod sha1;
 pub mod state;
+pub mod tc;
 pub mod vrrp;
 pub mod wire;
 

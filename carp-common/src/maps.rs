@@ -361,8 +361,13 @@ stats! {
     bad_version,
     /// Dropped: not an advertisement.
     bad_type,
-    /// Dropped: truncated or wrong length.
+    /// Dropped: a length that no advert has (CARP's not 36 bytes, VRRP's not its count of
+    /// addresses, an IP header shorter than 20 bytes).
     bad_length,
+    /// Dropped: the frame ends before the advert its IP header announces: cut short on the
+    /// way, or at tc not pulled whole into the skb's linear part. Never read as a shorter
+    /// advert (one once reached the agent as VRRP priority 0, "master stopping").
+    truncated,
     /// Dropped: CARP authlen not 7.
     bad_authlen,
     /// Dropped: checksum does not verify.

@@ -16,12 +16,12 @@ use core::mem::offset_of;
 
 use aya_ebpf::{
     bindings::{
-        __sk_buff, TC_ACT_OK, TC_ACT_SHOT,
+        __sk_buff, TC_ACT_SHOT,
         xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
         xdp_md,
     },
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_skb_change_type},
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_skb_change_type, bpf_skb_pull_data},
     macros::{btf_map, classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -44,6 +44,9 @@ use carp_common::{
 
 /// Largest payload offset: a VLAN tag and an IPv4 header with 40 bytes of options.
 const MAX_L4: usize = ETH_HLEN + VLAN_HLEN + 60;
+
+/// The longest advert payload of either protocol: VRRPv3's (CARP's is 36 bytes).
+const MAX_ADVERT: usize = vrrp::MAX_PAYLOAD;
 
 #[btf_map]
 static CARP_STATS: PerCpuArray<XdpStats, 1> = PerCpuArray::new();
@@ -141,12 +144,21 @@ pub fn carp(ctx: XdpContext) -> u32 {
 /// the verdicts become tc's, XDP_TX a redirect out of the interface the frame came in by,
 /// and a frame taken for a virtual MAC is marked for this host (see
 /// [`Ingress::for_this_host`]).
+///
+/// What XDP passes goes on as `TCX_NEXT`, not `TC_ACT_OK`: in `tcx_run` (net/core/dev.c)
+/// any verdict but `TCX_NEXT` ends the run, `TCX_PASS` (= `TC_ACT_OK`) included, and
+/// `sch_handle_ingress` then skips the classic clsact filters too, so the programs behind
+/// carp (a firewall) would never see the frame. Frames marked for this host go on the same
+/// way: the mark is in the skb, and a firewall behind carp must still decide the flows of
+/// a virtual MAC or a balanced group. What carp consumes keeps its verdict (its answers,
+/// redirected; its drops). Tested in tests/tests/tc_chain.rs.
 #[classifier]
 pub fn carp_tc(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
     // Headers in the linear part, where direct access reaches: frames the kernel receives
-    // have them there already, and the pull is a no-op then.
-    let head = (ctx.len() as usize).min(MAX_L4 + TC_PULL);
+    // have them there already, and the pull is a no-op then. Adverts are pulled whole
+    // later ([`Ingress::whole`]), once their IP header says how long they are.
+    let head = (ctx.len() as usize).min(MAX_L4);
     if ctx.data_end() - ctx.data() < head {
         let _ = ctx.pull_data(head as u32);
     }
@@ -159,16 +171,12 @@ pub fn carp_tc(ctx: TcContext) -> i32 {
         // SAFETY: the program's context, valid for the whole run; the helper only records
         // where the frame goes.
         XDP_TX => unsafe { bpf_redirect((*skb).ifindex, 0) as i32 },
-        _ => TC_ACT_OK,
+        _ => carp_common::tc::TCX_NEXT,
     }
 }
 
 /// `skb->pkt_type` of a frame for this host (linux/if_packet.h).
 const PACKET_HOST: u32 = 0;
-
-/// What tc pulls into the linear part past the headers: a whole CARP advert, and a VRRPv3
-/// advert of up to 30 IPv6 addresses.
-const TC_PULL: usize = 512;
 
 /// What [`handle`] needs of a hook's context, read only off the fast path: XDP's ingress
 /// ifindex is three dependent loads (rxq, device, index).
@@ -180,6 +188,12 @@ trait Ingress: Copy {
     /// After the destination MAC became the interface's: tc runs after eth_type_trans
     /// classed the frame as another host's, and the stack would drop it.
     fn for_this_host(self);
+    /// `pkt` with its first `end` bytes (where a protocol-112 packet ends, as its IP header
+    /// says) readable, as far as the frame has them: an skb may hold most of a frame
+    /// outside its linear part (virtio_net, GRO), which direct access does not reach, so tc
+    /// pulls them in (bpf_skb_pull_data), at most a [`MAX_ADVERT`] advert. XDP has the
+    /// frame whole: the program is not frags-aware, so drivers hand it one buffer.
+    fn whole(self, pkt: &Pkt, end: usize) -> Pkt;
 }
 
 impl Ingress for *mut xdp_md {
@@ -196,6 +210,11 @@ impl Ingress for *mut xdp_md {
 
     #[inline(always)]
     fn for_this_host(self) {}
+
+    #[inline(always)]
+    fn whole(self, pkt: &Pkt, _end: usize) -> Pkt {
+        *pkt
+    }
 }
 
 impl Ingress for *mut __sk_buff {
@@ -221,6 +240,26 @@ impl Ingress for *mut __sk_buff {
     fn for_this_host(self) {
         // SAFETY: as above; the helper only sets the field.
         unsafe { bpf_skb_change_type(self, PACKET_HOST) };
+    }
+
+    #[inline(always)]
+    fn whole(self, pkt: &Pkt, end: usize) -> Pkt {
+        // SAFETY: as above.
+        let len = unsafe { (*self).len } as usize;
+        let want = end.min(len).min(MAX_L4 + MAX_ADVERT);
+        if pkt.start + want <= pkt.end {
+            return *pkt;
+        }
+        // SAFETY: as above. On failure the frame stays as it was, and the advert, cut
+        // short, is dropped as `truncated`. The pull invalidates the old bounds: the new
+        // ones are read back.
+        unsafe {
+            bpf_skb_pull_data(self, want as u32);
+            Pkt {
+                start: (*self).data as usize,
+                end: (*self).data_end as usize,
+            }
+        }
     }
 }
 
@@ -309,12 +348,17 @@ fn handle(pkt: &Pkt, ingress: impl Ingress) -> Option<u32> {
             if proto != wire::IPPROTO_CARP {
                 return None;
             }
-            Some(ipv4(pkt, l2()))
+            let total = be16(pkt, l3 + offset_of!(Ipv4Header, total_len))?;
+            Some(ipv4(&ingress.whole(pkt, l3 + usize::from(total)), l2()))
         }
         ETH_P_IPV6 => {
             let [next, _] = read::<[u8; 2]>(pkt, l3 + offset_of!(Ipv6Header, next))?;
             match next {
-                wire::IPPROTO_CARP => Some(ipv6(pkt, l2())),
+                wire::IPPROTO_CARP => {
+                    let len = be16(pkt, l3 + offset_of!(Ipv6Header, payload_len))?;
+                    let end = l3 + IPV6_HLEN + usize::from(len);
+                    Some(ipv6(&ingress.whole(pkt, end), l2()))
+                }
                 IPPROTO_ICMPV6 => Some(neighbor_solicit(pkt, l2())),
                 _ => None,
             }
@@ -506,6 +550,15 @@ fn advert(pkt: &Pkt, l2: L2, s: &mut Scratch) -> u32 {
         if version_type & 0x0f != wire::TYPE_ADVERTISEMENT {
             drop_as!(bad_type);
         }
+        // The whole advert its IP header announces, or nothing: a frame that ends before it
+        // (cut short on the way, or at tc not pulled whole) is never read as a shorter one.
+        let len = s.ip.len;
+        if len > MAX_ADVERT {
+            drop_as!(bad_length);
+        }
+        if pkt.start + l4 + len > pkt.end {
+            drop_as!(truncated);
+        }
         let ev = &mut s.event;
         *ev = AdvertEvent::default();
         ev.ifindex = l2.ifindex;
@@ -551,7 +604,7 @@ fn carp_advert(
         return Some(());
     }
     let Some(h) = ptr_at::<[u8; wire::HEADER_LEN]>(pkt, l4) else {
-        count!(bad_length);
+        count!(truncated);
         return Some(());
     };
     // SAFETY: in bounds (ptr_at).
@@ -669,7 +722,7 @@ fn strict_counter(key: &VhidKey, s: &mut Scratch) -> Option<()> {
 fn vrrp_advert(pkt: &Pkt, l4: usize, s: &mut Scratch) -> Option<()> {
     let ip = &s.ip;
     let Some(h) = read::<[u8; vrrp::HEADER_LEN]>(pkt, l4) else {
-        count!(bad_length);
+        count!(truncated);
         return Some(());
     };
     let addr_len = if ip.family == 4 { 4 } else { 16 };
@@ -694,7 +747,13 @@ fn vrrp_advert(pkt: &Pkt, l4: usize, s: &mut Scratch) -> Option<()> {
     let mut sum = pseudo.sum(len);
     let mut i = 0;
     while i < vrrp::MAX_PAYLOAD && i < len {
-        sum = checksum::add(sum, &read::<[u8; 2]>(pkt, l4 + i)?);
+        // In the frame ([`advert`] checked), but the verifier wants each read checked: a
+        // miss is a drop, never a checksum skipped.
+        let Some(word) = read::<[u8; 2]>(pkt, l4 + i) else {
+            count!(truncated);
+            return Some(());
+        };
+        sum = checksum::add(sum, &word);
         i += 2;
     }
     if checksum::finish(sum) != 0 {

@@ -20,7 +20,8 @@ use std::{
 pub const PORT: u16 = 4000;
 
 /// A UDP server bound to `vip` inside a namespace, answering every request with its
-/// name; stopped when dropped.
+/// name, a `/` and the request (so a client tells which request a reply is to); stopped
+/// when dropped.
 pub struct Server {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<()>>>,
@@ -40,9 +41,14 @@ impl Server {
             let sock = sock?;
             sock.set_read_timeout(Some(Duration::from_millis(50)))?;
             let mut buf = [0u8; 64];
+            let mut reply = name.into_bytes();
+            reply.push(b'/');
+            let head = reply.len();
             while !flag.load(Ordering::Relaxed) {
-                if let Ok((_, from)) = sock.recv_from(&mut buf) {
-                    let _ = sock.send_to(name.as_bytes(), from);
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    reply.truncate(head);
+                    reply.extend_from_slice(&buf[..n]);
+                    let _ = sock.send_to(&reply, from);
                 }
             }
             Ok(())
@@ -161,7 +167,7 @@ pub fn round(
             let mut idle = true;
             for (i, s) in socks.iter().enumerate() {
                 while let Ok((n, _)) = s.recv_from(&mut buf) {
-                    replies[i].push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    replies[i].push(host(&buf[..n]).to_owned());
                     idle = false;
                     last = Instant::now();
                 }
@@ -176,6 +182,167 @@ pub fn round(
         }
         Ok(replies)
     })
+}
+
+/// The host's name in a reply ([`Server`]'s, up to the `/`).
+fn host(reply: &[u8]) -> &str {
+    parse(reply).0
+}
+
+/// A reply of [`Server`]'s to a request of [`rounds`]: the host's name, and the round
+/// number it echoes.
+fn parse(reply: &[u8]) -> (&str, Option<usize>) {
+    let mut parts = reply.splitn(2, |b| *b == b'/');
+    let name = parts.next().and_then(|n| std::str::from_utf8(n).ok());
+    let round = parts
+        .next()
+        .and_then(|r| <[u8; 4]>::try_from(r).ok())
+        .and_then(|r| usize::try_from(u32::from_be_bytes(r)).ok());
+    (name.unwrap_or("?"), round)
+}
+
+/// A reply to one request of [`Rounds`]: who sent it, and how long after the request it
+/// reached the client's socket (the kernel's receive timestamp, so a client thread the
+/// scheduler kept waiting does not make a reply late).
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub host: String,
+    pub after: Duration,
+}
+
+/// What [`rounds`] saw: when each round was sent, and per round and source every reply to
+/// that round's request, however late.
+pub struct Rounds {
+    pub sent: Vec<Instant>,
+    pub replies: Vec<Vec<Vec<Reply>>>,
+}
+
+/// One request per source to `vip` every `period`, `count` rounds, as many clients that
+/// each ask once a `period`: a socket per source for the whole run, the requests of a round
+/// spread evenly over its first half, each carrying its round's number, which the reply
+/// echoes. Runs on a thread of its own inside `client` (join it for the result), so the
+/// caller can change the LAN meanwhile.
+pub fn rounds(
+    client: &Netns,
+    srcs: &[impl Into<IpAddr> + Copy],
+    vip: impl Into<IpAddr>,
+    period: Duration,
+    count: usize,
+) -> Result<JoinHandle<Result<Rounds>>> {
+    use nix::{
+        poll::{PollFd, PollFlags, PollTimeout, poll},
+        sys::socket::{
+            ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt,
+            sockopt::ReceiveTimestampns,
+        },
+    };
+    use std::os::fd::{AsFd, AsRawFd};
+    let file = File::open(format!("/var/run/netns/{}", client.name()))?;
+    let srcs: Vec<IpAddr> = srcs.iter().map(|s| (*s).into()).collect();
+    let to = SocketAddr::from((vip.into(), PORT));
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || -> Result<Rounds> {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+        let socks = srcs
+            .iter()
+            .map(|s| {
+                let sock = UdpSocket::bind((*s, 0))?;
+                sock.set_nonblocking(true)?;
+                setsockopt(&sock, ReceiveTimestampns, &true)?;
+                Ok(sock)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let _ = ready_tx.send(());
+        let mut out = Rounds {
+            sent: Vec::with_capacity(count),
+            replies: vec![vec![Vec::new(); socks.len()]; count],
+        };
+        // Per round and source, when the request left (CLOCK_REALTIME, as the timestamps).
+        let mut sent_at = vec![vec![std::time::SystemTime::UNIX_EPOCH; socks.len()]; count];
+        let gap = period / 2 / u32::try_from(socks.len().max(1))?;
+        let start = Instant::now();
+        let mut next = 0usize;
+        let mut buf = [0u8; 64];
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        // Source i of round r is due at r * period + i * gap; the last round's requests
+        // have a period to be answered.
+        let due = |k: usize| period * (k / socks.len()) as u32 + gap * (k % socks.len()) as u32;
+        let end = period * u32::try_from(count + 1)?;
+        while start.elapsed() < end {
+            while next < count * socks.len() && due(next) <= start.elapsed() {
+                let (r, i) = (next / socks.len(), next % socks.len());
+                if i == 0 {
+                    out.sent.push(Instant::now());
+                }
+                sent_at[r][i] = std::time::SystemTime::now();
+                socks[i].send_to(&u32::try_from(r)?.to_be_bytes(), to)?;
+                next += 1;
+            }
+            let wake = if next < count * socks.len() {
+                due(next)
+            } else {
+                end
+            };
+            let mut fds: Vec<PollFd> = socks
+                .iter()
+                .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+                .collect();
+            let wait = wake.saturating_sub(start.elapsed());
+            poll(
+                &mut fds,
+                PollTimeout::try_from(wait.as_millis()).unwrap_or(PollTimeout::MAX),
+            )?;
+            let ready: Vec<usize> = (0..fds.len())
+                .filter(|i| fds[*i].any().unwrap_or(false))
+                .collect();
+            for i in ready {
+                loop {
+                    let (n, stamp) = {
+                        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                        let Ok(msg) = recvmsg::<SockaddrStorage>(
+                            socks[i].as_raw_fd(),
+                            &mut iov,
+                            Some(&mut cmsg),
+                            MsgFlags::MSG_DONTWAIT,
+                        ) else {
+                            break;
+                        };
+                        let stamp = msg.cmsgs()?.find_map(|c| match c {
+                            ControlMessageOwned::ScmTimestampns(t) => Some(
+                                std::time::SystemTime::UNIX_EPOCH
+                                    + Duration::new(
+                                        u64::try_from(t.tv_sec()).ok()?,
+                                        u32::try_from(t.tv_nsec()).ok()?,
+                                    ),
+                            ),
+                            _ => None,
+                        });
+                        (msg.bytes, stamp)
+                    };
+                    let (name, round) = parse(&buf[..n]);
+                    let Some(r) = round.filter(|r| *r < count) else {
+                        continue;
+                    };
+                    let after = stamp
+                        .and_then(|t| t.duration_since(sent_at[r][i]).ok())
+                        .unwrap_or(Duration::MAX);
+                    out.replies[r][i].push(Reply {
+                        host: name.to_owned(),
+                        after,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    });
+    if ready.recv().is_err() {
+        // The thread ended before its sockets were ready: its error says why.
+        return match thread.join() {
+            Ok(Err(e)) => Err(e),
+            _ => Err(anyhow::anyhow!("client thread")),
+        };
+    }
+    Ok(thread)
 }
 
 /// Host `h`'s configuration of a balanced group of `n` VHIDs (1..=n) sharing `vips`

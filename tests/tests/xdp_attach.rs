@@ -4,11 +4,29 @@
 #![cfg(feature = "root")]
 
 use aya::programs::XdpMode;
-use carp_agent::xdp::DataPlane;
-use carp_common::wire::{CarpHeader, IPPROTO_CARP};
-use carp_tests::netns::{Netns, veth};
+use carp_agent::{
+    hmac::Auth,
+    send::PacketSocket,
+    vlan_offload::rx_vlan_offload,
+    xdp::{DataPlane, parse_event, vhid_entry},
+};
+use carp_common::{
+    State,
+    maps::{Flags, VhidKey, XdpStats},
+    vrrp::Vrrp3Header,
+    wire::{self, CarpHeader, IPPROTO_CARP},
+};
+use carp_tests::{
+    frames as frame,
+    netns::{Netns, veth},
+    rawbpf,
+};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4},
+    os::fd::AsRawFd as _,
+    time::Duration,
+};
 
 /// Sends `n` CARP adverts as raw IP packets from inside `ns` to `dst`.
 fn send_adverts(ns: &Netns, dst: Ipv4Addr, n: u64) -> anyhow::Result<()> {
@@ -120,4 +138,196 @@ fn libbpf_tools_load_the_object() {
     ping(&a, "192.0.2.2", 3);
     a.ip(&["link", "set", "dev", "eth0", "xdpgeneric", "off"])
         .unwrap();
+}
+
+/// Where the program runs on `vb` in these tests.
+#[derive(Clone, Copy, Debug)]
+enum Hook {
+    Tc,
+    Generic,
+}
+
+/// Attaches `dp` to `iface` of `ns` on `hook`, runs `f`, detaches, and returns what the
+/// counters did meanwhile.
+fn on_hook(dp: &mut DataPlane, ns: &Netns, iface: &str, hook: Hook, f: impl FnOnce()) -> XdpStats {
+    let before = dp.stats().unwrap();
+    match hook {
+        Hook::Tc => {
+            let link = ns.enter(|| dp.attach_tc(iface)).unwrap();
+            f();
+            dp.classifier().unwrap().detach(link).unwrap();
+        }
+        Hook::Generic => {
+            let link = ns.enter(|| dp.attach(iface, XdpMode::Skb)).unwrap();
+            f();
+            dp.program().unwrap().detach(link).unwrap();
+        }
+    }
+    dp.stats().unwrap().since(&before)
+}
+
+/// Sends whole `frames` out of `iface` of `ns`, and gives the receiver a moment.
+fn send_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>]) {
+    ns.enter(|| {
+        let sock = PacketSocket::bind(nix::net::if_::if_nametoindex(iface)?)?;
+        for f in frames {
+            sock.send(f)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+fn ifindex(ns: &Netns, iface: &str) -> u32 {
+    ns.enter(|| Ok(nix::net::if_::if_nametoindex(iface)?))
+        .unwrap()
+}
+
+/// An skb may hold most of a frame in page fragments (virtio_net, GRO), past the linear
+/// part that direct packet access reaches; at tc the program pulls an advert in whole
+/// (bpf_skb_pull_data), as long as its IP header says. Frames padded past a page make
+/// AF_PACKET put all but the Ethernet header in fragments (packet_alloc_skb), and veth
+/// hands the skb on as it is: the largest VRRPv3 adverts of each family (255 IPv4, 90 IPv6
+/// addresses) reach the agent with their priority and interval, at tc as in generic XDP
+/// (which linearizes). Before the pull, the tc program took them for valid adverts of
+/// priority 0, "master stopping".
+#[test]
+fn adverts_mostly_in_page_fragments_are_read_whole() {
+    let a = Netns::new("frag-a").unwrap();
+    let b = Netns::new("frag-b").unwrap();
+    veth(&a, "va", "192.0.2.1/24", &b, "vb", "192.0.2.2/24").unwrap();
+    a.ip(&["link", "set", "va", "mtu", "9000"]).unwrap();
+    b.ip(&["link", "set", "vb", "mtu", "9000"]).unwrap();
+    let mut dp = DataPlane::load().unwrap();
+    let mut events = dp.take_events().unwrap();
+    const VRID: u8 = 51;
+    let mac = wire::virtual_mac(VRID);
+    let entry = vhid_entry(
+        carp_common::Protocol::VRRPV3,
+        State::BACKUP,
+        Flags::default(),
+        mac,
+        mac,
+        None,
+    );
+    dp.set_vhid(&VhidKey::new(ifindex(&b, "vb"), 0, VRID), &entry)
+        .unwrap();
+    let h = Vrrp3Header {
+        vrid: VRID,
+        priority: 100,
+        count: 255,
+        max_adver_int: 100,
+    };
+    let addrs: Vec<[u8; 4]> = (0..255u32)
+        .map(|i| (0xc633_6400 + i).to_be_bytes())
+        .collect();
+    let v4 = frame::vrrp_v4([192, 0, 2, 1], &h, &addrs);
+    let src: IpAddr = "fe80::1".parse().unwrap();
+    let vips: Vec<IpAddr> = (0..90)
+        .map(|i| IpAddr::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 2, i)))
+        .collect();
+    let payload = frame::vrrp_payload(src, frame::group(src), h, &vips).unwrap();
+    let v6 = frame::advert(src, wire::virtual_mac_v6(VRID), None, &payload);
+    let padded: Vec<Vec<u8>> = [v4, v6]
+        .into_iter()
+        .map(|mut f| {
+            f.resize(5000, 0);
+            f
+        })
+        .collect();
+    for hook in [Hook::Tc, Hook::Generic] {
+        let delta = on_hook(&mut dp, &b, "vb", hook, || send_frames(&a, "va", &padded));
+        assert_eq!(
+            (delta.proto112, delta.adverts, delta.truncated),
+            (2, 2, 0),
+            "{hook:?}: {delta:?}"
+        );
+        for family in [4, 6] {
+            let ev = events
+                .next()
+                .and_then(|item| parse_event(&item))
+                .unwrap_or_else(|| panic!("{hook:?}: no event for IPv{family}"));
+            assert_eq!(
+                (ev.family, ev.priority, ev.interval_cs),
+                (family, 100, 100),
+                "{hook:?}"
+            );
+        }
+    }
+}
+
+/// With tx VLAN offload, veth hands its peer the tag a VLAN device (here
+/// bpf_skb_vlan_push on the sender's egress) put in the skb's metadata, as a NIC with rx
+/// VLAN offload hands it up: tc sees it (`skb->vlan_tci`), XDP sees the frame's bytes,
+/// untagged. An advert of VLAN 10 for the number of vb's untagged VHID is someone else's
+/// (`foreign`) at tc, and generic XDP takes it for vb's own: why `xdp_mode = "auto"`
+/// attaches at tc where rx VLAN offload is on and VLAN interfaces sit on the interface
+/// (`carp_agent::vlan_offload`). With the offload off the tag is in the bytes, and both
+/// hooks agree. `rx_vlan_offload` reads the flag veth has on, and off once turned off.
+#[test]
+fn offloaded_vlan_tags_are_seen_at_tc_and_hidden_from_xdp() {
+    let a = Netns::new("vlan-a").unwrap();
+    let b = Netns::new("vlan-b").unwrap();
+    veth(&a, "va", "192.0.2.1/24", &b, "vb", "192.0.2.2/24").unwrap();
+    let offload = |ns: &Netns, iface: &str| ns.enter(|| Ok(rx_vlan_offload(iface)?)).unwrap();
+    assert!(offload(&b, "vb"), "veth's rx VLAN offload is on by default");
+    let ethtool = |ns: &Netns, args: &[&str]| {
+        let out = ns.command("ethtool").args(args).output().unwrap();
+        assert!(out.status.success(), "ethtool {args:?}: {out:?}");
+    };
+    ethtool(&b, &["-K", "vb", "rxvlan", "off"]);
+    assert!(!offload(&b, "vb"));
+    ethtool(&b, &["-K", "vb", "rxvlan", "on"]);
+
+    let mut dp = DataPlane::load().unwrap();
+    const VHID: u8 = 1;
+    let vip: IpAddr = Ipv4Addr::new(192, 0, 2, 50).into();
+    let auth = Auth::new(b"testpass", VHID, &[vip]).unwrap();
+    let mac = wire::virtual_mac(VHID);
+    let entry = vhid_entry(
+        carp_common::Protocol::CARP,
+        State::BACKUP,
+        Flags::default(),
+        mac,
+        mac,
+        Some(&auth),
+    );
+    dp.set_vhid(&VhidKey::new(ifindex(&b, "vb"), 0, VHID), &entry)
+        .unwrap();
+    let tagger = rawbpf::vlan_push_program(10);
+    let va = ifindex(&a, "va");
+    let _tagging = a
+        .enter(|| Ok(rawbpf::attach_tcx_egress(tagger.as_raw_fd(), va)))
+        .unwrap();
+    // Each advert with an advskew of its own, so none is a repeat of the last.
+    let mut advskew = 0;
+    let mut advert = || {
+        advskew += 1;
+        let h = CarpHeader {
+            vhid: VHID,
+            advskew,
+            demote: 0,
+            advbase: 1,
+            counter: u64::from(advskew),
+            digest: auth.sign(u64::from(advskew)),
+        };
+        vec![frame::carp(Ipv4Addr::new(192, 0, 2, 1).into(), &h)]
+    };
+    let foreign = |d: XdpStats| (d.proto112, d.foreign, d.adverts);
+    // The tag in the skb's metadata: tc sees VLAN 10, XDP an untagged advert.
+    let tc = on_hook(&mut dp, &b, "vb", Hook::Tc, || {
+        send_frames(&a, "va", &advert())
+    });
+    assert_eq!(foreign(tc), (1, 1, 0), "tc: {tc:?}");
+    let xdp = on_hook(&mut dp, &b, "vb", Hook::Generic, || {
+        send_frames(&a, "va", &advert())
+    });
+    assert_eq!(foreign(xdp), (1, 0, 1), "generic XDP: {xdp:?}");
+    // The tag in the bytes: both see VLAN 10.
+    ethtool(&a, &["-K", "va", "txvlan", "off"]);
+    for hook in [Hook::Tc, Hook::Generic] {
+        let d = on_hook(&mut dp, &b, "vb", hook, || send_frames(&a, "va", &advert()));
+        assert_eq!(foreign(d), (1, 1, 0), "{hook:?}, tag in the bytes: {d:?}");
+    }
 }

@@ -26,8 +26,9 @@ use carp_tests::frames as frame;
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
-/// tc's verdicts (linux/pkt_cls.h), translated to XDP's by [`Fixture::run`].
-const TC_ACT_OK: u32 = 0;
+/// tc's verdicts (linux/pkt_cls.h, linux/bpf.h), translated to XDP's by [`Fixture::run`]:
+/// what XDP passes goes on to the tc programs behind carp.
+const TCX_NEXT: u32 = carp_common::tc::TCX_NEXT as u32;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 /// BPF_PROG_TEST_RUN runs XDP programs as if received on the loopback device.
@@ -132,7 +133,7 @@ impl Fixture {
         out.truncate(r.data_size_out as usize);
         let verdict = match (self.hook, r.return_value) {
             (Hook::Xdp, v) => v,
-            (Hook::Tc, TC_ACT_OK) => XDP_PASS,
+            (Hook::Tc, TCX_NEXT) => XDP_PASS,
             (Hook::Tc, TC_ACT_SHOT) => XDP_DROP,
             (Hook::Tc, TC_ACT_REDIRECT) => XDP_TX,
             // No XDP verdict: fails every comparison.
@@ -617,6 +618,57 @@ fn vrrp3_adverts_with_every_address_count(hook: Hook) {
     }
 }
 
+/// An advert the frame holds only part of (its IP header announces more than the frame
+/// has) is dropped as `truncated`, never read as a shorter one: a VRRPv3 advert cut short
+/// once reached the agent with priority 0, "master stopping", and backups took over. The
+/// largest adverts of each protocol and family, cut right after their header, midway and
+/// one word short.
+fn adverts_cut_short_are_dropped_as_truncated(hook: Hook) {
+    let mut fx = Fixture::new(hook, State::BACKUP);
+    let h = Vrrp3Header {
+        vrid: VRID,
+        priority: 100,
+        count: 255,
+        max_adver_int: 100,
+    };
+    let addrs: Vec<[u8; 4]> = (0..255u32)
+        .map(|i| (0xc633_6400 + i).to_be_bytes())
+        .collect();
+    let v4 = frame::vrrp_v4([192, 0, 2, 2], &h, &addrs);
+    let src: IpAddr = "fe80::2".parse().unwrap();
+    let vips: Vec<IpAddr> = (0..90)
+        .map(|i| IpAddr::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 2, i)))
+        .collect();
+    let payload = frame::vrrp_payload(src, frame::group(src), h, &vips).unwrap();
+    let v6 = frame::advert(src, wire::virtual_mac_v6(VRID), None, &payload);
+    let carp = frame::carp(peer4(), &fx.advert(1, 0));
+    for (name, f, l4) in [
+        ("VRRPv3 IPv4", &v4, 34),
+        ("VRRPv3 IPv6", &v6, 54),
+        ("CARP", &carp, 34),
+    ] {
+        // Whole, it is an advert.
+        assert_eq!(
+            fx.run_counted(f),
+            (XDP_DROP, only(|s| s.adverts = 1)),
+            "{name}"
+        );
+        assert!(fx.next_event().is_some(), "{name}");
+        for len in [l4 + 8, (l4 + f.len()) / 2, f.len() - 2] {
+            assert_eq!(
+                fx.run_counted(&f[..len]),
+                (XDP_DROP, only(|s| s.truncated = 1)),
+                "{name} cut to {len} of {} bytes",
+                f.len()
+            );
+        }
+    }
+    assert!(
+        fx.next_event().is_none(),
+        "nothing cut short reached the agent"
+    );
+}
+
 /// RFC 5798 7.3: an IPv6 virtual router's MAC is 00:00:5e:00:02:vrid. Frames to it are
 /// the master's (clients of a VIP6 of keepalived or FreeBSD 15 send there); the IPv4
 /// virtual MAC of the same number is not this VHID's.
@@ -976,6 +1028,7 @@ on_both_hooks!(
     both_openbsd_hmac_variants_verify,
     the_replaced_digest_verifies_for_a_while,
     vrrp3_adverts_with_every_address_count,
+    adverts_cut_short_are_dropped_as_truncated,
     frames_to_the_ipv6_vrrp_mac_are_ours_while_master,
     unknown_vhids_and_other_traffic_pass_untouched,
     arp_for_a_vip_is_answered_while_master_and_dropped_otherwise,

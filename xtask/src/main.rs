@@ -196,11 +196,14 @@ fn test() -> Result<()> {
     ];
     cargo(&[&clippy[..], &["--", "-D", "warnings"]].concat())?;
     // The XDP program is linted for the target it runs on.
-    println!("==> cargo +nightly clippy -p carp-ebpf --target bpfel-unknown-none");
+    println!(
+        "==> rustup run {} cargo clippy -p carp-ebpf --target bpfel-unknown-none",
+        setup::EBPF_TOOLCHAIN
+    );
     run(Command::new("rustup")
         .args([
             "run",
-            "nightly",
+            setup::EBPF_TOOLCHAIN,
             "cargo",
             "clippy",
             "-p",

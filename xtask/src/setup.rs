@@ -6,7 +6,11 @@ use anyhow::{Context as _, Result, bail};
 use std::{path::PathBuf, process::Command, time::Instant};
 
 /// Debian packages: the tools the tests and demo drive, and the peers they compare with.
+/// systemd and procps (sysctl) are on a full Debian install, not on a minimal one or in a
+/// container: the unit is tested under systemd as PID 1 (tests/src/systemd.rs).
 const PACKAGES: &[&str] = &[
+    "systemd",
+    "procps",
     "bpftool",
     "iproute2",
     "iputils-ping",
@@ -21,7 +25,7 @@ const PACKAGES: &[&str] = &[
     "curl",
 ];
 
-/// bpf-linker must use the LLVM of the nightly rustc that builds the eBPF crate.
+/// bpf-linker must use the LLVM of the nightly rustc that builds the eBPF crate (EBPF_TOOLCHAIN).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 const MIN_KERNEL: (u32, u32) = (5, 15);
@@ -32,7 +36,7 @@ pub fn run() -> Result<()> {
     check_kernel()?;
     install_packages()?;
     check_bpf_features()?;
-    install_nightly_components()?;
+    install_ebpf_toolchain()?;
     install_bpf_linker()?;
     install_cargo_deb()?;
     mount_bpffs()?;
@@ -139,83 +143,72 @@ fn check_bpf_features() -> Result<()> {
     Ok(())
 }
 
-/// The nightly setup installs when there is none: its LLVM is the one bpf-linker
-/// (BPF_LINKER_LLVM_FEATURE) is built against.
-const NIGHTLY_DATED: &str = "nightly-2026-05-20";
-const NIGHTLY_LLVM_MAJOR: &str = "22";
+/// The toolchain that builds the eBPF program (`.cargo/config.toml`, read by carp-agent's
+/// build script too): pinned, so that its LLVM is the one bpf-linker is built against
+/// (BPF_LINKER_LLVM_FEATURE), whatever `nightly` the machine has or lacks.
+pub const EBPF_TOOLCHAIN: &str = env!("CARP_EBPF_TOOLCHAIN");
+const EBPF_LLVM_MAJOR: &str = "22";
 
-/// The eBPF crate is built with a toolchain named `nightly`, its rust-src (build-std) and
-/// linted with its clippy. Without one, setup installs NIGHTLY_DATED and links it under
-/// that name; a nightly with another LLVM is left alone and named in the error.
-fn install_nightly_components() -> Result<()> {
-    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+/// Installs EBPF_TOOLCHAIN with rust-src (build-std) and clippy (the eBPF crate is linted
+/// for its target) when they are missing.
+fn install_ebpf_toolchain() -> Result<()> {
+    let rustup = |args: &[&str]| output(Command::new("rustup").args(args));
+    rustup(&["--version"])
         .context("rustup is missing: install it from https://rustup.rs, then run this again")?;
-    if !toolchains
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some("nightly") || l.starts_with("nightly-x86_64"))
-    {
+    let mut version = rustup(&["run", EBPF_TOOLCHAIN, "rustc", "-vV"])?;
+    if version.is_empty() {
         println!(
-            "setup: installing {NIGHTLY_DATED} as `nightly` (LLVM {NIGHTLY_LLVM_MAJOR}, for the eBPF program)"
+            "setup: installing {EBPF_TOOLCHAIN} (LLVM {EBPF_LLVM_MAJOR}), which builds the eBPF program"
         );
         crate::run(Command::new("rustup").args([
             "toolchain",
             "install",
-            NIGHTLY_DATED,
+            EBPF_TOOLCHAIN,
             "--profile",
             "minimal",
             "--component",
             "rust-src,clippy",
         ]))
-        .with_context(|| format!("`rustup toolchain install {NIGHTLY_DATED}` failed"))?;
-        let sysroot = output(Command::new("rustup").args([
-            "run",
-            NIGHTLY_DATED,
-            "rustc",
-            "--print",
-            "sysroot",
-        ]))?;
-        crate::run(Command::new("rustup").args(["toolchain", "link", "nightly", sysroot.trim()]))
-            .with_context(|| format!("`rustup toolchain link nightly` to {NIGHTLY_DATED} failed"))?;
+        .with_context(|| {
+            format!("`rustup toolchain install {EBPF_TOOLCHAIN}` failed: check the network")
+        })?;
+        version = rustup(&["run", EBPF_TOOLCHAIN, "rustc", "-vV"])?;
     }
-    let version = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))?;
     let llvm = version
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
         .unwrap_or("unknown");
-    if llvm.split('.').next() != Some(NIGHTLY_LLVM_MAJOR) {
+    if llvm.split('.').next() != Some(EBPF_LLVM_MAJOR) {
         bail!(
-            "the toolchain named `nightly` has LLVM {llvm}, bpf-linker {BPF_LINKER_VERSION} here needs LLVM \
-             {NIGHTLY_LLVM_MAJOR}: run `rustup toolchain install {NIGHTLY_DATED} && rustup toolchain link nightly \
-             \"$(rustup run {NIGHTLY_DATED} rustc --print sysroot)\"`"
+            "{EBPF_TOOLCHAIN} reports LLVM {llvm}, not {EBPF_LLVM_MAJOR}: reinstall it with \
+             `rustup toolchain uninstall {EBPF_TOOLCHAIN}` and run this again"
         );
     }
-    // Read from the toolchain itself, not `rustup component list`, which a linked
-    // toolchain does not answer.
-    let sysroot =
-        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
-    let have_src = PathBuf::from(sysroot.trim())
-        .join("lib/rustlib/src/rust/library/core")
-        .is_dir();
-    let have_clippy = Command::new("rustup")
-        .args(["run", "nightly", "cargo", "clippy", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    for (component, present) in [("rust-src", have_src), ("clippy", have_clippy)] {
-        if !present {
-            println!("setup: installing {component} for nightly");
+    let components = rustup(&[
+        "component",
+        "list",
+        "--toolchain",
+        EBPF_TOOLCHAIN,
+        "--installed",
+    ])?;
+    for component in ["rust-src", "clippy"] {
+        if !components.lines().any(|l| l.starts_with(component)) {
+            println!("setup: installing {component} for {EBPF_TOOLCHAIN}");
             crate::run(Command::new("rustup").args([
                 "component",
                 "add",
                 component,
                 "--toolchain",
-                "nightly",
+                EBPF_TOOLCHAIN,
             ]))
             .with_context(|| {
-                format!("`rustup component add {component} --toolchain nightly` failed")
+                format!("`rustup component add {component} --toolchain {EBPF_TOOLCHAIN}` failed")
             })?;
         }
     }
-    ok(&format!("nightly (LLVM {llvm}) with rust-src and clippy"));
+    ok(&format!(
+        "{EBPF_TOOLCHAIN} (LLVM {llvm}) with rust-src and clippy"
+    ));
     Ok(())
 }
 
@@ -227,7 +220,13 @@ fn install_bpf_linker() -> Result<()> {
     }
     // bpf-linker links against the LLVM shared library of the nightly rustc, found in its
     // sysroot under a versioned name; LLVM_PREFIX/lib must offer it as libLLVM.so too.
-    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let sysroot = output(Command::new("rustup").args([
+        "run",
+        EBPF_TOOLCHAIN,
+        "rustc",
+        "--print",
+        "sysroot",
+    ]))?;
     let libdir = PathBuf::from(sysroot.trim()).join("lib");
     let llvm = std::fs::read_dir(&libdir)
         .with_context(|| format!("cannot read {}", libdir.display()))?

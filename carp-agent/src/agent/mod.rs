@@ -43,6 +43,7 @@ use crate::{
     preflight::{Options, vhids},
     send::Memberships,
     vhid::Vhid,
+    vlan_offload::{self, VlanFacts},
     xdp::DataPlane,
 };
 use anyhow::{Context as _, Result};
@@ -219,12 +220,21 @@ impl Agent {
     }
 
     /// Attaches to `link` unless already attached; promiscuous for a virtual-MAC VHID.
-    fn attach(&mut self, link: &Link, vmac: bool) -> Result<()> {
+    async fn attach(&mut self, link: &Link, vmac: bool) -> Result<()> {
         if !self.ifaces.contains_key(&link.name) {
+            let rx_offload = vlan_offload::rx_vlan_offload(&link.name).unwrap_or_else(|e| {
+                tracing::warn!("{}: reading rx VLAN offload: {e}; taken as on", link.name);
+                true
+            });
+            let facts = VlanFacts {
+                rx_offload,
+                vlans: self.nl.has_vlans(link.index).await?,
+            };
             let a = &self.options.config.agent;
             let iface = Iface::attach(
                 link,
                 a.xdp_mode,
+                facts,
                 &a.pin_dir,
                 &a.socket,
                 a.vips_on,
@@ -263,7 +273,7 @@ impl Agent {
         if plan.balance.as_ref().is_none_or(Balance::is_leader) {
             self.placement.clear(plan, &link).await?;
         }
-        self.attach(&link, plan.mac == MacMode::Virtual)?;
+        self.attach(&link, plan.mac == MacMode::Virtual).await?;
         let memberships = Memberships::join(link.index, plan)
             .with_context(|| format!("joining multicast groups on {}", plan.interface))?;
         let vips_on = self.options.config.agent.vips_on;

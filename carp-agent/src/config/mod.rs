@@ -139,7 +139,8 @@ pub enum VipPlacement {
 pub enum XdpModeSetting {
     /// Native where the driver supports it, else generic; generic on veth, whose native
     /// XDP_TX needs an XDP program on the peer as well. Tc ingress where another program
-    /// holds the XDP hook.
+    /// holds the XDP hook, or where rx VLAN offload hides the tags of VLAN interfaces on
+    /// it from XDP ([`crate::vlan_offload`]).
     #[default]
     Auto,
     Native,
