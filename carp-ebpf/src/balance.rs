@@ -97,60 +97,52 @@ pub fn frame(
 /// packed into `args`): the entry's stack counts in every call chain, and an `L2`
 /// argument would cost it a copy. ARP requests (unicast ones come to the
 /// group MAC) go to the usual path, where the leader's master answers them; frames of no
-/// group here, to multicast and broadcast addresses and of other protocols pass.
+/// group here, to multicast and broadcast addresses and of other protocols pass. The
+/// group is looked up before the packet is read: the addresses, read before the lookup,
+/// would be spilled to the stack across the helper call.
 #[inline(never)]
 fn verdict(pkt: &Pkt, l3: usize, args: u64, ingress: impl Ingress) -> u32 {
     let (leader, vlan, ethertype) = (args as u8, (args >> 8) as u16, (args >> 32) as u16);
-    let fold = match fold(pkt, l3, ethertype) {
-        Flow::Fold(fold) => fold,
-        Flow::Arp => {
-            let ifindex = ingress.ifindex();
-            return arp(pkt, L2 { l3, vlan, ifindex });
-        }
-        Flow::Icmp => return icmp(pkt, l3, args, ingress),
-        Flow::Other => return XDP_PASS,
-    };
-    let Some(group) = group(leader, vlan) else {
-        return XDP_PASS;
-    };
-    decide(pkt, group, fold, ingress)
-}
-
-/// The group led by `leader`, if one runs here and `vlan` is 0: groups run on untagged
-/// interfaces (a VLAN interface has a program of its own).
-#[inline(always)]
-fn group(leader: u8, vlan: u16) -> Option<&'static BalanceEntry> {
-    if vlan != 0 {
-        return None;
+    if ethertype == ETH_P_ARP {
+        let ifindex = ingress.ifindex();
+        return arp(pkt, L2 { l3, vlan, ifindex });
     }
-    // SAFETY: map values stay valid for the whole program run.
-    let group = unsafe { &*CARP_BALANCE.get_ptr(u32::from(leader))? };
-    (group.count != 0).then_some(group)
-}
-
-/// The verdict on an ICMP message that [`fold`] leaves to OpenBSD's icmp_input rules: an
-/// IPv4 one ([`icmp4_share`]), or an ICMPv6 one shorter than its header, which
-/// icmp6_input frees (`icp6s_tooshort`). A call of its own, with [`verdict`]'s arguments:
-/// in [`verdict`], it would cost its stack and the entry's, which count in every call
-/// chain.
-#[inline(never)]
-fn icmp(pkt: &Pkt, l3: usize, args: u64, ingress: impl Ingress) -> u32 {
-    let (leader, vlan, ethertype) = (args as u8, (args >> 8) as u16, (args >> 32) as u16);
-    let Some(group) = group(leader, vlan) else {
+    // Groups run on untagged interfaces (a VLAN interface has a program of its own).
+    if vlan != 0 {
+        return XDP_PASS;
+    }
+    let Some(group) = CARP_BALANCE.get_ptr(u32::from(leader)) else {
         return XDP_PASS;
     };
-    let share = if ethertype == ETH_P_IP {
-        icmp4_share(pkt, l3)
-    } else {
-        Share::Drop
-    };
-    match share {
+    // SAFETY: map values stay valid for the whole program run.
+    let group = unsafe { &*group };
+    if group.count == 0 {
+        return XDP_PASS;
+    }
+    match fold(pkt, l3, ethertype) {
+        Flow::Fold(fold) => decide(pkt, group, fold, ingress),
+        Flow::Icmp => icmp(pkt, l3, group, ingress),
+        Flow::Malformed => malformed(),
+        Flow::Other => XDP_PASS,
+    }
+}
+
+/// Drops a malformed ICMP message, as OpenBSD's icmp_input and icmp6_input free it.
+#[inline(always)]
+fn malformed() -> u32 {
+    count!(balance_malformed);
+    XDP_DROP
+}
+
+/// The verdict on an IPv4 ICMP message ([`icmp4_share`]) for `group`. A call of its own:
+/// in [`verdict`], its reads would cost that stack and so the entry's, which count in
+/// every call chain.
+#[inline(never)]
+fn icmp(pkt: &Pkt, l3: usize, group: &BalanceEntry, ingress: impl Ingress) -> u32 {
+    match icmp4_share(pkt, l3) {
         Share::Fold(fold) => decide(pkt, group, fold, ingress),
         Share::Every => XDP_PASS,
-        Share::Drop => {
-            count!(balance_malformed);
-            XDP_DROP
-        }
+        Share::Drop => malformed(),
     }
 }
 
@@ -253,9 +245,11 @@ fn coarse_now() -> u64 {
 enum Flow {
     /// An IP flow and its fold.
     Fold(u32),
-    Arp,
-    /// An ICMP message for [`icmp`].
+    /// An IPv4 ICMP message for [`icmp`].
     Icmp,
+    /// An ICMPv6 message shorter than its header, which icmp6_input frees
+    /// (`icp6s_tooshort`).
+    Malformed,
     /// Anything else, truncated IP headers included: every host gets it.
     Other,
 }
@@ -280,7 +274,7 @@ fn fold(pkt: &Pkt, l3: usize, ethertype: u16) -> Flow {
             // here); it frees a message shorter than its header.
             if next == IPPROTO_ICMPV6 {
                 match read::<[u8; ICMP6_MINLEN]>(pkt, l3 + IPV6_HLEN) {
-                    None => return Flow::Icmp,
+                    None => return Flow::Malformed,
                     Some([kind, ..]) if !icmp::hashed6(kind) => return Flow::Other,
                     Some(_) => {}
                 }
@@ -297,7 +291,6 @@ fn fold(pkt: &Pkt, l3: usize, ethertype: u16) -> Flow {
             }
             Flow::Fold(fold)
         }
-        ETH_P_ARP => Flow::Arp,
         _ => Flow::Other,
     }
 }
