@@ -278,7 +278,8 @@ mod tests {
         };
         let signed = auth.sign_header(&h, src);
         let kernel = |h: &CarpHeader, src: IpAddr| {
-            auth.kernel().digest(&suffix_of(h, src), &mut [[0; 64]; 2])
+            auth.kernel()
+                .digest(&suffix_of(h, src), &mut carp_common::sha1::Work::default())
         };
         assert_eq!(kernel(&h, src), signed);
         assert_ne!(signed, auth.sign(h.counter), "not the BSD digest");
@@ -374,7 +375,7 @@ mod tests {
                 .collect();
             vips.push(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, n as u16).into());
             let auth = Auth::new(b"s3cret", 3, &vips).unwrap();
-            let work = &mut [[0; 64]; 2];
+            let work = &mut carp_common::sha1::Work::default();
             assert_eq!(
                 auth.kernel().digest(&bsd(77), work),
                 auth.sign(77),
@@ -391,7 +392,7 @@ mod tests {
         let v4: IpAddr = Ipv4Addr::new(192, 0, 2, 50).into();
         let auth = Auth::new(b"pw", 1, &[v4, ll]).unwrap();
         let openbsd = Auth::new(b"pw", 1, &[v4]).unwrap();
-        let work = &mut [[0; 64]; 2];
+        let work = &mut carp_common::sha1::Work::default();
         assert_eq!(
             auth.kernel_nov6ll().unwrap().digest(&bsd(9), work),
             openbsd.sign(9)

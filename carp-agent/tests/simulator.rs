@@ -265,7 +265,7 @@ impl Sim {
                     self.rejected += 1;
                     return;
                 };
-                let work = &mut [[0; 64]; 2];
+                let work = &mut carp_common::sha1::Work::default();
                 let suffix = suffix_of(&h, d.src.into());
                 if h.vhid != VHID || node.kernel.digest(&suffix, work) != h.digest {
                     self.rejected += 1;

@@ -2,6 +2,8 @@
 //! host receives every frame to the group's multicast MAC and keeps the flows whose hash
 //! selects a VHID it is MASTER of. The XDP program and the agent both use these.
 
+pub mod icmp;
+
 /// At most this many VHIDs in a group: OpenBSD's `sc_lsmask` is 32 bits.
 pub const MAX_NODES: usize = 32;
 

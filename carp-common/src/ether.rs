@@ -18,6 +18,10 @@ pub const ARP_REQUEST: [u8; 8] = [0, 1, 0x08, 0, 6, 4, 0, 1];
 pub const ARP_REPLY: u16 = 2;
 /// Fixed IPv6 header ([`Ipv6Header`]).
 pub const IPV6_HLEN: usize = 40;
+pub const IPPROTO_ICMP: u8 = 1;
+/// IPv6 in IPv4 (RFC 4213): an ICMP error quoting such a packet quotes 40 bytes past its
+/// IPv4 header.
+pub const IPPROTO_IPV6: u8 = 41;
 pub const IPPROTO_ICMPV6: u8 = 58;
 /// ICMPv6 types of Neighbor Solicitation and Advertisement (RFC 4861 4.3, 4.4).
 pub const ND_NEIGHBOR_SOLICIT: u8 = 135;
@@ -56,6 +60,11 @@ pub struct Ipv4Header {
     pub src: [u8; 4],
     pub dst: [u8; 4],
 }
+/// Its length without options.
+pub const IPV4_HLEN: usize = size_of::<Ipv4Header>();
+/// The fragment field's flag bit "more fragments" and the offset's bits (RFC 791).
+pub const IP_MF: u16 = 0x2000;
+pub const IP_OFFMASK: u16 = 0x1fff;
 
 /// The fixed IPv6 header (RFC 8200).
 #[repr(C)]

@@ -410,6 +410,11 @@ stats! {
     balance_kept,
     /// Frames to a balanced group's MAC whose flow belongs to another host: dropped.
     balance_dropped,
+    /// ICMP messages to a balanced group's MAC shorter than their header, errors whose
+    /// quote is shorter than the header it quotes and 8 bytes, and ICMP in an IPv4 header
+    /// whose lengths do not add up: dropped on every host, as OpenBSD's icmp_input and
+    /// icmp6_input free them (see `balance::icmp`).
+    balance_malformed,
 }
 
 #[cfg(feature = "user")]

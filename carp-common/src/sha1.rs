@@ -29,12 +29,35 @@ pub struct PadStates {
     pub outer: [u32; 5],
 }
 
-/// Runs the SHA-1 compression function over one block (FIPS 180-4 section 6.1.2).
-// In BPF a call of its own: the verifier walks it per call, and its 64-byte schedule
-// stays out of the caller's frame.
+/// The working memory of [`CounterHmac::digest`], in the XDP program a per-CPU map's:
+/// on the BPF stack, 512 bytes for a whole call chain, it would sit under every call
+/// that reaches the HMAC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Work {
+    /// The inner hash's last blocks, then the outer one.
+    pub blocks: [[u8; BLOCK_LEN]; 2],
+    /// The state being compressed.
+    pub state: [u32; 5],
+    /// [`compress`]'s message schedule.
+    pub schedule: [u32; 16],
+}
+
+impl Default for Work {
+    fn default() -> Self {
+        Self {
+            blocks: [[0; BLOCK_LEN]; 2],
+            state: [0; 5],
+            schedule: [0; 16],
+        }
+    }
+}
+
+/// Runs the SHA-1 compression function over one block (FIPS 180-4 section 6.1.2), its
+/// message schedule kept as a rolling window of 16 words in `w`.
+// In BPF a call of its own: the verifier walks it per call.
 #[cfg_attr(target_arch = "bpf", inline(never))]
-pub fn compress(state: &mut [u32; 5], block: &[u8; BLOCK_LEN]) {
-    let mut w = [0u32; 16];
+pub fn compress(state: &mut [u32; 5], block: &[u8; BLOCK_LEN], w: &mut [u32; 16]) {
     let mut i = 0;
     while i < 16 {
         w[i] = u32::from_be_bytes([
@@ -48,7 +71,6 @@ pub fn compress(state: &mut [u32; 5], block: &[u8; BLOCK_LEN]) {
     let [mut a, mut b, mut c, mut d, mut e] = *state;
     let mut t = 0;
     while t < 80 {
-        // The message schedule kept as a rolling window of 16 words.
         let wt = if t < 16 {
             w[t & 15]
         } else {
@@ -131,36 +153,41 @@ impl PadStates {
             ipad[i] ^= k;
             opad[i] ^= k;
         }
-        let (mut inner, mut outer) = (H0, H0);
-        compress(&mut inner, &ipad);
-        compress(&mut outer, &opad);
+        let (mut inner, mut outer, w) = (H0, H0, &mut [0; 16]);
+        compress(&mut inner, &ipad, w);
+        compress(&mut outer, &opad, w);
         Some(Self { inner, outer })
     }
 
     /// HMAC-SHA1 of a message of at most [`MAX_ONE_BLOCK_MSG`] bytes.
     pub fn hmac(&self, msg: &[u8]) -> Option<[u8; DIGEST_LEN]> {
-        let mut blocks = [last_block(msg)?, [0; BLOCK_LEN]];
-        Some(self.finish(&mut blocks, 1))
+        let mut work = Work::default();
+        work.blocks[0] = last_block(msg)?;
+        Some(self.finish(&mut work, 1))
     }
 
-    /// Finishes the inner hash with the first `count` (1 or 2) of `blocks`, already padded,
-    /// then the outer hash. The first block is reused for the outer hash, to spare the
-    /// 512-byte BPF stack another one.
+    /// Finishes the inner hash with the first `count` (1 or 2) of `work.blocks`, already
+    /// padded, then the outer hash in the first block, all of it in `work`.
     #[cfg_attr(target_arch = "bpf", inline(never))]
-    pub fn finish(&self, blocks: &mut [[u8; BLOCK_LEN]; 2], count: u8) -> [u8; DIGEST_LEN] {
-        let mut inner = self.inner;
-        compress(&mut inner, &blocks[0]);
+    pub fn finish(&self, work: &mut Work, count: u8) -> [u8; DIGEST_LEN] {
+        let Work {
+            blocks,
+            state,
+            schedule,
+        } = work;
+        *state = self.inner;
+        compress(state, &blocks[0], schedule);
         if count > 1 {
-            compress(&mut inner, &blocks[1]);
+            compress(state, &blocks[1], schedule);
         }
         let block = &mut blocks[0];
         block.fill(0);
-        block[..DIGEST_LEN].copy_from_slice(&digest(&inner));
+        block[..DIGEST_LEN].copy_from_slice(&digest(state));
         block[DIGEST_LEN] = 0x80;
         block[BLOCK_LEN - 8..].copy_from_slice(&length_trailer(DIGEST_LEN));
-        let mut outer = self.outer;
-        compress(&mut outer, block);
-        digest(&outer)
+        *state = self.outer;
+        compress(state, block, schedule);
+        digest(state)
     }
 }
 
@@ -211,7 +238,7 @@ impl CounterHmac {
         for block in prefix[..whole].chunks_exact(BLOCK_LEN) {
             let mut b = [0u8; BLOCK_LEN];
             b.copy_from_slice(block);
-            compress(&mut pads.inner, &b);
+            compress(&mut pads.inner, &b, &mut [0; 16]);
         }
         let tail = &prefix[whole..];
         let msg_end = tail.len() + usize::from(suffix_len);
@@ -237,19 +264,15 @@ impl CounterHmac {
     /// The digest over the first `suffix_len` bytes of `suffix`, computed in `work` (the
     /// XDP program's scratch memory).
     #[inline(always)]
-    pub fn digest(
-        &self,
-        suffix: &[u8; auth::SUFFIX_MAX],
-        work: &mut [[u8; BLOCK_LEN]; 2],
-    ) -> [u8; DIGEST_LEN] {
-        *work = self.blocks;
+    pub fn digest(&self, suffix: &[u8; auth::SUFFIX_MAX], work: &mut Work) -> [u8; DIGEST_LEN] {
+        work.blocks = self.blocks;
         let at = usize::from(self.suffix_at);
         let len = usize::from(self.suffix_len);
         let mut i = 0;
         while i < auth::SUFFIX_MAX && i < len {
             // Masked so the verifier sees the write stay inside the two blocks.
             let pos = (at + i) & (2 * BLOCK_LEN - 1);
-            work[pos / BLOCK_LEN][pos % BLOCK_LEN] = suffix[i];
+            work.blocks[pos / BLOCK_LEN][pos % BLOCK_LEN] = suffix[i];
             i += 1;
         }
         self.pads.finish(work, self.block_count)
@@ -275,7 +298,7 @@ mod tests {
             b[..32].copy_from_slice(&block);
             b[32..].copy_from_slice(&block2);
             let (mut ours, mut theirs) = (state, state);
-            compress(&mut ours, &b);
+            compress(&mut ours, &b, &mut [0; 16]);
             ::sha1::block_api::compress(&mut theirs, &[b]);
             prop_assert_eq!(ours, theirs);
         }
@@ -306,7 +329,7 @@ mod tests {
             let len = if strict { auth::STRICT_SUFFIX } else { auth::BSD_SUFFIX };
             let prepared = CounterHmac::new(&key, &prefix, len).unwrap();
             prop_assert_eq!(
-                prepared.digest(&suffix, &mut [[0; BLOCK_LEN]; 2]),
+                prepared.digest(&suffix, &mut Work::default()),
                 reference(&key, &prefix, &suffix[..usize::from(len)])
             );
         }
@@ -326,7 +349,7 @@ mod tests {
                     "{len}"
                 );
                 assert_eq!(
-                    prepared.digest(&suffix, &mut [[0; BLOCK_LEN]; 2]),
+                    prepared.digest(&suffix, &mut Work::default()),
                     reference(b"love", &prefix, &suffix[..usize::from(suffix_len)]),
                     "{len}"
                 );

@@ -38,8 +38,7 @@ use carp_common::{
         PeerEntry, PeerKey, ReplayEntry, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats, answers,
         ip_addr, repeat_gap_ns,
     },
-    sha1::BLOCK_LEN,
-    vrrp, wire,
+    sha1, vrrp, wire,
 };
 
 /// Largest payload offset: a VLAN tag and an IPv4 header with 40 bytes of options.
@@ -73,19 +72,25 @@ struct Scratch {
     suffix: [u8; wire::auth::SUFFIX_MAX],
     /// The source of a strict advert.
     peer: PeerKey,
-    /// The inner hash's last blocks, then the outer one.
-    blocks: [[u8; BLOCK_LEN]; 2],
-    /// The Neighbor Advertisement being built.
-    na: [u8; ND_LEN],
+    /// The HMAC's working memory.
+    sha1: sha1::Work,
+    na: Na,
     /// The advert being recorded in `CARP_REPLAY`.
     replay: ReplayEntry,
     ip: Ip,
 }
 
+/// The Neighbor Advertisement being built, and the address of the solicitor it goes to.
+#[repr(C)]
+struct Na {
+    msg: [u8; ND_LEN],
+    solicitor: [u8; 16],
+}
+
 /// The IP layer of a protocol-112 packet.
 #[repr(C)]
 struct Ip {
-    /// Addresses, IPv4 in the first 4 bytes.
+    /// Addresses, IPv4 in the first 4 bytes and zeros after them.
     src: [u8; 16],
     dst: [u8; 16],
     /// Offset of the payload.
@@ -349,7 +354,11 @@ fn handle(pkt: &Pkt, ingress: impl Ingress) -> Option<u32> {
                 return None;
             }
             let total = be16(pkt, l3 + offset_of!(Ipv4Header, total_len))?;
-            Some(ipv4(&ingress.whole(pkt, l3 + usize::from(total)), l2()))
+            Some(advert(
+                &ingress.whole(pkt, l3 + usize::from(total)),
+                l2(),
+                4,
+            ))
         }
         ETH_P_IPV6 => {
             let [next, _] = read::<[u8; 2]>(pkt, l3 + offset_of!(Ipv6Header, next))?;
@@ -357,7 +366,7 @@ fn handle(pkt: &Pkt, ingress: impl Ingress) -> Option<u32> {
                 wire::IPPROTO_CARP => {
                     let len = be16(pkt, l3 + offset_of!(Ipv6Header, payload_len))?;
                     let end = l3 + IPV6_HLEN + usize::from(len);
-                    Some(ipv6(&ingress.whole(pkt, end), l2()))
+                    Some(advert(&ingress.whole(pkt, end), l2(), 6))
                 }
                 IPPROTO_ICMPV6 => Some(neighbor_solicit(pkt, l2())),
                 _ => None,
@@ -464,54 +473,59 @@ unsafe fn scratch() -> Option<&'static mut Scratch> {
     CARP_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
-// Own BPF frames for the paths: their locals must not add up on the 512-byte stack.
+/// The IPv4 layer of a protocol-112 packet at `l3` into `ip`: `None` when the frame ends
+/// before the header does, `Some(false)` when the header's lengths do not add up.
+#[inline(always)]
+fn ipv4(pkt: &Pkt, l3: usize, ip: &mut Ip) -> Option<bool> {
+    let [vihl, _] = read::<[u8; 2]>(pkt, l3 + offset_of!(Ipv4Header, version_ihl))?;
+    let total = usize::from(be16(pkt, l3 + offset_of!(Ipv4Header, total_len))?);
+    let [ttl, _] = read::<[u8; 2]>(pkt, l3 + offset_of!(Ipv4Header, ttl))?;
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < 20 || total < ihl {
+        return Some(false);
+    }
+    ip.src = [0; 16];
+    ip.dst = [0; 16];
+    ip.src[..4].copy_from_slice(&read::<[u8; 4]>(pkt, l3 + offset_of!(Ipv4Header, src))?);
+    ip.dst[..4].copy_from_slice(&read::<[u8; 4]>(pkt, l3 + offset_of!(Ipv4Header, dst))?);
+    ip.family = 4;
+    ip.ttl = ttl;
+    ip.l4 = l3 + ihl;
+    ip.len = total - ihl;
+    Some(true)
+}
+
+/// The IPv6 layer of a protocol-112 packet at `l3` into `ip`; `None` when the frame ends
+/// before the header does.
+#[inline(always)]
+fn ipv6(pkt: &Pkt, l3: usize, ip: &mut Ip) -> Option<()> {
+    let len = usize::from(be16(pkt, l3 + offset_of!(Ipv6Header, payload_len))?);
+    let [_, hop_limit] = read::<[u8; 2]>(pkt, l3 + offset_of!(Ipv6Header, next))?;
+    ip.src = read(pkt, l3 + offset_of!(Ipv6Header, src))?;
+    ip.dst = read(pkt, l3 + offset_of!(Ipv6Header, dst))?;
+    ip.family = 6;
+    ip.ttl = hop_limit;
+    ip.l4 = l3 + IPV6_HLEN;
+    ip.len = len;
+    Some(())
+}
+
+/// Validates a protocol-112 packet of IP `family` (4 or 6) for a configured VHID; unknown
+/// VHIDs pass untouched. The IP header is read here, not in a call of its own: a frame
+/// more would count on the 512-byte stack under the HMAC's.
 #[inline(never)]
-fn ipv4(pkt: &Pkt, l2: L2) -> u32 {
+fn advert(pkt: &Pkt, l2: L2, family: u8) -> u32 {
     verdict(|| {
         count!(proto112);
-        // SAFETY: the IPv4 path's one use.
+        // SAFETY: the protocol-112 path's one use.
         let s = unsafe { scratch() }?;
-        let [vihl, _] = read::<[u8; 2]>(pkt, l2.l3 + offset_of!(Ipv4Header, version_ihl))?;
-        let total = usize::from(be16(pkt, l2.l3 + offset_of!(Ipv4Header, total_len))?);
-        let [ttl, _] = read::<[u8; 2]>(pkt, l2.l3 + offset_of!(Ipv4Header, ttl))?;
-        let ihl = usize::from(vihl & 0x0f) * 4;
-        if vihl >> 4 != 4 || ihl < 20 || total < ihl {
-            drop_as!(bad_length);
+        if family == 4 {
+            if !ipv4(pkt, l2.l3, &mut s.ip)? {
+                drop_as!(bad_length);
+            }
+        } else {
+            ipv6(pkt, l2.l3, &mut s.ip)?;
         }
-        s.ip.src = [0; 16];
-        s.ip.dst = [0; 16];
-        s.ip.src[..4].copy_from_slice(&read::<[u8; 4]>(pkt, l2.l3 + offset_of!(Ipv4Header, src))?);
-        s.ip.dst[..4].copy_from_slice(&read::<[u8; 4]>(pkt, l2.l3 + offset_of!(Ipv4Header, dst))?);
-        s.ip.family = 4;
-        s.ip.ttl = ttl;
-        s.ip.l4 = l2.l3 + ihl;
-        s.ip.len = total - ihl;
-        Some(advert(pkt, l2, s))
-    })
-}
-
-#[inline(never)]
-fn ipv6(pkt: &Pkt, l2: L2) -> u32 {
-    verdict(|| {
-        count!(proto112);
-        // SAFETY: the IPv6 path's one use.
-        let s = unsafe { scratch() }?;
-        let len = usize::from(be16(pkt, l2.l3 + offset_of!(Ipv6Header, payload_len))?);
-        let [_, hop_limit] = read::<[u8; 2]>(pkt, l2.l3 + offset_of!(Ipv6Header, next))?;
-        s.ip.src = read(pkt, l2.l3 + offset_of!(Ipv6Header, src))?;
-        s.ip.dst = read(pkt, l2.l3 + offset_of!(Ipv6Header, dst))?;
-        s.ip.family = 6;
-        s.ip.ttl = hop_limit;
-        s.ip.l4 = l2.l3 + IPV6_HLEN;
-        s.ip.len = len;
-        Some(advert(pkt, l2, s))
-    })
-}
-
-/// Validates a protocol-112 payload for a configured VHID; unknown VHIDs pass untouched.
-#[inline(never)]
-fn advert(pkt: &Pkt, l2: L2, s: &mut Scratch) -> u32 {
-    verdict(|| {
         // Values read back from map memory are unbounded to the verifier: bound it again.
         let l4 = s.ip.l4;
         if l4 > MAX_L4 {
@@ -638,14 +652,10 @@ fn carp_advert(
         &s.ip.src,
     );
     let now = now();
-    if !same(&entry.auth.digest(&s.suffix, &mut s.blocks), digest)
-        && (!entry.flags.nov6ll
-            || !same(&entry.auth_nov6ll.digest(&s.suffix, &mut s.blocks), digest))
+    if !same(&entry.auth.digest(&s.suffix, &mut s.sha1), digest)
+        && (!entry.flags.nov6ll || !same(&entry.auth_nov6ll.digest(&s.suffix, &mut s.sha1), digest))
         && (now >= entry.previous_until
-            || !same(
-                &entry.auth_previous.digest(&s.suffix, &mut s.blocks),
-                digest,
-            ))
+            || !same(&entry.auth_previous.digest(&s.suffix, &mut s.sha1), digest))
     {
         count_logged!(bad_hmac, &s.ip, key.vhid);
         return Some(());
@@ -731,20 +741,11 @@ fn vrrp_advert(pkt: &Pkt, l4: usize, s: &mut Scratch) -> Option<()> {
         count!(bad_length);
         return Some(());
     }
-    let pseudo = if ip.family == 4 {
-        vrrp::PseudoHeader::V4 {
-            src: [ip.src[0], ip.src[1], ip.src[2], ip.src[3]],
-            dst: [ip.dst[0], ip.dst[1], ip.dst[2], ip.dst[3]],
-        }
-    } else {
-        vrrp::PseudoHeader::V6 {
-            src: ip.src,
-            dst: ip.dst,
-        }
-    };
-    // The checksum with the pseudo-header, summed straight off the packet in words
-    // (VRRPv3 lengths are even) under a constant loop bound.
-    let mut sum = pseudo.sum(len);
+    // The checksum with the pseudo-header, the addresses summed in place (IPv4's are
+    // zero-padded, and zeros add nothing: a copy would cost the stack 32 bytes), the
+    // payload straight off the packet in words (VRRPv3 lengths are even) under a constant
+    // loop bound.
+    let mut sum = checksum::pseudo(&ip.src, &ip.dst, wire::IPPROTO_CARP, len);
     let mut i = 0;
     while i < vrrp::MAX_PAYLOAD && i < len {
         // In the frame ([`advert`] checked), but the verifier wants each read checked: a
@@ -854,7 +855,15 @@ fn neighbor_solicit(pkt: &Pkt, l2: L2) -> u32 {
         if !answers(vip.state, vip.master_until, now()) {
             drop_as!(ns_dropped);
         }
-        let src: [u8; 16] = read(pkt, l3 + offset_of!(Ipv6Header, src))?;
+        // The addresses are kept in scratch memory from here on: 16-byte locals, moved
+        // byte by byte, would cost the stack hundreds of bytes of spills.
+        // SAFETY: the NS path's one use.
+        let na = &mut unsafe { scratch() }?.na;
+        let msg = &mut na.msg;
+        *msg = [0; ND_LEN];
+        msg[offset_of!(NdMessage, target)..][..16].copy_from_slice(&target);
+        na.solicitor = read(pkt, l3 + offset_of!(Ipv6Header, src))?;
+        let src = &na.solicitor;
         let payload_len = usize::from(be16(pkt, l3 + offset_of!(Ipv6Header, payload_len))?);
         let [_, hop_limit] = read::<[u8; 2]>(pkt, l3 + offset_of!(Ipv6Header, next))?;
         // Option type, length and the solicitor's link-layer address.
@@ -862,7 +871,7 @@ fn neighbor_solicit(pkt: &Pkt, l2: L2) -> u32 {
         if payload_len != ND_LEN
             || option[0] != 1
             || option[1] != 1
-            || same(&src, &[0; 16])
+            || same(src, &[0; 16])
             || src[0] == 0xff
             || hop_limit != wire::TTL
         {
@@ -870,21 +879,19 @@ fn neighbor_solicit(pkt: &Pkt, l2: L2) -> u32 {
             return None;
         }
         let router = vip.flags.router;
-        // SAFETY: the NS path's one use.
-        let na = &mut unsafe { scratch() }?.na;
         // The advertisement: Solicited + Override (+ Router), target, target link-layer option.
-        *na = [0; ND_LEN];
-        na[offset_of!(NdMessage, kind)] = ND_NEIGHBOR_ADVERT;
-        na[offset_of!(NdMessage, flags)] =
+        let msg = &mut na.msg;
+        msg[offset_of!(NdMessage, kind)] = ND_NEIGHBOR_ADVERT;
+        msg[offset_of!(NdMessage, flags)] =
             NA_SOLICITED | NA_OVERRIDE | if router { NA_ROUTER } else { 0 };
-        na[offset_of!(NdMessage, target)..][..16].copy_from_slice(&target);
-        na[offset_of!(NdMessage, option)] = 2;
-        na[offset_of!(NdMessage, option_len)] = 1;
-        na[offset_of!(NdMessage, lladdr)..].copy_from_slice(&vip.mac);
+        msg[offset_of!(NdMessage, option)] = 2;
+        msg[offset_of!(NdMessage, option_len)] = 1;
+        msg[offset_of!(NdMessage, lladdr)..].copy_from_slice(&vip.mac);
+        let target = &msg[offset_of!(NdMessage, target)..][..16];
         // ICMPv6 checksum over the pseudo-header (RFC 8200 8.1) and the message.
-        let sum = checksum::pseudo(&target, &src, IPPROTO_ICMPV6, ND_LEN);
-        let csum = checksum::finish(checksum::add(sum, na));
-        na[offset_of!(NdMessage, check)..][..2].copy_from_slice(&csum.to_be_bytes());
+        let sum = checksum::pseudo(target, &na.solicitor, IPPROTO_ICMPV6, ND_LEN);
+        let csum = checksum::finish(checksum::add(sum, msg));
+        msg[offset_of!(NdMessage, check)..][..2].copy_from_slice(&csum.to_be_bytes());
         let [_, _, mac @ ..] = option;
         write(pkt, offset_of!(EthHeader, dst), mac)?;
         write(pkt, offset_of!(EthHeader, src), frame_source(vip))?;
@@ -893,9 +900,19 @@ fn neighbor_solicit(pkt: &Pkt, l2: L2) -> u32 {
             l3 + offset_of!(Ipv6Header, next),
             [IPPROTO_ICMPV6, wire::TTL],
         )?;
-        write(pkt, l3 + offset_of!(Ipv6Header, src), target)?;
-        write(pkt, l3 + offset_of!(Ipv6Header, dst), src)?;
-        write(pkt, icmp, *na)?;
+        let target = ptr_at::<[u8; 16]>(pkt, l3 + offset_of!(Ipv6Header, src))?;
+        let solicitor = ptr_at::<[u8; 16]>(pkt, l3 + offset_of!(Ipv6Header, dst))?;
+        let message = ptr_at::<[u8; ND_LEN]>(pkt, icmp)?;
+        // SAFETY: in bounds (ptr_at), and scratch memory does not overlap the packet.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                msg[offset_of!(NdMessage, target)..].as_ptr(),
+                target.cast(),
+                16,
+            );
+            core::ptr::copy_nonoverlapping(na.solicitor.as_ptr(), solicitor.cast(), 16);
+            core::ptr::copy_nonoverlapping(msg.as_ptr(), message.cast(), ND_LEN);
+        }
         count!(na_sent);
         Some(XDP_TX)
     })

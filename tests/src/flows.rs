@@ -29,6 +29,12 @@ pub struct Server {
 
 impl Server {
     pub fn start(ns: &Netns, vip: impl Into<IpAddr>, name: &str) -> Result<Self> {
+        Self::padded(ns, vip, name, 0)
+    }
+
+    /// A server whose replies are padded with zeros to at least `size` bytes: sent with
+    /// DF (UDP's IP_PMTUDISC_WANT) while the path MTU the host knows allows it.
+    pub fn padded(ns: &Netns, vip: impl Into<IpAddr>, name: &str, size: usize) -> Result<Self> {
         let vip = vip.into();
         let file = File::open(format!("/var/run/netns/{}", ns.name()))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -48,6 +54,7 @@ impl Server {
                 if let Ok((n, from)) = sock.recv_from(&mut buf) {
                     reply.truncate(head);
                     reply.extend_from_slice(&buf[..n]);
+                    reply.resize(reply.len().max(size), 0);
                     let _ = sock.send_to(&reply, from);
                 }
             }

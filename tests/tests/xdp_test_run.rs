@@ -1047,7 +1047,15 @@ on_both_hooks!(
 mod balanced {
     use super::*;
     use carp_common::{
-        balance::{fold_v4, fold_v6, group_mac, keeps},
+        balance::{
+            fold_v4, fold_v6, group_mac,
+            icmp::{
+                ICMP_ECHO, ICMP_REDIRECT, ICMP_UNREACH, ICMP_UNREACH_NEEDFRAG, ICMP6_ECHO_REQUEST,
+                ICMP6_PACKET_TOO_BIG,
+            },
+            keeps,
+        },
+        ether::IPPROTO_ICMP,
         maps::BalanceEntry,
     };
 
@@ -1135,7 +1143,7 @@ mod balanced {
         other[5] = 9;
         assert_eq!(fx.run(&other), (XDP_PASS, other.clone()));
         // Multicast (224.0.1.5 has this group's MAC) and broadcast addresses, IPv4 and
-        // IPv6, pass untouched from every source, as OpenBSD's carp_lsdrop passes them.
+        // IPv6, pass untouched from every source (OpenBSD hashes them: see README).
         group(&mut fx, 0b001, u64::MAX);
         for src in [ours[0], theirs[0]] {
             for dst in [[224, 0, 1, 5], [255; 4]] {
@@ -1181,8 +1189,196 @@ mod balanced {
         assert_eq!(&out[out.len() - 6..], &mac, "target link-layer address");
     }
 
+    /// An ICMP message to the VIP from `src` to the group MAC, its checksum filled in.
+    fn icmp(src: [u8; 4], kind: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut msg = vec![kind, code, 0, 0];
+        msg.extend_from_slice(&rest);
+        msg.extend_from_slice(body);
+        let sum = carp_common::checksum::internet(&msg);
+        msg[2..4].copy_from_slice(&sum.to_be_bytes());
+        let mut f = frame::ethernet(group_mac(LEADER), PEER_MAC, None, frame::ETH_P_IP);
+        f.extend(frame::ipv4(src, VIP, 64, IPPROTO_ICMP, &msg));
+        f
+    }
+
+    /// A router's "fragmentation needed" (next-hop MTU 1300) about a TCP segment of ours
+    /// to `client`: its IPv4 header and first 8 bytes.
+    fn frag_needed(router: [u8; 4], client: [u8; 4]) -> Vec<u8> {
+        let quote = frame::ipv4(VIP, client, 63, 6, &[0x0f, 0xa0, 0xc3, 0x50, 0, 0, 0, 1]);
+        icmp(
+            router,
+            ICMP_UNREACH,
+            ICMP_UNREACH_NEEDFRAG,
+            [0, 0, 0x05, 0x14],
+            &quote,
+        )
+    }
+
+    /// OpenBSD's icmp_input: an error about a packet the group sent goes to the host whose
+    /// flow it quotes, whatever the router's address; echo requests go by their own
+    /// addresses; replies, errors about multicast packets and unknown codes reach every
+    /// host untouched; short quotes and broken headers are dropped, counted.
+    fn icmp_errors_go_to_the_host_of_the_flow_they_quote(hook: Hook) {
+        let mut fx = Fixture::new(hook, State::MASTER);
+        group(&mut fx, 0b001, u64::MAX);
+        const ROUTER: [u8; 4] = [192, 0, 2, 1];
+        let router_ours = keeps(0b001, 3, fold_v4(ROUTER, VIP));
+        let (mut ours, mut theirs) = (0, 0);
+        for i in 1..=60u8 {
+            let client = [198, 51, 100, i];
+            let f = frag_needed(ROUTER, client);
+            let before = fx.dp.stats().unwrap();
+            let (verdict, out) = fx.run(&f);
+            let delta = fx.dp.stats().unwrap().since(&before);
+            if keeps(0b001, 3, fold_v4(client, VIP)) {
+                assert_eq!(verdict, XDP_PASS, "about {client:?}");
+                assert_eq!(&out[..6], &IF_MAC, "rewritten to the interface MAC");
+                assert_eq!(delta.balance_kept, 1);
+                ours += 1;
+            } else {
+                assert_eq!(
+                    (verdict, delta.balance_dropped),
+                    (XDP_DROP, 1),
+                    "{client:?}"
+                );
+                theirs += 1;
+            }
+        }
+        // Both kinds, so hashing by the router's address would have got some wrong.
+        assert!(
+            ours > 10 && theirs > 10,
+            "{ours} {theirs} (router ours: {router_ours})"
+        );
+        let (mine, other) = sources();
+        let client = [
+            198,
+            51,
+            100,
+            (1..=60u8)
+                .find(|i| keeps(0b001, 3, fold_v4([198, 51, 100, *i], VIP)))
+                .unwrap(),
+        ];
+        let kept = frag_needed(ROUTER, client);
+        // Every prefix that ends before the quoted destination is malformed; the others
+        // go by the lengths the headers claim, as the full frame.
+        let quote_dst_end = 14 + 20 + 8 + 20;
+        for len in 14 + 20..kept.len() {
+            let (verdict, delta) = fx.run_counted(&kept[..len]);
+            if len < quote_dst_end {
+                assert_eq!(
+                    (verdict, delta.balance_malformed),
+                    (XDP_DROP, 1),
+                    "len {len}"
+                );
+            } else {
+                assert_eq!((verdict, delta.balance_kept), (XDP_PASS, 1), "len {len}");
+            }
+        }
+        // A quote shorter than its header and 8 bytes, as the IP length says: dropped
+        // (icps_badlen), as a quoted header length under 20 and an outer one.
+        let short = icmp(
+            ROUTER,
+            ICMP_UNREACH,
+            ICMP_UNREACH_NEEDFRAG,
+            [0; 4],
+            &kept[42..42 + 27],
+        );
+        let mut bad_hl = kept.clone();
+        bad_hl[42] = 0x44;
+        let mut bad_outer = kept.clone();
+        bad_outer[14] = 0x44;
+        let mut bad_total = kept.clone();
+        bad_total[16..18].copy_from_slice(&19u16.to_be_bytes());
+        let too_short_icmp = icmp(ROUTER, 0, 0, [0; 4], &[])[..14 + 20 + 7].to_vec();
+        let mut too_short = too_short_icmp.clone();
+        too_short[16..18].copy_from_slice(&27u16.to_be_bytes());
+        for f in [&short, &bad_hl, &bad_outer, &bad_total, &too_short] {
+            let (verdict, delta) = fx.run_counted(f);
+            assert_eq!(
+                (verdict, delta.balance_malformed),
+                (XDP_DROP, 1),
+                "{f:02x?}"
+            );
+        }
+        // Every host: an error about a multicast packet, an unknown code, an echo reply,
+        // a redirect with a short quote (icmp_input's raw sockets).
+        let mut every = Vec::new();
+        for src in [mine[0], other[0]] {
+            let mcast = frame::ipv4(VIP, [224, 0, 1, 1], 1, 17, &[0; 8]);
+            every.push(icmp(src, ICMP_UNREACH, 3, [0; 4], &mcast));
+            every.push(icmp(src, ICMP_UNREACH, 16, [0; 4], &kept[42..]));
+            every.push(icmp(src, 0, 0, [0, 1, 0, 1], &[0; 8]));
+            every.push(icmp(src, ICMP_REDIRECT, 1, ROUTER, &kept[42..42 + 27]));
+        }
+        for f in every {
+            assert_eq!(fx.run(&f), (XDP_PASS, f.clone()), "{f:02x?}");
+        }
+        // Echo requests (and their fragments), by their own addresses.
+        for src in mine.iter().take(20) {
+            let (verdict, delta) = fx.run_counted(&icmp(*src, ICMP_ECHO, 0, [0, 1, 0, 1], &[]));
+            assert_eq!((verdict, delta.balance_kept), (XDP_PASS, 1), "{src:?}");
+        }
+        for src in other.iter().take(20) {
+            let mut f = icmp(*src, ICMP_ECHO, 0, [0, 1, 0, 1], &[0; 16]);
+            let (verdict, delta) = fx.run_counted(&f);
+            assert_eq!((verdict, delta.balance_dropped), (XDP_DROP, 1), "{src:?}");
+            // A later fragment, whose bytes are not an ICMP header.
+            f[20..22].copy_from_slice(&0x0003u16.to_be_bytes());
+            f[34..36].copy_from_slice(&[0xff, 0xff]);
+            let (verdict, delta) = fx.run_counted(&f);
+            assert_eq!((verdict, delta.balance_dropped), (XDP_DROP, 1), "{src:?}");
+        }
+    }
+
+    /// OpenBSD's icmp6_input: packet too big, echo replies and advertisements reach every
+    /// host untouched, whatever its share; echo requests are hashed; a message shorter
+    /// than its header is dropped.
+    fn icmpv6_packet_too_big_reaches_every_host_and_echo_requests_are_hashed(hook: Hook) {
+        let mut fx = Fixture::new(hook, State::MASTER);
+        let vip6 = VIP6.parse::<Ipv6Addr>().unwrap().octets();
+        let router = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+        let icmp6 = |src: [u8; 16], kind: u8, body: &[u8]| {
+            let mut msg = vec![kind, 0, 0, 0, 0, 0, 0x05, 0x14];
+            msg.extend_from_slice(body);
+            let sum = frame::icmpv6_checksum(&src, &vip6, &msg);
+            msg[2..4].copy_from_slice(&sum.to_be_bytes());
+            let mut f = frame::ethernet(group_mac(LEADER), PEER_MAC, None, frame::ETH_P_IPV6);
+            f.extend(frame::ipv6(src, vip6, 64, frame::IPPROTO_ICMPV6, &msg));
+            f
+        };
+        let client = |i: u16| Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i).octets();
+        for mask in [0b001, 0b010, 0b100] {
+            group(&mut fx, mask, u64::MAX);
+            for i in 1..=10 {
+                let quote = frame::ipv6(vip6, client(i), 63, 6, &[0; 8]);
+                let ptb = icmp6(router, ICMP6_PACKET_TOO_BIG, &quote);
+                assert_eq!(fx.run(&ptb), (XDP_PASS, ptb.clone()), "mask {mask:b}, {i}");
+                let reply = icmp6(client(i), 129, &[]);
+                assert_eq!(fx.run(&reply), (XDP_PASS, reply.clone()));
+                let request = icmp6(client(i), ICMP6_ECHO_REQUEST, &[]);
+                let (verdict, out) = fx.run(&request);
+                if keeps(mask, 3, fold_v6(&client(i), &vip6)) {
+                    assert_eq!((verdict, &out[..6]), (XDP_PASS, &IF_MAC[..]), "{i}");
+                } else {
+                    assert_eq!(verdict, XDP_DROP, "mask {mask:b}, {i}");
+                }
+            }
+        }
+        let request = icmp6(client(1), ICMP6_ECHO_REQUEST, &[]);
+        for len in 14 + 40..14 + 40 + 8 {
+            let (verdict, delta) = fx.run_counted(&request[..len]);
+            assert_eq!(
+                (verdict, delta.balance_malformed),
+                (XDP_DROP, 1),
+                "len {len}"
+            );
+        }
+    }
+
     on_both_hooks!(
         flows_of_our_share_are_kept_as_ours_and_the_others_dropped,
         the_leaders_master_answers_arp_and_ns_with_the_group_mac_from_its_own,
+        icmp_errors_go_to_the_host_of_the_flow_they_quote,
+        icmpv6_packet_too_big_reaches_every_host_and_echo_requests_are_hashed,
     );
 }
