@@ -216,19 +216,27 @@ const PARTITION: &str = "table bridge split {\n\
      chain from_a { type filter hook prerouting priority 0; iifname \"p0\" drop; }\n\
      chain to_a { type filter hook forward priority 0; oifname \"p0\" drop; }\n}\n";
 
-const HEAL: &str = "delete table bridge split";
-
 /// Heals the partition; returns how many replies the client had just before. With
-/// `b_first`, at a moment when b's next advert is due shortly and a's well after it, so
-/// that b's crosses first (a's usually does, its interval being shorter). When each
-/// advert went out is read from the agents' `adverts_sent`, polled: a few tens of
-/// milliseconds late, which the margins cover.
+/// `b_first`, at a moment when b's advert crosses first (see [`until_b_advertises_first`]).
 fn heal(lan: &Lan, a: &Agent, b: &Agent, probe: &Probe, b_first: bool) -> usize {
+    if b_first {
+        until_b_advertises_first(a, b);
+    }
+    let first = probe.count().saturating_sub(1);
+    lan.nft("delete table bridge split").unwrap();
+    first
+}
+
+/// Waits until b's next advert is due shortly and a's well after it (a's usually comes
+/// first, its interval being shorter). When each advert went out is read from the
+/// agents' `adverts_sent`, polled: a few tens of milliseconds late, which the margins
+/// cover.
+fn until_b_advertises_first(a: &Agent, b: &Agent) {
     let intervals = [Duration::from_secs(1), Duration::from_micros(1_390_625)];
     let mut last: [(u64, Option<Instant>); 2] =
         [(row(a).adverts_sent, None), (row(b).adverts_sent, None)];
     let start = Instant::now();
-    while b_first {
+    loop {
         assert!(start.elapsed() < WAIT * 2, "no moment to heal at");
         for (i, agent) in [a, b].into_iter().enumerate() {
             let sent = row(agent).adverts_sent;
@@ -243,14 +251,11 @@ fn heal(lan: &Lan, a: &Agent, b: &Agent, probe: &Probe, b_first: bool) -> usize 
                 && next_b < now + Duration::from_millis(250)
                 && next_a > next_b + Duration::from_millis(200)
             {
-                break;
+                return;
             }
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let first = probe.count().saturating_sub(1);
-    lan.nft("delete table bridge split").unwrap();
-    first
 }
 
 /// Cuts a off, lets b take over and the client reach the VIP through b, heals, and
