@@ -189,6 +189,17 @@ pub struct VhidStatus {
     #[serde(default)]
     pub auth: crate::hmac::AuthMode,
     pub send_errors: u64,
+    /// VIPs, and routes to a VIP's own subnet, that something else removed from this
+    /// master and the agent put back.
+    #[serde(default)]
+    pub vips_restored: u64,
+    /// Gratuitous ARPs / unsolicited NAs (with an advert) this master sent on hearing a
+    /// less preferred master, as a partition heals.
+    #[serde(default)]
+    pub reannounced: u64,
+    /// Of those, ones not sent because one went out less than an advert interval before.
+    #[serde(default)]
+    pub reannounce_limited: u64,
     /// Why a VHID is in INIT without running: what it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,

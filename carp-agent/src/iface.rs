@@ -6,7 +6,7 @@ use crate::{
     control::{Attached, InterfaceStatus},
     netlink::{Link, Netlink},
     send::{PacketSocket, UnicastSocket},
-    vhid::{Outgoing, Vhid, balance_entry},
+    vhid::{Outgoing, Restore, Vhid, balance_entry},
     vlan_offload::{self, Choice, VlanFacts},
     xdp::{DataPlane, parse_event},
 };
@@ -449,6 +449,18 @@ impl Placement {
             if let Err(e) = self.nl.add_subnet_route(v.ifindex, *vip, *prefix).await {
                 tracing::error!("vhid {}: {e:#}", v.plan.vhid);
             }
+        }
+    }
+
+    /// Puts back one VIP or route of a master on `ifindex` that something else removed
+    /// (see [`Vhid::upkeep`]); whether it was missing.
+    pub async fn restore(&self, ifindex: u32, what: Restore) -> Result<bool> {
+        match what {
+            Restore::Vip(vip, prefix) => {
+                let (index, prefix) = self.home(ifindex, vip, prefix);
+                self.nl.add_vip(index, vip, prefix).await
+            }
+            Restore::Route(vip, prefix) => self.nl.add_subnet_route(ifindex, vip, prefix).await,
         }
     }
 

@@ -117,6 +117,9 @@ pub fn render(
     let demotion = Family::<VhidLabels, Gauge>::default();
     let sent = Family::<VhidLabels, Counter>::default();
     let received = Family::<VhidLabels, Counter>::default();
+    let restored = Family::<VhidLabels, Counter>::default();
+    let reannounced = Family::<VhidLabels, Counter>::default();
+    let limited = Family::<VhidLabels, Counter>::default();
     let trans = Family::<ReasonLabels, Counter>::default();
     let xdp = Family::<XdpLabels, Counter>::default();
     let hook = Family::<HookLabels, Counter>::default();
@@ -132,6 +135,9 @@ pub fn render(
         demotion.get_or_create(&l).set(i64::from(v.demotion));
         sent.get_or_create(&l).inc_by(v.adverts_sent);
         received.get_or_create(&l).inc_by(v.adverts_received);
+        restored.get_or_create(&l).inc_by(v.vips_restored);
+        reannounced.get_or_create(&l).inc_by(v.reannounced);
+        limited.get_or_create(&l).inc_by(v.reannounce_limited);
         // A balanced group's share, once, under its leader.
         if let Some(b) = v.balance.as_ref().filter(|b| b.index == 0) {
             share
@@ -193,6 +199,21 @@ pub fn render(
     );
     registry.register("adverts_sent", "Adverts sent", sent);
     registry.register("adverts_received", "Valid adverts received", received);
+    registry.register(
+        "vips_restored",
+        "VIPs and VIP subnet routes something else removed from a master, put back",
+        restored,
+    );
+    registry.register(
+        "reannounced",
+        "Gratuitous ARP/NA sent again by a master that heard another master",
+        reannounced,
+    );
+    registry.register(
+        "reannounce_limited",
+        "Re-announcements held back: one went out less than an advert interval before",
+        limited,
+    );
     registry.register("transitions", "State changes by reason", trans);
     registry.register(
         "xdp_packets",
@@ -252,6 +273,8 @@ mod tests {
                     vhid: 1,
                     state: carp_common::State::MASTER,
                     adverts_sent: 3,
+                    vips_restored: 2,
+                    reannounced: 1,
                     ..VhidStatus::default()
                 },
                 VhidStatus {
@@ -288,6 +311,9 @@ mod tests {
             "carp_vhid_state{interface=\"eth1\",vhid=\"2\"} 0",
             "carp_vhid_waiting{interface=\"eth1\",vhid=\"2\",reason=\"no interface\"} 1",
             "carp_adverts_sent_total{interface=\"eth0\",vhid=\"1\"} 3",
+            "carp_vips_restored_total{interface=\"eth0\",vhid=\"1\"} 2",
+            "carp_reannounced_total{interface=\"eth0\",vhid=\"1\"} 1",
+            "carp_reannounce_limited_total{interface=\"eth0\",vhid=\"1\"} 0",
             "carp_transitions_total{interface=\"eth0\",vhid=\"1\",reason=\"master timed out\"} 1",
             "carp_xdp_packets_total{interface=\"eth0\",counter=\"bad_hmac\"} 7",
             "carp_hook_runs_total{outcome=\"ok\"} 2",

@@ -10,7 +10,7 @@ use rtnetlink::{
         RouteNetlinkMessage,
         address::{AddressAttribute, AddressFlags, AddressMessage, AddressProtocol},
         link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
-        route::{RouteMessage, RouteScope},
+        route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope},
     },
 };
 use std::net::IpAddr;
@@ -132,24 +132,12 @@ impl Netlink {
             .try_collect()
             .await
             .context("listing addresses")?;
-        Ok(msgs
-            .iter()
-            .filter_map(|m| {
-                m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Address(ip) => Some(Address {
-                        addr: *ip,
-                        prefix: m.header.prefix_len,
-                        vip: is_vip(m),
-                    }),
-                    _ => None,
-                })
-            })
-            .collect())
+        Ok(msgs.iter().filter_map(address_from).collect())
     }
 
-    /// Adds a VIP; an address already there is fine. IPv6 skips duplicate address
-    /// detection: the election already decided who owns it.
-    pub async fn add_vip(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
+    /// Adds a VIP; whether it was added (an address already there is fine). IPv6 skips
+    /// duplicate address detection: the election already decided who owns it.
+    pub async fn add_vip(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<bool> {
         let mut req = self.handle.address().add(index, addr, prefix);
         req.message_mut()
             .attributes
@@ -162,8 +150,8 @@ impl Netlink {
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         match req.execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
             Err(e) => Err(anyhow!("adding {addr}/{prefix}: {e}")),
         }
     }
@@ -194,12 +182,13 @@ impl Netlink {
 
     /// A route to the VIP's own subnet over the interface, from the VIP: the connected route
     /// FreeBSD gets from `ifconfig em0 vhid 1 192.0.2.1/29` when the VIP's subnet is not
-    /// one of the interface's (carp.sh basic_v4). Already there is fine.
-    pub async fn add_subnet_route(&self, index: u32, vip: IpAddr, prefix: u8) -> Result<()> {
+    /// one of the interface's (carp.sh basic_v4). Whether it was added (already there is
+    /// fine).
+    pub async fn add_subnet_route(&self, index: u32, vip: IpAddr, prefix: u8) -> Result<bool> {
         let req = self.handle.route().add(subnet_route(index, vip, prefix)?);
         match req.execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
             Err(e) => Err(anyhow!("adding a route to {vip}/{prefix}: {e}")),
         }
     }
@@ -246,6 +235,42 @@ fn is_vip(m: &AddressMessage) -> bool {
         )))
 }
 
+fn address_from(m: &AddressMessage) -> Option<Address> {
+    m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(ip) => Some(Address {
+            addr: *ip,
+            prefix: m.header.prefix_len,
+            vip: is_vip(m),
+        }),
+        _ => None,
+    })
+}
+
+/// A route of the main table removed, if it names its destination and interface.
+fn route_gone(m: &RouteMessage) -> Option<Change> {
+    let table = m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Table(t) => Some(*t),
+        _ => None,
+    });
+    if table.unwrap_or(u32::from(m.header.table)) != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    let net = m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+        RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+        _ => None,
+    })?;
+    let index = m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    })?;
+    Some(Change::RouteGone {
+        index,
+        net,
+        prefix: m.header.destination_prefix_length,
+    })
+}
+
 /// A change the kernel reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -253,18 +278,27 @@ pub enum Change {
     Link(Link),
     /// An interface went away.
     Gone(Link),
-    /// An address was added or removed (which interface's does not matter: waiting VHIDs
-    /// look their interface up again).
-    Address,
+    /// An address was added to interface `index`, or removed from it (`removed`).
+    Address {
+        index: u32,
+        address: Address,
+        removed: bool,
+    },
+    /// A route of the main table to `net`/`prefix` over interface `index` was removed.
+    RouteGone { index: u32, net: IpAddr, prefix: u8 },
 }
 
-/// Link and address changes (RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR) as
-/// they happen: what brings up a VHID whose interface or address was not there yet.
+/// Link, address and route changes (RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR,
+/// RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE) as they happen: what
+/// brings up a VHID whose interface or address was not there yet, and what a master's
+/// upkeep puts back. Of the routes, only removals are passed on.
 pub fn changes() -> Result<impl Stream<Item = Change>> {
     let groups = [
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
     ];
     let (conn, _handle, messages) =
         new_multicast_connection(&groups).context("subscribing to link and address changes")?;
@@ -277,9 +311,19 @@ pub fn changes() -> Result<impl Stream<Item = Change>> {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
                 Some(Change::Gone(link_from(&l)))
             }
-            NetlinkPayload::InnerMessage(
-                RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_),
-            ) => Some(Change::Address),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) => address_from(&a)
+                .map(|address| Change::Address {
+                    index: a.header.index,
+                    address,
+                    removed: false,
+                }),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => address_from(&a)
+                .map(|address| Change::Address {
+                    index: a.header.index,
+                    address,
+                    removed: true,
+                }),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(r)) => route_gone(&r),
             _ => None,
         }
     }))

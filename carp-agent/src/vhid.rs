@@ -49,6 +49,38 @@ struct Counters {
     adverts_refused: u64,
     adverts_stale: u64,
     send_errors: u64,
+    vips_restored: u64,
+}
+
+/// Something the kernel reports removed (RTM_DELADDR, RTM_DELROUTE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// An address left interface `index`; `vip`: it carried the VIPs' tag
+    /// ([`crate::netlink::VIP_PROTO`]), so it was one this agent placed.
+    Address { index: u32, addr: IpAddr, vip: bool },
+    /// A route to `net`/`prefix` over interface `index`.
+    Route { index: u32, net: IpAddr, prefix: u8 },
+}
+
+/// What a master puts back after a [`Removed`]: a VIP as configured (placed where
+/// `vips_on` puts it), or the route to a VIP's own subnet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restore {
+    Vip(IpAddr, u8),
+    Route(IpAddr, u8),
+}
+
+impl std::fmt::Display for Restore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Restore::Vip(vip, prefix) => write!(f, "VIP {vip}/{prefix}"),
+            Restore::Route(vip, prefix) => write!(
+                f,
+                "route to {}/{prefix} (for VIP {vip})",
+                addrs::network(*vip, *prefix)
+            ),
+        }
+    }
 }
 
 pub struct Vhid {
@@ -442,6 +474,57 @@ impl Vhid {
         &self.routed
     }
 
+    /// Whether the VIPs are placed now: a MASTER's, or a balanced group's leader's while
+    /// the agent runs.
+    fn holds_vips(&self) -> bool {
+        (self.vips_follow_state() && self.state() == State::MASTER) || self.holds_group_vips()
+    }
+
+    /// Upkeep: what to put back after `removed`, so that the VIPs this VHID holds stay
+    /// answered when something else removes them (keepalived#836, #2479: networkd, DHCP
+    /// or NetworkManager remove addresses they did not add). A VIP of ours goes back
+    /// with its route; an address gone from the interface may have taken the routes
+    /// along (the kernel flushes a link's IPv4 routes with its last address, and a
+    /// route with the address it prefers as source, without RTM_DELROUTE), so they go
+    /// back too; so does a route deleted. What the agent removes itself is never asked
+    /// back: it removes VIPs only from a VHID that no longer holds them (it left MASTER,
+    /// or a reload dropped them) before the report arrives; and what is there already
+    /// (the late report of a removal, after we added it again) the caller leaves alone.
+    pub fn upkeep(&self, removed: &Removed) -> Vec<Restore> {
+        if !self.holds_vips() {
+            return Vec::new();
+        }
+        let routes = |keep: &dyn Fn(IpAddr, u8) -> bool| -> Vec<Restore> {
+            self.routed
+                .iter()
+                .filter(|(vip, prefix)| keep(*vip, *prefix))
+                .map(|(vip, prefix)| Restore::Route(*vip, *prefix))
+                .collect()
+        };
+        match *removed {
+            Removed::Address {
+                addr, vip: true, ..
+            } => self
+                .plan
+                .vips
+                .iter()
+                .filter(|(vip, _)| *vip == addr)
+                .map(|(vip, prefix)| Restore::Vip(*vip, *prefix))
+                .chain(routes(&|vip, _| vip == addr))
+                .collect(),
+            Removed::Address { index, .. } if index == self.ifindex => routes(&|_, _| true),
+            Removed::Route { index, net, prefix } if index == self.ifindex => {
+                routes(&|vip, p| p == prefix && addrs::network(vip, p) == net)
+            }
+            Removed::Address { .. } | Removed::Route { .. } => Vec::new(),
+        }
+    }
+
+    /// Counts one thing [`Vhid::upkeep`] put back.
+    pub fn restored(&mut self) {
+        self.n.vips_restored += 1;
+    }
+
     /// Records a transition; returns how long the previous state lasted.
     pub fn transitioned(&mut self, reason: Reason) -> Duration {
         self.n.transitions += 1;
@@ -489,6 +572,9 @@ impl Vhid {
             adverts_refused: self.n.adverts_refused,
             adverts_stale: self.n.adverts_stale,
             send_errors: self.n.send_errors,
+            vips_restored: self.n.vips_restored,
+            reannounced: self.machine.reannounced(),
+            reannounce_limited: self.machine.reannounce_limited(),
             ..settings(&self.plan, self.machine.advertised(), demotion)
         }
     }
@@ -638,19 +724,26 @@ mod tests {
             down_script: None,
             balance,
         };
-        let link = Link {
+        Vhid::new(plan, &link(), &[own()], VipPlacement::Loopback, false).unwrap()
+    }
+
+    fn link() -> Link {
+        Link {
             index: 2,
             name: "eth0".into(),
             mac: [2, 0, 0, 0, 0, 1],
             up: true,
             veth: false,
-        };
-        let own = Address {
+        }
+    }
+
+    /// The interface's own address, 192.0.2.1/24.
+    fn own() -> Address {
+        Address {
             addr: Ipv4Addr::new(192, 0, 2, 1).into(),
             prefix: 24,
             vip: false,
-        };
-        Vhid::new(plan, &link, &[own], VipPlacement::Loopback, false).unwrap()
+        }
     }
 
     fn advert(counter: u64) -> AdvertEvent {
@@ -774,5 +867,79 @@ mod tests {
         assert_eq!(e.master_until, vs[0].lease_until(NOW));
         let backup = balance_entry(&group(0), &vs[1..2], mac, NOW);
         assert_eq!((backup.mask, backup.count, backup.master_until), (0, 3, 0));
+    }
+
+    /// Upkeep asks back what something else removed from a master: a tagged VIP with
+    /// its route, the route alone, routes after an address left the interface; nothing
+    /// while BACKUP (the agent's own removals), nothing for an untagged address equal to
+    /// a VIP (a host address the agent never touches), nothing for other routes.
+    #[test]
+    fn upkeep_puts_back_what_a_master_lost() {
+        let v = vhid(AuthMode::Bsd);
+        let vips = vec![
+            ("192.0.2.50".parse().unwrap(), 24),
+            ("198.51.100.50".parse().unwrap(), 24),
+        ];
+        let mut v = Vhid::new(
+            Plan { vips, ..v.plan },
+            &link(),
+            &[own()],
+            VipPlacement::Loopback,
+            false,
+        )
+        .unwrap();
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (on_subnet, routed) = (
+            Restore::Vip(a("192.0.2.50"), 24),
+            Restore::Route(a("198.51.100.50"), 24),
+        );
+        assert_eq!(v.routed(), &[(a("198.51.100.50"), 24)]);
+        let gone = |addr: &str, vip: bool, index: u32| Removed::Address {
+            index,
+            addr: a(addr),
+            vip,
+        };
+        let route = |net: &str, prefix: u8, index: u32| Removed::Route {
+            index,
+            net: a(net),
+            prefix,
+        };
+        let all = [
+            gone("192.0.2.50", true, 1),
+            gone("198.51.100.50", true, 1),
+            gone("192.0.2.1", false, 2),
+            route("198.51.100.0", 24, 2),
+        ];
+        for r in &all {
+            assert_eq!(v.upkeep(r), vec![], "BACKUP: {r:?}");
+        }
+        v.machine.handle(Duration::ZERO, Event::LinkUp);
+        v.machine.handle(Duration::from_secs(10), Event::Timer);
+        assert_eq!(v.state(), State::MASTER);
+        let want = [
+            vec![on_subnet],
+            vec![Restore::Vip(a("198.51.100.50"), 24), routed],
+            vec![routed],
+            vec![routed],
+        ];
+        for (r, want) in all.iter().zip(want) {
+            assert_eq!(v.upkeep(r), want, "{r:?}");
+        }
+        for r in [
+            gone("192.0.2.50", false, 1),
+            gone("192.0.2.60", true, 1),
+            gone("192.0.2.1", false, 3),
+            route("198.51.100.0", 25, 2),
+            route("198.51.100.0", 24, 3),
+            route("203.0.113.0", 24, 2),
+        ] {
+            assert_eq!(v.upkeep(&r), vec![], "{r:?}");
+        }
+        v.restored();
+        assert_eq!(v.status(0).vips_restored, 1);
+        assert_eq!(
+            routed.to_string(),
+            "route to 198.51.100.0/24 (for VIP 198.51.100.50)"
+        );
     }
 }

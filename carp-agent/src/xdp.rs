@@ -390,6 +390,7 @@ mod tests {
                 local_addr: "192.0.2.1".parse().unwrap(),
                 local_other: None,
                 shared_source: false,
+                advert_on_yield: false,
             });
             let now = std::time::Duration::from_millis(at);
             for event in [Event::Advert(advert), Event::LinkUp, Event::Advert(advert), Event::Timer] {

@@ -98,11 +98,18 @@ struct Sim {
     max_delay_us: u64,
     /// Every transition: time, node, new state.
     log: Vec<(Duration, usize, State)>,
+    /// Every announcement of the VIPs (becoming MASTER, or again): time, node.
+    announced: Vec<(Duration, usize)>,
     rejected: u64,
 }
 
 impl Sim {
     fn new(seed: u64, mode: Mode, timings: &[(u8, bool)]) -> Self {
+        Self::with_mac(seed, mode, timings, MacMode::Virtual)
+    }
+
+    /// [`Sim::new`] with the MAC mode `mac`.
+    fn with_mac(seed: u64, mode: Mode, timings: &[(u8, bool)], mac: MacMode) -> Self {
         let nodes = timings
             .iter()
             .enumerate()
@@ -129,7 +136,7 @@ impl Sim {
                     auth: AuthMode::Bsd,
                     groups: Vec::new(),
                     peers: Vec::new(),
-                    mac: MacMode::Virtual,
+                    mac,
                     garp_count: 1,
                     src: Some(addr.into()),
                     up_script: None,
@@ -175,6 +182,7 @@ impl Sim {
             loss: 0.0,
             max_delay_us: 2_000,
             log: Vec::new(),
+            announced: Vec::new(),
             rejected: 0,
         };
         for i in 0..sim.nodes.len() {
@@ -191,8 +199,14 @@ impl Sim {
         let actions = self.nodes[i].vhid.machine.handle(self.now, event);
         for a in actions {
             match a {
-                Action::Transition { to, .. } => self.log.push((self.now, i, to)),
+                Action::Transition { to, .. } => {
+                    self.log.push((self.now, i, to));
+                    if to == State::MASTER {
+                        self.announced.push((self.now, i));
+                    }
+                }
                 Action::Advertise(timing) => self.send(i, timing),
+                Action::Announce => self.announced.push((self.now, i)),
             }
         }
     }
@@ -591,6 +605,46 @@ fn partition_gives_two_masters_and_heal_returns_to_one_within_three_adverts() {
                 .unwrap();
             sim.run_for(3 * interval);
             assert_eq!(sim.masters().len(), 1, "{}: healed", sim.ctx());
+        }
+    }
+}
+
+/// With `mac = "interface"` the clients that reached the VIP through the other side's
+/// master hold its MAC: after a heal the master that remains announces itself, whichever
+/// master's advert crossed first (the one that yields sends a parting advert, so that it
+/// is heard).
+#[test]
+fn after_a_heal_the_remaining_master_announces_itself() {
+    for seed in seeds(150) {
+        for mode in modes() {
+            let mut rng = StdRng::seed_from_u64(seed ^ 0x29);
+            let preempt = rng.random_bool(0.5);
+            let layout = random_layout(&mut rng, preempt);
+            let mut sim = Sim::with_mac(seed, mode, &layout, MacMode::Interface);
+            sim.run_for(3 * sim.master_down());
+            let n = sim.nodes.len();
+            for (i, node) in sim.nodes.iter_mut().enumerate() {
+                node.side = u8::from(i >= n / 2);
+            }
+            // A random moment in the advert cycle, so either master's advert may cross first.
+            let offset = Duration::from_millis(rng.random_range(0..1500));
+            sim.run_for(2 * sim.master_down() + offset);
+            assert_eq!(sim.masters().len(), 2, "{}: partitioned", sim.ctx());
+            let healed = sim.now;
+            for node in &mut sim.nodes {
+                node.side = 0;
+            }
+            sim.run_for(3 * Duration::from_secs(2));
+            let masters = sim.masters();
+            assert_eq!(masters.len(), 1, "{}: healed", sim.ctx());
+            assert!(
+                sim.announced
+                    .iter()
+                    .any(|&(t, i)| i == masters[0] && t >= healed),
+                "{}: the remaining master {} did not announce itself after the heal",
+                sim.ctx(),
+                masters[0]
+            );
         }
     }
 }

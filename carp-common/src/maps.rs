@@ -393,6 +393,11 @@ stats! {
     /// ARP requests for a VIP in a frame to another host's MAC (seen only because the
     /// interface is promiscuous): not answered, passed on.
     arp_not_ours,
+    /// Gratuitous ARP requests for a VIP (sender address = target: another master of it
+    /// announcing itself): an announcement, not a question, so not answered (the kernel
+    /// does not answer them either), passed on. An answer, from our MAC, would teach the
+    /// switch our port for the virtual MAC just as the other master took it over.
+    arp_gratuitous,
     /// Neighbor Solicitations for a VIP answered with XDP_TX while MASTER.
     na_sent,
     /// Neighbor Solicitations for a VIP dropped while not MASTER.

@@ -824,6 +824,10 @@ fn arp(pkt: &Pkt, l2: L2) -> u32 {
             return None;
         }
         let sender_ip: [u8; 4] = read(pkt, a + offset_of!(ArpPacket, sender_ip))?;
+        if same(&sender_ip, &target_ip) {
+            count!(arp_gratuitous);
+            return None;
+        }
         // Turn the request into the reply: to the asker, from the VHID's MAC.
         write(pkt, offset_of!(EthHeader, dst), sender_mac)?;
         write(pkt, offset_of!(EthHeader, src), frame_source(vip))?;

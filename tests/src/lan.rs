@@ -3,8 +3,12 @@
 //! when the `Lan` is dropped.
 
 use crate::netns::Netns;
-use anyhow::Result;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use anyhow::{Context as _, Result, bail};
+use serde::Deserialize;
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    process::Stdio,
+};
 
 pub struct Host {
     pub ns: Netns,
@@ -19,6 +23,49 @@ pub struct Lan {
     // Hosts first: their namespaces go before the switch's.
     pub hosts: Vec<Host>,
     pub switch: Netns,
+}
+
+impl Host {
+    /// The MAC of the host's eth0, as `ip` writes it ("02:ab:...").
+    pub fn mac(&self) -> Result<String> {
+        let out = self.ns.ip(&["-j", "link", "show", "eth0"])?;
+        let links: Vec<Link> = serde_json::from_slice(&out.stdout)?;
+        links
+            .into_iter()
+            .next()
+            .map(|l| l.address)
+            .context("no eth0")
+    }
+}
+
+/// An `ip -j link` entry, the part read here.
+#[derive(Deserialize)]
+struct Link {
+    address: String,
+}
+
+/// A `bridge -j fdb` entry, the part read here.
+#[derive(Deserialize)]
+struct FdbEntry {
+    mac: String,
+    ifname: String,
+}
+
+/// An `ip -j neigh` entry: where a host sends frames for `dst`, and the entry's state
+/// (REACHABLE, STALE, PROBE, ...).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Neighbour {
+    pub dst: String,
+    pub lladdr: Option<String>,
+    #[serde(default)]
+    pub state: Vec<String>,
+}
+
+/// The neighbour entry `ns` has for `addr` on eth0, if any.
+pub fn neighbour(ns: &Netns, addr: &str) -> Result<Option<Neighbour>> {
+    let out = ns.ip(&["-j", "neigh", "show", addr, "dev", "eth0"])?;
+    let entries: Vec<Neighbour> = serde_json::from_slice(&out.stdout)?;
+    Ok(entries.into_iter().find(|n| n.dst == addr))
 }
 
 impl Lan {
@@ -62,6 +109,43 @@ impl Lan {
             port,
         });
         Ok(&self.hosts[i])
+    }
+
+    /// Runs an nft script in the switch namespace (the bridge family filters what crosses
+    /// the bridge without touching any port's carrier).
+    pub fn nft(&self, script: &str) -> Result<()> {
+        use std::io::Write as _;
+        let mut child = self
+            .switch
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("nft stdin")?
+            .write_all(script.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
+    /// The bridge port the switch has learned `mac` on (its forwarding database), if any.
+    pub fn port_of(&self, mac: &str) -> Result<Option<String>> {
+        let out = crate::netns::run(
+            self.switch
+                .command("bridge")
+                .args(["-j", "fdb", "show", "br", "br0"]),
+        )?;
+        let entries: Vec<FdbEntry> = serde_json::from_slice(&out.stdout)?;
+        Ok(entries
+            .into_iter()
+            .find(|e| e.mac.eq_ignore_ascii_case(mac))
+            .map(|e| e.ifname))
     }
 
     /// Pulls (or plugs back) host `i`'s cable: its switch port goes down, so its eth0

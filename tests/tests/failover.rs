@@ -12,10 +12,7 @@ use carp_tests::{
     probe::Probe,
 };
 use nix::sys::signal::Signal;
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 const PASSWORD: &str = "failover-secret";
 /// Master-down time of a backup with advbase 1, advskew 100: 3 + 100/256 s.
@@ -55,43 +52,18 @@ fn group(
     (dir, lan, a, b)
 }
 
-/// Runs an nft script in the switch namespace.
-fn nft(lan: &Lan, script: &str) {
-    use std::io::Write as _;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", lan.switch.name(), "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Drops IP protocol 112 crossing the bridge: every one (a partition), or every `n`th.
 fn drop_adverts(lan: &Lan, every: Option<u32>) {
     let sample = every.map_or_else(String::new, |n| format!("numgen inc mod {n} == 0"));
-    nft(
-        lan,
-        &format!(
-            "table bridge carptest {{\n chain filt {{\n type filter hook forward priority 0;\n \
+    lan.nft(&format!(
+        "table bridge carptest {{\n chain filt {{\n type filter hook forward priority 0;\n \
              ip protocol 112 {sample} drop\n }}\n}}\n"
-        ),
-    );
+    ))
+    .unwrap();
 }
 
 fn heal(lan: &Lan) {
-    nft(lan, "delete table bridge carptest");
+    lan.nft("delete table bridge carptest").unwrap();
 }
 
 #[test]

@@ -42,7 +42,7 @@ use crate::{
     netlink::{self, Change, Link, Netlink},
     preflight::{Options, vhids},
     send::{Memberships, PacketSocket},
-    vhid::Vhid,
+    vhid::{Removed, Vhid},
     vlan_offload::{self, VlanFacts},
     xdp::DataPlane,
 };
@@ -467,6 +467,7 @@ impl Agent {
                             Action::Transition { from, to, reason } => {
                                 self.transition(i, from, to, reason).await;
                             }
+                            Action::Announce => self.reannounce(i),
                         }
                     }
                 }
@@ -542,6 +543,49 @@ impl Agent {
         }
     }
 
+    /// Announces VHID `i`'s VIPs again, staying MASTER: it heard another master (see
+    /// `Machine::reannounce`; the advert went out with the action before).
+    fn reannounce(&self, i: usize) {
+        let v = &self.vhids[i].vhid;
+        tracing::info!(
+            "vhid {} on {}: another master heard, announcing the VIPs again",
+            v.plan.vhid,
+            v.plan.interface
+        );
+        if let Some(iface) = self.ifaces.get(&v.plan.interface) {
+            iface.announce(&v.announcements());
+        }
+    }
+
+    /// Upkeep: puts back what something else removed from the VHIDs that hold their VIPs
+    /// (see `Vhid::upkeep`), logged and counted; a VHID that cannot have it back leaves
+    /// MASTER rather than claim a VIP it does not hold.
+    async fn upkeep(&mut self, removed: Removed) {
+        for i in 0..self.vhids.len() {
+            let v = &self.vhids[i].vhid;
+            let (vhid, ifindex) = (v.plan.vhid, v.ifindex);
+            let at = format!("vhid {vhid} on {}", v.plan.interface);
+            for what in v.upkeep(&removed) {
+                match self.placement.restore(ifindex, what).await {
+                    // There already: the late report of a removal we undid.
+                    Ok(false) => {}
+                    Ok(true) => {
+                        tracing::warn!("{at}: {what} removed by something else: put back");
+                        self.vhids[i].vhid.restored();
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "{at}: {what} removed by something else could not be put back \
+                             ({e:#}): leaving MASTER"
+                        );
+                        self.feed(i, Event::VipLost).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     async fn on_timer(&mut self) {
         let now = self.now();
         for i in 0..self.vhids.len() {
@@ -568,8 +612,9 @@ impl Agent {
         }
     }
 
-    /// A link or address change: interfaces that went away (deleted, or renamed) take
-    /// their VHIDs back to waiting, and waiting VHIDs it concerns are looked at again.
+    /// A link, address or route change: interfaces that went away (deleted, or renamed)
+    /// take their VHIDs back to waiting, waiting VHIDs it concerns are looked at again,
+    /// and what something else removed from a master is put back.
     async fn on_change(&mut self, change: Change) {
         match change {
             Change::Link(link) => {
@@ -597,7 +642,24 @@ impl Agent {
                 }
                 self.retry(|a| a.plan.interface == link.name).await;
             }
-            Change::Address => self.retry(|a| a.why == Waiting::NoAddress).await,
+            Change::Address {
+                index,
+                address,
+                removed,
+            } => {
+                if removed {
+                    self.upkeep(Removed::Address {
+                        index,
+                        addr: address.addr,
+                        vip: address.vip,
+                    })
+                    .await;
+                }
+                self.retry(|a| a.why == Waiting::NoAddress).await;
+            }
+            Change::RouteGone { index, net, prefix } => {
+                self.upkeep(Removed::Route { index, net, prefix }).await;
+            }
         }
     }
 

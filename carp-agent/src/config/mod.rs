@@ -470,6 +470,7 @@ impl Plan {
             local_addr: sources.first,
             local_other: sources.other,
             shared_source: sources.from_vip,
+            advert_on_yield: self.mac == MacMode::Interface && self.balance.is_none(),
         }
     }
 }

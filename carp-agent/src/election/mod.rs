@@ -56,6 +56,12 @@ pub struct Config {
     /// `local_addr` is a VIP that peers may send from too (see
     /// `addrs::Sources::from_vip`): adverts from it are not our own.
     pub shared_source: bool,
+    /// Yielding to a strictly more preferred master, send one advert of our own, so that
+    /// a master that won without hearing us (its advert crossed a healed partition first)
+    /// hears a less preferred one and announces itself (see [`Action::Announce`]): with
+    /// `mac = "interface"` the clients still hold our MAC. Never with a virtual MAC, which
+    /// the advert would pull back to our switch port.
+    pub advert_on_yield: bool,
 }
 
 impl Config {
@@ -89,6 +95,9 @@ pub enum Event {
     Demotion(i32),
     /// Operator `state backup` / `state master`.
     Force(State),
+    /// A VIP something else removed could not be put back: a MASTER must not go on
+    /// claiming it.
+    VipLost,
     /// The agent is stopping.
     Shutdown,
 }
@@ -112,6 +121,8 @@ pub enum Reason {
     /// VRRP: the priority is 255, the addresses are ours.
     Owner,
     Forced,
+    /// A VIP something else removed could not be put back.
+    VipLost,
     Shutdown,
 }
 
@@ -128,6 +139,7 @@ impl std::fmt::Display for Reason {
             Reason::PeerKeptMastership => "an equal master did not yield",
             Reason::Owner => "address owner",
             Reason::Forced => "operator request",
+            Reason::VipLost => "a VIP could not be put back",
             Reason::Shutdown => "shutdown",
         })
     }
@@ -144,6 +156,10 @@ pub enum Action {
         to: State,
         reason: Reason,
     },
+    /// Send gratuitous ARP and unsolicited NA for the VIPs again, staying MASTER: another
+    /// master was heard, so clients and switches may point at it (see
+    /// [`Machine::reannounce`]).
+    Announce,
 }
 
 /// One VHID's election.
@@ -160,6 +176,12 @@ pub struct Machine {
     looped: u64,
     /// VRRP MASTER: since when an equal-priority master that should yield has not.
     tie_since: Option<Duration>,
+    /// When gratuitous ARP / unsolicited NA last went out (becoming MASTER, or
+    /// [`Machine::reannounce`]): at most one re-announcement per advert interval.
+    announced_at: Option<Duration>,
+    /// Re-announcements made, and ones the rate limit held back.
+    reannounced: u64,
+    reannounce_limited: u64,
 }
 
 /// 1/256 s in the units CARP compares in.
@@ -200,6 +222,9 @@ impl Machine {
             master_down_at: None,
             looped: 0,
             tie_since: None,
+            announced_at: None,
+            reannounced: 0,
+            reannounce_limited: 0,
         }
     }
 
@@ -231,6 +256,16 @@ impl Machine {
     /// Adverts from our own address ignored so far.
     pub fn looped(&self) -> u64 {
         self.looped
+    }
+
+    /// Re-announcements made so far ([`Action::Announce`]).
+    pub fn reannounced(&self) -> u64 {
+        self.reannounced
+    }
+
+    /// Re-announcements the rate limit held back so far.
+    pub fn reannounce_limited(&self) -> u64 {
+        self.reannounce_limited
     }
 
     /// When the next timer fires, if one is armed.
@@ -338,6 +373,11 @@ impl Machine {
                 }
             }
             Event::Force(target) => self.on_force(now, target, &mut out),
+            Event::VipLost => {
+                if self.state == State::MASTER {
+                    self.step_down(now, Reason::VipLost, &mut out);
+                }
+            }
             Event::Shutdown => {
                 if self.state == State::MASTER {
                     // OpenBSD and FreeBSD <= 7 bow out with advbase 255 / advskew 255 so
@@ -390,10 +430,55 @@ impl Machine {
     }
 
     /// carp_master_down_locked: BACKUP -> MASTER, advertise at once, then on the timer.
+    /// The caller announces the VIPs (carp_send_arp, carp_send_na) with the transition.
     fn become_master(&mut self, now: Duration, reason: Reason, out: &mut Vec<Action>) {
         self.master_down_at = None;
         self.set_state(State::MASTER, reason, out);
         self.advertise(now, out);
+        self.announced_at = Some(now);
+    }
+
+    /// Leaves MASTER for BACKUP and waits one advert interval longer than a backup does
+    /// before it may come back, so that another backup takes over even when we are the
+    /// preferred node (a plain master-down timer would make us master again first).
+    fn step_down(&mut self, now: Duration, reason: Reason, out: &mut Vec<Action>) {
+        self.become_backup(now, reason, out);
+        self.master_down_at = Some(now + self.master_down_interval() + self.advert_interval());
+    }
+
+    /// A MASTER that hears another master it wins against stays MASTER (carp_input_c,
+    /// vrrp_input_c and OpenBSD's carp_proto_input_c, which do nothing more there), and
+    /// here also advertises and announces its VIPs again as carp_master_down_locked does
+    /// on taking over (carp_send_ad_locked, then carp_send_arp and carp_send_na): two
+    /// masters mean a partition healed, and while it lasted the clients (`mac =
+    /// "interface"`) or the switches (a virtual MAC) learned the other master, which now
+    /// steps down. keepalived does the same by default (its master answers a lower
+    /// priority advert with its own, and `garp_lower_prio_repeat` with gratuitous ARP).
+    /// At most once per advert interval, so a flood of adverts cannot make us spray;
+    /// whether it advertised.
+    fn reannounce(&mut self, now: Duration, out: &mut Vec<Action>) -> bool {
+        if self
+            .announced_at
+            .is_some_and(|at| now < at + self.advert_interval())
+        {
+            self.reannounce_limited += 1;
+            return false;
+        }
+        self.announced_at = Some(now);
+        self.reannounced += 1;
+        self.advertise(now, out);
+        out.push(Action::Announce);
+        true
+    }
+
+    /// Yields to a more preferred master, with one parting advert when configured (see
+    /// [`Config::advert_on_yield`]) and the winner is strictly more preferred: on a tie a
+    /// FreeBSD master would yield to that advert in turn.
+    fn yield_to(&mut self, now: Duration, strictly: bool, out: &mut Vec<Action>) {
+        self.become_backup(now, Reason::PreferredMaster, out);
+        if strictly && self.cfg.advert_on_yield {
+            out.push(Action::Advertise(self.advertised()));
+        }
     }
 
     fn become_backup(&mut self, now: Duration, reason: Reason, out: &mut Vec<Action>) {
@@ -441,11 +526,7 @@ impl Machine {
             // waits one advert interval longer, so that another backup takes over even
             // when we are the preferred node (FreeBSD's plain timer would fire first and
             // the operator's "state backup" would undo itself after 3 x advbase).
-            State::BACKUP => {
-                self.become_backup(now, Reason::Forced, out);
-                self.master_down_at =
-                    Some(now + self.master_down_interval() + self.advert_interval());
-            }
+            State::BACKUP => self.step_down(now, Reason::Forced, out),
             State::MASTER => self.become_master(now, Reason::Forced, out),
             State::INIT => {}
         }
@@ -514,7 +595,9 @@ impl Machine {
                 if demote == 0
                     && (ours > theirs || (ours == theirs && ucarp_order(src) <= ucarp_order(local)))
                 {
-                    self.become_backup(now, Reason::PreferredMaster, out);
+                    self.yield_to(now, ours > theirs, out);
+                } else {
+                    self.reannounce(now, out);
                 }
             }
             State::BACKUP => {
@@ -565,11 +648,17 @@ impl Machine {
             }
             State::MASTER => {
                 if priority == vrrp::PRIORITY_STOP {
-                    self.advertise(now, out);
+                    // Another master stopping: we were two (RFC 5798 6.4.3 has us
+                    // advertise; the re-announcement does, unless it is held back).
+                    if !self.reannounce(now, out) {
+                        self.advertise(now, out);
+                    }
                 } else if priority > mine || (priority == mine && src > self.cfg.local_for(src)) {
                     self.master_interval_cs = interval_cs;
-                    self.become_backup(now, Reason::PreferredMaster, out);
-                } else if priority == mine {
+                    self.yield_to(now, priority > mine, out);
+                } else if priority < mine {
+                    self.reannounce(now, out);
+                } else {
                     // RFC 5798 6.4.3 makes the lower address yield; FreeBSD 15's
                     // vrrp_input_c keeps mastership on equal priority. When the peer has
                     // not yielded for a master-down interval, yield to it, so a mixed

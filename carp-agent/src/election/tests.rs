@@ -17,6 +17,7 @@ fn host(timing: Timing, preempt: bool, local_addr: IpAddr) -> Machine {
         local_addr,
         local_other: None,
         shared_source: false,
+        advert_on_yield: false,
     })
 }
 
@@ -692,4 +693,184 @@ fn extreme_demotions_saturate() {
             }
         );
     }
+}
+
+/// Two masters after a partition with `mac = "interface"`, healed: whichever advert
+/// crosses first, the preferred one stays MASTER and announces itself exactly once (the
+/// clients learned the other's MAC), and the other yields. When the preferred master's
+/// advert crosses first, the one that yields sends a parting advert so that it is heard.
+#[test]
+fn after_a_heal_the_remaining_master_announces_itself_once() {
+    for a_first in [true, false] {
+        let with_yield = |m: Machine| {
+            Machine::new(Config {
+                advert_on_yield: true,
+                ..*m.config()
+            })
+        };
+        let mut a = with_yield(carp(0, false));
+        let mut b = with_yield(host(
+            Timing::Carp {
+                advbase: 1,
+                advskew: 100,
+            },
+            false,
+            ip(2),
+        ));
+        for m in [&mut a, &mut b] {
+            m.handle(T0, Event::LinkUp);
+            m.handle(ms(4000), Event::Timer);
+            assert_eq!(m.state(), State::MASTER, "partitioned: each alone");
+        }
+        let (from_a, from_b) = (carp_ad(1, 1, 0), carp_ad(2, 1, 100));
+        let mut announced = 0;
+        let mut count = |out: &[Action]| {
+            announced += out.iter().filter(|a| **a == Action::Announce).count();
+        };
+        if a_first {
+            let out = b.handle(ms(10_000), from_a);
+            assert_eq!(
+                out,
+                vec![
+                    Action::Transition {
+                        from: State::MASTER,
+                        to: State::BACKUP,
+                        reason: Reason::PreferredMaster
+                    },
+                    Action::Advertise(Timing::Carp {
+                        advbase: 1,
+                        advskew: 100
+                    })
+                ],
+                "a parting advert"
+            );
+            count(&a.handle(ms(10_001), from_b));
+        } else {
+            let out = a.handle(ms(10_000), from_b);
+            assert_eq!(
+                out,
+                vec![
+                    Action::Advertise(Timing::Carp {
+                        advbase: 1,
+                        advskew: 0
+                    }),
+                    Action::Announce
+                ]
+            );
+            count(&out);
+            b.handle(ms(10_001), from_a);
+            // b's parting advert: a announced less than an interval ago.
+            count(&a.handle(ms(10_002), from_b));
+            assert_eq!(a.reannounce_limited(), 1);
+        }
+        assert_eq!((a.state(), b.state()), (State::MASTER, State::BACKUP));
+        assert_eq!((announced, a.reannounced()), (1, 1), "a first: {a_first}");
+    }
+}
+
+/// A flood of adverts from a less preferred master makes at most one re-announcement
+/// per advert interval; becoming MASTER counts as an announcement (a preempted master's
+/// last advert crossing ours makes no second one).
+#[test]
+fn reannouncements_are_limited_to_one_per_advert_interval() {
+    let mut m = carp(0, true);
+    m.handle(T0, Event::LinkUp);
+    m.handle(ms(3000), Event::Timer);
+    assert_eq!(m.handle(ms(3500), carp_ad(2, 1, 100)), vec![]);
+    let mut sent = 0;
+    for t in (4000..9000).step_by(10) {
+        sent += m
+            .handle(ms(t), carp_ad(2, 1, 100))
+            .iter()
+            .filter(|a| **a == Action::Announce)
+            .count();
+    }
+    assert_eq!(sent, 5, "one per second for five seconds");
+    assert_eq!((m.reannounced(), m.reannounce_limited()), (5, 496));
+    assert_eq!(m.state(), State::MASTER);
+}
+
+/// VRRPv3: a lower priority master heard makes a re-announcement, a stopping one too
+/// (which RFC 5798 6.4.3 answers with an advert), an equal one that should yield to us
+/// none (a FreeBSD master keeps mastership on a tie, and we may yield to it later).
+#[test]
+fn a_vrrp_master_reannounces_over_a_lower_priority_master_only() {
+    let mut m = vrrp(200, false);
+    m.handle(T0, Event::LinkUp);
+    m.handle(ms(4000), Event::Timer);
+    assert_eq!(m.state(), State::MASTER);
+    let ours = Action::Advertise(Timing::Vrrp3 {
+        priority: 200,
+        interval_cs: 100,
+    });
+    assert_eq!(m.handle(ms(6000), vrrp_ad(0, 200)), vec![], "a tie we win");
+    assert_eq!(
+        m.handle(ms(8000), vrrp_ad(2, 100)),
+        vec![ours, Action::Announce]
+    );
+    assert_eq!(m.handle(ms(8500), vrrp_ad(2, 100)), vec![]);
+    // A stopping master is always answered with an advert.
+    assert_eq!(
+        m.handle(ms(8600), vrrp_ad(2, vrrp::PRIORITY_STOP)),
+        vec![ours]
+    );
+    assert_eq!(
+        m.handle(ms(10_000), vrrp_ad(2, vrrp::PRIORITY_STOP)),
+        vec![ours, Action::Announce]
+    );
+    assert_eq!(m.reannounced(), 2);
+}
+
+/// No parting advert without `advert_on_yield` (virtual MACs), nor on a tie.
+#[test]
+fn a_parting_advert_only_with_interface_macs_and_a_strictly_preferred_winner() {
+    for (configured, theirs, parting) in [(false, 0, false), (true, 0, true), (true, 50, false)] {
+        let mut m = Machine::new(Config {
+            advert_on_yield: configured,
+            ..*carp(50, false).config()
+        });
+        m.handle(T0, Event::LinkUp);
+        m.handle(ms(4000), Event::Timer);
+        // From 192.0.3.0, which wins a tie (ucarp's order).
+        let out = m.handle(
+            ms(6000),
+            Event::Advert(Advert {
+                src: Ipv4Addr::new(192, 0, 3, 0).into(),
+                timing: Timing::Carp {
+                    advbase: 1,
+                    advskew: theirs,
+                },
+                demote: 0,
+            }),
+        );
+        assert_eq!(m.state(), State::BACKUP);
+        assert_eq!(
+            out.iter().any(|a| matches!(a, Action::Advertise(_))),
+            parting,
+            "{configured} {theirs}: {out:?}"
+        );
+    }
+}
+
+/// A VIP that cannot be put back: the master leaves MASTER, and waits an advert interval
+/// longer than its master-down time before it may come back, so a backup takes over.
+/// Outside MASTER it changes nothing.
+#[test]
+fn a_lost_vip_makes_the_master_step_down() {
+    let mut m = carp(0, false);
+    m.handle(T0, Event::LinkUp);
+    assert_eq!(m.handle(ms(100), Event::VipLost), vec![]);
+    m.handle(ms(4000), Event::Timer);
+    assert_eq!(
+        m.handle(ms(5000), Event::VipLost),
+        vec![Action::Transition {
+            from: State::MASTER,
+            to: State::BACKUP,
+            reason: Reason::VipLost
+        }]
+    );
+    assert_eq!(
+        m.deadline(),
+        Some(ms(5000) + m.master_down_interval() + m.advert_interval())
+    );
 }
