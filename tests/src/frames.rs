@@ -3,7 +3,7 @@
 
 pub use carp_agent::frame::*;
 use carp_common::{vrrp, wire};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// A protocol-112 packet with a chosen VLAN and TTL, from `vhid`'s virtual MAC.
 pub fn proto112(src: IpAddr, vhid: u8, vlan: Option<u16>, ttl: u8, payload: &[u8]) -> Vec<u8> {
@@ -61,4 +61,26 @@ pub fn neighbor_solicit(sender_mac: [u8; 6], src: [u8; 16], target: [u8; 16]) ->
     let mut f = ethernet(mac, sender_mac, None, ETH_P_IPV6);
     f.extend(ipv6(src, group, 255, IPPROTO_ICMPV6, &ns));
     f
+}
+
+/// The largest VRRPv3 adverts a configuration allows for `vrid` (priority 100, every
+/// second): 255 IPv4 addresses from 192.0.2.`last`, and 90 IPv6 ones from fe80::`last`.
+pub fn largest_vrrp3(vrid: u8, last: u8) -> (Vec<u8>, Vec<u8>) {
+    let h = vrrp::Vrrp3Header {
+        vrid,
+        priority: 100,
+        count: 255,
+        max_adver_int: 100,
+    };
+    let addrs: Vec<[u8; 4]> = (0..255u32)
+        .map(|i| (0xc633_6400 + i).to_be_bytes())
+        .collect();
+    let v4 = vrrp_v4([192, 0, 2, last], &h, &addrs);
+    let src = IpAddr::from(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, last.into()));
+    let vips: Vec<IpAddr> = (0..90)
+        .map(|i| IpAddr::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 2, i)))
+        .collect();
+    let payload = vrrp_payload(src, group(src), h, &vips).expect("90 IPv6 addresses fit");
+    let v6 = advert(src, wire::virtual_mac_v6(vrid), None, &payload);
+    (v4, v6)
 }

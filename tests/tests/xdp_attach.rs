@@ -13,7 +13,6 @@ use carp_agent::{
 use carp_common::{
     State,
     maps::{Flags, VhidKey, XdpStats},
-    vrrp::Vrrp3Header,
     wire::{self, CarpHeader, IPPROTO_CARP},
 };
 use carp_tests::{
@@ -23,7 +22,7 @@ use carp_tests::{
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
     os::fd::AsRawFd as _,
     time::Duration,
 };
@@ -213,22 +212,7 @@ fn adverts_mostly_in_page_fragments_are_read_whole() {
     );
     dp.set_vhid(&VhidKey::new(ifindex(&b, "vb"), 0, VRID), &entry)
         .unwrap();
-    let h = Vrrp3Header {
-        vrid: VRID,
-        priority: 100,
-        count: 255,
-        max_adver_int: 100,
-    };
-    let addrs: Vec<[u8; 4]> = (0..255u32)
-        .map(|i| (0xc633_6400 + i).to_be_bytes())
-        .collect();
-    let v4 = frame::vrrp_v4([192, 0, 2, 1], &h, &addrs);
-    let src: IpAddr = "fe80::1".parse().unwrap();
-    let vips: Vec<IpAddr> = (0..90)
-        .map(|i| IpAddr::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 2, i)))
-        .collect();
-    let payload = frame::vrrp_payload(src, frame::group(src), h, &vips).unwrap();
-    let v6 = frame::advert(src, wire::virtual_mac_v6(VRID), None, &payload);
+    let (v4, v6) = frame::largest_vrrp3(VRID, 1);
     let padded: Vec<Vec<u8>> = [v4, v6]
         .into_iter()
         .map(|mut f| {

@@ -625,22 +625,7 @@ fn vrrp3_adverts_with_every_address_count(hook: Hook) {
 /// one word short.
 fn adverts_cut_short_are_dropped_as_truncated(hook: Hook) {
     let mut fx = Fixture::new(hook, State::BACKUP);
-    let h = Vrrp3Header {
-        vrid: VRID,
-        priority: 100,
-        count: 255,
-        max_adver_int: 100,
-    };
-    let addrs: Vec<[u8; 4]> = (0..255u32)
-        .map(|i| (0xc633_6400 + i).to_be_bytes())
-        .collect();
-    let v4 = frame::vrrp_v4([192, 0, 2, 2], &h, &addrs);
-    let src: IpAddr = "fe80::2".parse().unwrap();
-    let vips: Vec<IpAddr> = (0..90)
-        .map(|i| IpAddr::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 2, i)))
-        .collect();
-    let payload = frame::vrrp_payload(src, frame::group(src), h, &vips).unwrap();
-    let v6 = frame::advert(src, wire::virtual_mac_v6(VRID), None, &payload);
+    let (v4, v6) = frame::largest_vrrp3(VRID, 2);
     let carp = frame::carp(peer4(), &fx.advert(1, 0));
     for (name, f, l4) in [
         ("VRRPv3 IPv4", &v4, 34),
