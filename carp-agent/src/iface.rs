@@ -208,8 +208,12 @@ impl Iface {
             .set_vhid(&v.key(), &v.entry(self.link.mac, monotonic_ns()))
     }
 
-    /// Adds a VHID's entries: its own and its VIPs'.
+    /// Adds a VHID's entries: its keys, its own and its VIPs'. The keys first: the entry
+    /// makes the program verify adverts, with them.
     pub fn register(&mut self, v: &Vhid) -> Result<()> {
+        if let Some(keys) = v.keys() {
+            self.dp.set_keys(&v.key(), &keys)?;
+        }
         self.program(v)?;
         for (key, entry) in v.vip_entries() {
             self.dp.set_vip(&key, &entry)?;
@@ -221,6 +225,7 @@ impl Iface {
     /// point at it, not when they are a balanced group's, which its leader holds.
     pub fn unregister(&mut self, v: &Vhid) {
         let _ = self.dp.remove_vhid(&v.key());
+        let _ = self.dp.remove_keys(&v.key());
         for (key, _) in v.vip_entries() {
             let _ = self.dp.remove_vip(&key);
         }
