@@ -70,6 +70,16 @@ pub enum AuthMode {
     Strict,
 }
 
+impl std::fmt::Display for AuthMode {
+    /// As the configuration spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthMode::Bsd => "bsd",
+            AuthMode::Strict => "strict",
+        })
+    }
+}
+
 /// How far a strict advert's counter (the sender's clock) may be from ours: an advert
 /// captured longer ago is refused even by a receiver that has no record of its source.
 pub const STRICT_WINDOW_NS: u64 = 30 * 1_000_000_000;

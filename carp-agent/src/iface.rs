@@ -240,16 +240,22 @@ impl Iface {
             .set_vhid(&v.key(), &v.entry(self.link.mac, monotonic_ns()))
     }
 
-    /// Adds a VHID's entries: its own and its VIPs'. The maps hold as many as a valid
+    /// Adds a VHID's entries: its keys, its own and its VIPs'. The keys first: the entry
+    /// makes the program verify adverts, with them. The maps hold as many as a valid
     /// configuration has (`Config::validate` counts the VIPs per interface), so a write
     /// fails only when the kernel is out of memory: logged, as [`Iface::program`]'s are,
     /// for it cannot be undone once the VHID runs.
     pub fn register(&mut self, v: &Vhid) {
-        let written = self.program(v).and_then(|()| {
-            v.vip_entries()
-                .iter()
-                .try_for_each(|(key, entry)| self.dp.set_vip(key, entry))
-        });
+        let keys = v.keys();
+        let written = keys
+            .as_ref()
+            .map_or(Ok(()), |k| self.dp.set_keys(&v.key(), k))
+            .and_then(|()| self.program(v))
+            .and_then(|()| {
+                v.vip_entries()
+                    .iter()
+                    .try_for_each(|(key, entry)| self.dp.set_vip(key, entry))
+            });
         if let Err(e) = written {
             tracing::error!("vhid {}: writing the XDP maps failed: {e:#}", v.plan.vhid);
         }
@@ -259,6 +265,7 @@ impl Iface {
     /// point at it, not when they are a balanced group's, which its leader holds.
     pub fn unregister(&mut self, v: &Vhid) {
         let _ = self.dp.remove_vhid(&v.key());
+        let _ = self.dp.remove_keys(&v.key());
         for (key, _) in v.vip_entries() {
             let _ = self.dp.remove_vip(&key);
         }

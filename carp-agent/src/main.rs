@@ -48,7 +48,8 @@ Files:
   /run/carp/agent.sock     control socket of status, set-state, demote and reload
                            (/run/carp/NETNS.sock with [agent] netns = \"NETNS\")
   /sys/fs/bpf/carp/IFACE/  pinned maps for bpftool: CARP_VHIDS, CARP_VIPS, CARP_STATS, CARP_REPLAY,
-                           CARP_PEERS
+                           CARP_PEERS, CARP_BALANCE; and CARP_KEYS (0600), the HMAC pad
+                           states: password-equivalent, never paste a dump of it
                            (/sys/fs/bpf/carp/NETNS/IFACE/ with netns)
 
 Signals:

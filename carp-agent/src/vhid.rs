@@ -13,12 +13,13 @@ use crate::{
     hmac::{Auth, AuthMode, Counter, STRICT_WINDOW_NS},
     hooks,
     netlink::{Address, Link},
-    xdp::{advert_of, vhid_entry},
+    xdp::{advert_of, vhid_entry, vhid_keys},
 };
 use anyhow::{Context as _, Result};
 use carp_common::{
     maps::{
-        AdvertEvent, BalanceEntry, Flags, PREVIOUS_AUTH_NS, VhidEntry, VhidKey, VipEntry, VipKey,
+        AdvertEvent, BalanceEntry, Flags, PREVIOUS_AUTH_NS, VhidEntry, VhidKey, VhidKeys, VipEntry,
+        VipKey,
     },
     sha1::CounterHmac,
     vrrp, wire,
@@ -97,7 +98,7 @@ pub struct Vhid {
     /// VIPs (on lo) whose subnet the master routes over the interface.
     routed: Vec<(IpAddr, u8)>,
     /// The HMAC a reload replaced, and until when (CLOCK_MONOTONIC ns) the program still
-    /// accepts it: see [`carp_common::maps::VhidEntry::auth_previous`].
+    /// accepts it: see [`carp_common::maps::VhidKeys::auth_previous`].
     previous: Option<(CounterHmac, u64)>,
     n: Counters,
     since: Instant,
@@ -197,8 +198,8 @@ impl Vhid {
     }
 
     /// Whether `plan` can replace this VHID's in place (a reload keeps the state): the
-    /// same interface, number and protocol, MAC mode, peers, source and authentication mode
-    /// (a BSD counter means nothing to a strict peer). Anything else recreates the VHID.
+    /// same interface, number and protocol, MAC mode, peers, source and balanced group.
+    /// Anything else recreates the VHID.
     pub fn takes(&self, plan: &Plan) -> bool {
         let p = &self.plan;
         p.interface == plan.interface
@@ -207,15 +208,16 @@ impl Vhid {
             && p.mac == plan.mac
             && p.peers == plan.peers
             && p.src == plan.src
-            && p.auth == plan.auth
             && p.balance == plan.balance
     }
 
     /// Takes the settings of `fresh`, the same VHID made of its new plan (see
-    /// [`Vhid::takes`]), in place: election settings, VIPs, password, hooks and groups
-    /// change, state and timers stay. Returns the words for the log. A changed digest
-    /// (VIPs, password) keeps the old one accepted for [`PREVIOUS_AUTH_NS`] from `now_ns`,
-    /// so peers reloaded a little later still verify.
+    /// [`Vhid::takes`]), in place: election settings, VIPs, password, `auth`, hooks and
+    /// groups change, state and timers stay. Returns the words for the log. A changed
+    /// digest (VIPs, password, `auth`) keeps the old one accepted for [`PREVIOUS_AUTH_NS`]
+    /// from `now_ns`, so peers reloaded a little later still verify. A change of `auth`
+    /// starts the counter afresh: a BSD counter adopted from a peer may be anything, and
+    /// carried into strict mode it would put our clock out of the peers' window.
     pub fn reconfigure(&mut self, fresh: Vhid, now_ns: u64) -> String {
         let old = std::mem::replace(&mut self.plan, fresh.plan);
         self.machine.reconfigure(*fresh.machine.config());
@@ -224,6 +226,9 @@ impl Vhid {
             && kernel(&fresh.auth) != Some(old)
         {
             self.previous = Some((old, now_ns.saturating_add(PREVIOUS_AUTH_NS)));
+        }
+        if old.auth != self.plan.auth {
+            self.counter = Counter::default();
         }
         self.auth = fresh.auth;
         self.sources = fresh.sources;
@@ -248,25 +253,28 @@ impl Vhid {
 
     /// The election event an advert the XDP program verified carries, at `unix_ns`
     /// (CLOCK_REALTIME). A unicast group hears its peers only (keepalived's
-    /// `check_unicast_src`): an advert from anyone else is counted and ignored. BSD mode
-    /// adopts the counter (carp_input_c); strict mode ignores an advert whose counter, the
-    /// sender's clock, is further than [`STRICT_WINDOW_NS`] from ours: the program only
-    /// knows that it grows per source, which a receiver without a record of the source
-    /// (just started) cannot tell from a replay of an old capture.
+    /// `check_unicast_src`): an advert from anyone else is counted and ignored. A BSD
+    /// VHID adopts a BSD advert's counter (carp_input_c); a strict advert whose counter,
+    /// the sender's clock, is further than [`STRICT_WINDOW_NS`] from ours is ignored: the
+    /// program only knows that it grows per source, which a receiver without a record of
+    /// the source (just started) cannot tell from a replay of an old capture. The mode is
+    /// the advert's, not the VHID's: while a switch of `auth` rolls through the group, the
+    /// previous mode's digest verifies too.
     pub fn receive(&mut self, ev: &AdvertEvent, unix_ns: u64) -> Option<Event> {
         let (advert, counter) = advert_of(ev);
         if !self.plan.peers.is_empty() && !self.plan.peers.contains(&advert.src) {
             self.n.adverts_refused += 1;
             return None;
         }
-        if let Some(counter) = counter {
-            match self.plan.auth {
-                AuthMode::Bsd => self.counter.adopt(counter),
-                AuthMode::Strict if counter.abs_diff(unix_ns) > STRICT_WINDOW_NS => {
+        if let Some((counter, mode)) = counter {
+            match (mode, self.plan.auth) {
+                (AuthMode::Bsd, AuthMode::Bsd) => self.counter.adopt(counter),
+                (AuthMode::Bsd, AuthMode::Strict) => {}
+                (AuthMode::Strict, _) if counter.abs_diff(unix_ns) > STRICT_WINDOW_NS => {
                     self.n.adverts_stale += 1;
                     return None;
                 }
-                AuthMode::Strict => {}
+                (AuthMode::Strict, _) => {}
             }
         }
         self.n.adverts_received += 1;
@@ -411,11 +419,18 @@ impl Vhid {
         if state == State::MASTER {
             entry.master_until = self.lease_until(now_ns);
         }
-        if let Some((auth, until)) = self.previous {
-            entry.auth_previous = auth;
-            entry.previous_until = until;
-        }
         entry
+    }
+
+    /// The VHID's digest keys ([`carp_common::maps::KEYS`]), for CARP: the current HMACs
+    /// and the one a reload replaced, while it is accepted.
+    pub fn keys(&self) -> Option<VhidKeys> {
+        let mut keys = vhid_keys(self.auth.as_ref()?);
+        if let Some((auth, until)) = self.previous {
+            keys.auth_previous = auth;
+            keys.previous_until = until;
+        }
+        Some(keys)
     }
 
     /// When a MASTER lease written at `now_ns` runs out.
@@ -675,6 +690,9 @@ fn changes(old: &Plan, new: &Plan) -> String {
     if old.password != new.password {
         out.push("password".into());
     }
+    if old.auth != new.auth {
+        out.push(format!("auth {} -> {}", old.auth, new.auth));
+    }
     if old.groups != new.groups {
         out.push(format!("groups {:?} -> {:?}", old.groups, new.groups));
     }
@@ -704,6 +722,12 @@ mod tests {
 
     /// VHID `n` with the password "pw" and VIP 192.0.2.50 (in a balanced group if given).
     fn balanced(n: u8, auth: AuthMode, balance: Option<Balance>) -> Vhid {
+        let (plan, link, own) = parts(n, auth, balance);
+        Vhid::new(plan, &link, &[own], VipPlacement::Loopback, false).unwrap()
+    }
+
+    /// What [`balanced`] makes its VHID of: the plan, the link and its address.
+    fn parts(n: u8, auth: AuthMode, balance: Option<Balance>) -> (Plan, Link, Address) {
         let plan = Plan {
             interface: "eth0".into(),
             vhid: n,
@@ -724,7 +748,7 @@ mod tests {
             down_script: None,
             balance,
         };
-        Vhid::new(plan, &link(), &[own()], VipPlacement::Loopback, false).unwrap()
+        (plan, link(), own())
     }
 
     fn link() -> Link {
@@ -746,6 +770,13 @@ mod tests {
         }
     }
 
+    /// Applies the plan of VHID 1 in `auth` mode by a reload at `now_ns`.
+    fn switch(v: &mut Vhid, auth: AuthMode, now_ns: u64) {
+        let (plan, link, own) = parts(1, auth, None);
+        let fresh = Vhid::new(plan, &link, &[own], VipPlacement::Loopback, false).unwrap();
+        v.reconfigure(fresh, now_ns);
+    }
+
     fn advert(counter: u64) -> AdvertEvent {
         let mut ev = AdvertEvent {
             counter,
@@ -758,6 +789,14 @@ mod tests {
         };
         ev.src[..4].copy_from_slice(&[192, 0, 2, 2]);
         ev
+    }
+
+    /// An advert a strict digest verified.
+    fn strict(counter: u64) -> AdvertEvent {
+        AdvertEvent {
+            strict: 1,
+            ..advert(counter)
+        }
     }
 
     fn counter_of(out: &[Outgoing]) -> u64 {
@@ -773,9 +812,9 @@ mod tests {
     #[test]
     fn strict_adverts_far_from_our_clock_are_ignored() {
         let mut v = vhid(AuthMode::Strict);
-        assert_eq!(v.receive(&advert(NOW - 31 * SECOND), NOW), None);
-        assert_eq!(v.receive(&advert(NOW + 31 * SECOND), NOW), None);
-        assert!(v.receive(&advert(NOW - 29 * SECOND), NOW).is_some());
+        assert_eq!(v.receive(&strict(NOW - 31 * SECOND), NOW), None);
+        assert_eq!(v.receive(&strict(NOW + 31 * SECOND), NOW), None);
+        assert!(v.receive(&strict(NOW - 29 * SECOND), NOW).is_some());
         let row = v.status(0);
         assert_eq!((row.adverts_stale, row.adverts_received), (2, 1));
         assert_eq!(row.auth, AuthMode::Strict);
@@ -794,6 +833,44 @@ mod tests {
         assert_eq!(v.status(0).adverts_stale, 0);
         let timing = v.machine.advertised();
         assert_eq!(counter_of(&v.adverts(timing, NOW, || 99)), 6);
+    }
+
+    /// A switch of `auth` applies in place, as a password change: the other mode's digest
+    /// stays accepted for [`PREVIOUS_AUTH_NS`], and adverts it verifies are heard by their
+    /// own mode's rules while the switch rolls through the group. The counter starts
+    /// afresh: one adopted from a BSD peer would put a strict one off the peers' clocks.
+    #[test]
+    fn an_auth_switch_keeps_the_other_modes_digest_for_a_while() {
+        let mut v = vhid(AuthMode::Bsd);
+        assert!(v.receive(&advert(u64::MAX - 7), NOW).is_some());
+        let bsd = v.keys().unwrap();
+        assert!(!bsd.auth.is_strict());
+        assert!(v.takes(&parts(1, AuthMode::Strict, None).0));
+        switch(&mut v, AuthMode::Strict, 10);
+        let keys = v.keys().unwrap();
+        assert!(keys.auth.is_strict());
+        assert_eq!(
+            (keys.auth_previous, keys.previous_until),
+            (bsd.auth, 10 + PREVIOUS_AUTH_NS)
+        );
+        let timing = v.machine.advertised();
+        assert_eq!(counter_of(&v.adverts(timing, NOW, || 0)), NOW);
+        // A backup not yet switched: heard, its counter not adopted.
+        assert!(v.receive(&advert(3), NOW).is_some());
+        assert_eq!(counter_of(&v.adverts(timing, NOW, || 0)), NOW + 1);
+        assert_eq!(v.receive(&strict(NOW + 31 * SECOND), NOW), None);
+        // And back: the strict digest stays accepted, a strict peer's clock still checked.
+        switch(&mut v, AuthMode::Bsd, 20);
+        let keys = v.keys().unwrap();
+        assert!(!keys.auth.is_strict() && keys.auth_previous.is_strict());
+        assert!(v.receive(&strict(NOW), NOW).is_some());
+        assert_eq!(v.receive(&strict(NOW - 31 * SECOND), NOW), None);
+        assert_eq!(counter_of(&v.adverts(timing, NOW, || 99)), 99);
+        let row = v.status(0);
+        assert_eq!(
+            (row.auth, row.adverts_stale, row.adverts_received),
+            (AuthMode::Bsd, 2, 3)
+        );
     }
 
     /// An OpenBSD host of a `balancing ip` group (`carpnodes 1:0,2:0,3:0`) verifies our

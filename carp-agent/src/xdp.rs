@@ -20,11 +20,15 @@ use aya_log::EbpfLogger;
 use carp_common::{
     Protocol, State,
     maps::{
-        self, AdvertEvent, BalanceEntry, Flags, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats,
+        self, AdvertEvent, BalanceEntry, Flags, VhidEntry, VhidKey, VhidKeys, VipEntry, VipKey,
+        XdpStats,
     },
     wire,
 };
-use std::path::{Path, PathBuf};
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+};
 
 /// The compiled XDP object, built by build.rs.
 pub static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/carp"));
@@ -44,15 +48,20 @@ fn is_bpffs(path: &Path) -> bool {
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }
 
-/// Maps pinned for inspection.
-const PINNED: [&str; 6] = [
+/// Maps pinned for inspection, and [`maps::KEYS`], pinned 0600 (see [`DataPlane::pin`]).
+const PINNED: [&str; 7] = [
     maps::STATS,
     maps::VHIDS,
     maps::VIPS,
     maps::REPLAY,
     maps::PEERS,
     maps::BALANCE,
+    maps::KEYS,
 ];
+
+/// The mode of [`maps::KEYS`]'s pin: root's alone. The kernel pins with 0600 less the
+/// umask (bpf_obj_do_pin), never more; this states it rather than trusting the umask.
+const KEYS_PIN_MODE: u32 = 0o600;
 
 /// One loaded instance of the program with its own maps.
 pub struct DataPlane {
@@ -67,8 +76,8 @@ fn verified(name: &str, load: Result<(), ProgramError>) -> Result<()> {
     Ok(())
 }
 
-/// The map entry for a VHID: protocol, state, MACs and, for CARP, what the program needs
-/// to verify digests (the prepared HMAC, never the password).
+/// The map entry for a VHID: protocol, state and MACs, and for CARP whether `auth` has
+/// OpenBSD's variant to verify too (its keys go to [`maps::KEYS`]: [`vhid_keys`]).
 pub fn vhid_entry(
     protocol: Protocol,
     state: State,
@@ -85,26 +94,36 @@ pub fn vhid_entry(
         if_mac,
         ..VhidEntry::default()
     };
-    if let Some(auth) = auth {
-        entry.auth = auth.kernel();
-        entry.flags.strict = auth.mode() == AuthMode::Strict;
-        if let Some(nov6ll) = auth.kernel_nov6ll() {
-            entry.auth_nov6ll = nov6ll;
-            entry.flags.nov6ll = true;
-        }
-    }
+    entry.flags.nov6ll = auth.is_some_and(|a| a.kernel_nov6ll().is_some());
     entry
 }
 
-/// What an advert the program handed over tells the election, and for CARP the counter to
-/// adopt (carp_input_c). The program verified the digest (or VRRP's checksum) already.
-pub fn advert_of(ev: &AdvertEvent) -> (Advert, Option<u64>) {
+/// What the program verifies a CARP VHID's digests with: the prepared HMACs, never the
+/// password (but as good as it).
+pub fn vhid_keys(auth: &Auth) -> VhidKeys {
+    VhidKeys {
+        auth: auth.kernel(),
+        auth_nov6ll: auth.kernel_nov6ll().unwrap_or_default(),
+        ..VhidKeys::default()
+    }
+}
+
+/// What an advert the program handed over tells the election, and for CARP its counter
+/// with the mode of the digest that verified it (a strict counter is the sender's clock;
+/// a BSD one is adopted, carp_input_c). The program verified the digest (or VRRP's
+/// checksum) already.
+pub fn advert_of(ev: &AdvertEvent) -> (Advert, Option<(u64, AuthMode)>) {
     let (timing, counter) = if ev.version == wire::VERSION {
         let timing = Timing::Carp {
             advbase: ev.advbase,
             advskew: ev.advskew,
         };
-        (timing, Some(ev.counter))
+        let mode = if ev.strict != 0 {
+            AuthMode::Strict
+        } else {
+            AuthMode::Bsd
+        };
+        (timing, Some((ev.counter, mode)))
     } else {
         let timing = Timing::Vrrp3 {
             priority: ev.priority,
@@ -234,6 +253,9 @@ impl DataPlane {
                 .pin(&path)
                 .with_context(|| format!("pinning {}", path.display()))?;
         }
+        let keys = dir.join(maps::KEYS);
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(KEYS_PIN_MODE))
+            .with_context(|| format!("making {} root-only", keys.display()))?;
         Ok(())
     }
 
@@ -304,6 +326,18 @@ impl DataPlane {
 
     pub fn remove_vhid(&mut self, key: &VhidKey) -> Result<()> {
         self.hash_map::<VhidKey, VhidEntry>(maps::VHIDS)?
+            .remove(key)?;
+        Ok(())
+    }
+
+    pub fn set_keys(&mut self, key: &VhidKey, keys: &VhidKeys) -> Result<()> {
+        self.hash_map::<VhidKey, VhidKeys>(maps::KEYS)?
+            .insert(key, keys, 0)?;
+        Ok(())
+    }
+
+    pub fn remove_keys(&mut self, key: &VhidKey) -> Result<()> {
+        self.hash_map::<VhidKey, VhidKeys>(maps::KEYS)?
             .remove(key)?;
         Ok(())
     }

@@ -6,8 +6,14 @@ use crate::{Protocol, State, sha1::CounterHmac};
 
 /// Per-CPU counters of the XDP program (one entry, index 0): [`XdpStats`].
 pub const STATS: &str = "CARP_STATS";
-/// Configured VHIDs: [`VhidKey`] → [`VhidEntry`], written by the agent.
+/// Configured VHIDs: [`VhidKey`] → [`VhidEntry`], written by the agent. No key material:
+/// operators dump it to see state.
 pub const VHIDS: &str = "CARP_VHIDS";
+/// The digest keys of each CARP VHID: [`VhidKey`] → [`VhidKeys`], written by the agent
+/// when a VHID starts or a reload changes it. Password-equivalent (anyone with its pad
+/// states can sign adverts), so kept apart from the state operators dump, and its pin is
+/// made 0600 whatever the umask.
+pub const KEYS: &str = "CARP_KEYS";
 /// Virtual addresses: [`VipKey`] → [`VipEntry`], written by the agent.
 pub const VIPS: &str = "CARP_VIPS";
 /// Last advert handed to the agent per VHID: [`VhidKey`] → [`ReplayEntry`], written by the
@@ -57,17 +63,15 @@ pub struct Flags {
     /// set"), for CARP when the host forwards IPv6 (OpenBSD's carp_send_na; FreeBSD's
     /// nd6_ns_input does so for solicited NAs, its carp_send_na never).
     pub router: bool,
-    /// The VHID has IPv6 link-local VIPs: digests without them (OpenBSD's) verify too.
+    /// The VHID has IPv6 link-local VIPs: digests without them (OpenBSD's) verify too
+    /// ([`VhidKeys::auth_nov6ll`]).
     pub nov6ll: bool,
-    /// Strict authentication ([`crate::wire::auth`]): the digest covers the whole header
-    /// and the source, and each source's counter must grow ([`super::PEERS`]).
-    pub strict: bool,
     /// The leader of a balanced group ([`BalanceEntry`]): ARP replies and NAs carry the
     /// group's multicast MAC as the link-layer address but leave from the interface's own
     /// MAC, as a multicast source MAC is invalid (OpenBSD carp_iamatch sets `ether_shost`
     /// to the parent's address in `balancing ip`).
     pub balanced: bool,
-    pub _spare: [u8; 4],
+    pub _spare: [u8; 5],
 }
 
 #[repr(C)]
@@ -99,14 +103,23 @@ pub struct VhidEntry {
     /// frozen agent cannot withdraw the program's answers; its lease runs out first, so
     /// the host goes quiet before a backup becomes master.
     pub master_until: u64,
-    /// CARP: the HMAC over the constant prefix (version, type, vhid, VIPs) prepared for
-    /// any counter, from the pad states (the key never enters the kernel).
+}
+
+/// What the program verifies a CARP VHID's digests with ([`KEYS`]): HMACs prepared from
+/// the password's pad states (the password never enters the kernel, but the pad states
+/// are as good as it). Each says by its `suffix_len` whether it is strict
+/// ([`CounterHmac::is_strict`]), so during a switch of `auth` either mode verifies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VhidKeys {
+    /// The HMAC over the constant prefix (version, type, vhid, VIPs) prepared for any
+    /// counter.
     pub auth: CounterHmac,
     /// With [`Flags::nov6ll`]: the same over the VIPs without IPv6 link-local ones, the
     /// digest OpenBSD sends (carp_prepare_ad uses `HMAC_NOV6LL`; carp_hmac_verify accepts
     /// either).
     pub auth_nov6ll: CounterHmac,
-    /// The HMAC before a reload changed the VIPs or the password, accepted until
+    /// The HMAC before a reload changed the VIPs, the password or `auth`, accepted until
     /// `previous_until` (`bpf_ktime_get_ns` time): peers reloaded a little later still
     /// verify meanwhile, so a rolling change does not make a backup take over.
     pub auth_previous: CounterHmac,
@@ -114,7 +127,8 @@ pub struct VhidEntry {
     pub previous_until: u64,
 }
 
-/// How long a reload keeps accepting the digests of the VIPs and password it replaced.
+/// How long a reload keeps accepting the digests of the VIPs, password and `auth` mode it
+/// replaced.
 pub const PREVIOUS_AUTH_NS: u64 = 300 * 1_000_000_000;
 
 impl VhidKey {
@@ -137,11 +151,6 @@ impl Default for VhidEntry {
             mac: [0; 6],
             if_mac: [0; 6],
             master_until: 0,
-            auth: CounterHmac::default(),
-            auth_nov6ll: CounterHmac::default(),
-            auth_previous: CounterHmac::default(),
-            _pad_previous: [0; 4],
-            previous_until: 0,
         }
     }
 }
@@ -282,7 +291,9 @@ pub struct AdvertEvent {
     pub version: u8,
     /// 4 or 6.
     pub family: u8,
-    pub _pad: u8,
+    /// CARP: 1 when a strict digest verified it ([`CounterHmac::is_strict`]), so the
+    /// counter is the sender's clock; 0 for a BSD one.
+    pub strict: u8,
     pub advbase: u8,
     pub advskew: u8,
     /// Byte 4 of a CARP advert: OpenBSD's demotion count, 0 from FreeBSD and ucarp.
@@ -432,6 +443,7 @@ mod pod {
     // (2 or 3) and the flags (`bool`s, 0 or 1). The agent is the map's only writer and never
     // reads an entry back: bytes only go from a valid value into the kernel.
     unsafe impl aya::Pod for super::VhidEntry {}
+    unsafe impl aya::Pod for super::VhidKeys {}
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::VipEntry {}
     unsafe impl aya::Pod for super::ReplayEntry {}
@@ -451,10 +463,8 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<VhidKey>(), 8);
         assert_eq!(size_of::<Flags>(), 10);
-        assert_eq!(
-            size_of::<VhidEntry>(),
-            1 + 1 + 10 + 6 + 6 + 8 + 3 * (40 + 128 + 4) + 4 + 8
-        );
+        assert_eq!(size_of::<VhidEntry>(), 1 + 1 + 10 + 6 + 6 + 8);
+        assert_eq!(size_of::<VhidKeys>(), 3 * (40 + 128 + 4) + 4 + 8);
         assert_eq!(size_of::<VipKey>(), 24);
         assert_eq!(size_of::<VipEntry>(), 4);
         assert_eq!(size_of::<ReplayEntry>(), 40);

@@ -261,6 +261,13 @@ impl CounterHmac {
         })
     }
 
+    /// Whether it verifies strict digests, which cover the whole header and the source
+    /// and carry the sender's clock as the counter ([`auth::STRICT_SUFFIX`] bytes).
+    #[inline(always)]
+    pub fn is_strict(&self) -> bool {
+        self.suffix_len == auth::STRICT_SUFFIX
+    }
+
     /// The digest over the first `suffix_len` bytes of `suffix`, computed in `work` (the
     /// XDP program's scratch memory).
     #[inline(always)]
@@ -343,6 +350,7 @@ mod tests {
             for (suffix_len, one_block_below) in [(auth::BSD_SUFFIX, 48), (auth::STRICT_SUFFIX, 28)]
             {
                 let prepared = CounterHmac::new(b"love", &prefix, suffix_len).unwrap();
+                assert_eq!(prepared.is_strict(), suffix_len == auth::STRICT_SUFFIX);
                 assert_eq!(
                     prepared.block_count,
                     if len % 64 < one_block_below { 1 } else { 2 },

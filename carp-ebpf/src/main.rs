@@ -35,8 +35,8 @@ use carp_common::{
     },
     maps::{
         AdvertEvent, EVENTS_BYTES, LOG_BURST, LOG_INTERVAL_NS, MAX_PEERS, MAX_VHIDS, MAX_VIPS,
-        PeerEntry, PeerKey, ReplayEntry, VhidEntry, VhidKey, VipEntry, VipKey, XdpStats, answers,
-        ip_addr, repeat_gap_ns,
+        PeerEntry, PeerKey, ReplayEntry, VhidEntry, VhidKey, VhidKeys, VipEntry, VipKey, XdpStats,
+        answers, ip_addr, repeat_gap_ns,
     },
     sha1, vrrp, wire,
 };
@@ -51,6 +51,8 @@ const MAX_ADVERT: usize = vrrp::MAX_PAYLOAD;
 static CARP_STATS: PerCpuArray<XdpStats, 1> = PerCpuArray::new();
 #[btf_map]
 static CARP_VHIDS: HashMap<VhidKey, VhidEntry, MAX_VHIDS> = HashMap::new();
+#[btf_map]
+static CARP_KEYS: HashMap<VhidKey, VhidKeys, MAX_VHIDS> = HashMap::new();
 #[btf_map]
 static CARP_VIPS: HashMap<VipKey, VipEntry, MAX_VIPS> = HashMap::new();
 #[btf_map]
@@ -652,15 +654,30 @@ fn carp_advert(
         &s.ip.src,
     );
     let now = now();
-    if !same(&entry.auth.digest(&s.suffix, &mut s.sha1), digest)
-        && (!entry.flags.nov6ll || !same(&entry.auth_nov6ll.digest(&s.suffix, &mut s.sha1), digest))
-        && (now >= entry.previous_until
-            || !same(&entry.auth_previous.digest(&s.suffix, &mut s.sha1), digest))
-    {
+    // The pads live in a map of their own, out of the state operators dump (one more
+    // lookup per advert).
+    let Some(keys) = CARP_KEYS.get_ptr(key) else {
         count_logged!(bad_hmac, &s.ip, key.vhid);
         return Some(());
-    }
-    if entry.flags.strict {
+    };
+    // SAFETY: map values stay valid for the whole program run.
+    let keys = unsafe { &*keys };
+    // The digest that verifies says the mode: after a reload switched `auth`, the
+    // previous one is the other mode's.
+    let strict = if same(&keys.auth.digest(&s.suffix, &mut s.sha1), digest) {
+        keys.auth.is_strict()
+    } else if entry.flags.nov6ll && same(&keys.auth_nov6ll.digest(&s.suffix, &mut s.sha1), digest) {
+        keys.auth_nov6ll.is_strict()
+    } else if now < keys.previous_until
+        && same(&keys.auth_previous.digest(&s.suffix, &mut s.sha1), digest)
+    {
+        keys.auth_previous.is_strict()
+    } else {
+        count_logged!(bad_hmac, &s.ip, key.vhid);
+        return Some(());
+    };
+    if strict {
+        s.event.strict = 1;
         return strict_counter(key, s);
     }
     let fresh = &mut s.replay;

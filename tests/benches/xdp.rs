@@ -9,7 +9,7 @@
 use aya::programs::{TestRun as _, TestRunOptions};
 use carp_agent::{
     hmac::{Auth, AuthMode},
-    xdp::{DataPlane, vhid_entry},
+    xdp::{DataPlane, vhid_entry, vhid_keys},
 };
 use carp_common::{
     Protocol, State,
@@ -41,6 +41,7 @@ fn main() {
         Some(&auth),
     );
     vhid.master_until = u64::MAX;
+    dp.set_keys(&key, &vhid_keys(&auth)).unwrap();
     dp.set_vhid(&key, &vhid).unwrap();
     let entry = VipEntry {
         vhid: 1,
@@ -70,8 +71,11 @@ fn main() {
     };
     let (auth16, entry16) = many(2, 16);
     let (auth12, entry12) = many(3, 12);
-    dp.set_vhid(&VhidKey::new(LO, 0, 2), &entry16).unwrap();
-    dp.set_vhid(&VhidKey::new(LO, 0, 3), &entry12).unwrap();
+    for (n, auth, entry) in [(2, &auth16, &entry16), (3, &auth12, &entry12)] {
+        let key = VhidKey::new(LO, 0, n);
+        dp.set_keys(&key, &vhid_keys(auth)).unwrap();
+        dp.set_vhid(&key, entry).unwrap();
+    }
     // VHID 4: VHID 1's VIPs under strict authentication (28 suffix bytes, a counter check).
     let vips = [vip4.into(), vip6.into()];
     let strict = Auth::with_mode(b"testpass", 4, &vips, AuthMode::Strict).unwrap();
@@ -83,6 +87,8 @@ fn main() {
         vmac,
         Some(&strict),
     );
+    dp.set_keys(&VhidKey::new(LO, 0, 4), &vhid_keys(&strict))
+        .unwrap();
     dp.set_vhid(&VhidKey::new(LO, 0, 4), &entry4).unwrap();
     // A balanced group led by VHID 5 (three VHIDs), this host MASTER of the first: TCP
     // to the VIP from a source whose flow is ours, and from one whose flow is not. Kept

@@ -11,9 +11,8 @@ impl Drop for Pins {
     }
 }
 
-/// `bpftool -j map dump` of a pinned map, parsed: the entries' keys and values as the BTF
-/// names them (for a per-CPU map, the values summed over the CPUs).
-pub fn dump(pin: &std::path::Path) -> Vec<(serde_json::Value, serde_json::Value)> {
+/// `bpftool -j map dump` of a pinned map: one JSON object per entry.
+fn entries(pin: &std::path::Path) -> Vec<serde_json::Value> {
     let out = Command::new("bpftool")
         .args(["-j", "map", "dump", "pinned"])
         .arg(pin)
@@ -21,11 +20,42 @@ pub fn dump(pin: &std::path::Path) -> Vec<(serde_json::Value, serde_json::Value)
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{}: {}",
+        pin.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let entries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    entries
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The bytes bpftool shows of a pinned map: each entry's key and value (each CPU's, for a
+/// per-CPU map), as the kernel holds them.
+pub fn raw(pin: &std::path::Path) -> Vec<Vec<u8>> {
+    let bytes = |v: &serde_json::Value| -> Vec<u8> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect()
+    };
+    let mut out = Vec::new();
+    for e in entries(pin) {
+        out.push(bytes(&e["key"]));
+        match e.get("values") {
+            Some(cpus) => {
+                for cpu in cpus.as_array().unwrap() {
+                    out.push(bytes(&cpu["value"]));
+                }
+            }
+            None => out.push(bytes(&e["value"])),
+        }
+    }
+    out
+}
+
+/// `bpftool -j map dump` of a pinned map, parsed: the entries' keys and values as the BTF
+/// names them (for a per-CPU map, the values summed over the CPUs).
+pub fn dump(pin: &std::path::Path) -> Vec<(serde_json::Value, serde_json::Value)> {
+    entries(pin)
         .into_iter()
         .map(|e| {
             let f = &e["formatted"];

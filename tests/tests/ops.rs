@@ -223,7 +223,7 @@ fn netns_setting_runs_the_agent_in_its_namespace() {
     );
     let pinned = |pins: &Pins, map: &str| {
         let pin = std::path::Path::new(&pins.0).join("eth0").join(map);
-        // The dump shows HMAC pad states, as good as the password for forging adverts.
+        // Root's alone, as every pin (the HMAC pads are in CARP_KEYS: tests/tests/keys.rs).
         let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&pin).unwrap());
         assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", pin.display());
         dump(&pin)
@@ -243,7 +243,7 @@ fn netns_setting_runs_the_agent_in_its_namespace() {
                 &flags["vmac"],
                 &flags["router"],
                 &flags["nov6ll"],
-                &flags["strict"]
+                &flags["balanced"]
             ],
             [false, true, false, false, false],
             "{value}"

@@ -11,7 +11,7 @@ use aya::{
 };
 use carp_agent::{
     hmac::{Auth, AuthMode},
-    xdp::{DataPlane, parse_event, vhid_entry},
+    xdp::{DataPlane, parse_event, vhid_entry, vhid_keys},
 };
 use carp_common::{
     Protocol, State,
@@ -103,8 +103,11 @@ impl Fixture {
         let vmac = wire::virtual_mac(VHID);
         let mut entry = vhid_entry(Protocol::CARP, st, fl, vmac, IF_MAC, Some(&self.auth));
         entry.master_until = master_until;
-        self.dp.set_vhid(&key(VHID, 0), &entry).unwrap();
-        self.dp.set_vhid(&key(VHID, 7), &entry).unwrap();
+        let keys = vhid_keys(&self.auth);
+        for vlan in [0, 7] {
+            self.dp.set_keys(&key(VHID, vlan), &keys).unwrap();
+            self.dp.set_vhid(&key(VHID, vlan), &entry).unwrap();
+        }
         let v = VipEntry {
             vhid: VHID,
             _pad: [0; 3],
@@ -548,19 +551,58 @@ fn the_replaced_digest_verifies_for_a_while(hook: Hook) {
         (now + 60_000_000_000, window, only(|s| s.adverts = 1)),
         (now - 1, expired, only(|s| s.bad_hmac = 1)),
     ] {
-        let mut entry = vhid_entry(
-            Protocol::CARP,
-            State::BACKUP,
-            Flags::default(),
-            wire::virtual_mac(VHID),
-            IF_MAC,
-            Some(&fx.auth),
-        );
-        entry.auth_previous = old.kernel();
-        entry.previous_until = until;
-        fx.dp.set_vhid(&key(VHID, 0), &entry).unwrap();
+        let mut keys = vhid_keys(&fx.auth);
+        keys.auth_previous = old.kernel();
+        keys.previous_until = until;
+        fx.dp.set_keys(&key(VHID, 0), &keys).unwrap();
         let f = frame::carp(peer4(), &header);
         assert_eq!(fx.run_counted(&f), (XDP_DROP, counted));
+    }
+}
+
+/// During a switch of `auth` the digest of the mode it replaced verifies, by that mode's
+/// rules: a BSD advert through a strict VHID's previous key takes the BSD path (any
+/// counter, the event says BSD), a strict one through a BSD VHID's previous key the
+/// strict one (its counter must grow, the event says strict).
+fn the_other_modes_digest_verifies_by_its_own_rules_during_a_switch(hook: Hook) {
+    let vips = [vip4().into(), vip6().into()];
+    let bsd = Auth::new(PASSWORD, VHID, &vips).unwrap();
+    let strict = Auth::with_mode(PASSWORD, VHID, &vips, AuthMode::Strict).unwrap();
+    let signed = |auth: &Auth, counter: u64| {
+        let mut h = CarpHeader {
+            vhid: VHID,
+            advskew: 0,
+            demote: 0,
+            advbase: 1,
+            counter,
+            digest: [0; wire::DIGEST_LEN],
+        };
+        h.digest = auth.sign_header(&h, peer4());
+        h
+    };
+    let passed = (XDP_DROP, only(|s| s.adverts = 1));
+    let t = 1_800_000_000_000_000_000;
+    for (current, previous) in [(&strict, &bsd), (&bsd, &strict)] {
+        let mut fx = Fixture::new(hook, State::BACKUP);
+        let mut keys = vhid_keys(current);
+        keys.auth_previous = previous.kernel();
+        keys.previous_until = u64::MAX;
+        fx.dp.set_keys(&key(VHID, 0), &keys).unwrap();
+        // A BSD counter below the strict one recorded: not a replay.
+        for (auth, counter, was_strict) in [(&strict, t, 1), (&bsd, 5, 0), (&strict, t + 1, 1)] {
+            let f = frame::carp(peer4(), &signed(auth, counter));
+            assert_eq!(fx.run_counted(&f), passed, "{:?}", auth.mode());
+            let ev = fx.next_event().unwrap();
+            assert_eq!((ev.counter, ev.strict), (counter, was_strict));
+        }
+        let replayed = frame::carp(peer4(), &signed(&strict, t + 1));
+        assert_eq!(
+            fx.run_counted(&replayed),
+            (XDP_DROP, only(|s| s.old_counter = 1))
+        );
+        fx.dp.set_keys(&key(VHID, 0), &vhid_keys(current)).unwrap();
+        let other = frame::carp(peer4(), &signed(previous, t + 2));
+        assert_eq!(fx.run_counted(&other), (XDP_DROP, only(|s| s.bad_hmac = 1)));
     }
 }
 
@@ -1012,6 +1054,7 @@ on_both_hooks!(
     vrrp3_adverts,
     both_openbsd_hmac_variants_verify,
     the_replaced_digest_verifies_for_a_while,
+    the_other_modes_digest_verifies_by_its_own_rules_during_a_switch,
     vrrp3_adverts_with_every_address_count,
     adverts_cut_short_are_dropped_as_truncated,
     frames_to_the_ipv6_vrrp_mac_are_ours_while_master,

@@ -7,8 +7,9 @@
 //!   It decides nothing.
 //! - **State.** The agent owns the election: one `election::Machine` per VHID, inside
 //!   `vhid::Vhid`, which also turns events into what to send and what to write. It writes
-//!   each VHID's state and lease into `CARP_VHIDS` (its VIPs point there); the program
-//!   owns `CARP_STATS` and `CARP_REPLAY`.
+//!   each VHID's state and lease into `CARP_VHIDS` (its VIPs point there), and its
+//!   digest keys, apart, into `CARP_KEYS`; the program owns `CARP_STATS` and
+//!   `CARP_REPLAY`.
 //! - **Clocks.** Machines run on the agent's monotonic time since start; leases in the
 //!   maps are CLOCK_MONOTONIC nanoseconds, the program's `bpf_ktime_get_ns`, renewed by
 //!   every advert sent, so a frozen agent's host goes quiet before a backup takes over.
