@@ -200,6 +200,11 @@ pub struct VhidStatus {
     /// Of those, ones not sent because one went out less than an advert interval before.
     #[serde(default)]
     pub reannounce_limited: u64,
+    /// Left MASTER (`state` says for what) and still answering the VIPs, until the
+    /// arriving master is heard or a master-down time passes: a make-before-break
+    /// handover (shutdown, `set-state backup`, yielding to a preferred master).
+    #[serde(default)]
+    pub handing_over: bool,
     /// Why a VHID is in INIT without running: what it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,

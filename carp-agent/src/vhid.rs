@@ -398,7 +398,10 @@ impl Vhid {
     }
 
     /// The VHID's map entry at `now_ns` (CLOCK_MONOTONIC): a MASTER's lease runs for
-    /// [`Machine::lease`] from now, so each advert sent renews it.
+    /// [`Machine::lease`] from now, so each advert sent renews it. A VHID handing over
+    /// after leaving MASTER (see [`Machine::answering`]) is still MASTER to the program,
+    /// for [`Machine::handover_bound`] from when it left: the entry is written then, and
+    /// again when the handover ends.
     pub fn entry(&self, if_mac: [u8; 6], now_ns: u64) -> VhidEntry {
         let flags = Flags {
             unicast: !self.plan.peers.is_empty(),
@@ -407,7 +410,10 @@ impl Vhid {
             balanced: self.plan.balance.is_some(),
             ..Flags::default()
         };
-        let state = self.state();
+        let state = match self.machine.answering() {
+            true => State::MASTER,
+            false => self.state(),
+        };
         let mut entry = vhid_entry(
             self.plan.protocol(),
             state,
@@ -416,8 +422,11 @@ impl Vhid {
             if_mac,
             self.auth.as_ref(),
         );
-        if state == State::MASTER {
+        if self.state() == State::MASTER {
             entry.master_until = self.lease_until(now_ns);
+        } else if state == State::MASTER {
+            let bound = self.machine.handover_bound().as_nanos();
+            entry.master_until = now_ns.saturating_add(u64::try_from(bound).unwrap_or(u64::MAX));
         }
         entry
     }
@@ -489,10 +498,10 @@ impl Vhid {
         &self.routed
     }
 
-    /// Whether the VIPs are placed now: a MASTER's, or a balanced group's leader's while
-    /// the agent runs.
+    /// Whether the VIPs are placed now: a MASTER's (or one handing over), or a balanced
+    /// group's leader's while the agent runs.
     fn holds_vips(&self) -> bool {
-        (self.vips_follow_state() && self.state() == State::MASTER) || self.holds_group_vips()
+        (self.vips_follow_state() && self.machine.answering()) || self.holds_group_vips()
     }
 
     /// Upkeep: what to put back after `removed`, so that the VIPs this VHID holds stay
@@ -590,6 +599,7 @@ impl Vhid {
             vips_restored: self.n.vips_restored,
             reannounced: self.machine.reannounced(),
             reannounce_limited: self.machine.reannounce_limited(),
+            handing_over: self.state() != State::MASTER && self.machine.answering(),
             ..settings(&self.plan, self.machine.advertised(), demotion)
         }
     }

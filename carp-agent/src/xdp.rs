@@ -425,6 +425,7 @@ mod tests {
                 local_other: None,
                 shared_source: false,
                 advert_on_yield: false,
+                hand_over: true,
             });
             let now = std::time::Duration::from_millis(at);
             for event in [Event::Advert(advert), Event::LinkUp, Event::Advert(advert), Event::Timer] {

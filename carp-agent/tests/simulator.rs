@@ -207,6 +207,9 @@ impl Sim {
                 }
                 Action::Advertise(timing) => self.send(i, timing),
                 Action::Announce => self.announced.push((self.now, i)),
+                // The properties are about states; answering after leaving MASTER is the
+                // handover's, tested in election's tests and tests/tests/handover.rs.
+                Action::Withdraw => {}
             }
         }
     }

@@ -1,6 +1,6 @@
 //! A continuous ping to a VIP from a client namespace (`ping -D -i 0.01`, 100 probes a
-//! second) that records every reply, so the longest silence, the failover gap, can be
-//! read afterwards.
+//! second, or faster) that records every reply, so the longest silence, the failover gap,
+//! and the probes that got no answer can be read afterwards.
 
 use crate::netns::Netns;
 use anyhow::{Context as _, Result};
@@ -13,7 +13,8 @@ use std::{
 
 pub struct Probe {
     child: Child,
-    replies: Arc<Mutex<Vec<f64>>>,
+    /// Each reply's time and icmp_seq.
+    replies: Arc<Mutex<Vec<(f64, u64)>>>,
     /// When it started, in ping's clock (seconds since the epoch).
     started: f64,
 }
@@ -34,12 +35,22 @@ impl Probe {
     /// Like [`Probe::start`], from source address `src` (`ping -I`): one flow of a
     /// balanced group.
     pub fn start_from(ns: &Netns, target: &str, src: Option<&str>) -> Result<Self> {
+        Self::start_with(ns, target, src, "0.01")
+    }
+
+    /// Like [`Probe::start`], one probe every millisecond (root's `ping -i 0.001`): what
+    /// a handover may lose shows as [`Probe::lost`].
+    pub fn start_fast(ns: &Netns, target: &str) -> Result<Self> {
+        Self::start_with(ns, target, None, "0.001")
+    }
+
+    fn start_with(ns: &Netns, target: &str, src: Option<&str>, interval: &str) -> Result<Self> {
         let mut cmd = ns.command("ping");
         if let Some(src) = src {
             cmd.args(["-I", src]);
         }
         let mut child = cmd
-            .args(["-D", "-n", "-i", "0.01", "-W", "1", target])
+            .args(["-D", "-n", "-i", interval, "-W", "1", target])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -50,13 +61,18 @@ impl Probe {
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 // "[1732540000.123456] 64 bytes from 192.0.2.50: icmp_seq=1 ttl=64 time=0.1 ms"
-                if let Some(ts) = line
+                let ts = line
                     .strip_prefix('[')
                     .and_then(|l| l.split(']').next())
-                    .and_then(|t| t.parse::<f64>().ok())
-                    .filter(|_| line.contains("bytes from"))
+                    .and_then(|t| t.parse::<f64>().ok());
+                let seq = line
+                    .split_once("icmp_seq=")
+                    .and_then(|(_, r)| r.split(' ').next())
+                    .and_then(|n| n.parse::<u64>().ok());
+                if let (Some(ts), Some(seq)) = (ts, seq)
+                    && line.contains("bytes from")
                 {
-                    sink.lock().expect("probe lock").push(ts);
+                    sink.lock().expect("probe lock").push((ts, seq));
                 }
             }
         });
@@ -81,7 +97,7 @@ impl Probe {
     /// stopped answering for good shows here, not in the gaps between replies.
     pub fn silence(&self) -> Duration {
         let r = self.replies.lock().expect("probe lock");
-        let last = r.last().copied().unwrap_or(self.started);
+        let last = r.last().map_or(self.started, |(ts, _)| *ts);
         Duration::from_secs_f64((now() - last).max(0.0))
     }
 
@@ -93,9 +109,30 @@ impl Probe {
             .get(first..)
             .unwrap_or_default()
             .windows(2)
-            .map(|w| w[1] - w[0])
+            .map(|w| w[1].0 - w[0].0)
             .fold(0.0, f64::max);
         Duration::from_secs_f64(gap.max(0.0))
+    }
+}
+
+impl Probe {
+    /// Of the probes since a [`Probe::count`] of `first` replies was taken, from the last
+    /// reply before it to the last reply: how many got no reply, and how many did. Ping
+    /// numbers its probes, so a sequence number missing between two replies is a probe
+    /// lost (icmp_seq wraps at 65536, after 65 s at 1 ms). Ping sends fewer while no
+    /// reply comes, so a silence loses fewer probes than it lasts milliseconds.
+    pub fn lost_from(&self, first: usize) -> (u64, u64) {
+        let r = self.replies.lock().expect("probe lock");
+        let r = r.get(first.saturating_sub(1)..).unwrap_or_default();
+        let mut seqs: Vec<u64> = r.iter().map(|(_, seq)| *seq).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let answered = seqs.len() as u64;
+        let sent = match (seqs.first(), seqs.last()) {
+            (Some(a), Some(b)) => b - a + 1,
+            _ => 0,
+        };
+        (sent - answered, answered)
     }
 }
 

@@ -106,6 +106,15 @@ fn set_state_backup_hands_over_and_sigterm_bows_out_at_once() {
     b.wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
         .unwrap();
     a.wait_state(1, "BACKUP", Duration::from_secs(1)).unwrap();
+    // It answers until it has heard b's advert (make-before-break), then lets go.
+    let start = std::time::Instant::now();
+    while a.status().unwrap().vhids[0].handing_over {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a still handing over"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(!addrs(&lan, 0).contains("192.0.2.50"));
 
     // b stops gracefully: its bow-out advert makes a master at once.
@@ -118,9 +127,10 @@ fn set_state_backup_hands_over_and_sigterm_bows_out_at_once() {
         "b removed its VIP on exit"
     );
     drop(b);
-    // And a exits 0 on SIGTERM too.
+    // And a exits 0 on SIGTERM too, after answering for the master-down time nobody took
+    // over in (b is gone): 3 x advbase + 1 s.
     a.signal(Signal::SIGTERM).unwrap();
-    assert!(a.wait(Duration::from_secs(5)).unwrap().success());
+    assert!(a.wait(Duration::from_secs(8)).unwrap().success());
 }
 
 #[test]

@@ -74,6 +74,7 @@ impl Agent {
                 self.drive(Work::Demotion).await;
                 Reply::ok()
             }
+            Request::Reload if self.stopping => Reply::err("the agent is stopping"),
             Request::Reload => match self.reload().await {
                 Ok(()) => Reply::ok(),
                 Err(e) => Reply::err(format!("{e:#}")),

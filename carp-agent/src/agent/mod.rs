@@ -120,6 +120,8 @@ struct Agent {
     transitions: BTreeMap<(String, u8, String), u64>,
     /// Hook runs by outcome, for metrics.
     hook_runs: BTreeMap<String, u64>,
+    /// SIGTERM came: masters hand over, then the agent exits (see [`Agent::begin_stop`]).
+    stopping: bool,
 }
 
 /// Half of systemd's WatchdogSec, or an hour when there is no watchdog.
@@ -164,6 +166,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
         rng: rand::rng(),
         transitions: BTreeMap::new(),
         hook_runs: BTreeMap::new(),
+        stopping: false,
     };
     // Subscribed before the first look, so nothing that appears in between is missed.
     let mut changes = Box::pin(netlink::changes()?);
@@ -186,7 +189,12 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
             n => format!(", {n} waiting for an interface or address"),
         }
     );
+    // Down hooks of masters the agent still waits for as it stops.
+    let mut down_hooks = 0;
     loop {
+        if agent.stopping && !agent.handing_over() {
+            break;
+        }
         let deadline = agent
             .vhids
             .iter()
@@ -204,13 +212,14 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
             Some((vhid, outcome)) = hooks_rx.recv() => {
                 tracing::debug!(vhid, "hook finished: {outcome:?}");
                 *agent.hook_runs.entry(format!("{outcome:?}").to_lowercase()).or_default() += 1;
+                down_hooks = usize::saturating_sub(down_hooks, usize::from(agent.stopping));
             }
             Some(report) = checks_rx.recv() => agent.on_check(report).await,
             Some(reply) = scrape_rx.recv() => {
                 let _ = reply.send(metrics::render(&agent.status(), &agent.transitions, &agent.hook_runs));
             }
             _ = tokio::time::sleep_until(deadline.into()) => agent.on_timer().await,
-            _ = hup.recv() => {
+            _ = hup.recv(), if !agent.stopping => {
                 if let Err(e) = agent.reload().await {
                     tracing::error!("reload failed, keeping the running configuration: {e:#}");
                 }
@@ -219,12 +228,22 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
             _ = trim.tick() => crate::memory::trim_heap(),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            // A second signal stops at once.
+            _ = term.recv() => {
+                if agent.stopping {
+                    break;
+                }
+                down_hooks = agent.begin_stop().await;
+            }
+            _ = int.recv() => {
+                if agent.stopping {
+                    break;
+                }
+                down_hooks = agent.begin_stop().await;
+            }
         }
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    agent.shutdown(&mut hooks_rx).await;
+    agent.shutdown(&mut hooks_rx, down_hooks).await;
     // Only our own socket: an agent started while this one stopped may have bound anew.
     let socket = &agent.options.config.agent.socket;
     if control::inode(socket) == socket_inode {
@@ -469,6 +488,7 @@ impl Agent {
                                 self.transition(i, from, to, reason).await;
                             }
                             Action::Announce => self.reannounce(i),
+                            Action::Withdraw => self.withdraw(i).await,
                         }
                     }
                 }
@@ -530,7 +550,18 @@ impl Agent {
         let v = &r.vhid;
         // A balanced group's VIPs stay put: its share moved with the map entry.
         let placed = v.vips_follow_state();
-        if placed && to == State::MASTER {
+        // Handing over, it goes on answering until `Action::Withdraw`, and the down hook
+        // runs then.
+        let handing_over = from == State::MASTER && v.machine.answering();
+        if handing_over {
+            tracing::info!(
+                "vhid {} on {}: still answering the VIPs until the arriving master is heard \
+                 (at most {:.1} s)",
+                v.plan.vhid,
+                v.plan.interface,
+                v.machine.handover_bound().as_secs_f64()
+            );
+        } else if placed && to == State::MASTER {
             self.placement.add(v).await;
             if let Some(iface) = self.ifaces.get(&v.plan.interface) {
                 iface.announce(&v.announcements());
@@ -538,10 +569,39 @@ impl Agent {
         } else if placed && from == State::MASTER {
             self.placement.remove(v).await;
         }
+        if !handing_over {
+            self.run_hook(i, from, to);
+        }
+    }
+
+    /// Starts VHID `i`'s hook for a transition `from` -> `to`, if it has one.
+    fn run_hook(&mut self, i: usize, from: State, to: State) {
         let timeout = Duration::from_secs_f64(self.options.config.agent.hook_timeout);
-        if let Some(run) = v.hook(from, to, self.netns.clone(), timeout) {
+        let r = &mut self.vhids[i];
+        if let Some(run) = r.vhid.hook(from, to, self.netns.clone(), timeout) {
             r.hooks.push(run);
         }
+    }
+
+    /// Ends VHID `i`'s handover (`Action::Withdraw`): the program stops answering, the VIPs
+    /// go, the down hook runs.
+    async fn withdraw(&mut self, i: usize) {
+        let v = &self.vhids[i].vhid;
+        tracing::info!(
+            "vhid {} on {}: handover over, the VIPs are no longer answered here",
+            v.plan.vhid,
+            v.plan.interface
+        );
+        if let Some(iface) = self.ifaces.get_mut(&v.plan.interface)
+            && let Err(e) = iface.program(v)
+        {
+            tracing::error!("vhid {}: updating the XDP maps failed: {e:#}", v.plan.vhid);
+        }
+        if v.vips_follow_state() {
+            self.placement.remove(v).await;
+        }
+        let to = v.state();
+        self.run_hook(i, State::MASTER, to);
     }
 
     /// Announces VHID `i`'s VIPs again, staying MASTER: it heard another master (see
@@ -723,9 +783,10 @@ impl Agent {
         }
     }
 
-    /// Stops VHID `i`: bow-out as master, VIPs removed, map entries removed.
+    /// Stops VHID `i` now: bow-out as master, VIPs removed, map entries removed.
     async fn stop_vhid(&mut self, i: usize) {
         self.feed(i, Event::Shutdown).await;
+        self.feed(i, Event::Release).await;
         let v = &self.vhids[i].vhid;
         if let Some(iface) = self.ifaces.get_mut(&v.plan.interface) {
             iface.unregister(v);
@@ -759,19 +820,43 @@ impl Agent {
         }
     }
 
-    /// Graceful stop: masters bow out so backups take over at once, VIPs go, down hooks
-    /// run (awaited up to their timeout).
-    async fn shutdown(&mut self, hooks_rx: &mut mpsc::UnboundedReceiver<(u8, hooks::Outcome)>) {
+    /// SIGTERM: masters bow out so backups take over at once, and hand over (see
+    /// `Machine::answering`): the event loop runs on until none answers any more, at most
+    /// a master-down time. Returns how many down hooks the stop will wait for.
+    async fn begin_stop(&mut self) -> usize {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.stopping = true;
         let masters = self
             .vhids
             .iter()
             .filter(|r| r.vhid.state() == State::MASTER && r.vhid.plan.down_script.is_some())
             .count();
         for i in 0..self.vhids.len() {
+            self.feed(i, Event::Shutdown).await;
+        }
+        masters
+    }
+
+    /// Whether a VHID still answers after leaving MASTER.
+    fn handing_over(&self) -> bool {
+        self.vhids
+            .iter()
+            .any(|r| r.vhid.state() != State::MASTER && r.vhid.machine.answering())
+    }
+
+    /// Graceful stop, after [`Agent::begin_stop`] and the handovers: VIPs go, VHIDs are
+    /// removed from the program, the `down_hooks` still running are awaited up to their
+    /// timeout.
+    async fn shutdown(
+        &mut self,
+        hooks_rx: &mut mpsc::UnboundedReceiver<(u8, hooks::Outcome)>,
+        down_hooks: usize,
+    ) {
+        for i in 0..self.vhids.len() {
             self.stop_vhid(i).await;
         }
         let timeout = Duration::from_secs_f64(self.options.config.agent.hook_timeout);
-        for _ in 0..masters {
+        for _ in 0..down_hooks {
             if tokio::time::timeout(timeout, hooks_rx.recv())
                 .await
                 .is_err()

@@ -471,6 +471,7 @@ impl Plan {
             local_other: sources.other,
             shared_source: sources.from_vip,
             advert_on_yield: self.mac == MacMode::Interface && self.balance.is_none(),
+            hand_over: self.balance.is_none(),
         }
     }
 }

@@ -62,6 +62,10 @@ pub struct Config {
     /// `mac = "interface"` the clients still hold our MAC. Never with a virtual MAC, which
     /// the advert would pull back to our switch port.
     pub advert_on_yield: bool,
+    /// Leaving MASTER with a peer heard, go on answering the VIPs until the arriving
+    /// master has announced itself (see [`Machine::answering`]). Not for a balanced
+    /// group, whose share two hosts holding it at once would both accept.
+    pub hand_over: bool,
 }
 
 impl Config {
@@ -98,8 +102,11 @@ pub enum Event {
     /// A VIP something else removed could not be put back: a MASTER must not go on
     /// claiming it.
     VipLost,
-    /// The agent is stopping.
+    /// The agent is stopping: a MASTER bows out and hands over (see
+    /// [`Machine::answering`]).
     Shutdown,
+    /// Stop answering now, handover or not: the agent exits or the VHID goes away.
+    Release,
 }
 
 /// Why a transition happened, for logs, hooks and metrics.
@@ -160,6 +167,9 @@ pub enum Action {
     /// master was heard, so clients and switches may point at it (see
     /// [`Machine::reannounce`]).
     Announce,
+    /// A handover is over (see [`Machine::answering`]): stop answering the VIPs, which
+    /// the caller kept since the transition out of MASTER, and run the down hook.
+    Withdraw,
 }
 
 /// One VHID's election.
@@ -182,7 +192,20 @@ pub struct Machine {
     /// Re-announcements made, and ones the rate limit held back.
     reannounced: u64,
     reannounce_limited: u64,
+    /// Handing over after leaving MASTER: until when it goes on answering the VIPs, unless
+    /// the arriving master is heard first.
+    leaving: Option<Duration>,
+    /// Another host's advert was heard since start: there is someone to hand over to.
+    peer_heard: bool,
 }
+
+/// How long a leaving master goes on answering after it heard the arriving one. That
+/// master sends its gratuitous ARP / unsolicited NA before its advert, from the same tick
+/// and socket (the agent carries out a transition before the advert that follows it), so
+/// they are on the segment already; this covers the clients' frames sent before the
+/// announcement reached them, still in flight or queued on a loaded host. Short, as
+/// both answer ARP and NS meanwhile: a virtual MAC's switch port follows the last reply.
+pub const HANDOVER_GRACE: Duration = Duration::from_millis(5);
 
 /// 1/256 s in the units CARP compares in.
 const SKEW_UNITS: u32 = 256;
@@ -225,6 +248,8 @@ impl Machine {
             announced_at: None,
             reannounced: 0,
             reannounce_limited: 0,
+            leaving: None,
+            peer_heard: false,
         }
     }
 
@@ -270,7 +295,40 @@ impl Machine {
 
     /// When the next timer fires, if one is armed.
     pub fn deadline(&self) -> Option<Duration> {
-        self.advert_at.or(self.master_down_at)
+        [self.advert_at.or(self.master_down_at), self.leaving]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether the VIPs are answered here: as MASTER, and while handing over after
+    /// leaving it. Make-before-break: a master that leaves (shutdown, `set-state backup`,
+    /// yielding to a preferred master) bows out, then goes on answering until it hears
+    /// the arriving master, whose announcement precedes its advert, plus
+    /// [`HANDOVER_GRACE`]; or, if none is heard, for [`Machine::handover_bound`]. BSD
+    /// stops answering with the bow-out, before a backup has taken over.
+    pub fn answering(&self) -> bool {
+        self.state == State::MASTER || self.leaving.is_some()
+    }
+
+    /// How long a leaving master answers at most. With a peer heard since start: the
+    /// longest master-down time a peer can wait after our last advert, should the bow-out
+    /// be lost (CARP: 3 x advbase plus an advskew of at most 255/256 s, a peer's not
+    /// being known; VRRPv3: 3 x Master_Adver_Interval plus a Skew_Time below one
+    /// interval). Backups are silent, so a master may never have heard the one it hands
+    /// over to: then its [`Machine::lease`], as long as its program answers after any
+    /// advert, which covers a backup's answer to the bow-out (at once in CARP, after a
+    /// Skew_Time below one interval in VRRPv3) and keeps the stop of a lone host short.
+    pub fn handover_bound(&self) -> Duration {
+        if !self.peer_heard {
+            return self.lease();
+        }
+        match self.cfg.timing {
+            Timing::Carp { advbase, .. } => {
+                carp_duration((3 * u32::from(advbase) + 1) * SKEW_UNITS)
+            }
+            Timing::Vrrp3 { interval_cs, .. } => centiseconds(4 * u32::from(interval_cs)),
+        }
     }
 
     /// The timing our adverts carry now, demotion applied.
@@ -360,9 +418,11 @@ impl Machine {
             Event::LinkUp => self.on_link_up(now, &mut out),
             Event::LinkDown => {
                 // carp_sc_state: interface down -> INIT, timers stopped. The host-wide
-                // demotion it also applies is the caller's (see `demotion`).
+                // demotion it also applies is the caller's (see `demotion`). Nothing is
+                // answered on a link that is down: a handover ends.
                 self.stop_timers();
                 self.set_state(State::INIT, Reason::LinkDown, &mut out);
+                self.withdraw(&mut out);
             }
             Event::Demotion(d) => {
                 self.demotion = d;
@@ -380,24 +440,54 @@ impl Machine {
             }
             Event::Shutdown => {
                 if self.state == State::MASTER {
-                    // OpenBSD and FreeBSD <= 7 bow out with advbase 255 / advskew 255 so
-                    // backups take over at once; VRRP sends priority 0 (RFC 5798 6.4.3).
-                    out.push(Action::Advertise(match self.cfg.timing {
-                        Timing::Carp { .. } => Timing::Carp {
-                            advbase: wire::BOW_OUT,
-                            advskew: wire::BOW_OUT,
-                        },
-                        Timing::Vrrp3 { interval_cs, .. } => Timing::Vrrp3 {
-                            priority: vrrp::PRIORITY_STOP,
-                            interval_cs,
-                        },
-                    }));
+                    out.push(Action::Advertise(self.bow_out()));
+                    self.hand_over(now);
                 }
                 self.stop_timers();
                 self.set_state(State::INIT, Reason::Shutdown, &mut out);
             }
+            Event::Release => self.withdraw(&mut out),
         }
         out
+    }
+
+    /// The advert of a master that stops: OpenBSD and FreeBSD <= 7 bow out with advbase
+    /// 255 / advskew 255 (carp_ifdetach, via carp_send_ad with the interface going) so
+    /// backups take over at once; VRRP sends priority 0 (RFC 5798 6.4.3).
+    fn bow_out(&self) -> Timing {
+        match self.cfg.timing {
+            Timing::Carp { .. } => Timing::Carp {
+                advbase: wire::BOW_OUT,
+                advskew: wire::BOW_OUT,
+            },
+            Timing::Vrrp3 { interval_cs, .. } => Timing::Vrrp3 {
+                priority: vrrp::PRIORITY_STOP,
+                interval_cs,
+            },
+        }
+    }
+
+    /// Goes on answering after leaving MASTER, when configured, for
+    /// [`Machine::handover_bound`] at the latest (see [`Machine::answering`]).
+    fn hand_over(&mut self, now: Duration) {
+        if self.cfg.hand_over {
+            self.leaving = Some(now + self.handover_bound());
+        }
+    }
+
+    /// Hands over (see [`Machine::hand_over`]) to a master already heard, whose
+    /// announcement went out before its advert: for [`HANDOVER_GRACE`].
+    fn hand_over_to_heard(&mut self, now: Duration) {
+        if self.cfg.hand_over {
+            self.leaving = Some(now + HANDOVER_GRACE);
+        }
+    }
+
+    /// Ends a handover: the VIPs are no longer answered here.
+    fn withdraw(&mut self, out: &mut Vec<Action>) {
+        if self.leaving.take().is_some() {
+            out.push(Action::Withdraw);
+        }
     }
 
     fn stop_timers(&mut self) {
@@ -407,6 +497,10 @@ impl Machine {
 
     fn set_state(&mut self, to: State, reason: Reason, out: &mut Vec<Action>) {
         self.tie_since = None;
+        if to == State::MASTER {
+            // Master again while handing over: it never stopped answering.
+            self.leaving = None;
+        }
         if self.state != to {
             out.push(Action::Transition {
                 from: self.state,
@@ -474,8 +568,11 @@ impl Machine {
     /// Yields to a more preferred master, with one parting advert when configured (see
     /// [`Config::advert_on_yield`]) and the winner is strictly more preferred: on a tie a
     /// FreeBSD master would yield to that advert in turn.
+    /// The master it yields to announced itself before this advert, so it answers on for
+    /// [`HANDOVER_GRACE`] only.
     fn yield_to(&mut self, now: Duration, strictly: bool, out: &mut Vec<Action>) {
         self.become_backup(now, Reason::PreferredMaster, out);
+        self.hand_over_to_heard(now);
         if strictly && self.cfg.advert_on_yield {
             out.push(Action::Advertise(self.advertised()));
         }
@@ -507,6 +604,9 @@ impl Machine {
     }
 
     fn on_timer(&mut self, now: Duration, out: &mut Vec<Action>) {
+        if self.leaving.is_some_and(|t| t <= now) {
+            self.withdraw(out);
+        }
         if self.master_down_at.is_some_and(|t| t <= now) && self.state == State::BACKUP {
             // carp_master_down: BACKUP -> MASTER.
             self.become_master(now, Reason::MasterDown, out);
@@ -525,8 +625,16 @@ impl Machine {
             // timer makes us master again if nobody else advertises. Unlike ip_carp.c it
             // waits one advert interval longer, so that another backup takes over even
             // when we are the preferred node (FreeBSD's plain timer would fire first and
-            // the operator's "state backup" would undo itself after 3 x advbase).
-            State::BACKUP => self.step_down(now, Reason::Forced, out),
+            // the operator's "state backup" would undo itself after 3 x advbase). Going
+            // further, it bows out as a stopping master does, so that a backup takes over
+            // at once, and hands over (see `Machine::answering`).
+            State::BACKUP => {
+                self.step_down(now, Reason::Forced, out);
+                if self.cfg.hand_over {
+                    out.push(Action::Advertise(self.bow_out()));
+                    self.hand_over(now);
+                }
+            }
             State::MASTER => self.become_master(now, Reason::Forced, out),
             State::INIT => {}
         }
@@ -538,6 +646,17 @@ impl Machine {
         {
             self.looped += 1;
             return;
+        }
+        self.peer_heard = true;
+        // An arriving master: its announcement went out before this advert.
+        let stopping = match ad.timing {
+            Timing::Carp { advbase, advskew } => {
+                advbase == wire::BOW_OUT && advskew == wire::BOW_OUT
+            }
+            Timing::Vrrp3 { priority, .. } => priority == vrrp::PRIORITY_STOP,
+        };
+        if !stopping {
+            self.leaving = self.leaving.map(|t| t.min(now + HANDOVER_GRACE));
         }
         match (self.cfg.timing, ad.timing) {
             (
@@ -667,6 +786,7 @@ impl Machine {
                     if now.saturating_sub(since) >= self.master_down_interval() {
                         self.master_interval_cs = interval_cs;
                         self.become_backup(now, Reason::PeerKeptMastership, out);
+                        self.hand_over_to_heard(now);
                     }
                 }
             }

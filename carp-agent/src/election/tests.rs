@@ -18,6 +18,7 @@ fn host(timing: Timing, preempt: bool, local_addr: IpAddr) -> Machine {
         local_other: None,
         shared_source: false,
         advert_on_yield: false,
+        hand_over: false,
     })
 }
 
@@ -873,4 +874,230 @@ fn a_lost_vip_makes_the_master_step_down() {
         m.deadline(),
         Some(ms(5000) + m.master_down_interval() + m.advert_interval())
     );
+}
+
+/// A machine that hands over (see [`Machine::answering`]), from 192.0.2.`last`.
+fn handing(timing: Timing, preempt: bool, last: u8) -> Machine {
+    Machine::new(Config {
+        hand_over: true,
+        ..*host(timing, preempt, ip(last)).config()
+    })
+}
+
+/// Runs two machines from `events` until `end`, each advert reaching the other 1 ms after
+/// it went out; returns, at every event, the time and which of them answer the VIPs.
+fn answering(
+    m: &mut [Machine; 2],
+    mut events: Vec<(Duration, usize, Event)>,
+    end: Duration,
+) -> Vec<(Duration, [bool; 2])> {
+    let mut trace = Vec::new();
+    loop {
+        for (i, x) in m.iter().enumerate() {
+            if let Some(t) = x.deadline()
+                && !events
+                    .iter()
+                    .any(|(q, j, e)| *j == i && *q == t && *e == Event::Timer)
+            {
+                events.push((t, i, Event::Timer));
+            }
+        }
+        events.sort_by_key(|(t, i, _)| (*t, *i));
+        if events.is_empty() || events[0].0 > end {
+            return trace;
+        }
+        let (now, i, ev) = events.remove(0);
+        let src = m[i].cfg.local_addr;
+        for action in m[i].handle(now, ev) {
+            if let Action::Advertise(timing) = action {
+                let ad = Advert {
+                    src,
+                    timing,
+                    demote: 0,
+                };
+                events.push((now + ms(1), 1 - i, Event::Advert(ad)));
+            }
+        }
+        events.retain(|(t, j, e)| *e != Event::Timer || m[*j].deadline() == Some(*t));
+        trace.push((now, [m[0].answering(), m[1].answering()]));
+    }
+}
+
+/// Make-before-break: a (preferred, master) leaves by shutdown, `set-state backup` or a
+/// demotion below b (preempt); from then on one of them answers at every moment, and a
+/// stops answering within [`HANDOVER_GRACE`] (plus the advert's 1 ms) of b's takeover,
+/// in CARP and VRRPv3, whether a ever heard b or not. Without `hand_over`, a shutdown
+/// leaves nobody answering until b takes over.
+#[test]
+fn a_leaving_master_answers_until_the_arriving_master_is_heard() {
+    let protocols = [
+        (
+            Timing::Carp {
+                advbase: 1,
+                advskew: 0,
+            },
+            Timing::Carp {
+                advbase: 1,
+                advskew: 100,
+            },
+        ),
+        (
+            Timing::Vrrp3 {
+                priority: 200,
+                interval_cs: 10,
+            },
+            Timing::Vrrp3 {
+                priority: 100,
+                interval_cs: 10,
+            },
+        ),
+    ];
+    let leave = [
+        Event::Shutdown,
+        Event::Force(State::BACKUP),
+        Event::Demotion(240),
+    ];
+    for (ta, tb) in protocols {
+        for event in leave {
+            // b heard by a or not: b was master first (and a preempted it), or started
+            // later. A preempting a takes a `set-state backup` back at once, as it heard b.
+            for b_first in [false, true] {
+                let mut m = [handing(ta, b_first, 1), handing(tb, true, 2)];
+                let starts = if b_first {
+                    [ms(5000), T0]
+                } else {
+                    [T0, ms(5000)]
+                };
+                let at = ms(20_000);
+                let events = vec![
+                    (starts[0], 0, Event::LinkUp),
+                    (starts[1], 1, Event::LinkUp),
+                    (at, 0, event),
+                ];
+                let trace = answering(&mut m, events, ms(30_000));
+                let case = format!("{ta} {event:?} b first {b_first}");
+                let before: Vec<_> = trace.iter().filter(|(t, _)| *t < at).collect();
+                assert_eq!(before.last().unwrap().1, [true, false], "{case}");
+                let after: Vec<_> = trace.iter().filter(|(t, _)| *t >= at).collect();
+                assert!(
+                    after.iter().all(|(_, [a, b])| *a || *b),
+                    "{case}: {after:?}"
+                );
+                let took = after.iter().find(|(_, [_, b])| *b).expect(&case).0;
+                if b_first && event == Event::Force(State::BACKUP) {
+                    assert_eq!(after.last().unwrap().1, [true, false], "{case}");
+                    continue;
+                }
+                let released = after.iter().find(|(_, [a, _])| !*a).expect(&case).0;
+                assert!(
+                    released > took,
+                    "{case}: a stopped at {released:?}, b took over at {took:?}"
+                );
+                assert!(
+                    released <= took + ms(1) + HANDOVER_GRACE,
+                    "{case}: {released:?}, {took:?}"
+                );
+                assert_eq!(after.last().unwrap().1, [false, true], "{case}");
+                assert_eq!(m[1].state(), State::MASTER, "{case}");
+            }
+        }
+        // Without a handover, a bow-out leaves a gap until b's answer arrives.
+        let mut m = [host(ta, true, ip(1)), host(tb, true, ip(2))];
+        let events = vec![
+            (T0, 0, Event::LinkUp),
+            (ms(5000), 1, Event::LinkUp),
+            (ms(20_000), 0, Event::Shutdown),
+        ];
+        let trace = answering(&mut m, events, ms(30_000));
+        assert!(
+            trace.iter().any(|(t, [a, b])| *t >= ms(20_000) && !a && !b),
+            "{ta}"
+        );
+    }
+}
+
+/// How long a leaving master answers when nobody takes over: its lease when it never heard
+/// a peer (backups are silent), else the longest master-down time a peer can have. A
+/// bow-out of another host does not end it; the arriving master's advert does, after
+/// [`HANDOVER_GRACE`]; a stop (`Release`) or a link down ends it at once, and becoming
+/// MASTER again keeps answering without a withdrawal.
+#[test]
+fn a_handover_is_bounded_and_ends_at_once_when_told() {
+    let carp = Timing::Carp {
+        advbase: 1,
+        advskew: 0,
+    };
+    let vrrp = Timing::Vrrp3 {
+        priority: 200,
+        interval_cs: 10,
+    };
+    for (timing, master_down) in [(carp, ms(4000)), (vrrp, ms(400))] {
+        let master = |heard: bool| {
+            let mut m = handing(timing, true, 1);
+            m.handle(T0, Event::LinkUp);
+            if heard {
+                let ad = match timing {
+                    Timing::Carp { .. } => carp_ad(2, 1, 100),
+                    Timing::Vrrp3 { .. } => vrrp_ad(2, 100),
+                };
+                m.handle(ms(10), ad);
+            }
+            m.handle(ms(5000), Event::Timer);
+            assert_eq!(m.state(), State::MASTER, "{timing}");
+            m
+        };
+        let at = ms(6000);
+        for (heard, bound) in [(false, master(false).lease()), (true, master_down)] {
+            let mut m = master(heard);
+            let out = m.handle(at, Event::Shutdown);
+            assert_eq!(out[0], Action::Advertise(m.bow_out()), "{timing}");
+            assert!(m.answering() && m.state() == State::INIT, "{timing}");
+            assert_eq!(
+                (m.handover_bound(), m.deadline()),
+                (bound, Some(at + bound)),
+                "{timing} {heard}"
+            );
+            assert_eq!(
+                m.handle(at + bound - ms(1), Event::Timer),
+                vec![],
+                "{timing}"
+            );
+            assert_eq!(
+                m.handle(at + bound, Event::Timer),
+                vec![Action::Withdraw],
+                "{timing}"
+            );
+            assert!(!m.answering() && m.deadline().is_none(), "{timing}");
+        }
+        let (stop, arrive) = match timing {
+            Timing::Carp { .. } => (carp_ad(3, 255, 255), carp_ad(2, 1, 100)),
+            Timing::Vrrp3 { .. } => (vrrp_ad(3, 0), vrrp_ad(2, 100)),
+        };
+        let mut m = master(true);
+        m.handle(at, Event::Shutdown);
+        m.handle(at + ms(1), stop);
+        assert_eq!(m.deadline(), Some(at + master_down), "{timing}: a bow-out");
+        m.handle(at + ms(2), arrive);
+        assert_eq!(m.deadline(), Some(at + ms(2) + HANDOVER_GRACE), "{timing}");
+        assert_eq!(m.handle(at + ms(3), Event::Release), vec![Action::Withdraw]);
+        assert_eq!(m.handle(at + ms(4), Event::Release), vec![]);
+
+        let mut m = master(true);
+        m.handle(at, Event::Force(State::BACKUP));
+        assert!(m.answering() && m.state() == State::BACKUP, "{timing}");
+        let out = m.handle(at + ms(1), Event::LinkDown);
+        assert_eq!(out.last(), Some(&Action::Withdraw), "{timing}");
+
+        let mut m = master(true);
+        m.handle(at, Event::Force(State::BACKUP));
+        let out = m.handle(at + ms(1), Event::Force(State::MASTER));
+        assert!(!out.contains(&Action::Withdraw), "{timing}: {out:?}");
+        assert!(m.answering() && m.state() == State::MASTER, "{timing}");
+        let next_advert = at + ms(1) + m.advert_interval();
+        assert_eq!(
+            m.deadline(),
+            Some(next_advert),
+            "{timing}: no handover left"
+        );
+    }
 }
