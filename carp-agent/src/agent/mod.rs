@@ -120,6 +120,9 @@ struct Agent {
     transitions: BTreeMap<(String, u8, String), u64>,
     /// Hook runs by outcome, for metrics.
     hook_runs: BTreeMap<String, u64>,
+    /// Hook runs queued or running: a stop waits for every one, the down hooks it starts
+    /// and an up hook still running alike.
+    hooks_pending: usize,
 }
 
 /// Half of systemd's WatchdogSec, or an hour when there is no watchdog.
@@ -164,6 +167,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
         rng: rand::rng(),
         transitions: BTreeMap::new(),
         hook_runs: BTreeMap::new(),
+        hooks_pending: 0,
     };
     // Subscribed before the first look, so nothing that appears in between is missed.
     let mut changes = Box::pin(netlink::changes()?);
@@ -203,6 +207,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
             }
             Some((vhid, outcome)) = hooks_rx.recv() => {
                 tracing::debug!(vhid, "hook finished: {outcome:?}");
+                agent.hooks_pending -= 1;
                 *agent.hook_runs.entry(format!("{outcome:?}").to_lowercase()).or_default() += 1;
             }
             Some(report) = checks_rx.recv() => agent.on_check(report).await,
@@ -541,6 +546,7 @@ impl Agent {
         let timeout = Duration::from_secs_f64(self.options.config.agent.hook_timeout);
         if let Some(run) = v.hook(from, to, self.netns.clone(), timeout) {
             r.hooks.push(run);
+            self.hooks_pending += 1;
         }
     }
 
@@ -760,23 +766,17 @@ impl Agent {
     }
 
     /// Graceful stop: masters bow out so backups take over at once, VIPs go, down hooks
-    /// run (awaited up to their timeout).
+    /// run. Every hook run queued or running is awaited (each up to the timeout): a master
+    /// stopped while its up hook runs gets its down hook after it.
     async fn shutdown(&mut self, hooks_rx: &mut mpsc::UnboundedReceiver<(u8, hooks::Outcome)>) {
-        let masters = self
-            .vhids
-            .iter()
-            .filter(|r| r.vhid.state() == State::MASTER && r.vhid.plan.down_script.is_some())
-            .count();
         for i in 0..self.vhids.len() {
             self.stop_vhid(i).await;
         }
         let timeout = Duration::from_secs_f64(self.options.config.agent.hook_timeout);
-        for _ in 0..masters {
-            if tokio::time::timeout(timeout, hooks_rx.recv())
-                .await
-                .is_err()
-            {
-                break;
+        while self.hooks_pending > 0 {
+            match tokio::time::timeout(timeout, hooks_rx.recv()).await {
+                Ok(Some(_)) => self.hooks_pending -= 1,
+                _ => break,
             }
         }
         tracing::info!("carp-agent stopped");
