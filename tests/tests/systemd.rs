@@ -287,10 +287,12 @@ fn shipped_unit_runs_under_systemd() {
     );
 }
 
-/// README: `KillMode=mixed` "(SIGTERM to the agent only, so the down hooks it starts on
-/// the way out are not killed with it)". `systemctl stop` while the up hook is still
-/// running: the agent waits for it, then runs the down hook, and both finish their work
-/// (a second each); under `KillMode=control-group` the SIGTERM would hit the up hook too.
+/// README: `KillMode=mixed` "(SIGTERM to the agent only, so a hook still running is not
+/// killed with it and the down hooks it starts on the way out run after it)".
+/// `systemctl stop` while the up hook is still running: the agent waits for it, then runs
+/// the down hook, and both finish their work (a second each). Under
+/// `KillMode=control-group` the SIGTERM kills the up hook; before the fix the agent took
+/// the up hook's end for the down hook's and exited without running it.
 #[test]
 fn a_stop_kills_no_hook_of_the_agent() {
     let dir = TempDir::new("systemd-stop").unwrap();
