@@ -208,21 +208,29 @@ mod tests {
     }
 
     /// A run that exits, leaving a background process holding its output, is done at
-    /// once with what it said; a run that hangs is killed with everything it started.
+    /// once with what it said, and a hook's background process (a service it started)
+    /// keeps running; a run that hangs is killed with everything it started.
     #[tokio::test]
     async fn background_processes_and_timeouts() {
+        let pid_file = std::env::temp_dir().join(format!("carp-child-{}", std::process::id()));
         let t = std::time::Instant::now();
-        let out = run(
-            sh("echo hi; sleep 30 & exit 3"),
-            Duration::from_secs(5),
-            Leftovers::Keep,
-        )
-        .await
-        .unwrap();
+        let script = format!(
+            "echo hi; sleep 30 & echo $! > {}; exit 3",
+            pid_file.display()
+        );
+        let out = run(sh(&script), Duration::from_secs(5), Leftovers::Keep)
+            .await
+            .unwrap();
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         assert_eq!(out.status.unwrap().code(), Some(3));
         assert_eq!(out.stdout, b"hi\n");
-        let pid_file = std::env::temp_dir().join(format!("carp-child-{}", std::process::id()));
+        let pid = background_pid(&pid_file);
+        let kept = !gone(pid).await;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        assert!(kept, "the background process {pid} of a hook was killed");
         let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
         let out = run(sh(&script), Duration::from_millis(300), Leftovers::Keep)
             .await

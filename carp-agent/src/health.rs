@@ -188,6 +188,14 @@ mod tests {
             child::testing::gone(pid).await,
             "the check's background sleep {pid} outlived it"
         );
+        // So does what a run that exited left behind: a hung probe never piles up.
+        let script = format!("sleep 30 & echo $! >{}; exit 0", pid_file.display());
+        assert_eq!(run(&check(&["/bin/sh", "-c", &script], 1.0)).await, Ok(()));
+        let pid = child::testing::background_pid(&pid_file);
+        assert!(
+            child::testing::gone(pid).await,
+            "the background sleep {pid} of a check that exited outlived it"
+        );
         let missing = run(&check(&["/nonexistent/check"], 1.0)).await.unwrap_err();
         assert!(
             missing.starts_with("/nonexistent/check could not start"),

@@ -36,12 +36,33 @@ impl Host {
             .map(|l| l.address)
             .context("no eth0")
     }
+
+    /// Whether the host has `addr` on `dev` (`ip -j addr`).
+    pub fn has_address(&self, dev: &str, addr: &str) -> Result<bool> {
+        let out = self.ns.ip(&["-j", "addr", "show", "dev", dev])?;
+        let links: Vec<AddrLink> = serde_json::from_slice(&out.stdout)?;
+        Ok(links
+            .iter()
+            .flat_map(|l| &l.addr_info)
+            .any(|a| a.local == addr))
+    }
 }
 
 /// An `ip -j link` entry, the part read here.
 #[derive(Deserialize)]
 struct Link {
     address: String,
+}
+
+/// An `ip -j addr` entry, the part read here.
+#[derive(Deserialize)]
+struct AddrLink {
+    addr_info: Vec<AddrInfo>,
+}
+
+#[derive(Deserialize)]
+struct AddrInfo {
+    local: String,
 }
 
 /// A `bridge -j fdb` entry, the part read here.

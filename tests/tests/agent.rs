@@ -178,6 +178,59 @@ fn sighup_keeps_mastership_of_unchanged_vhids() {
     );
 }
 
+/// README: "A new interface, number, protocol, MAC mode, peer list or source restarts the
+/// VHID", where other changes (advskew) apply in place. A restart shows in the status: the
+/// master is a backup again with its transitions counted afresh (INIT->BACKUP), and the
+/// new MAC mode answers ARP once it is master again.
+#[test]
+fn a_reload_restarts_a_vhid_given_a_new_mac_mode_or_source() {
+    let dir = TempDir::new("restart").unwrap();
+    let mut lan = Lan::new("restart", &["a"]).unwrap();
+    lan.add_host("restart", "client").unwrap();
+    let ns = &lan.hosts[0].ns;
+    ns.ip(&["addr", "add", "192.0.2.100/24", "dev", "eth0"])
+        .unwrap();
+    let a = Agent::start(
+        ns,
+        dir.path(),
+        "a",
+        &vhid("eth0", 1, "192.0.2.50/24", 0, "", &dir),
+    )
+    .unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(6)).unwrap();
+    let row = || a.status().unwrap().vhids[0].clone();
+    let reload = |advskew, extra| {
+        a.rewrite(&vhid("eth0", 1, "192.0.2.50/24", advskew, extra, &dir))
+            .unwrap();
+        a.ctl(&["reload"]).unwrap();
+        row()
+    };
+    let kept = reload(10, "");
+    assert_eq!(
+        (kept.state, kept.transitions, kept.advskew),
+        (State::MASTER, 2, 10),
+        "advskew is changed in place"
+    );
+    for (what, extra) in [
+        ("MAC mode", "mac = \"interface\""),
+        ("source", "mac = \"interface\"\nsrc = \"192.0.2.100\""),
+    ] {
+        let fresh = reload(10, extra);
+        assert_eq!(
+            (fresh.state, fresh.transitions),
+            (State::BACKUP, 1),
+            "a new {what} did not restart the VHID: {fresh:?}"
+        );
+        a.wait_state(1, "MASTER", MASTER_DOWN + Duration::from_secs(1))
+            .unwrap();
+    }
+    assert_eq!(row().src, "192.0.2.100");
+    assert_eq!(
+        one_mac_answers(&lan.hosts[1].ns, "192.0.2.50"),
+        lan.hosts[0].mac().unwrap()
+    );
+}
+
 /// A reload applies whole or not at all: when one change cannot be made (VHID 2's `src`
 /// is gone from eth0 since it started), the VHID changed before it in the file keeps its
 /// settings and the new VHID does not start; with the address back, the same file

@@ -443,7 +443,8 @@ fn an_ipv6_vip_is_answered_by_the_master_only() {
 /// kind of change — advskew up and down, a VIP added and removed, preemption on and off, a
 /// hook, the password (the documented order: backups first) — keeps the master MASTER
 /// with no transition, and a client pinging every 10 ms sees no gap (a restart of the
-/// VHID cost 3.0 s). The added VIP answers at once.
+/// VHID cost 3.0 s). The added VIP answers at once; the removed one leaves lo and answers
+/// neither ping nor ARP.
 #[test]
 fn a_reload_that_changes_a_vhid_keeps_the_master_answering() {
     let (dir, lan, a, b) = group("reload", "192.0.2.50/24", (0, ""), (100, ""));
@@ -499,6 +500,34 @@ fn a_reload_that_changes_a_vhid_keeps_the_master_answering() {
                 .output()
                 .unwrap();
             assert!(ping.status.success(), "the added VIP does not answer");
+        }
+        if what == "VIP removed" {
+            // Gone from lo, and nothing answers it: not a ping to the vMAC the client
+            // still has cached, not an ARP request.
+            assert!(!lan.hosts[0].has_address("lo", "192.0.2.60").unwrap());
+            let client = &lan.hosts[2].ns;
+            let ping = ["-c", "2", "-i", "0.2", "-W", "1", "192.0.2.60"];
+            let ping = client.command("ping").args(ping).output().unwrap();
+            assert!(!ping.status.success(), "the removed VIP answers ping");
+            let arping = [
+                "-c",
+                "2",
+                "-W",
+                "0.2",
+                "-w",
+                "1",
+                "-I",
+                "eth0",
+                "192.0.2.60",
+            ];
+            let arping = client.command("arping").args(arping).output().unwrap();
+            // Habets' arping exits 1 when nothing answered.
+            assert_eq!(
+                arping.status.code(),
+                Some(1),
+                "the removed VIP answers ARP: {}",
+                String::from_utf8_lossy(&arping.stdout)
+            );
         }
     }
     // A rolling change, the master reloaded well after its backup's master-down time:

@@ -4,10 +4,11 @@
 // Needs root (namespaces, BPF): `cargo xtask test` runs it.
 #![cfg(feature = "root")]
 
+use carp_agent::iface::monotonic_ns;
 use carp_common::{maps, sha1::PadStates};
 use carp_tests::{
     agent::{Agent, TempDir, write_secret},
-    bpftool::{Pins, raw},
+    bpftool::{Pins, dump, raw},
     lan::Lan,
 };
 use std::{collections::BTreeSet, path::Path, process::Command, time::Duration};
@@ -168,4 +169,38 @@ fn no_map_an_operator_dumps_holds_the_pads() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(text.matches("\"state\": \"MASTER\"").count(), 2, "{text}");
+}
+
+/// README: "after a reload that changes them, the agent accepts the digest it replaced for
+/// 5 more minutes". A password rotation writes the old HMAC into `auth_previous` of
+/// `CARP_KEYS` with `previous_until` 300 s past the reload (CLOCK_MONOTONIC, the program's
+/// `bpf_ktime_get_ns`); before it, no previous digest is accepted.
+#[test]
+fn a_reload_keeps_the_replaced_digest_for_five_minutes() {
+    let dir = TempDir::new("keep").unwrap();
+    let lan = Lan::new("keep", &["a"]).unwrap();
+    let ns = lan.hosts[0].ns.name();
+    let pins = Pins(format!("/sys/fs/bpf/carp/{ns}"));
+    let a = Agent::start_on_host(dir.path(), "a", &config(&dir, ns, OLD, 0)).unwrap();
+    a.wait_state(2, "BACKUP", WAIT).unwrap();
+    let keys = Path::new(&pins.0).join("eth0").join(maps::KEYS);
+    let until = || -> Vec<u64> {
+        dump(&keys)
+            .iter()
+            .map(|(_, v)| v["previous_until"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(until(), [0, 0], "a previous digest before any reload");
+    a.rewrite(&config(&dir, ns, NEW, 0)).unwrap();
+    let before = monotonic_ns();
+    a.ctl(&["reload"]).unwrap();
+    let after = monotonic_ns();
+    const FIVE_MINUTES: u64 = 300_000_000_000;
+    for t in until() {
+        assert!(
+            (before + FIVE_MINUTES..=after + FIVE_MINUTES).contains(&t),
+            "previous_until is {:.1} s after the reload, not 300 s",
+            (t as f64 - before as f64) / 1e9
+        );
+    }
 }

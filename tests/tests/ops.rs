@@ -41,29 +41,29 @@ fn systemd_notify_ready_and_watchdog() {
         &vhid(&dir),
         &[
             ("NOTIFY_SOCKET", path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "200000"),
+            ("WATCHDOG_USEC", "2000000"),
         ],
     )
     .unwrap();
-    let mut seen = Vec::new();
+    let mut ready = false;
+    let mut pings = Vec::new();
     let start = Instant::now();
     let mut buf = [0u8; 256];
-    while start.elapsed() < Duration::from_secs(5) {
+    while start.elapsed() < Duration::from_secs(5) && pings.len() < 4 {
         let Ok(n) = sock.recv(&mut buf) else { break };
-        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-        seen.push(msg.clone());
-        if seen.iter().any(|m| m.contains("READY=1"))
-            && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3
-        {
-            break;
+        let msg = String::from_utf8_lossy(&buf[..n]);
+        ready |= msg.contains("READY=1");
+        if msg.contains("WATCHDOG=1") {
+            pings.push(Instant::now());
         }
     }
-    assert!(seen.iter().any(|m| m.contains("READY=1")), "{seen:?}");
-    // WatchdogSec=0.2 s: pings every 0.1 s.
-    assert!(
-        seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
-        "{seen:?}"
-    );
+    assert!(ready, "no READY=1");
+    // README: "`WatchdogSec=10`, the agent pings every half of it". With WatchdogSec=2 s,
+    // no two pings more than 1.2 s apart (a ping per whole WatchdogSec would be late).
+    assert_eq!(pings.len(), 4, "pings at {pings:?}");
+    let spacing = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    println!("the longest time between two watchdog pings: {spacing:?}");
+    assert!(spacing <= Duration::from_millis(1200), "{spacing:?}");
     drop(a);
 }
 

@@ -287,6 +287,42 @@ fn shipped_unit_runs_under_systemd() {
     );
 }
 
+/// README: `KillMode=mixed` "(SIGTERM to the agent only, so a hook still running is not
+/// killed with it and the down hooks it starts on the way out run after it)".
+/// `systemctl stop` while the up hook is still running: the agent waits for it, then runs
+/// the down hook, and both finish their work (a second each). Under
+/// `KillMode=control-group` the SIGTERM kills the up hook; before the fix the agent took
+/// the up hook's end for the down hook's and exited without running it.
+#[test]
+fn a_stop_kills_no_hook_of_the_agent() {
+    let dir = TempDir::new("systemd-stop").unwrap();
+    let lan = Lan::new("sds", &["a"]).unwrap();
+    let sd = Systemd::boot("sds", &[&lan.hosts[0].ns]).unwrap();
+    let hook = "/run/carp-test/slow-hook";
+    sd.write(hook, "#!/bin/sh\nsleep 1\necho \"$CARP_STATE written\"\n")
+        .unwrap();
+    sd.run(&["chmod", "755", hook]).unwrap();
+    let config = format!(
+        "{}up_script = \"{hook}\"\ndown_script = \"{hook}\"\n",
+        vhid(0, PASS_FILE)
+    );
+    let a = install_unit(&sd, &lan.hosts[0].ns, &dir.path().join("a.log"), &config);
+    sd.systemctl(&["start", UNIT]).unwrap();
+    a.wait_state(1, "MASTER", WAIT).unwrap();
+    // The up hook sleeps for a second from here.
+    sd.systemctl(&["stop", UNIT]).unwrap();
+    assert_eq!(sd.show(UNIT, "Result").unwrap(), "success");
+    let log = a.log_text();
+    for outcome in ["BACKUP -> MASTER done", "MASTER -> INIT done"] {
+        assert!(log.contains(&format!("hook {hook} {outcome}")), "{log}");
+    }
+    assert_eq!(
+        hook_output(&log, hook),
+        ["MASTER written", "INIT written"],
+        "{log}"
+    );
+}
+
 /// Stands in for dist/hooks/carp-hast-switch: what it does on becoming MASTER (record the
 /// new role under /var/lib, mount the replicated device where MySQL keeps its data, start
 /// MySQL) and on leaving it, with a tmpfs for the device, and reports each step, the argv,

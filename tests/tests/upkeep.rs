@@ -64,20 +64,6 @@ fn gap_since(probe: &Probe, first: usize) -> Duration {
     probe.max_gap_from(first).max(probe.silence())
 }
 
-/// Whether `ns` has `addr` on `dev` (`ip -j addr`).
-fn has_address(lan: &Lan, host: usize, dev: &str, addr: &str) -> bool {
-    let out = lan.hosts[host]
-        .ns
-        .ip(&["-j", "addr", "show", "dev", dev])
-        .unwrap();
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    links[0]["addr_info"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|a| a["local"] == addr)
-}
-
 /// Removes something of the master's with `remove` (an `ip` command in its namespace)
 /// and checks that within [`WITHIN`] the client is answered again, the master stayed
 /// MASTER without a transition, and counted what it put back.
@@ -120,7 +106,10 @@ fn a_vip_deleted_under_the_master_is_put_back_within_a_second() {
         let (_dir, lan, a, b) = group(tag, agent, "\"192.0.2.50/24\"", "");
         let probe = probe(&lan, "192.0.2.50");
         removed_and_put_back(&lan, &a, &b, &probe, &["addr", "del", vip, "dev", dev]);
-        assert!(has_address(&lan, 0, dev, "192.0.2.50"), "{dev}");
+        assert!(
+            lan.hosts[0].has_address(dev, "192.0.2.50").unwrap(),
+            "{dev}"
+        );
         assert!(a.log_text().contains("removed by something else: put back"));
     }
 }
@@ -137,8 +126,8 @@ fn a_flush_of_the_interface_puts_the_vip_back_within_a_second() {
     );
     let probe = probe(&lan, "192.0.2.50");
     removed_and_put_back(&lan, &a, &b, &probe, &["addr", "flush", "dev", "eth0"]);
-    assert!(has_address(&lan, 0, "eth0", "192.0.2.50"));
-    assert!(!has_address(&lan, 0, "eth0", "192.0.2.1"));
+    assert!(lan.hosts[0].has_address("eth0", "192.0.2.50").unwrap());
+    assert!(!lan.hosts[0].has_address("eth0", "192.0.2.1").unwrap());
 }
 
 /// A VIP on lo in a subnet the interface lacks is reached through the route the master
@@ -178,7 +167,7 @@ fn the_route_of_a_vip_in_a_subnet_of_its_own_is_put_back_within_a_second() {
         &["addr", "del", "198.51.100.50/32", "dev", "lo"],
     );
     assert!(routed());
-    assert!(has_address(&lan, 0, "lo", "198.51.100.50"));
+    assert!(lan.hosts[0].has_address("lo", "198.51.100.50").unwrap());
 }
 
 /// A VIP that cannot be put back (IPv6 disabled on the interface takes the IPv6 VIP and

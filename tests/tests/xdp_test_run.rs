@@ -409,6 +409,40 @@ fn an_advert_repeated_as_openbsd_does_reaches_the_agent_and_a_flood_does_not(hoo
     }
 }
 
+/// README, threat model: "adverts from one source with the same advbase, advskew and
+/// demote byte reach the agent at most twice per advert interval, whatever their
+/// counters". At advbase 1 (interval 1 s) the same fields with a new counter 0.4 s after
+/// the last advert that passed are a `replay`; 0.6 s after it they pass. Each verdict is
+/// taken only from times that bound the program's clock on both sides, 100 ms from the
+/// half-interval line.
+fn the_same_fields_reach_the_agent_at_most_twice_per_interval(hook: Hook) {
+    let mut fx = Fixture::new(hook, State::BACKUP);
+    // The first test run of a program takes the kernel up to a second: not timed.
+    let warm = frame::carp(peer4(), &fx.advert(99, 7));
+    assert_eq!(fx.run_counted(&warm), (XDP_DROP, only(|s| s.adverts = 1)));
+    let half = std::time::Duration::from_millis(500);
+    let start = std::time::Instant::now();
+    let f = frame::carp(peer4(), &fx.advert(100, 0));
+    assert_eq!(fx.run_counted(&f), (XDP_DROP, only(|s| s.adverts = 1)));
+    let passed = start.elapsed();
+    for (counter, at, expected) in [
+        (101, 0.4, only(|s| s.replay = 1)),
+        (102, 0.6, only(|s| s.adverts = 1)),
+    ] {
+        let at = half.mul_f64(2.0 * at);
+        std::thread::sleep(at.saturating_sub(start.elapsed()));
+        let sent = start.elapsed();
+        let f = frame::carp(peer4(), &fx.advert(counter, 0));
+        let verdict = fx.run_counted(&f);
+        let (least, most) = (sent.saturating_sub(passed), start.elapsed());
+        assert!(
+            most < half || least > half,
+            "between {least:?} and {most:?} after the last advert: too slow a machine to tell"
+        );
+        assert_eq!(verdict, (XDP_DROP, expected), "at {at:?}");
+    }
+}
+
 /// A forged advert never moves the replay state: the genuine advert that follows it with
 /// the same counter is not taken for a repeat (issue: the agent once recorded unverified
 /// adverts).
@@ -1049,6 +1083,7 @@ on_both_hooks!(
     ipv6_and_vlan_tagged_adverts,
     every_invalid_carp_advert_is_dropped_with_its_reason,
     an_advert_repeated_as_openbsd_does_reaches_the_agent_and_a_flood_does_not,
+    the_same_fields_reach_the_agent_at_most_twice_per_interval,
     a_forged_advert_does_not_touch_the_replay_state,
     long_vip_lists_are_verified_in_the_kernel,
     vrrp3_adverts,

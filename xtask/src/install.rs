@@ -433,4 +433,37 @@ mod tests {
         );
         only_operator_files_left(root).unwrap();
     }
+
+    /// README: "`systemd-analyze security --offline=true dist/carp-agent.service` rates it
+    /// 4.1 OK". The figure is read from the README; `--threshold` (tenths) makes
+    /// systemd-analyze fail when the exposure is above it, so the unit must rate exactly
+    /// it: at most the figure, and above a tenth less.
+    #[test]
+    fn the_unit_rates_as_the_readme_says() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let (_, rest) = readme
+            .split_once("dist/carp-agent.service` rates it")
+            .unwrap();
+        let figure: f64 = rest.split_whitespace().next().unwrap().parse().unwrap();
+        let tenths = (figure * 10.0).round() as u32;
+        let at_most = |tenths: u32| {
+            Command::new("systemd-analyze")
+                .args(["security", "--offline=true"])
+                .arg(format!("--threshold={tenths}"))
+                .arg(root.join("dist/carp-agent.service"))
+                .output()
+                .unwrap()
+                .status
+                .success()
+        };
+        assert!(
+            at_most(tenths),
+            "the unit rates above the README's {figure}"
+        );
+        assert!(
+            !at_most(tenths - 1),
+            "the unit rates below the README's {figure}: update the README"
+        );
+    }
 }

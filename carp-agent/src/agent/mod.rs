@@ -122,6 +122,9 @@ struct Agent {
     hook_runs: BTreeMap<String, u64>,
     /// SIGTERM came: masters hand over, then the agent exits (see [`Agent::begin_stop`]).
     stopping: bool,
+    /// Hook runs queued or running: a stop waits for every one, the down hooks it starts
+    /// and an up hook still running alike.
+    hooks_pending: usize,
 }
 
 /// Half of systemd's WatchdogSec, or an hour when there is no watchdog.
@@ -167,6 +170,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
         transitions: BTreeMap::new(),
         hook_runs: BTreeMap::new(),
         stopping: false,
+        hooks_pending: 0,
     };
     // Subscribed before the first look, so nothing that appears in between is missed.
     let mut changes = Box::pin(netlink::changes()?);
@@ -189,8 +193,6 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
             n => format!(", {n} waiting for an interface or address"),
         }
     );
-    // Down hooks of masters the agent still waits for as it stops.
-    let mut down_hooks = 0;
     loop {
         if agent.stopping && !agent.handing_over() {
             break;
@@ -211,8 +213,8 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
             }
             Some((vhid, outcome)) = hooks_rx.recv() => {
                 tracing::debug!(vhid, "hook finished: {outcome:?}");
+                agent.hooks_pending -= 1;
                 *agent.hook_runs.entry(format!("{outcome:?}").to_lowercase()).or_default() += 1;
-                down_hooks = usize::saturating_sub(down_hooks, usize::from(agent.stopping));
             }
             Some(report) = checks_rx.recv() => agent.on_check(report).await,
             Some(reply) = scrape_rx.recv() => {
@@ -233,17 +235,17 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
                 if agent.stopping {
                     break;
                 }
-                down_hooks = agent.begin_stop().await;
+                agent.begin_stop().await;
             }
             _ = int.recv() => {
                 if agent.stopping {
                     break;
                 }
-                down_hooks = agent.begin_stop().await;
+                agent.begin_stop().await;
             }
         }
     }
-    agent.shutdown(&mut hooks_rx, down_hooks).await;
+    agent.shutdown(&mut hooks_rx).await;
     // Only our own socket: an agent started while this one stopped may have bound anew.
     let socket = &agent.options.config.agent.socket;
     if control::inode(socket) == socket_inode {
@@ -580,6 +582,7 @@ impl Agent {
         let r = &mut self.vhids[i];
         if let Some(run) = r.vhid.hook(from, to, self.netns.clone(), timeout) {
             r.hooks.push(run);
+            self.hooks_pending += 1;
         }
     }
 
@@ -822,19 +825,13 @@ impl Agent {
 
     /// SIGTERM: masters bow out so backups take over at once, and hand over (see
     /// `Machine::answering`): the event loop runs on until none answers any more, at most
-    /// a master-down time. Returns how many down hooks the stop will wait for.
-    async fn begin_stop(&mut self) -> usize {
+    /// a master-down time.
+    async fn begin_stop(&mut self) {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         self.stopping = true;
-        let masters = self
-            .vhids
-            .iter()
-            .filter(|r| r.vhid.state() == State::MASTER && r.vhid.plan.down_script.is_some())
-            .count();
         for i in 0..self.vhids.len() {
             self.feed(i, Event::Shutdown).await;
         }
-        masters
     }
 
     /// Whether a VHID still answers after leaving MASTER.
@@ -845,23 +842,18 @@ impl Agent {
     }
 
     /// Graceful stop, after [`Agent::begin_stop`] and the handovers: VIPs go, VHIDs are
-    /// removed from the program, the `down_hooks` still running are awaited up to their
-    /// timeout.
-    async fn shutdown(
-        &mut self,
-        hooks_rx: &mut mpsc::UnboundedReceiver<(u8, hooks::Outcome)>,
-        down_hooks: usize,
-    ) {
+    /// removed from the program, down hooks run. Every hook run queued or running is
+    /// awaited (each up to the timeout): a master stopped while its up hook runs gets its
+    /// down hook after it.
+    async fn shutdown(&mut self, hooks_rx: &mut mpsc::UnboundedReceiver<(u8, hooks::Outcome)>) {
         for i in 0..self.vhids.len() {
             self.stop_vhid(i).await;
         }
         let timeout = Duration::from_secs_f64(self.options.config.agent.hook_timeout);
-        for _ in 0..down_hooks {
-            if tokio::time::timeout(timeout, hooks_rx.recv())
-                .await
-                .is_err()
-            {
-                break;
+        while self.hooks_pending > 0 {
+            match tokio::time::timeout(timeout, hooks_rx.recv()).await {
+                Ok(Some(_)) => self.hooks_pending -= 1,
+                _ => break,
             }
         }
         tracing::info!("carp-agent stopped");

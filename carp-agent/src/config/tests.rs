@@ -62,10 +62,26 @@ fn a_reload_names_the_settings_only_a_restart_applies() {
     let old = parse("[agent]\nhook_timeout = 5\n");
     let same = parse("[agent]\nhook_timeout = 9\ndemotion = 50\n");
     let moved = parse(
-        "[agent]\nsocket = \"/run/carp/b.sock\"\nvips_on = \"interface\"\nmetrics = \"127.0.0.1:9720\"\n",
+        "[agent]\nsocket = \"/run/carp/b.sock\"\npin_dir = \"/sys/fs/bpf/b\"\n\
+         xdp_mode = \"tc\"\nvips_on = \"interface\"\nmetrics = \"127.0.0.1:9720\"\n\
+         netns = \"blue\"\n",
     );
     assert!(old.restart_needed(&same).is_empty());
-    assert_eq!(old.restart_needed(&moved), ["socket", "vips_on", "metrics"]);
+    assert_eq!(
+        old.restart_needed(&moved),
+        [
+            "socket", "pin_dir", "xdp_mode", "vips_on", "metrics", "netns"
+        ]
+    );
+    // Each alone is named alone.
+    for (line, name) in [
+        ("pin_dir = \"/sys/fs/bpf/b\"", "pin_dir"),
+        ("xdp_mode = \"skb\"", "xdp_mode"),
+        ("netns = \"blue\"", "netns"),
+    ] {
+        let one = parse(&format!("[agent]\nhook_timeout = 5\n{line}\n"));
+        assert_eq!(old.restart_needed(&one), [name], "{line}");
+    }
 }
 
 #[test]
