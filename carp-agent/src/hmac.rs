@@ -404,7 +404,9 @@ mod tests {
         const AHEAD_NS: u64 = 2 * 3600 * 1_000_000_000;
         for secs in [2186, 1_000_000, NOW, u64::from(u32::MAX)] {
             let old_ns = (secs * 1_000_000_000).saturating_add(AHEAD_NS);
-            let new = Sequence::new(boot_count(None, secs).unwrap()).next().unwrap();
+            let new = Sequence::new(boot_count(None, secs).unwrap())
+                .next()
+                .unwrap();
             assert!(new > old_ns, "{secs} s: {new} <= {old_ns}");
         }
         assert!(first > NOW * 1_000_000_000 + AHEAD_NS);

@@ -341,7 +341,10 @@ impl Drop for Iface {
             .peers()
             .and_then(|r| state::save_peers(&self.state_dir, &self.link.name, &r));
         if let Err(e) = stored {
-            tracing::error!("{}: storing the records of strict peers: {e:#}", self.link.name);
+            tracing::error!(
+                "{}: storing the records of strict peers: {e:#}",
+                self.link.name
+            );
         }
         for (path, before) in &self.sysctls {
             match std::fs::write(path, before) {

@@ -66,7 +66,10 @@ pub fn next_counter(sequence: &mut Sequence, dir: &Path) -> Option<u64> {
     };
     match store_boot(dir, boot) {
         Ok(()) => {
-            tracing::info!("boot {} used up its counters: boot count {boot}", sequence.boot());
+            tracing::info!(
+                "boot {} used up its counters: boot count {boot}",
+                sequence.boot()
+            );
             sequence.raise(boot);
             sequence.next()
         }
@@ -106,7 +109,10 @@ pub fn load_peers(dir: &Path, iface: &str, ifindex: u32) -> Vec<(PeerKey, PeerEn
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
         Err(e) => {
-            tracing::warn!("reading {}: {e}; no records of strict peers", path.display());
+            tracing::warn!(
+                "reading {}: {e}; no records of strict peers",
+                path.display()
+            );
             return Vec::new();
         }
     };

@@ -290,13 +290,8 @@ impl Vhid {
             froms
                 .into_iter()
                 .filter_map(|src| {
-                    let payload = self.payload(
-                        timing,
-                        src,
-                        frame::group(src),
-                        &mut strict,
-                        &mut random,
-                    )?;
+                    let payload =
+                        self.payload(timing, src, frame::group(src), &mut strict, &mut random)?;
                     Some(Outgoing::Frame(frame::advert(
                         src,
                         self.advert_mac(),
@@ -815,9 +810,16 @@ mod tests {
         assert_eq!((row.adverts_received, row.auth), (2, AuthMode::Strict));
         let timing = v.machine.advertised();
         let mut seq = Sequence::new(9);
-        let out = v.adverts(timing, || seq.next(), || panic!("strict counters are not random"));
+        let out = v.adverts(
+            timing,
+            || seq.next(),
+            || panic!("strict counters are not random"),
+        );
         assert_eq!(counter_of(&out), 9 << 32);
-        assert_eq!(counter_of(&v.adverts(timing, || seq.next(), || 0)), (9 << 32) + 1);
+        assert_eq!(
+            counter_of(&v.adverts(timing, || seq.next(), || 0)),
+            (9 << 32) + 1
+        );
         // A sequence used up: nothing goes out rather than a counter sent before.
         assert_eq!(v.adverts(timing, || None, || 0), vec![]);
     }
@@ -828,7 +830,11 @@ mod tests {
         let mut v = vhid(AuthMode::Bsd);
         assert!(v.receive(&advert(5)).is_some());
         let timing = v.machine.advertised();
-        let out = v.adverts(timing, || panic!("BSD counters are not the sequence's"), || 99);
+        let out = v.adverts(
+            timing,
+            || panic!("BSD counters are not the sequence's"),
+            || 99,
+        );
         assert_eq!(counter_of(&out), 6);
     }
 
@@ -856,7 +862,10 @@ mod tests {
         assert_eq!(counter_of(&v.adverts(timing, || seq.next(), || 0)), 3 << 32);
         // A backup not yet switched: heard, its counter not adopted.
         assert!(v.receive(&advert(3)).is_some());
-        assert_eq!(counter_of(&v.adverts(timing, || seq.next(), || 0)), (3 << 32) + 1);
+        assert_eq!(
+            counter_of(&v.adverts(timing, || seq.next(), || 0)),
+            (3 << 32) + 1
+        );
         // And back: the strict digest stays accepted.
         switch(&mut v, AuthMode::Bsd, 20);
         let keys = v.keys().unwrap();
@@ -865,7 +874,10 @@ mod tests {
         assert_eq!(counter_of(&v.adverts(timing, || seq.next(), || 99)), 99);
         // Strict again: on from where the sequence is.
         switch(&mut v, AuthMode::Strict, 30);
-        assert_eq!(counter_of(&v.adverts(timing, || seq.next(), || 0)), (3 << 32) + 2);
+        assert_eq!(
+            counter_of(&v.adverts(timing, || seq.next(), || 0)),
+            (3 << 32) + 2
+        );
         let row = v.status(0);
         assert_eq!((row.auth, row.adverts_received), (AuthMode::Strict, 3));
     }
