@@ -265,15 +265,6 @@ impl Sequence {
         Self { boot, low: 0 }
     }
 
-    /// The next counter, or `None` when this boot's 2^32 are used up: the caller stores
-    /// [`Sequence::next_boot`] and calls [`Sequence::raise`] (RFC 7474 4.1: "the high-order
-    /// 32 bits are incremented"), or sends nothing rather than a counter twice.
-    pub fn next(&mut self) -> Option<u64> {
-        let low = u32::try_from(self.low).ok()?;
-        self.low += 1;
-        Some(u64::from(self.boot) << 32 | u64::from(low))
-    }
-
     pub fn boot(&self) -> u32 {
         self.boot
     }
@@ -287,10 +278,24 @@ impl Sequence {
     pub fn raise(&mut self, boot: u32) {
         *self = Self::new(boot);
     }
+
     /// Boot `boot` with its counters used up.
     #[cfg(test)]
     pub(crate) fn used_up(boot: u32) -> Self {
         Self { boot, low: 1 << 32 }
+    }
+}
+
+impl Iterator for Sequence {
+    type Item = u64;
+
+    /// The next counter, or `None` when this boot's 2^32 are used up: the caller stores
+    /// [`Sequence::next_boot`] and calls [`Sequence::raise`] (RFC 7474 4.1: "the high-order
+    /// 32 bits are incremented"), or sends nothing rather than a counter twice.
+    fn next(&mut self) -> Option<u64> {
+        let low = u32::try_from(self.low).ok()?;
+        self.low += 1;
+        Some(u64::from(self.boot) << 32 | u64::from(low))
     }
 }
 

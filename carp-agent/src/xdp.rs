@@ -109,8 +109,8 @@ pub fn vhid_keys(auth: &Auth) -> VhidKeys {
 }
 
 /// What an advert the program handed over tells the election, and for CARP its counter
-/// with the mode of the digest that verified it (a strict counter is the sender's clock;
-/// a BSD one is adopted, carp_input_c). The program verified the digest (or VRRP's
+/// with the mode of the digest that verified it (a strict counter the program checked
+/// against its record of the source; a BSD one is adopted, carp_input_c). The program verified the digest (or VRRP's
 /// checksum) already.
 pub fn advert_of(ev: &AdvertEvent) -> (Advert, Option<(u64, AuthMode)>) {
     let (timing, counter) = if ev.version == wire::VERSION {
