@@ -181,10 +181,6 @@ pub struct VhidStatus {
     /// Verified adverts from an address that is not one of the unicast `peers`: ignored.
     #[serde(default)]
     pub adverts_refused: u64,
-    /// Strict authentication: verified adverts whose counter (the sender's clock) is too
-    /// far from ours: old captures, or a peer whose clock is off. Ignored.
-    #[serde(default)]
-    pub adverts_stale: u64,
     /// How adverts are authenticated: bsd (the default) or strict.
     #[serde(default)]
     pub auth: crate::hmac::AuthMode,

@@ -65,8 +65,8 @@ pub enum AuthMode {
     /// The counter only, as FreeBSD, OpenBSD and ucarp: every peer speaks it.
     #[default]
     Bsd,
-    /// Also advbase, advskew, the demote byte and the source, with the sender's clock as
-    /// the counter: carp-agent peers only.
+    /// Also advbase, advskew, the demote byte and the source, with the agent's
+    /// [`Sequence`] as the counter: carp-agent peers only.
     Strict,
 }
 
@@ -79,10 +79,6 @@ impl std::fmt::Display for AuthMode {
         })
     }
 }
-
-/// How far a strict advert's counter (the sender's clock) may be from ours: an advert
-/// captured longer ago is refused even by a receiver that has no record of its source.
-pub const STRICT_WINDOW_NS: u64 = 30 * 1_000_000_000;
 
 /// Signs and verifies one VHID's adverts. Holds the HMAC state, never the password text.
 #[derive(Clone)]
@@ -242,18 +238,79 @@ impl Counter {
         self.value
     }
 
-    /// The counter for the next strict advert: the clock `unix_ns`, or one more than the
-    /// last if the clock went back, so the counter always grows while the agent runs and,
-    /// being the time, across restarts.
-    pub fn next_clock(&mut self, unix_ns: u64) -> u64 {
-        self.value = unix_ns.max(self.value.saturating_add(1));
-        self.value
-    }
-
     /// Adopts the counter of a valid advert.
     pub fn adopt(&mut self, theirs: u64) {
         self.heard = true;
         self.value = theirs;
+    }
+}
+
+/// The counter of strict adverts: RFC 7474 section 4's sequence number (OSPFv2), whose
+/// high half is a boot count kept on disk and raised at every start ([`boot_count`],
+/// stored by `boot.rs`) and whose low half counts adverts within the boot. No clock
+/// decides it, so a clock stepped either way, before a start or while running, changes
+/// nothing. One per agent, shared by all its strict VHIDs: a VHID recreated by a reload,
+/// or switched strict → bsd → strict, goes on counting where the agent is, so no counter
+/// is sent twice within a boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sequence {
+    boot: u32,
+    /// The low half of the next counter: 2^32 once this boot's are used up.
+    low: u64,
+}
+
+impl Sequence {
+    /// The first counter of boot `boot`.
+    pub fn new(boot: u32) -> Self {
+        Self { boot, low: 0 }
+    }
+
+    pub fn boot(&self) -> u32 {
+        self.boot
+    }
+
+    /// The boot count to store before [`Sequence::raise`]; none after `u32::MAX`.
+    pub fn next_boot(&self) -> Option<u32> {
+        self.boot.checked_add(1)
+    }
+
+    /// Counts on in boot `boot`, stored by now.
+    pub fn raise(&mut self, boot: u32) {
+        *self = Self::new(boot);
+    }
+
+    /// Boot `boot` with its counters used up.
+    #[cfg(test)]
+    pub(crate) fn used_up(boot: u32) -> Self {
+        Self { boot, low: 1 << 32 }
+    }
+}
+
+impl Iterator for Sequence {
+    type Item = u64;
+
+    /// The next counter, or `None` when this boot's 2^32 are used up: the caller stores
+    /// [`Sequence::next_boot`] and calls [`Sequence::raise`] (RFC 7474 4.1: "the high-order
+    /// 32 bits are incremented"), or sends nothing rather than a counter twice.
+    fn next(&mut self) -> Option<u64> {
+        let low = u32::try_from(self.low).ok()?;
+        self.low += 1;
+        Some(u64::from(self.boot) << 32 | u64::from(low))
+    }
+}
+
+/// The boot count of a start: one more than the `stored` one; with none stored (a first
+/// start, or the state lost), the wall clock in seconds, `unix_secs`. That floor is above
+/// a lost count as long as the host started fewer times than seconds went by since the
+/// count was last taken from the clock, and the clock did not go back; and shifted into the
+/// high half it is above any counter of the clock-nanosecond kind strict mode sent before
+/// boot counts (`s × 2^32 > s × 10^9` for the same second `s`, and by more than the 2 h a
+/// clock ahead then added, `7200 × 10^9`, once `s` passed 2185), so an upgraded peer is heard at once.
+/// `None` when the count is used up (`u32::MAX`, never in practice).
+pub fn boot_count(stored: Option<u32>, unix_secs: u64) -> Option<u32> {
+    match stored {
+        Some(n) => n.checked_add(1),
+        None => Some(u32::try_from(unix_secs).unwrap_or(u32::MAX)),
     }
 }
 
@@ -311,15 +368,54 @@ mod tests {
         assert_eq!(bsd.sign_header(&h, src), bsd.sign(h.counter));
     }
 
+    /// The high half is the boot, the low half counts within it; when the low half is used
+    /// up the sequence stops until the next boot is stored and raised, never wrapping to a
+    /// counter it sent.
     #[test]
-    fn strict_counters_are_the_clock_and_always_grow() {
-        let mut c = Counter::default();
-        assert_eq!(c.next_clock(1_000), 1_000);
-        assert_eq!(c.next_clock(5_000), 5_000);
-        assert_eq!(c.next_clock(4_000), 5_001, "the clock went back");
-        c = Counter::default();
-        c.adopt(u64::MAX);
-        assert_eq!(c.next_clock(7), u64::MAX, "saturates, never wraps");
+    fn a_sequence_counts_within_its_boot_and_stops_at_the_end() {
+        let mut s = Sequence::new(7);
+        assert_eq!(s.next(), Some(7 << 32));
+        assert_eq!(s.next(), Some((7 << 32) + 1));
+        s.low = u64::from(u32::MAX);
+        assert_eq!(s.next(), Some((7 << 32) + u64::from(u32::MAX)));
+        assert_eq!(s.next(), None, "used up");
+        assert_eq!(s.next(), None, "still: nothing is sent twice");
+        assert_eq!(s.next_boot(), Some(8));
+        s.raise(8);
+        assert_eq!(s.next(), Some(8 << 32), "above every counter of boot 7");
+        assert_eq!(s.boot(), 8);
+        assert_eq!(Sequence::new(u32::MAX).next_boot(), None);
+        let mut last = Sequence::new(u32::MAX);
+        last.low = u64::from(u32::MAX);
+        assert_eq!(last.next(), Some(u64::MAX));
+        assert_eq!(last.next(), None);
+    }
+
+    /// A stored count goes up by one; a lost one starts from the clock's seconds, above
+    /// any count that started from an earlier second and went up once per start since,
+    /// and above the clock-nanosecond counters of strict mode before boot counts, even
+    /// those of a clock 2 h ahead.
+    #[test]
+    fn boot_counts_go_up_and_a_lost_one_starts_from_the_clock() {
+        assert_eq!(boot_count(Some(41), 1_800_000_000), Some(42));
+        assert_eq!(boot_count(Some(u32::MAX), 0), None);
+        const NOW: u64 = 1_760_000_000;
+        let floor = boot_count(None, NOW).unwrap();
+        assert_eq!(floor, 1_760_000_000);
+        // Started a second earlier from the clock, then restarted: still below.
+        let lost = boot_count(Some(boot_count(None, NOW - 1).unwrap()), NOW).unwrap();
+        assert!(lost <= floor);
+        let first = Sequence::new(floor).next().unwrap();
+        const AHEAD_NS: u64 = 2 * 3600 * 1_000_000_000;
+        for secs in [2186, 1_000_000, NOW, u64::from(u32::MAX)] {
+            let old_ns = (secs * 1_000_000_000).saturating_add(AHEAD_NS);
+            let new = Sequence::new(boot_count(None, secs).unwrap())
+                .next()
+                .unwrap();
+            assert!(new > old_ns, "{secs} s: {new} <= {old_ns}");
+        }
+        assert!(first > NOW * 1_000_000_000 + AHEAD_NS);
+        assert_eq!(boot_count(None, u64::MAX), Some(u32::MAX), "saturates");
     }
 
     fn hex(b: &[u8]) -> String {

@@ -6,6 +6,7 @@ use crate::{
     control::{Attached, InterfaceStatus},
     netlink::{Link, Netlink},
     send::{PacketSocket, UnicastSocket},
+    state,
     vhid::{Outgoing, Restore, Vhid, balance_entry},
     vlan_offload::{self, Choice, VlanFacts},
     xdp::{DataPlane, parse_event},
@@ -40,6 +41,8 @@ pub struct Iface {
     promiscuous: Option<PacketSocket>,
     /// Where the maps are pinned for bpftool.
     pinned: Option<PathBuf>,
+    /// Where the records of strict peers are stored when the interface is let go.
+    state_dir: PathBuf,
     /// `arp_ignore` and `arp_announce` as they were before loopback placement set them,
     /// and the file that remembers them for a successor should this agent be killed.
     sysctls: Vec<(String, String)>,
@@ -56,17 +59,29 @@ impl Iface {
     /// Loads and attaches the XDP program to `link` (at tc where XDP would not see the
     /// VLAN tags of `vlans`: [`vlan_offload::choose`]), pins its maps under `pin_dir`, and
     /// hands the adverts it verifies to `events`; what must survive a killed agent is kept
-    /// beside its control `socket`.
+    /// beside its control `socket`. The program starts with the records of strict peers
+    /// a killed agent left pinned and those stored in `state_dir`, so no advert it refused
+    /// before is let in again.
+    #[allow(clippy::too_many_arguments, reason = "each is a setting of its own")]
     pub fn attach(
         link: &Link,
         setting: XdpModeSetting,
         vlans: VlanFacts,
         pin_dir: &Path,
+        state_dir: &Path,
         socket: &Path,
         vips_on: VipPlacement,
         events: mpsc::Sender<AdvertEvent>,
     ) -> Result<Self> {
         let mut dp = DataPlane::load()?;
+        let pins = pin_dir.join(&link.name);
+        let records = DataPlane::pinned_peers(&pins)
+            .into_iter()
+            .chain(state::load_peers(state_dir, &link.name, link.index));
+        let restored = dp.restore_peers(link.index, records)?;
+        if restored > 0 {
+            tracing::info!("{}: {restored} records of strict peers restored", link.name);
+        }
         let xdp = |dp: &mut DataPlane, mode| dp.attach(&link.name, mode).map(|_| attached(mode));
         let best_xdp = |dp: &mut DataPlane| {
             if link.veth {
@@ -123,7 +138,6 @@ impl Iface {
             )
         })?;
         tracing::info!("attached to {} ({hook})", link.name);
-        let pins = pin_dir.join(&link.name);
         let pinned = match dp.pin(&pins) {
             Ok(()) => Some(pins),
             Err(e) => {
@@ -177,6 +191,7 @@ impl Iface {
             sysctls,
             saved,
             pinned,
+            state_dir: state_dir.to_owned(),
             unicast: BTreeMap::new(),
             reader,
             logger,
@@ -315,11 +330,22 @@ impl Iface {
 }
 
 /// Letting go of an interface gives back what attaching changed: the program goes with its
-/// link, promiscuity with the socket, the sysctls are set back.
+/// link, promiscuity with the socket, the sysctls are set back; the records of strict
+/// peers are stored for the next start.
 impl Drop for Iface {
     fn drop(&mut self) {
         self.reader.abort();
         self.logger.abort();
+        let stored = self
+            .dp
+            .peers()
+            .and_then(|r| state::save_peers(&self.state_dir, &self.link.name, &r));
+        if let Err(e) = stored {
+            tracing::error!(
+                "{}: storing the records of strict peers: {e:#}",
+                self.link.name
+            );
+        }
         for (path, before) in &self.sysctls {
             match std::fs::write(path, before) {
                 // The interface went away, and its settings with it.
@@ -347,11 +373,6 @@ pub fn ipv6_forwarding(interface: &str) -> bool {
 /// CLOCK_MONOTONIC in nanoseconds: the XDP program's `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
     clock_ns(nix::time::ClockId::CLOCK_MONOTONIC)
-}
-
-/// CLOCK_REALTIME in ns: the counter of strict adverts, comparable between hosts.
-pub fn unix_ns() -> u64 {
-    clock_ns(nix::time::ClockId::CLOCK_REALTIME)
 }
 
 fn clock_ns(clock: nix::time::ClockId) -> u64 {

@@ -19,6 +19,7 @@ pub mod netlink;
 pub mod netns;
 pub mod preflight;
 pub mod send;
+pub mod state;
 pub mod vhid;
 pub mod vlan_offload;
 pub mod xdp;

@@ -442,7 +442,19 @@ async fn serve(options: Options, check_only: bool) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match agent::run(options, checked.plans).await {
+    // Before the first strict advert; a file that holds no count is a mistake to fix.
+    let unix_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let sequence = match carp_agent::state::start(&options.config.agent.state_dir, unix_secs) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("carp-agent: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tracing::info!("boot count {}", sequence.boot());
+    match agent::run(options, checked.plans, sequence).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("carp-agent: {e:#}");

@@ -10,7 +10,7 @@ use crate::{
     control::{BalanceStatus, VhidStatus, Waiting},
     election::{Event, Machine, Reason, State, Timing},
     frame,
-    hmac::{Auth, AuthMode, Counter, STRICT_WINDOW_NS},
+    hmac::{Auth, AuthMode, Counter},
     hooks,
     netlink::{Address, Link},
     xdp::{advert_of, vhid_entry, vhid_keys},
@@ -48,7 +48,6 @@ struct Counters {
     adverts_sent: u64,
     adverts_received: u64,
     adverts_refused: u64,
-    adverts_stale: u64,
     send_errors: u64,
     vips_restored: u64,
 }
@@ -216,8 +215,8 @@ impl Vhid {
     /// groups change, state and timers stay. Returns the words for the log. A changed
     /// digest (VIPs, password, `auth`) keeps the old one accepted for [`PREVIOUS_AUTH_NS`]
     /// from `now_ns`, so peers reloaded a little later still verify. A change of `auth`
-    /// starts the counter afresh: a BSD counter adopted from a peer may be anything, and
-    /// carried into strict mode it would put our clock out of the peers' window.
+    /// starts the BSD counter afresh (random until a peer is heard); strict adverts count
+    /// with the agent's sequence, which a switch leaves where it is.
     pub fn reconfigure(&mut self, fresh: Vhid, now_ns: u64) -> String {
         let old = std::mem::replace(&mut self.plan, fresh.plan);
         self.machine.reconfigure(*fresh.machine.config());
@@ -251,31 +250,23 @@ impl Vhid {
         self.machine.state()
     }
 
-    /// The election event an advert the XDP program verified carries, at `unix_ns`
-    /// (CLOCK_REALTIME). A unicast group hears its peers only (keepalived's
-    /// `check_unicast_src`): an advert from anyone else is counted and ignored. A BSD
-    /// VHID adopts a BSD advert's counter (carp_input_c); a strict advert whose counter,
-    /// the sender's clock, is further than [`STRICT_WINDOW_NS`] from ours is ignored: the
-    /// program only knows that it grows per source, which a receiver without a record of
-    /// the source (just started) cannot tell from a replay of an old capture. The mode is
-    /// the advert's, not the VHID's: while a switch of `auth` rolls through the group, the
-    /// previous mode's digest verifies too.
-    pub fn receive(&mut self, ev: &AdvertEvent, unix_ns: u64) -> Option<Event> {
+    /// The election event an advert the XDP program verified carries. A unicast group
+    /// hears its peers only (keepalived's `check_unicast_src`): an advert from anyone
+    /// else is counted and ignored. A BSD VHID adopts a BSD advert's counter
+    /// (carp_input_c); a strict advert's counter was checked by the program, before it
+    /// recorded anything (above the last one from the source, `old_counter` otherwise).
+    /// The mode is the advert's, not the VHID's: while a switch of `auth` rolls through
+    /// the group, the previous mode's digest verifies too.
+    pub fn receive(&mut self, ev: &AdvertEvent) -> Option<Event> {
         let (advert, counter) = advert_of(ev);
         if !self.plan.peers.is_empty() && !self.plan.peers.contains(&advert.src) {
             self.n.adverts_refused += 1;
             return None;
         }
-        if let Some((counter, mode)) = counter {
-            match (mode, self.plan.auth) {
-                (AuthMode::Bsd, AuthMode::Bsd) => self.counter.adopt(counter),
-                (AuthMode::Bsd, AuthMode::Strict) => {}
-                (AuthMode::Strict, _) if counter.abs_diff(unix_ns) > STRICT_WINDOW_NS => {
-                    self.n.adverts_stale += 1;
-                    return None;
-                }
-                (AuthMode::Strict, _) => {}
-            }
+        if let Some((counter, AuthMode::Bsd)) = counter
+            && self.plan.auth == AuthMode::Bsd
+        {
+            self.counter.adopt(counter);
         }
         self.n.adverts_received += 1;
         Some(Event::Advert(advert))
@@ -284,11 +275,12 @@ impl Vhid {
     /// What one advert with `timing` puts on the wire: a frame per family to the group
     /// (carp_send_ad_locked), or a payload per unicast peer from our address of its
     /// family. `random` seeds the BSD counter until a peer is heard; strict mode counts
-    /// with the clock, `unix_ns` (CLOCK_REALTIME).
+    /// with `strict`, the agent's [`crate::hmac::Sequence`], and sends nothing when it has
+    /// no counter left.
     pub fn adverts(
         &mut self,
         timing: Timing,
-        unix_ns: u64,
+        mut strict: impl FnMut() -> Option<u64>,
         mut random: impl FnMut() -> u64,
     ) -> Vec<Outgoing> {
         let froms: Vec<IpAddr> = std::iter::once(self.sources.first)
@@ -299,7 +291,7 @@ impl Vhid {
                 .into_iter()
                 .filter_map(|src| {
                     let payload =
-                        self.payload(timing, src, frame::group(src), unix_ns, &mut random)?;
+                        self.payload(timing, src, frame::group(src), &mut strict, &mut random)?;
                     Some(Outgoing::Frame(frame::advert(
                         src,
                         self.advert_mac(),
@@ -315,7 +307,7 @@ impl Vhid {
                 .into_iter()
                 .filter_map(|to| {
                     let from = *froms.iter().find(|s| s.is_ipv6() == to.is_ipv6())?;
-                    let payload = self.payload(timing, from, to, unix_ns, &mut random)?;
+                    let payload = self.payload(timing, from, to, &mut strict, &mut random)?;
                     Some(Outgoing::Unicast { from, to, payload })
                 })
                 .collect()
@@ -352,7 +344,7 @@ impl Vhid {
         timing: Timing,
         src: IpAddr,
         dst: IpAddr,
-        unix_ns: u64,
+        strict: &mut impl FnMut() -> Option<u64>,
         random: &mut impl FnMut() -> u64,
     ) -> Option<Vec<u8>> {
         match timing {
@@ -360,7 +352,7 @@ impl Vhid {
                 let auth = self.auth.as_ref()?;
                 let counter = match auth.mode() {
                     AuthMode::Bsd => self.counter.next(random()),
-                    AuthMode::Strict => self.counter.next_clock(unix_ns),
+                    AuthMode::Strict => strict()?,
                 };
                 let mut header = wire::CarpHeader {
                     vhid: self.plan.vhid,
@@ -594,7 +586,6 @@ impl Vhid {
             adverts_sent: self.n.adverts_sent,
             adverts_received: self.n.adverts_received,
             adverts_refused: self.n.adverts_refused,
-            adverts_stale: self.n.adverts_stale,
             send_errors: self.n.send_errors,
             vips_restored: self.n.vips_restored,
             reannounced: self.machine.reannounced(),
@@ -721,10 +712,10 @@ fn changes(old: &Plan, new: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hmac::Sequence;
     use std::net::Ipv4Addr;
 
     const NOW: u64 = 1_800_000_000_000_000_000;
-    const SECOND: u64 = 1_000_000_000;
 
     fn vhid(auth: AuthMode) -> Vhid {
         balanced(1, auth, None)
@@ -817,42 +808,56 @@ mod tests {
         wire::CarpHeader::decode(&frame[34..]).unwrap().counter
     }
 
-    /// A captured advert replayed to a receiver with no record of its source verifies in
-    /// the program (its counter grew, as far as it knows); its clock tells it apart.
+    /// A strict VHID hears any counter the program let through (it checked it against
+    /// its record of the source), however far from any clock, and adopts none: its own
+    /// counters are the agent's sequence's.
     #[test]
-    fn strict_adverts_far_from_our_clock_are_ignored() {
+    fn strict_adverts_are_heard_and_counted_by_the_sequence() {
         let mut v = vhid(AuthMode::Strict);
-        assert_eq!(v.receive(&strict(NOW - 31 * SECOND), NOW), None);
-        assert_eq!(v.receive(&strict(NOW + 31 * SECOND), NOW), None);
-        assert!(v.receive(&strict(NOW - 29 * SECOND), NOW).is_some());
+        assert!(v.receive(&strict(1)).is_some());
+        assert!(v.receive(&strict(u64::MAX)).is_some());
         let row = v.status(0);
-        assert_eq!((row.adverts_stale, row.adverts_received), (2, 1));
-        assert_eq!(row.auth, AuthMode::Strict);
-        // Our own counter is our clock, not the peer's counter plus one.
+        assert_eq!((row.adverts_received, row.auth), (2, AuthMode::Strict));
         let timing = v.machine.advertised();
-        let out = v.adverts(timing, NOW, || panic!("strict counters are not random"));
-        assert_eq!(counter_of(&out), NOW);
-        assert_eq!(counter_of(&v.adverts(timing, NOW, || 0)), NOW + 1);
+        let mut seq = Sequence::new(9);
+        let out = v.adverts(
+            timing,
+            || seq.next(),
+            || panic!("strict counters are not random"),
+        );
+        assert_eq!(counter_of(&out), 9 << 32);
+        assert_eq!(
+            counter_of(&v.adverts(timing, || seq.next(), || 0)),
+            (9 << 32) + 1
+        );
+        // A sequence used up: nothing goes out rather than a counter sent before.
+        assert_eq!(v.adverts(timing, || None, || 0), vec![]);
     }
 
     /// BSD mode takes any counter and counts on from the peer's (carp_input_c).
     #[test]
     fn bsd_adverts_carry_any_counter() {
         let mut v = vhid(AuthMode::Bsd);
-        assert!(v.receive(&advert(5), NOW).is_some());
-        assert_eq!(v.status(0).adverts_stale, 0);
+        assert!(v.receive(&advert(5)).is_some());
         let timing = v.machine.advertised();
-        assert_eq!(counter_of(&v.adverts(timing, NOW, || 99)), 6);
+        let out = v.adverts(
+            timing,
+            || panic!("BSD counters are not the sequence's"),
+            || 99,
+        );
+        assert_eq!(counter_of(&out), 6);
     }
 
     /// A switch of `auth` applies in place, as a password change: the other mode's digest
     /// stays accepted for [`PREVIOUS_AUTH_NS`], and adverts it verifies are heard by their
-    /// own mode's rules while the switch rolls through the group. The counter starts
-    /// afresh: one adopted from a BSD peer would put a strict one off the peers' clocks.
+    /// own mode's rules while the switch rolls through the group. The BSD counter starts
+    /// afresh; strict adverts go on with the agent's sequence, so strict → bsd → strict
+    /// sends no counter twice.
     #[test]
     fn an_auth_switch_keeps_the_other_modes_digest_for_a_while() {
+        let mut seq = Sequence::new(3);
         let mut v = vhid(AuthMode::Bsd);
-        assert!(v.receive(&advert(u64::MAX - 7), NOW).is_some());
+        assert!(v.receive(&advert(u64::MAX - 7)).is_some());
         let bsd = v.keys().unwrap();
         assert!(!bsd.auth.is_strict());
         assert!(v.takes(&parts(1, AuthMode::Strict, None).0));
@@ -864,23 +869,27 @@ mod tests {
             (bsd.auth, 10 + PREVIOUS_AUTH_NS)
         );
         let timing = v.machine.advertised();
-        assert_eq!(counter_of(&v.adverts(timing, NOW, || 0)), NOW);
+        assert_eq!(counter_of(&v.adverts(timing, || seq.next(), || 0)), 3 << 32);
         // A backup not yet switched: heard, its counter not adopted.
-        assert!(v.receive(&advert(3), NOW).is_some());
-        assert_eq!(counter_of(&v.adverts(timing, NOW, || 0)), NOW + 1);
-        assert_eq!(v.receive(&strict(NOW + 31 * SECOND), NOW), None);
-        // And back: the strict digest stays accepted, a strict peer's clock still checked.
+        assert!(v.receive(&advert(3)).is_some());
+        assert_eq!(
+            counter_of(&v.adverts(timing, || seq.next(), || 0)),
+            (3 << 32) + 1
+        );
+        // And back: the strict digest stays accepted.
         switch(&mut v, AuthMode::Bsd, 20);
         let keys = v.keys().unwrap();
         assert!(!keys.auth.is_strict() && keys.auth_previous.is_strict());
-        assert!(v.receive(&strict(NOW), NOW).is_some());
-        assert_eq!(v.receive(&strict(NOW - 31 * SECOND), NOW), None);
-        assert_eq!(counter_of(&v.adverts(timing, NOW, || 99)), 99);
-        let row = v.status(0);
+        assert!(v.receive(&strict(5)).is_some());
+        assert_eq!(counter_of(&v.adverts(timing, || seq.next(), || 99)), 99);
+        // Strict again: on from where the sequence is.
+        switch(&mut v, AuthMode::Strict, 30);
         assert_eq!(
-            (row.auth, row.adverts_stale, row.adverts_received),
-            (AuthMode::Bsd, 2, 3)
+            counter_of(&v.adverts(timing, || seq.next(), || 0)),
+            (3 << 32) + 2
         );
+        let row = v.status(0);
+        assert_eq!((row.auth, row.adverts_received), (AuthMode::Strict, 3));
     }
 
     /// An OpenBSD host of a `balancing ip` group (`carpnodes 1:0,2:0,3:0`) verifies our
@@ -903,7 +912,7 @@ mod tests {
                 index,
             };
             let mut v = balanced(n, AuthMode::Bsd, Some(group));
-            let out = v.adverts(v.machine.advertised(), NOW, || 0x0102_0304_0506_0708);
+            let out = v.adverts(v.machine.advertised(), || None, || 0x0102_0304_0506_0708);
             let [Outgoing::Frame(frame)] = &out[..] else {
                 panic!("{out:?}")
             };

@@ -20,8 +20,8 @@ use aya_log::EbpfLogger;
 use carp_common::{
     Protocol, State,
     maps::{
-        self, AdvertEvent, BalanceEntry, Flags, VhidEntry, VhidKey, VhidKeys, VipEntry, VipKey,
-        XdpStats,
+        self, AdvertEvent, BalanceEntry, Flags, PeerEntry, PeerKey, VhidEntry, VhidKey, VhidKeys,
+        VipEntry, VipKey, XdpStats,
     },
     wire,
 };
@@ -109,8 +109,8 @@ pub fn vhid_keys(auth: &Auth) -> VhidKeys {
 }
 
 /// What an advert the program handed over tells the election, and for CARP its counter
-/// with the mode of the digest that verified it (a strict counter is the sender's clock;
-/// a BSD one is adopted, carp_input_c). The program verified the digest (or VRRP's
+/// with the mode of the digest that verified it (a strict counter the program checked
+/// against its record of the source; a BSD one is adopted, carp_input_c). The program verified the digest (or VRRP's
 /// checksum) already.
 pub fn advert_of(ev: &AdvertEvent) -> (Advert, Option<(u64, AuthMode)>) {
     let (timing, counter) = if ev.version == wire::VERSION {
@@ -137,6 +137,13 @@ pub fn advert_of(ev: &AdvertEvent) -> (Advert, Option<(u64, AuthMode)>) {
         demote: ev.demote,
     };
     (advert, counter)
+}
+
+/// Every entry of a [`maps::PEERS`] map.
+fn peers_of<T: std::borrow::Borrow<MapData>>(
+    map: &HashMap<T, PeerKey, PeerEntry>,
+) -> Result<Vec<(PeerKey, PeerEntry)>> {
+    Ok(map.iter().collect::<Result<_, _>>()?)
 }
 
 /// Decodes a ring buffer record.
@@ -366,6 +373,49 @@ impl DataPlane {
     /// Forgets the group led by `leader`: frames to its MAC pass untouched again.
     pub fn remove_balance(&mut self, leader: u8) -> Result<()> {
         self.set_balance(leader, &BalanceEntry::default())
+    }
+
+    /// The program's records of strict peers (see [`maps::PEERS`]).
+    pub fn peers(&mut self) -> Result<Vec<(PeerKey, PeerEntry)>> {
+        peers_of(&self.hash_map::<PeerKey, PeerEntry>(maps::PEERS)?)
+    }
+
+    /// The records of strict peers in the [`maps::PEERS`] pinned under `dir` by an agent
+    /// that was killed (a clean stop removes its pins and stores them instead); none when
+    /// there is no such pin.
+    pub fn pinned_peers(dir: &Path) -> Vec<(PeerKey, PeerEntry)> {
+        let path = dir.join(maps::PEERS);
+        if !path.exists() {
+            return Vec::new();
+        }
+        let read = || -> Result<Vec<(PeerKey, PeerEntry)>> {
+            let map = aya::maps::Map::from_map_data(MapData::from_pin(&path)?)?;
+            peers_of(&HashMap::<_, PeerKey, PeerEntry>::try_from(map)?)
+        };
+        read().unwrap_or_else(|e| {
+            tracing::warn!("reading the records left in {}: {e:#}", path.display());
+            Vec::new()
+        })
+    }
+
+    /// Gives the program `records` of strict peers before it is attached, keyed for
+    /// interface `ifindex`: the highest counter of each source wins.
+    pub fn restore_peers(
+        &mut self,
+        ifindex: u32,
+        records: impl IntoIterator<Item = (PeerKey, PeerEntry)>,
+    ) -> Result<usize> {
+        let mut map = self.hash_map::<PeerKey, PeerEntry>(maps::PEERS)?;
+        let mut n = 0;
+        for (mut key, entry) in records {
+            key.vhid.ifindex = ifindex;
+            if map.get(&key, 0).is_ok_and(|e| e.counter >= entry.counter) {
+                continue;
+            }
+            map.insert(key, entry, 0)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Statistics summed over all CPUs.

@@ -214,22 +214,17 @@ impl Sim {
         }
     }
 
-    /// The simulated wall clock: the same on every node.
-    fn unix_ns(&self) -> u64 {
-        1_800_000_000_000_000_000 + u64::try_from(self.now.as_nanos()).unwrap()
-    }
-
     /// The agent's adverts as it builds them, whole frames, put on the simulated segment.
     fn send(&mut self, from: usize, timing: Timing) {
         let n = &self.nodes[from];
         if !n.alive || !n.link {
             return;
         }
-        let unix_ns = self.unix_ns();
         let rng = &mut self.rng;
+        // BSD authentication: no strict counters.
         let out = self.nodes[from]
             .vhid
-            .adverts(timing, unix_ns, || rng.random());
+            .adverts(timing, || None, || rng.random());
         let side = self.nodes[from].side;
         for o in out {
             let Outgoing::Frame(frame) = o else {
@@ -264,7 +259,6 @@ impl Sim {
     /// The receive path: what the XDP program checks, with the real decoders and the
     /// digest it computes, then the agent's own `Vhid::receive` and machine.
     fn deliver(&mut self, d: Delivery) {
-        let unix_ns = self.unix_ns();
         let node = &mut self.nodes[d.to];
         if !node.alive || !node.link {
             return;
@@ -308,7 +302,7 @@ impl Sim {
                 ev.interval_cs = h.max_adver_int;
             }
         }
-        if let Some(event) = node.vhid.receive(&ev, unix_ns) {
+        if let Some(event) = node.vhid.receive(&ev) {
             self.feed(d.to, event);
         }
     }

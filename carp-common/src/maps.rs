@@ -20,7 +20,9 @@ pub const VIPS: &str = "CARP_VIPS";
 /// program.
 pub const REPLAY: &str = "CARP_REPLAY";
 /// Last counter accepted per VHID and source under strict authentication: [`PeerKey`] →
-/// [`PeerEntry`], written by the program (least recently used entries give way).
+/// [`PeerEntry`], written by the program once an advert passed every check (least recently
+/// used entries give way); restored by the agent before the program is attached, from the
+/// pin a killed agent left and from its state directory, where a stop stores it.
 pub const PEERS: &str = "CARP_PEERS";
 /// Ring buffer of [`AdvertEvent`]s for the agent.
 pub const EVENTS: &str = "CARP_EVENTS";
@@ -242,7 +244,8 @@ pub struct PeerKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PeerEntry {
-    /// Its counter: the sender's clock in ns, so anything not above it is a replay.
+    /// Its counter: the sender's boot count and its count of adverts within the boot,
+    /// growing with every advert, so anything not above it is a replay.
     pub counter: u64,
 }
 
@@ -292,7 +295,7 @@ pub struct AdvertEvent {
     /// 4 or 6.
     pub family: u8,
     /// CARP: 1 when a strict digest verified it ([`CounterHmac::is_strict`]), so the
-    /// counter is the sender's clock; 0 for a BSD one.
+    /// program checked its counter against its source's record; 0 for a BSD one.
     pub strict: u8,
     pub advbase: u8,
     pub advskew: u8,

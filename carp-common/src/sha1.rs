@@ -262,7 +262,7 @@ impl CounterHmac {
     }
 
     /// Whether it verifies strict digests, which cover the whole header and the source
-    /// and carry the sender's clock as the counter ([`auth::STRICT_SUFFIX`] bytes).
+    /// and carry a counter that grows with every advert ([`auth::STRICT_SUFFIX`] bytes).
     #[inline(always)]
     pub fn is_strict(&self) -> bool {
         self.suffix_len == auth::STRICT_SUFFIX

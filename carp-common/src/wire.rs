@@ -40,7 +40,8 @@ pub const BOW_OUT: u8 = 255;
 /// OpenBSD and ucarp do, so neither advbase, advskew, the demote byte nor the source is
 /// authenticated. Strict mode, carp-agent's opt-in, covers them too: a captured advert can
 /// neither be altered (into a bow-out) nor re-sent from another address, and its counter,
-/// the sender's clock, tells a re-sent advert from a fresh one.
+/// which grows with every advert its sender sends (a boot count, then a count within the
+/// boot), tells a re-sent advert from a fresh one.
 pub mod auth {
     /// Room for the longest suffix.
     pub const SUFFIX_MAX: usize = 32;

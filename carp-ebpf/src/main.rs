@@ -601,6 +601,10 @@ fn advert(pkt: &Pkt, l2: L2, family: u8) -> u32 {
         if sent.is_err() {
             drop_as!(ringbuf_full);
         }
+        // Recorded only now that every check passed and the agent has it.
+        if s.event.strict != 0 {
+            record_peer(s);
+        }
         count!(adverts);
         Some(XDP_DROP)
     })
@@ -678,7 +682,7 @@ fn carp_advert(
     };
     if strict {
         s.event.strict = 1;
-        return strict_counter(key, s);
+        return old_counter(key, s);
     }
     let fresh = &mut s.replay;
     fresh.src = ev.src;
@@ -714,33 +718,51 @@ fn carp_advert(
     None
 }
 
-/// Strict authentication's replay check: the counter is the sender's clock, so one not
-/// above the last accepted from this source was sent before, and is now sent again by
-/// someone else. `Some` means it was dropped (and counted).
+/// Strict authentication's replay check: the sender's counter grows with every advert it
+/// sends, across its restarts too (a boot count in its high half), so one not above the
+/// last accepted from this source was sent before, and is now sent again by someone else.
+/// `Some` means it was dropped (and counted); nothing is recorded here ([`record_peer`]).
 #[allow(
     clippy::needless_borrows_for_generic_args,
     reason = "by value would copy the 24-byte key onto the 512-byte stack"
 )]
 #[inline(always)]
-fn strict_counter(key: &VhidKey, s: &mut Scratch) -> Option<()> {
+fn old_counter(key: &VhidKey, s: &mut Scratch) -> Option<()> {
     s.peer.vhid = *key;
     s.peer.src = s.event.src;
+    if let Some(last) = CARP_PEERS.get_ptr(&s.peer)
+        // SAFETY: map value, valid for the run.
+        && unsafe { (*last).counter } >= s.event.counter
+    {
+        count!(old_counter);
+        return Some(());
+    }
+    None
+}
+
+/// Records the counter of a strict advert the agent was handed, for its source
+/// ([`old_counter`] filled `s.peer`).
+#[allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by value would copy the 24-byte key onto the 512-byte stack"
+)]
+#[inline(always)]
+fn record_peer(s: &Scratch) {
     let fresh = PeerEntry {
         counter: s.event.counter,
     };
     match CARP_PEERS.get_ptr_mut(&s.peer) {
-        // SAFETY: map value, valid for the run; a racing CPU can only let one more through.
-        Some(last) if unsafe { (*last).counter } >= fresh.counter => {
-            count!(old_counter);
-            return Some(());
-        }
-        // SAFETY: as above.
-        Some(last) => unsafe { *last = fresh },
+        // SAFETY: map value, valid for the run. Never lowered: a CPU that recorded a later
+        // advert meanwhile keeps its record.
+        Some(last) => unsafe {
+            if (*last).counter < fresh.counter {
+                *last = fresh;
+            }
+        },
         None => {
             let _ = CARP_PEERS.insert(&s.peer, fresh, 0);
         }
     }
-    None
 }
 
 /// Checks a VRRPv3 advert (RFC 5798 5.1: count of addresses, checksum with the IP

@@ -103,7 +103,8 @@ pub struct Agent {
 
 impl Agent {
     /// Starts `carp-agent -c <dir>/<name>.toml` inside `ns`. `config` starts inside the
-    /// [agent] section this adds (socket in `dir`): settings for it first, then the VHIDs.
+    /// [agent] section this adds (socket and state directory in `dir`): settings for it
+    /// first, then the VHIDs.
     pub fn start(ns: &Netns, dir: &Path, name: &str, config: &str) -> Result<Self> {
         Self::start_with_env(ns, dir, name, config, &[])
     }
@@ -130,8 +131,18 @@ impl Agent {
         }
     }
 
+    /// The agent's own state directory (`[agent] state_dir`), beside its socket: agents of
+    /// one test are hosts of their own.
+    pub fn state_dir(&self) -> PathBuf {
+        self.socket.with_extension("state")
+    }
+
     fn with_agent_section(socket: &Path, config: &str) -> String {
-        format!("[agent]\nsocket = \"{}\"\n\n{config}", socket.display())
+        format!(
+            "[agent]\nsocket = \"{}\"\nstate_dir = \"{}\"\n\n{config}",
+            socket.display(),
+            socket.with_extension("state").display()
+        )
     }
 
     /// Rewrites the configuration file (keeping the [agent] section); for reloads.

@@ -4,7 +4,7 @@
 //! from a live master, and captured adverts re-sent after the master died keep the backup
 //! waiting. These tests show that this still moves BSD mode (the README's threat model
 //! says so) and that nothing moves `auth = "strict"`, whose restarted peers are still
-//! heard at once. State and counters come from the typed status.
+//! heard at once (more of strict mode's counters in strict_clock.rs). State and counters come from the typed status.
 // Needs root (namespaces, BPF): `cargo xtask test` runs it.
 #![cfg(feature = "root")]
 
@@ -170,7 +170,7 @@ fn strict_replayed_adverts_are_refused_and_a_restarted_master_is_heard() {
     assert!(took < MASTER_DOWN + Duration::from_millis(300), "{took:?}");
     let replays = g.backup.xdp_counter("old_counter");
     assert!(replays >= 1, "replays dropped as old_counter: {replays}");
-    // The master comes back (preempt): its clock went on, so the backup hears it at
+    // The master comes back (preempt): its boot count went up, so the backup hears it at
     // once, while the attacker goes on replaying.
     g.master.spawn(&g.lan.hosts[0].ns).unwrap();
     g.master
@@ -179,10 +179,6 @@ fn strict_replayed_adverts_are_refused_and_a_restarted_master_is_heard() {
     g.backup
         .wait_state(1, "BACKUP", Duration::from_secs(3))
         .unwrap();
-    let row = g.backup_row();
-    assert_eq!(
-        (row.auth, row.adverts_stale),
-        (carp_agent::hmac::AuthMode::Strict, 0)
-    );
+    assert_eq!(g.backup_row().auth, carp_agent::hmac::AuthMode::Strict);
     drop(attacker);
 }

@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "xdp-tools",
     "ethtool",
     "nftables",
+    // libfaketime: agents on a clock set ahead or stepped (tests/tests/strict_clock.rs).
+    "faketime",
     "curl",
 ];
 

@@ -37,12 +37,15 @@ use crate::{
     control::{self, Waiting},
     demotion::Demotion,
     election::{Action, Event, Reason, State, Timing},
-    health, hooks,
-    iface::{self, Iface, Placement, ipv6_forwarding},
+    health,
+    hmac::Sequence,
+    hooks,
+    iface::{Iface, Placement, ipv6_forwarding},
     metrics,
     netlink::{self, Change, Link, Netlink},
     preflight::{Options, vhids},
     send::{Memberships, PacketSocket},
+    state,
     vhid::{Removed, Vhid},
     vlan_offload::{self, VlanFacts},
     xdp::DataPlane,
@@ -116,6 +119,8 @@ struct Agent {
     checks: Checks,
     /// Random source for the CARP counter until a peer is heard.
     rng: rand::rngs::ThreadRng,
+    /// The counter of strict adverts, one for every strict VHID (see [`Sequence`]).
+    sequence: Sequence,
     /// Transitions by (interface, vhid, reason), for metrics.
     transitions: BTreeMap<(String, u8, String), u64>,
     /// Hook runs by outcome, for metrics.
@@ -137,8 +142,9 @@ fn watchdog_interval() -> Duration {
         .unwrap_or(Duration::from_secs(3600))
 }
 
-/// Runs the agent until SIGTERM/SIGINT.
-pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
+/// Runs the agent until SIGTERM/SIGINT; strict adverts count with `sequence`, this start's
+/// (`state::start`).
+pub async fn run(options: Options, plans: Vec<Plan>, sequence: Sequence) -> Result<()> {
     let listener = control::listen(&options.config.agent.socket).await?;
     let socket_inode = control::inode(&options.config.agent.socket);
     let (control_tx, mut control_rx) = mpsc::channel(16);
@@ -167,6 +173,7 @@ pub async fn run(options: Options, plans: Vec<Plan>) -> Result<()> {
         netns: crate::netns::identify(),
         checks: Checks::new(checks_tx),
         rng: rand::rng(),
+        sequence,
         transitions: BTreeMap::new(),
         hook_runs: BTreeMap::new(),
         stopping: false,
@@ -314,6 +321,7 @@ impl Agent {
                 a.xdp_mode,
                 facts,
                 &a.pin_dir,
+                &a.state_dir,
                 &a.socket,
                 a.vips_on,
                 self.events_tx.clone(),
@@ -506,7 +514,12 @@ impl Agent {
             return false;
         };
         let rng = &mut self.rng;
-        let out = v.adverts(timing, iface::unix_ns(), || rand::Rng::random(rng));
+        let (sequence, dir) = (&mut self.sequence, &self.options.config.agent.state_dir);
+        let out = v.adverts(
+            timing,
+            || state::next_counter(sequence, dir),
+            || rand::Rng::random(rng),
+        );
         let ok = iface.send(&out);
         v.sent(ok);
         // An advert that went out renews the XDP program's MASTER lease; one that did not
@@ -670,7 +683,7 @@ impl Agent {
             .iter()
             .position(|r| r.vhid.ifindex == ev.ifindex && r.vhid.plan.vhid == ev.vhid);
         if let Some(i) = found
-            && let Some(event) = self.vhids[i].vhid.receive(&ev, iface::unix_ns())
+            && let Some(event) = self.vhids[i].vhid.receive(&ev)
         {
             self.feed(i, event).await;
         }

@@ -21,6 +21,8 @@ pub mod manual;
 pub const DEFAULT_PATH: &str = "/etc/carp/carp.toml";
 pub const DEFAULT_SOCKET: &str = "/run/carp/agent.sock";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/carp";
+/// The unit's `StateDirectory=carp`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/carp";
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +88,9 @@ pub struct Agent {
     pub socket: PathBuf,
     /// bpffs directory the maps are pinned under, one subdirectory per interface.
     pub pin_dir: PathBuf,
+    /// Where the boot count of strict counters and the strict peers' records are kept
+    /// across restarts and reboots (`crate::state`).
+    pub state_dir: PathBuf,
     /// Seconds a hook may run before it is killed.
     pub hook_timeout: f64,
     /// Initial global demotion (FreeBSD `net.inet.carp.demotion`).
@@ -109,6 +114,7 @@ impl Agent {
         [
             ("socket", self.socket != new.socket),
             ("pin_dir", self.pin_dir != new.pin_dir),
+            ("state_dir", self.state_dir != new.state_dir),
             ("xdp_mode", self.xdp_mode != new.xdp_mode),
             ("vips_on", self.vips_on != new.vips_on),
             ("metrics", self.metrics != new.metrics),
@@ -153,9 +159,9 @@ pub enum XdpModeSetting {
 }
 
 impl Agent {
-    /// Agents of several namespaces on one host must not share a control socket or pins:
-    /// with `netns`, the default paths gain the namespace's name (as keepalived's pid
-    /// files do).
+    /// Agents of several namespaces on one host must not share a control socket, pins or
+    /// state: with `netns`, the default paths gain the namespace's name (as keepalived's
+    /// pid files do).
     fn scope_to_netns(&mut self) {
         let Some(ns) = &self.netns else { return };
         if self.socket == Path::new(DEFAULT_SOCKET) {
@@ -163,6 +169,9 @@ impl Agent {
         }
         if self.pin_dir == Path::new(DEFAULT_PIN_DIR) {
             self.pin_dir = Path::new(DEFAULT_PIN_DIR).join(ns);
+        }
+        if self.state_dir == Path::new(DEFAULT_STATE_DIR) {
+            self.state_dir = Path::new(DEFAULT_STATE_DIR).join(ns);
         }
     }
 }
@@ -172,6 +181,7 @@ impl Default for Agent {
         Self {
             socket: DEFAULT_SOCKET.into(),
             pin_dir: DEFAULT_PIN_DIR.into(),
+            state_dir: DEFAULT_STATE_DIR.into(),
             hook_timeout: 10.0,
             demotion: 0,
             xdp_mode: XdpModeSetting::Auto,

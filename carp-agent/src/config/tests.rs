@@ -304,6 +304,7 @@ fn a_netns_scopes_the_default_paths_only() {
     let c = Config::parse("[agent]\nnetns = \"hosta\"\n").unwrap();
     assert_eq!(c.agent.socket, Path::new("/run/carp/hosta.sock"));
     assert_eq!(c.agent.pin_dir, Path::new("/sys/fs/bpf/carp/hosta"));
+    assert_eq!(c.agent.state_dir, Path::new("/var/lib/carp/hosta"));
     let c = Config::parse("[agent]\nnetns = \"b\"\nsocket = \"/run/x.sock\"\n").unwrap();
     assert_eq!(c.agent.socket, Path::new("/run/x.sock"));
     assert_eq!(Config::parse("").unwrap().agent, Agent::default());
