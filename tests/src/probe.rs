@@ -1,6 +1,7 @@
 //! A continuous ping to a VIP from a client namespace (`ping -D -i 0.01`, 100 probes a
-//! second) that records every reply, so the longest silence, the failover gap, can be
-//! read afterwards.
+//! second, or every 1 ms with [`Probe::every`]) that records every reply with its sequence
+//! number, so the longest silence, the failover gap, and the probes lost can be read
+//! afterwards.
 
 use crate::netns::Netns;
 use anyhow::{Context as _, Result};
@@ -14,6 +15,8 @@ use std::{
 pub struct Probe {
     child: Child,
     replies: Arc<Mutex<Vec<f64>>>,
+    /// The replies' sequence numbers, unwrapped past 65535 (ping's is 16 bits: 65 s at 1 ms).
+    seqs: Arc<Mutex<Vec<u64>>>,
     /// When it started, in ping's clock (seconds since the epoch).
     started: f64,
 }
@@ -34,20 +37,33 @@ impl Probe {
     /// Like [`Probe::start`], from source address `src` (`ping -I`): one flow of a
     /// balanced group.
     pub fn start_from(ns: &Netns, target: &str, src: Option<&str>) -> Result<Self> {
+        Self::spawn(ns, target, src, "0.01")
+    }
+
+    /// Pings `target` from `ns` every `interval` (ping's `-i`, seconds: "0.001" for 1 ms,
+    /// which needs root) and counts lost replies by sequence number ([`Probe::lost`]).
+    pub fn every(ns: &Netns, target: &str, interval: &str) -> Result<Self> {
+        Self::spawn(ns, target, None, interval)
+    }
+
+    fn spawn(ns: &Netns, target: &str, src: Option<&str>, interval: &str) -> Result<Self> {
         let mut cmd = ns.command("ping");
         if let Some(src) = src {
             cmd.args(["-I", src]);
         }
         let mut child = cmd
-            .args(["-D", "-n", "-i", "0.01", "-W", "1", target])
+            .args(["-D", "-n", "-i", interval, "-W", "1", target])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .context("starting ping")?;
         let out = child.stdout.take().context("ping stdout")?;
         let replies = Arc::new(Mutex::new(Vec::new()));
-        let sink = replies.clone();
+        let seqs = Arc::new(Mutex::new(Vec::new()));
+        let (sink, seq_sink) = (replies.clone(), seqs.clone());
         std::thread::spawn(move || {
+            let mut wraps = 0;
+            let mut last = None;
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 // "[1732540000.123456] 64 bytes from 192.0.2.50: icmp_seq=1 ttl=64 time=0.1 ms"
                 if let Some(ts) = line
@@ -57,12 +73,25 @@ impl Probe {
                     .filter(|_| line.contains("bytes from"))
                 {
                     sink.lock().expect("probe lock").push(ts);
+                    if let Some(seq) = icmp_seq(&line) {
+                        // A late reply is at most a second (-W 1) behind: a drop by more
+                        // than half the range is the counter wrapping.
+                        if last.is_some_and(|l: u64| l > seq + 32_768) {
+                            wraps += 1;
+                        }
+                        last = Some(seq);
+                        seq_sink
+                            .lock()
+                            .expect("probe lock")
+                            .push(wraps * 65_536 + seq);
+                    }
                 }
             }
         });
         Ok(Self {
             child,
             replies,
+            seqs,
             started: now(),
         })
     }
@@ -97,6 +126,32 @@ impl Probe {
             .fold(0.0, f64::max);
         Duration::from_secs_f64(gap.max(0.0))
     }
+
+    /// Probes sent between the first and the last reply that got no reply, and replies
+    /// that came twice (two hosts answering). Read once the VIP answers again: probes
+    /// after the last reply are not counted.
+    pub fn lost(&self) -> (u64, u64) {
+        let mut seqs = self.seqs.lock().expect("probe lock").clone();
+        let replies = seqs.len() as u64;
+        seqs.sort_unstable();
+        seqs.dedup();
+        let (Some(first), Some(last)) = (seqs.first(), seqs.last()) else {
+            return (0, 0);
+        };
+        (
+            last - first + 1 - seqs.len() as u64,
+            replies - seqs.len() as u64,
+        )
+    }
+}
+
+/// The `icmp_seq=N` of a ping reply line.
+fn icmp_seq(line: &str) -> Option<u64> {
+    let rest = line.split("icmp_seq=").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl Drop for Probe {

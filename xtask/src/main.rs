@@ -214,21 +214,25 @@ fn test() -> Result<()> {
         .args(["--", "-D", "warnings"]))?;
     // The namespace tests run the carp-agent binary: build it first, so it is never stale.
     cargo(&["build", "-p", "carp-agent"])?;
-    cargo(&[
+    // The package as dpkg sees it, built before the tests: tests/tests/upgrade.rs installs
+    // it (CARP_DEB) under systemd and upgrades it over itself.
+    let deb = install::package()?;
+    install::verify(&deb)?;
+    let test = [
         "test",
         "--workspace",
         "--exclude",
         "carp-ebpf",
         "--features",
         ROOT_TESTS,
-    ])?;
+    ];
+    println!("==> CARP_DEB={} cargo {}", deb.display(), test.join(" "));
+    run(Command::new(env!("CARGO")).args(test).env("CARP_DEB", &deb))?;
     no_leftovers("the tests")?;
     // One short trial of every benchmark, so the bench code does not rot.
     bench(true)?;
     no_leftovers("the benchmarks")?;
-    // The package as dpkg sees it, and install/uninstall into a staging root.
-    let deb = install::package()?;
-    install::verify(&deb)?;
+    // Install/uninstall into a staging root.
     install::round_trip()?;
     println!("all checks passed in {:.0?}", started.elapsed());
     Ok(())
