@@ -128,6 +128,7 @@ fn bench(smoke: bool) -> Result<()> {
     let exhaust = capture("exhaust", smoke_env)?;
     let reload = capture("reload", smoke_env)?;
     let balance = capture("balance", smoke_env)?;
+    let handover = capture("handover", smoke_env)?;
     if smoke {
         return Ok(());
     }
@@ -150,7 +151,8 @@ fn bench(smoke: bool) -> Result<()> {
          empty program\n\n{fastpath}\n## Failover, \
          handover, flood, footprint\n{peers}\n## A full segment\n\n{scale}\n## Resource exhaustion \
          (issue #14)\n{exhaust}\n## Reload gap per change kind (issue #18)\n{reload}\n## \
-         Load sharing: balanced groups (issue #16)\n\n{balance}",
+         Load sharing: balanced groups (issue #16)\n\n{balance}\n## Planned events, a removed \
+         VIP, a healed partition (issue #29)\n{handover}",
         started.elapsed(),
         uname.trim()
     );
