@@ -93,13 +93,6 @@ enum Member {
 }
 
 impl Member {
-    fn is(&self, state: &str) -> bool {
-        match self {
-            Member::Agent(a) => a.state(1).as_deref() == Some(state),
-            Member::Keepalived(k) => k.state().as_deref() == Some(state),
-        }
-    }
-
     fn wait(&self, state: &str) {
         match self {
             Member::Agent(a) => drop(a.wait_state(1, state, WAIT).unwrap()),
@@ -131,7 +124,7 @@ impl Pair {
         lan.add_host(tag, "client").unwrap();
         let pass = dir.path().join("pass");
         write_secret(&pass, PASSWORD).unwrap();
-        let mut pair = Self {
+        let pair = Self {
             mode,
             a: Self::member(mode, &lan, &dir, 0, true),
             b: Self::member(mode, &lan, &dir, 1, false),
