@@ -100,6 +100,15 @@ impl Member {
         }
     }
 
+    /// State changes so far: b's first after an event is its takeover, which it may
+    /// give back within milliseconds (after `set-state backup` a preempts at once).
+    fn transitions(&self) -> u64 {
+        match self {
+            Member::Agent(a) => a.transitions(),
+            Member::Keepalived(k) => k.transitions(),
+        }
+    }
+
     fn agent(&self) -> &Agent {
         match self {
             Member::Agent(a) => a,
@@ -191,6 +200,7 @@ impl Pair {
     /// the next event is the failback).
     fn event(&mut self, event: Event) -> (u64, u64) {
         let probe = answered(&self.lan);
+        let b_changes = self.b.transitions();
         match event {
             Event::Term => match &mut self.a {
                 Member::Agent(a) => {
@@ -214,7 +224,11 @@ impl Pair {
             self.a.wait("MASTER");
             self.b.wait("BACKUP");
         } else {
-            self.b.wait("MASTER");
+            let start = Instant::now();
+            while self.b.transitions() == b_changes {
+                assert!(start.elapsed() < WAIT, "b did not take over");
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         std::thread::sleep(SETTLE);
         let lost = probe.lost();
