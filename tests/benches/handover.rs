@@ -207,7 +207,10 @@ impl Pair {
                     a.signal(Signal::SIGTERM).unwrap();
                     a.wait(WAIT).unwrap();
                 }
-                Member::Keepalived(k) => k.signal(Signal::SIGTERM),
+                Member::Keepalived(k) => {
+                    k.signal(Signal::SIGTERM);
+                    k.wait_exit(WAIT);
+                }
             },
             Event::Failback => {
                 if let Member::Agent(a) = &mut self.a {
