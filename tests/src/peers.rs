@@ -273,6 +273,19 @@ impl Keepalived {
     pub fn signal(&self, sig: Signal) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
     }
+
+    /// Waits until keepalived has exited (after SIGTERM it sends its priority-0 adverts
+    /// first); until it is reaped, its pid file keeps a new one from starting.
+    pub fn wait_exit(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < timeout,
+                "keepalived still running after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Keepalived {

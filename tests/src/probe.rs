@@ -59,6 +59,8 @@ impl Probe {
         let replies = Arc::new(Mutex::new(Vec::new()));
         let sink = replies.clone();
         std::thread::spawn(move || {
+            let mut wraps = 0;
+            let mut last = None;
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 // "[1732540000.123456] 64 bytes from 192.0.2.50: icmp_seq=1 ttl=64 time=0.1 ms"
                 let ts = line
@@ -72,7 +74,15 @@ impl Probe {
                 if let (Some(ts), Some(seq)) = (ts, seq)
                     && line.contains("bytes from")
                 {
-                    sink.lock().expect("probe lock").push((ts, seq));
+                    // ping's icmp_seq is 16 bits (65 s at 1 ms); a late reply is at most a
+                    // second (-W 1) behind, so a drop by more than half the range is a wrap.
+                    if last.is_some_and(|l: u64| l > seq + 32_768) {
+                        wraps += 1;
+                    }
+                    last = Some(seq);
+                    sink.lock()
+                        .expect("probe lock")
+                        .push((ts, wraps * 65_536 + seq));
                 }
             }
         });
@@ -119,7 +129,7 @@ impl Probe {
     /// Of the probes since a [`Probe::count`] of `first` replies was taken, from the last
     /// reply before it to the last reply: how many got no reply, and how many did. Ping
     /// numbers its probes, so a sequence number missing between two replies is a probe
-    /// lost (icmp_seq wraps at 65536, after 65 s at 1 ms). Ping sends fewer while no
+    /// lost (icmp_seq, 16 bits, is unwrapped as replies come). Ping sends fewer while no
     /// reply comes, so a silence loses fewer probes than it lasts milliseconds.
     pub fn lost_from(&self, first: usize) -> (u64, u64) {
         let r = self.replies.lock().expect("probe lock");
@@ -133,6 +143,14 @@ impl Probe {
             _ => 0,
         };
         (sent - answered, answered)
+    }
+
+    /// Over the whole run: probes that got no reply between the first and the last reply,
+    /// and replies that came twice (two hosts answering).
+    pub fn lost(&self) -> (u64, u64) {
+        let replies = self.count() as u64;
+        let (lost, answered) = self.lost_from(0);
+        (lost, replies - answered)
     }
 }
 

@@ -143,6 +143,35 @@ impl Systemd {
         std::fs::write(&path, contents).with_context(|| format!("writing {inside}"))
     }
 
+    /// Makes each of `dirs` (absolute paths) a writable copy of the host's inside the
+    /// namespace: overlayfs with its upper layer on a tmpfs, gone with the namespace, so a
+    /// package installed inside (dpkg writes /usr, /etc and /var) changes nothing on the
+    /// host. Mounts under them (the private /etc/systemd/system, the systemd-shutdown
+    /// safety belt) are bound on top again.
+    pub fn overlay(&self, dirs: &[&str]) -> Result<()> {
+        let script = r#"
+            base=/run/carp-overlay
+            mkdir -p "$base" && mount -t tmpfs -o mode=700 carp-overlay "$base"
+            n=0
+            for d in "$@"; do
+                subs=$(findmnt -rn -o TARGET | grep "^$d/" || true)
+                n=$((n + 1)); o="$base/$n"; mkdir -p "$o/upper" "$o/work" "$o/keep"
+                i=0
+                for m in $subs; do
+                    i=$((i + 1)); [ -d "$m" ] && mkdir "$o/keep/$i" || : >"$o/keep/$i"
+                    mount --bind "$m" "$o/keep/$i"
+                done
+                mount -t overlay carp-overlay -o "lowerdir=$d,upperdir=$o/upper,workdir=$o/work" "$d"
+                i=0
+                for m in $subs; do
+                    i=$((i + 1)); mount --bind "$o/keep/$i" "$m"
+                done
+            done"#;
+        let mut args = vec!["sh", "-ec", script, "overlay"];
+        args.extend_from_slice(dirs);
+        self.run(&args).map(drop)
+    }
+
     /// `program` run inside all of PID 1's namespaces (its netns too, so nothing run this
     /// way touches the host's network).
     pub fn command(&self, program: &str) -> Command {

@@ -294,12 +294,14 @@ pub fn verify(deb_file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs the package's maintainer scripts as dpkg does on install and on purge (postinst
-/// configure; prerm remove, postrm remove, postrm purge) in a private mount namespace:
-/// systemd looks like PID 1 (/run/systemd/system), `systemctl` is a stand-in that logs
-/// its arguments, and /etc and /sys/fs/bpf are tmpfs holding what an operator has. The
-/// unit must not be enabled or started on install, must be stopped and disabled on
-/// removal, the pins must go and /etc/carp/carp.toml must stay.
+/// Runs the package's maintainer scripts as dpkg does on install, upgrade and purge
+/// (postinst configure; prerm upgrade, postinst configure OLD-VERSION; prerm remove,
+/// postrm remove, postrm purge) in a private mount namespace: systemd looks like PID 1
+/// (/run/systemd/system), `systemctl` and `deb-systemd-invoke` are stand-ins that log
+/// their arguments, and /etc and /sys/fs/bpf are tmpfs holding what an operator has. The
+/// unit must not be enabled or started on install, only try-restarted on upgrade (not
+/// stopped before it), stopped and disabled on removal; the pins must go and
+/// /etc/carp/carp.toml must stay. tests/tests/upgrade.rs runs the real thing.
 fn maintainer_scripts(deb_file: &Path) -> Result<()> {
     let tmp = tempfile::Builder::new().prefix("carp-scripts").tempdir()?;
     let dir = tmp.path();
@@ -311,9 +313,11 @@ fn maintainer_scripts(deb_file: &Path) -> Result<()> {
     )?;
     let bin = dir.join("bin");
     std::fs::create_dir(&bin)?;
-    let fake = bin.join("systemctl");
-    std::fs::write(&fake, "#!/bin/sh\necho \"$PHASE $*\" >> \"$LOG\"\n")?;
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    for tool in ["systemctl", "deb-systemd-invoke"] {
+        let fake = bin.join(tool);
+        std::fs::write(&fake, "#!/bin/sh\necho \"$PHASE $*\" >> \"$LOG\"\n")?;
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
     let log = dir.join("systemctl.log");
     let left = dir.join("left");
     crate::run(
@@ -325,6 +329,8 @@ fn maintainer_scripts(deb_file: &Path) -> Result<()> {
                  mount -t tmpfs carp-verify /sys/fs/bpf
                  mkdir -p /sys/fs/bpf/carp/hosta && : > /sys/fs/bpf/carp/hosta/CARP_STATS
                  PHASE=postinst \"$C\"/postinst configure
+                 PHASE=prerm-upgrade \"$C\"/prerm upgrade 0.0.1-1
+                 PHASE=postinst-upgrade \"$C\"/postinst configure 0.0.1-1
                  PHASE=prerm \"$C\"/prerm remove
                  PHASE=postrm \"$C\"/postrm remove
                  PHASE=postrm \"$C\"/postrm purge
@@ -343,13 +349,6 @@ fn maintainer_scripts(deb_file: &Path) -> Result<()> {
             ),
     )?;
     let assets = assets()?;
-    let disable = format!(
-        "disable --now {}",
-        unit(&assets)?
-            .file_name()
-            .context("unit path")?
-            .to_string_lossy()
-    );
     let calls = std::fs::read_to_string(&log).unwrap_or_default();
     let calls: Vec<(&str, &str)> = calls.lines().filter_map(|l| l.split_once(' ')).collect();
     let enables = |(_, args): &&(&str, &str)| {
@@ -367,8 +366,24 @@ fn maintainer_scripts(deb_file: &Path) -> Result<()> {
         !calls.iter().any(|c| c.0 == "postinst" && enables(&c)),
         "postinst enables or starts the unit: {calls:?}"
     );
+    // An upgrade restarts the unit only if it runs, and does not stop it first.
+    let unit_name = unit(&assets)?
+        .file_name()
+        .context("unit path")?
+        .to_string_lossy();
+    let restart = format!("try-restart {unit_name}");
+    let upgrade: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.0.ends_with("-upgrade"))
+        .map(|c| c.1)
+        .filter(|args| !args.starts_with("daemon-reload"))
+        .collect();
     anyhow::ensure!(
-        calls.contains(&("prerm", disable.as_str())),
+        upgrade == [restart.as_str()],
+        "on upgrade want only `{restart}`, got {upgrade:?}"
+    );
+    anyhow::ensure!(
+        calls.contains(&("prerm", format!("disable --now {unit_name}").as_str())),
         "prerm does not stop and disable the unit: {calls:?}"
     );
     let left = std::fs::read_to_string(&left)?;

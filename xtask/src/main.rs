@@ -128,6 +128,7 @@ fn bench(smoke: bool) -> Result<()> {
     let exhaust = capture("exhaust", smoke_env)?;
     let reload = capture("reload", smoke_env)?;
     let balance = capture("balance", smoke_env)?;
+    let handover = capture("handover", smoke_env)?;
     if smoke {
         return Ok(());
     }
@@ -150,7 +151,8 @@ fn bench(smoke: bool) -> Result<()> {
          empty program\n\n{fastpath}\n## Failover, \
          handover, flood, footprint\n{peers}\n## A full segment\n\n{scale}\n## Resource exhaustion \
          (issue #14)\n{exhaust}\n## Reload gap per change kind (issue #18)\n{reload}\n## \
-         Load sharing: balanced groups (issue #16)\n\n{balance}",
+         Load sharing: balanced groups (issue #16)\n\n{balance}\n## Planned events, a removed \
+         VIP, a healed partition (issue #29)\n{handover}",
         started.elapsed(),
         uname.trim()
     );
@@ -214,21 +216,25 @@ fn test() -> Result<()> {
         .args(["--", "-D", "warnings"]))?;
     // The namespace tests run the carp-agent binary: build it first, so it is never stale.
     cargo(&["build", "-p", "carp-agent"])?;
-    cargo(&[
+    // The package as dpkg sees it, built before the tests: tests/tests/upgrade.rs installs
+    // it (CARP_DEB) under systemd and upgrades it over itself.
+    let deb = install::package()?;
+    install::verify(&deb)?;
+    let test = [
         "test",
         "--workspace",
         "--exclude",
         "carp-ebpf",
         "--features",
         ROOT_TESTS,
-    ])?;
+    ];
+    println!("==> CARP_DEB={} cargo {}", deb.display(), test.join(" "));
+    run(Command::new(env!("CARGO")).args(test).env("CARP_DEB", &deb))?;
     no_leftovers("the tests")?;
     // One short trial of every benchmark, so the bench code does not rot.
     bench(true)?;
     no_leftovers("the benchmarks")?;
-    // The package as dpkg sees it, and install/uninstall into a staging root.
-    let deb = install::package()?;
-    install::verify(&deb)?;
+    // Install/uninstall into a staging root.
     install::round_trip()?;
     println!("all checks passed in {:.0?}", started.elapsed());
     Ok(())
