@@ -442,7 +442,7 @@ fn an_ipv6_vip_is_answered_by_the_master_only() {
 /// `ifconfig em0 vhid 1 advskew 10` does. Reloading the backup, then the master, for each
 /// kind of change — advskew up and down, a VIP added and removed, preemption on and off, a
 /// hook, the password (the documented order: backups first) — keeps the master MASTER
-/// with no transition, and a client pinging every 10 ms sees no gap (a restart of the
+/// with no transition, and a client pinging every 10 ms loses no probe (a restart of the
 /// VHID cost 3.0 s). The added VIP answers at once; the removed one leaves lo and answers
 /// neither ping nor ARP.
 #[test]
@@ -489,9 +489,12 @@ fn a_reload_that_changes_a_vhid_keeps_the_master_answering() {
         assert_eq!((a.transitions(), b.transitions()), (ta, tb), "{what}");
         assert_eq!(sa.vhids[0].advskew, skew, "{what}");
         assert_eq!(sa.vhids[0].vips.len(), vips.matches('/').count(), "{what}");
+        // Lost probes, not the longest gap: under load ping itself stalls for tens of
+        // milliseconds with nothing lost, while a restarted VHID loses ~300.
         let gap = probe.max_gap_from(first);
-        println!("{what}: the longest gap {gap:?}");
-        assert!(gap < Duration::from_millis(50), "{what}: gap {gap:?}");
+        let (lost, _) = probe.lost_from(first);
+        println!("{what}: the longest gap {gap:?}, {lost} probes lost");
+        assert_eq!(lost, 0, "{what}: probes lost (longest gap {gap:?})");
         if what == "VIP added" {
             let ping = lan.hosts[2]
                 .ns

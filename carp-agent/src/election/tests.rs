@@ -488,24 +488,35 @@ fn converge(m: [Machine; 2], secs: u64) -> [Machine; 2] {
 
 /// [`converge`] with the hosts' links coming up at `starts`.
 fn converge_from(mut m: [Machine; 2], starts: [Duration; 2], secs: u64) -> [Machine; 2] {
-    let end = Duration::from_secs(secs);
-    let mut queue: Vec<(Duration, usize, Event)> =
-        vec![(starts[0], 0, Event::LinkUp), (starts[1], 1, Event::LinkUp)];
+    let events = vec![(starts[0], 0, Event::LinkUp), (starts[1], 1, Event::LinkUp)];
+    run_pair(&mut m, events, Duration::from_secs(secs), |_, _| {});
+    m
+}
+
+/// Runs two machines from `events` until `end`, each advert reaching the other 1 ms after
+/// it went out, and shows `observe` the time and both machines after every event. Timers
+/// that are no longer armed are dropped at the next turn.
+fn run_pair(
+    m: &mut [Machine; 2],
+    mut events: Vec<(Duration, usize, Event)>,
+    end: Duration,
+    mut observe: impl FnMut(Duration, &[Machine; 2]),
+) {
     loop {
         for (i, x) in m.iter().enumerate() {
             if let Some(t) = x.deadline()
-                && !queue
+                && !events
                     .iter()
                     .any(|(q, j, e)| *j == i && *q == t && *e == Event::Timer)
             {
-                queue.push((t, i, Event::Timer));
+                events.push((t, i, Event::Timer));
             }
         }
-        queue.sort_by_key(|(t, i, _)| (*t, *i));
-        if queue.is_empty() || queue[0].0 > end {
-            return m;
+        events.sort_by_key(|(t, i, _)| (*t, *i));
+        if events.is_empty() || events[0].0 > end {
+            return;
         }
-        let (now, i, ev) = queue.remove(0);
+        let (now, i, ev) = events.remove(0);
         let src = m[i].cfg.local_addr;
         for action in m[i].handle(now, ev) {
             if let Action::Advertise(timing) = action {
@@ -514,11 +525,11 @@ fn converge_from(mut m: [Machine; 2], starts: [Duration; 2], secs: u64) -> [Mach
                     timing,
                     demote: 0,
                 };
-                queue.push((now + ms(1), 1 - i, Event::Advert(ad)));
+                events.push((now + ms(1), 1 - i, Event::Advert(ad)));
             }
         }
-        // Timers that are no longer armed are dropped at the next turn.
-        queue.retain(|(t, j, e)| *e != Event::Timer || m[*j].deadline() == Some(*t));
+        events.retain(|(t, j, e)| *e != Event::Timer || m[*j].deadline() == Some(*t));
+        observe(now, m);
     }
 }
 
@@ -884,43 +895,18 @@ fn handing(timing: Timing, preempt: bool, last: u8) -> Machine {
     })
 }
 
-/// Runs two machines from `events` until `end`, each advert reaching the other 1 ms after
-/// it went out; returns, at every event, the time and which of them answer the VIPs.
+/// Runs two machines from `events` until `end` (see [`run_pair`]); returns, at every
+/// event, the time and which of them answer the VIPs.
 fn answering(
     m: &mut [Machine; 2],
-    mut events: Vec<(Duration, usize, Event)>,
+    events: Vec<(Duration, usize, Event)>,
     end: Duration,
 ) -> Vec<(Duration, [bool; 2])> {
     let mut trace = Vec::new();
-    loop {
-        for (i, x) in m.iter().enumerate() {
-            if let Some(t) = x.deadline()
-                && !events
-                    .iter()
-                    .any(|(q, j, e)| *j == i && *q == t && *e == Event::Timer)
-            {
-                events.push((t, i, Event::Timer));
-            }
-        }
-        events.sort_by_key(|(t, i, _)| (*t, *i));
-        if events.is_empty() || events[0].0 > end {
-            return trace;
-        }
-        let (now, i, ev) = events.remove(0);
-        let src = m[i].cfg.local_addr;
-        for action in m[i].handle(now, ev) {
-            if let Action::Advertise(timing) = action {
-                let ad = Advert {
-                    src,
-                    timing,
-                    demote: 0,
-                };
-                events.push((now + ms(1), 1 - i, Event::Advert(ad)));
-            }
-        }
-        events.retain(|(t, j, e)| *e != Event::Timer || m[*j].deadline() == Some(*t));
+    run_pair(m, events, end, |now, m| {
         trace.push((now, [m[0].answering(), m[1].answering()]));
-    }
+    });
+    trace
 }
 
 /// Make-before-break: a (preferred, master) leaves by shutdown, `set-state backup` or a
