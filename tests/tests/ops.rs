@@ -117,7 +117,10 @@ fn the_password_never_shows_in_logs_ps_or_status() {
     a.wait(Duration::from_secs(5)).unwrap();
     let log = a.log_text();
     assert!(log.contains("configuration reloaded"), "{log}");
-    assert!(log.contains(" TRACE "), "CARP_LOG=trace took no effect:\n{log}");
+    assert!(
+        log.contains(" TRACE "),
+        "CARP_LOG=trace took no effect:\n{log}"
+    );
     for (what, text) in [
         ("ps", String::from_utf8_lossy(&cmdline).into_owned()),
         ("status", status),
