@@ -664,3 +664,66 @@ fn a_reload_keeps_check_verdicts_and_the_running_demotion() {
         "the demotion at start, not the reloaded 100"
     );
 }
+
+/// README (Reload): "a reload applies `hook_timeout` from the next hook on". An up hook
+/// of 2 s starts under `hook_timeout = 5`; a reload to 1 s while it runs leaves it be (it
+/// ends ok), and the next up hook (after `set-state backup`, master again) is killed at
+/// 1 s: `carp_hook_runs_total` by outcome.
+#[test]
+fn a_reload_applies_hook_timeout_from_the_next_hook_on() {
+    use prometheus::key;
+    let tag = "hooktmo";
+    let dir = TempDir::new(tag).unwrap();
+    let lan = Lan::new(tag, &["a"]).unwrap();
+    let hook = dir.path().join("up.sh");
+    std::fs::write(&hook, "#!/bin/sh\nsleep 2\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf = |timeout: u32| {
+        config(
+            &dir,
+            &format!("metrics = \"127.0.0.1:9720\"\nhook_timeout = {timeout}"),
+            &format!("up_script = \"{}\"", hook.display()),
+        )
+    };
+    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &conf(5)).unwrap();
+    a.wait_state(1, "MASTER", ELECTED).unwrap();
+    a.rewrite(&conf(1)).unwrap();
+    a.signal(Signal::SIGHUP).unwrap();
+    let ns = &lan.hosts[0].ns;
+    let outcomes = |ns: &Netns| {
+        let m = scrape(ns);
+        let n = |outcome| {
+            m.get(&key("carp_hook_runs_total", &[("outcome", outcome)]))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        (n("ok"), n("timedout"))
+    };
+    let wait_for = |want: (f64, f64)| {
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while outcomes(ns) != want {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}, not {want:?}",
+                outcomes(ns)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !a.log_text().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "{}", a.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        outcomes(ns),
+        (0.0, 0.0),
+        "the first hook ended before the reload"
+    );
+    // The running hook keeps the 5 s it started with.
+    wait_for((1.0, 0.0));
+    a.ctl(&["set-state", "1", "backup"]).unwrap();
+    a.wait_state(1, "MASTER", ELECTED).unwrap();
+    // The next one has 1 s.
+    wait_for((1.0, 1.0));
+}
