@@ -721,15 +721,30 @@ mod tests {
                     ..VhidStatus::default()
                 },
             ],
-            checks: vec![CheckStatus {
-                name: "nginx".into(),
-                state: Verdict::Failing,
-                demote: 240,
-                group: Some("web".into()),
-                runs: 9,
-                failures: 2,
-                last_failure: Some("exit status: 3".into()),
-            }],
+            checks: vec![
+                CheckStatus {
+                    name: "nginx".into(),
+                    state: Verdict::Failing,
+                    demote: 240,
+                    group: Some("web".into()),
+                    runs: 9,
+                    failures: 2,
+                    last_failure: Some("exit status: 3".into()),
+                },
+                CheckStatus {
+                    name: "web".into(),
+                    state: Verdict::Healthy,
+                    demote: 240,
+                    group: Some("web".into()),
+                    runs: 41,
+                    ..CheckStatus::default()
+                },
+                CheckStatus {
+                    name: "disk".into(),
+                    demote: 50,
+                    ..CheckStatus::default()
+                },
+            ],
         };
         let text = s.text();
         assert!(
@@ -763,6 +778,15 @@ mod tests {
                 "check nginx: failing (demote 240 of group web), 9 runs, 2 failed, \
                  last: exit status: 3\n"
             ),
+            "{text}"
+        );
+        // The README's example line, and a check without a group (the host's demotion).
+        assert!(
+            text.contains("check web: healthy (demote 240 of group web), 41 runs, 0 failed\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("check disk: pending (demote 50), 0 runs, 0 failed\n"),
             "{text}"
         );
     }

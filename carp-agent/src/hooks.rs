@@ -181,4 +181,27 @@ mod tests {
              eth0 192.0.2.50 7 MASTER>BACKUP eth0 [192.0.2.50 2001:db8::50] ns=hosta\n"
         );
     }
+
+    /// README (Hooks): `CARP_NETNS` is "empty on the host's" namespace (one
+    /// `netns::identify` names None): set, to nothing.
+    #[test]
+    fn carp_netns_is_empty_in_an_unnamed_namespace() {
+        let run = Run {
+            script: "/bin/true".into(),
+            interface: "eth0".into(),
+            vhid: 7,
+            vips: vec!["192.0.2.50".into()],
+            netns: None,
+            timeout: Duration::from_secs(1),
+            from: State::BACKUP,
+            to: State::MASTER,
+        };
+        let cmd = run.command();
+        let env: Vec<_> = cmd
+            .as_std()
+            .get_envs()
+            .filter(|(k, _)| *k == "CARP_NETNS")
+            .collect();
+        assert_eq!(env, [("CARP_NETNS".as_ref(), Some("".as_ref()))]);
+    }
 }

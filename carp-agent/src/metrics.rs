@@ -272,7 +272,9 @@ mod tests {
                     interface: "eth0".into(),
                     vhid: 1,
                     state: carp_common::State::MASTER,
+                    demotion: 480,
                     adverts_sent: 3,
+                    adverts_received: 9,
                     vips_restored: 2,
                     reannounced: 1,
                     ..VhidStatus::default()
@@ -295,20 +297,35 @@ mod tests {
                     ..VhidStatus::default()
                 },
             ],
-            checks: vec![CheckStatus {
-                name: "nginx".into(),
-                state: Verdict::Failing,
-                runs: 5,
-                failures: 2,
-                ..CheckStatus::default()
-            }],
+            checks: vec![
+                CheckStatus {
+                    name: "nginx".into(),
+                    state: Verdict::Failing,
+                    runs: 5,
+                    failures: 2,
+                    ..CheckStatus::default()
+                },
+                CheckStatus {
+                    name: "db".into(),
+                    state: Verdict::Healthy,
+                    runs: 4,
+                    ..CheckStatus::default()
+                },
+                CheckStatus {
+                    name: "slow".into(),
+                    state: Verdict::Pending,
+                    ..CheckStatus::default()
+                },
+            ],
         };
         let transitions = [(("eth0".to_string(), 1, "master timed out".to_string()), 1)].into();
-        let hooks = [("ok".to_string(), 2)].into();
+        let hooks = [("ok".to_string(), 2), ("timedout".to_string(), 1)].into();
         let text = render(&status, &transitions, &hooks);
         for line in [
             "carp_vhid_state{interface=\"eth0\",vhid=\"1\"} 2",
             "carp_vhid_state{interface=\"eth1\",vhid=\"2\"} 0",
+            "carp_vhid_demotion{interface=\"eth0\",vhid=\"1\"} 480",
+            "carp_adverts_received_total{interface=\"eth0\",vhid=\"1\"} 9",
             "carp_vhid_waiting{interface=\"eth1\",vhid=\"2\",reason=\"no interface\"} 1",
             "carp_adverts_sent_total{interface=\"eth0\",vhid=\"1\"} 3",
             "carp_vips_restored_total{interface=\"eth0\",vhid=\"1\"} 2",
@@ -317,11 +334,15 @@ mod tests {
             "carp_transitions_total{interface=\"eth0\",vhid=\"1\",reason=\"master timed out\"} 1",
             "carp_xdp_packets_total{interface=\"eth0\",counter=\"bad_hmac\"} 7",
             "carp_hook_runs_total{outcome=\"ok\"} 2",
+            "carp_hook_runs_total{outcome=\"timedout\"} 1",
             "carp_demotion 240",
             "carp_balance_share{interface=\"eth0\",vhid=\"4\"} 2",
             "carp_check_healthy{check=\"nginx\"} 0",
             "carp_check_runs_total{check=\"nginx\"} 5",
             "carp_check_failures_total{check=\"nginx\"} 2",
+            "carp_check_healthy{check=\"db\"} 1",
+            "carp_check_runs_total{check=\"db\"} 4",
+            "carp_check_healthy{check=\"slow\"} -1",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

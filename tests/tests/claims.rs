@@ -433,3 +433,297 @@ fn the_metrics_show_what_the_status_shows() {
     assert_eq!(m[&key("carp_vhid_demotion", &eth0_1)], 0.0);
     assert_eq!(m[&key("carp_demotion", &[])], 0.0);
 }
+
+/// Every counter of `status --json` by its path, e.g. `vhids/0/adverts_sent`,
+/// `interfaces/0/xdp/bad_hmac`, `checks/0/runs`: each number but the settings and gauges
+/// (which may go down) named here.
+fn counters(s: &carp_agent::control::Status) -> std::collections::BTreeMap<String, u64> {
+    const NOT_COUNTERS: [&str; 9] = [
+        "demotion",
+        "vhid",
+        "advbase",
+        "advskew",
+        "priority",
+        "interval_ms",
+        "seconds_in_state",
+        "demote",
+        "balance",
+    ];
+    fn walk(
+        v: &serde_json::Value,
+        path: String,
+        out: &mut std::collections::BTreeMap<String, u64>,
+    ) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m
+                    .iter()
+                    .filter(|(k, _)| !NOT_COUNTERS.contains(&k.as_str()))
+                {
+                    walk(v, format!("{path}/{k}"), out);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    walk(v, format!("{path}/{i}"), out);
+                }
+            }
+            serde_json::Value::Number(n) => {
+                out.insert(path, n.as_u64().expect("a counter is a u64"));
+            }
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(&serde_json::to_value(s).unwrap(), String::new(), &mut out);
+    out
+}
+
+/// README (Status): "counters only grow". The status of a master and of its backup
+/// (which has a health check) before and after both reload (SIGHUP) and the backup's link
+/// goes down and up: every counter is still there and at least what it was.
+#[test]
+fn counters_only_grow_across_a_reload_and_a_link_flap() {
+    let tag = "grow";
+    let dir = TempDir::new(tag).unwrap();
+    let lan = Lan::new(tag, &["a", "b"]).unwrap();
+    let check = "[[check]]\nname = \"ok\"\ncommand = [\"/bin/true\"]\ninterval = 0.2\n";
+    let conf_a = config(&dir, "", "");
+    let conf_b = format!("{}{check}", config(&dir, "", "advskew = 100"));
+    let (a, b) = start_pair(&lan, dir.path(), 1, &conf_a, &conf_b).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.status().unwrap().vhids[0].adverts_received < 2 {
+        assert!(Instant::now() < deadline, "{:?}", b.status().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = [
+        counters(&a.status().unwrap()),
+        counters(&b.status().unwrap()),
+    ];
+    assert!(before[1].contains_key("/checks/0/runs"), "{:?}", before[1]);
+    assert!(
+        before[0].contains_key("/interfaces/0/xdp/bad_hmac"),
+        "{:?}",
+        before[0]
+    );
+    for agent in [&a, &b] {
+        agent.signal(Signal::SIGHUP).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let b_ns = &lan.hosts[1].ns;
+    b_ns.ip(&["link", "set", "eth0", "down"]).unwrap();
+    b.wait_state(1, "INIT", Duration::from_secs(3)).unwrap();
+    b_ns.ip(&["link", "set", "eth0", "up"]).unwrap();
+    b.wait_state(1, "BACKUP", Duration::from_secs(5)).unwrap();
+    let after = [
+        counters(&a.status().unwrap()),
+        counters(&b.status().unwrap()),
+    ];
+    for (name, (before, after)) in ["a", "b"].iter().zip(before.iter().zip(&after)) {
+        for (path, was) in before {
+            let now = after
+                .get(path)
+                .unwrap_or_else(|| panic!("{name}: {path} gone"));
+            assert!(now >= was, "{name}: {path} went from {was} to {now}");
+        }
+    }
+    // b lived through the flap: it left BACKUP and came back.
+    assert!(after[1]["/vhids/0/transitions"] >= before[1]["/vhids/0/transitions"] + 2);
+}
+
+/// README (Operator): `carp-agent demote +50 --group db` (OpenBSD's `ifconfig -g db
+/// carpdemote 50`) demotes the VHIDs of group db only: their effective demotion in the
+/// status, not the other VHID's nor the host's; `-50 --group db` gives it back.
+#[test]
+fn demote_group_demotes_only_that_groups_vhids() {
+    let tag = "dgroup";
+    let dir = TempDir::new(tag).unwrap();
+    let lan = Lan::new(tag, &["a"]).unwrap();
+    let conf = format!(
+        "{}[[vhid]]\ninterface = \"eth0\"\nvhid = 2\nvips = [\"198.51.100.50/24\"]\n\
+         pass_file = \"{}\"\n",
+        config(&dir, "", "groups = [\"db\"]"),
+        dir.path().join("pass").display()
+    );
+    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &conf).unwrap();
+    a.wait_state(1, "MASTER", ELECTED).unwrap();
+    let demotions = |a: &Agent| {
+        let s = a.status().unwrap();
+        let of = |n: u8| s.vhids.iter().find(|v| v.vhid == n).unwrap().demotion;
+        (s.demotion, of(1), of(2))
+    };
+    assert_eq!(demotions(&a), (0, 0, 0));
+    a.ctl(&["demote", "+50", "--group", "db"]).unwrap();
+    assert_eq!(demotions(&a), (0, 50, 0), "host, VHID 1 (db), VHID 2");
+    a.ctl(&["demote", "-50", "--group", "db"]).unwrap();
+    assert_eq!(demotions(&a), (0, 0, 0));
+}
+
+/// The reason of `agent`'s last JSON log line "vhid 1 on eth0 X -> Y: REASON (after T s)".
+fn last_logged_reason(agent: &Agent) -> String {
+    let log = agent.log_json();
+    let line = log
+        .iter()
+        .filter_map(|l| l["fields"]["message"].as_str())
+        .rfind(|m| m.starts_with("vhid 1 on eth0 ") && m.contains(" -> "))
+        .unwrap_or_else(|| panic!("{}: no transition logged", agent.name));
+    let reason = line.split_once(": ").unwrap().1;
+    reason.rsplit_once(" (after ").unwrap().0.to_owned()
+}
+
+/// README (Status): `last_reason` is "the reason of the last transition as the log words
+/// it", in the README's examples' words (quick start): a lone master's "master timed
+/// out", a preempting backup's "preempting a less preferred master" once the master is
+/// demoted by 150, and a backup's "master bowed out" when the master stops.
+#[test]
+fn last_reason_words_the_transition_as_the_log_does() {
+    let tag = "reason";
+    let dir = TempDir::new(tag).unwrap();
+    let lan = Lan::new(tag, &["a", "b"]).unwrap();
+    let (a_ns, b_ns) = (&lan.hosts[0].ns, &lan.hosts[1].ns);
+    let conf_a = config(&dir, "", "preempt = true");
+    let mut a = Agent::start_json(a_ns, dir.path(), "a", &conf_a, "info").unwrap();
+    a.wait_state(1, "MASTER", ELECTED).unwrap();
+    let conf_b = config(&dir, "", "advskew = 100\npreempt = true");
+    let b = Agent::start_json(b_ns, dir.path(), "b", &conf_b, "info").unwrap();
+    b.wait_state(1, "BACKUP", ELECTED).unwrap();
+    let said = |agent: &Agent, words: &str| {
+        assert_eq!(
+            agent.status().unwrap().vhids[0].last_reason,
+            words,
+            "{}",
+            agent.name
+        );
+        assert_eq!(last_logged_reason(agent), words, "{}", agent.name);
+    };
+    said(&a, "master timed out");
+
+    a.ctl(&["demote", "+150"]).unwrap();
+    b.wait_state(1, "MASTER", Duration::from_secs(3)).unwrap();
+    said(&b, "preempting a less preferred master");
+
+    a.ctl(&["demote", "-150"]).unwrap();
+    a.wait_state(1, "MASTER", Duration::from_secs(3)).unwrap();
+    said(&a, "preempting a less preferred master");
+
+    a.signal(Signal::SIGTERM).unwrap();
+    a.wait(Duration::from_secs(5)).unwrap();
+    b.wait_state(1, "MASTER", Duration::from_secs(3)).unwrap();
+    said(&b, "master bowed out");
+}
+
+/// README (Checks, Reload): a check whose first run has not finished is `pending`; "a
+/// reload keeps the verdict of unchanged checks" (a failing one stays failing, its runs
+/// counted on, its demotion kept); and `[agent] demotion` "is the value at start": a
+/// reload that changes it leaves the running demotion as it was.
+#[test]
+fn a_reload_keeps_check_verdicts_and_the_running_demotion() {
+    let tag = "rlkeep";
+    let dir = TempDir::new(tag).unwrap();
+    let lan = Lan::new(tag, &["a"]).unwrap();
+    let checks = "[[check]]\nname = \"slow\"\ncommand = [\"/bin/sleep\", \"600\"]\n\
+                  timeout = 600\n\n[[check]]\nname = \"bad\"\ncommand = [\"/bin/false\"]\n\
+                  interval = 0.2\nfall = 1\ndemote = 50\n";
+    let conf = |demotion: i32| config(&dir, &format!("demotion = {demotion}"), checks);
+    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &conf(10)).unwrap();
+    let check = |s: &carp_agent::control::Status, name: &str| {
+        s.checks.iter().find(|c| c.name == name).unwrap().clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = loop {
+        let status = a.status();
+        if let Ok(s) = &status
+            && check(s, "bad").runs >= 2
+        {
+            break status.unwrap();
+        }
+        assert!(Instant::now() < deadline, "{status:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(check(&before, "bad").state, Verdict::Failing);
+    assert_eq!(check(&before, "slow").state, Verdict::Pending);
+    assert_eq!(before.demotion, 60, "10 at start, 50 of the failing check");
+
+    a.rewrite(&conf(100)).unwrap();
+    a.signal(Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !a.log_text().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "{}", a.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = a.status().unwrap();
+    let (bad, was) = (check(&after, "bad"), check(&before, "bad"));
+    assert_eq!(bad.state, Verdict::Failing, "{bad:?}");
+    assert!(
+        bad.runs >= was.runs && bad.failures >= was.failures,
+        "{was:?} -> {bad:?}"
+    );
+    assert_eq!(check(&after, "slow").state, Verdict::Pending);
+    assert_eq!(
+        after.demotion, 60,
+        "the demotion at start, not the reloaded 100"
+    );
+}
+
+/// README (Reload): "a reload applies `hook_timeout` from the next hook on". An up hook
+/// of 2 s starts under `hook_timeout = 5`; a reload to 1 s while it runs leaves it be (it
+/// ends ok), and the next up hook (after `set-state backup`, master again) is killed at
+/// 1 s: `carp_hook_runs_total` by outcome.
+#[test]
+fn a_reload_applies_hook_timeout_from_the_next_hook_on() {
+    use prometheus::key;
+    let tag = "hooktmo";
+    let dir = TempDir::new(tag).unwrap();
+    let lan = Lan::new(tag, &["a"]).unwrap();
+    let hook = dir.path().join("up.sh");
+    std::fs::write(&hook, "#!/bin/sh\nsleep 2\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf = |timeout: u32| {
+        config(
+            &dir,
+            &format!("metrics = \"127.0.0.1:9720\"\nhook_timeout = {timeout}"),
+            &format!("up_script = \"{}\"", hook.display()),
+        )
+    };
+    let a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &conf(5)).unwrap();
+    a.wait_state(1, "MASTER", ELECTED).unwrap();
+    a.rewrite(&conf(1)).unwrap();
+    a.signal(Signal::SIGHUP).unwrap();
+    let ns = &lan.hosts[0].ns;
+    let outcomes = |ns: &Netns| {
+        let m = scrape(ns);
+        let n = |outcome| {
+            m.get(&key("carp_hook_runs_total", &[("outcome", outcome)]))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        (n("ok"), n("timedout"))
+    };
+    let wait_for = |want: (f64, f64)| {
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while outcomes(ns) != want {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}, not {want:?}",
+                outcomes(ns)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !a.log_text().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "{}", a.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        outcomes(ns),
+        (0.0, 0.0),
+        "the first hook ended before the reload"
+    );
+    // The running hook keeps the 5 s it started with.
+    wait_for((1.0, 0.0));
+    a.ctl(&["set-state", "1", "backup"]).unwrap();
+    a.wait_state(1, "MASTER", ELECTED).unwrap();
+    // The next one has 1 s.
+    wait_for((1.0, 1.0));
+}

@@ -104,7 +104,10 @@ fn prometheus_metrics_are_served() {
 fn the_password_never_shows_in_logs_ps_or_status() {
     let dir = TempDir::new("secret").unwrap();
     let lan = Lan::new("secret", &["a"]).unwrap();
-    let mut a = Agent::start(&lan.hosts[0].ns, dir.path(), "a", &vhid(&dir)).unwrap();
+    // At trace, the most verbose level: every line info and debug would print, and more.
+    let env = [("CARP_LOG", "trace")];
+    let mut a =
+        Agent::start_with_env(&lan.hosts[0].ns, dir.path(), "a", &vhid(&dir), &env).unwrap();
     a.wait_state(1, "MASTER", Duration::from_secs(8)).unwrap();
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", a.pid().unwrap())).unwrap();
     let status = a.ctl(&["status", "--json"]).unwrap() + &a.ctl(&["status"]).unwrap();
@@ -114,6 +117,10 @@ fn the_password_never_shows_in_logs_ps_or_status() {
     a.wait(Duration::from_secs(5)).unwrap();
     let log = a.log_text();
     assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(
+        log.contains(" TRACE "),
+        "CARP_LOG=trace took no effect:\n{log}"
+    );
     for (what, text) in [
         ("ps", String::from_utf8_lossy(&cmdline).into_owned()),
         ("status", status),

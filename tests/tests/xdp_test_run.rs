@@ -1052,6 +1052,36 @@ fn strict_adverts_cannot_be_altered_moved_or_replayed(hook: Hook) {
     assert_eq!(fx.run_counted(&frame::carp(v6, &signed(t, v6))), passed);
 }
 
+/// README (Status): `ringbuf_full` counted. Valid adverts, each from its own source (so
+/// none is a flood), into a ring buffer nobody drains: once the 64 KiB are full, each
+/// further one is dropped and counted as `ringbuf_full` (not as an advert), and every
+/// advert either reached the ring or was counted. Drained, the ring takes adverts again.
+fn a_full_ring_buffer_is_counted(hook: Hook) {
+    let mut fx = Fixture::new(hook, State::BACKUP);
+    let n: u16 = 3000;
+    let mut total = XdpStats::default();
+    for i in 0..n {
+        let [hi, lo] = i.to_be_bytes();
+        let src = Ipv4Addr::new(198, 18, hi, lo).into();
+        let (verdict, delta) = fx.run_counted(&frame::carp(src, &fx.advert(u64::from(i), 7)));
+        assert_eq!(verdict, XDP_DROP);
+        total = XdpStats::total([&total, &delta]);
+    }
+    let events = std::iter::from_fn(|| fx.next_event()).count() as u64;
+    assert!(
+        total.ringbuf_full > 0,
+        "{n} adverts fit in the ring: {total:?}"
+    );
+    assert_eq!(events + total.ringbuf_full, u64::from(n), "{total:?}");
+    assert_eq!(
+        total.adverts, events,
+        "only those in the ring count as adverts"
+    );
+    let again = frame::carp(Ipv4Addr::new(198, 19, 0, 1).into(), &fx.advert(1, 7));
+    assert_eq!(fx.run_counted(&again).1.ringbuf_full, 0);
+    assert!(fx.next_event().is_some());
+}
+
 /// Each case once per hook.
 macro_rules! on_both_hooks {
     ($($case:ident),* $(,)?) => {
@@ -1072,6 +1102,7 @@ macro_rules! on_both_hooks {
 
 on_both_hooks!(
     valid_carp_advert_goes_to_the_agent_with_its_fields,
+    a_full_ring_buffer_is_counted,
     ipv6_and_vlan_tagged_adverts,
     every_invalid_carp_advert_is_dropped_with_its_reason,
     an_advert_repeated_as_openbsd_does_reaches_the_agent_and_a_flood_does_not,

@@ -262,6 +262,17 @@ fn unknown_keys_and_long_passwords_are_refused() {
     // As ssh: a password others can read is refused, with the fix.
     let readable = Config::parse(text).unwrap().validate(&dir).unwrap_err();
     use std::os::unix::fs::PermissionsExt as _;
+    // Group-only and other-only read are refused too: only 0600 (or stricter) passes.
+    for mode in [0o640, 0o604] {
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = Config::parse(text).unwrap().validate(&dir).unwrap_err();
+        assert!(
+            err[0]
+                .what
+                .contains(&format!("is readable by others (mode {mode:o}): chmod 600")),
+            "{err:?}"
+        );
+    }
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
     let err = Config::parse(text).unwrap().validate(&dir).unwrap_err();
     std::fs::remove_dir_all(&dir).unwrap();
