@@ -8,7 +8,7 @@ use carp_agent::{
     hmac::Auth,
     send::PacketSocket,
     vlan_offload::rx_vlan_offload,
-    xdp::{DataPlane, parse_event, vhid_entry},
+    xdp::{DataPlane, parse_event, vhid_entry, vhid_keys},
 };
 use carp_common::{
     State,
@@ -277,8 +277,9 @@ fn offloaded_vlan_tags_are_seen_at_tc_and_hidden_from_xdp() {
         mac,
         Some(&auth),
     );
-    dp.set_vhid(&VhidKey::new(ifindex(&b, "vb"), 0, VHID), &entry)
-        .unwrap();
+    let key = VhidKey::new(ifindex(&b, "vb"), 0, VHID);
+    dp.set_keys(&key, &vhid_keys(&auth)).unwrap();
+    dp.set_vhid(&key, &entry).unwrap();
     let tagger = rawbpf::vlan_push_program(10);
     let va = ifindex(&a, "va");
     let _tagging = a
