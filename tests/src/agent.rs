@@ -52,6 +52,30 @@ pub fn start_pair(
     Ok((a, b))
 }
 
+/// Starts agent "a" or "b" (host `h` of `lan`) with `xdp_mode` and VHID 1 on eth0 (`vip`/24,
+/// `advskew`, its own password file), and waits until it is in `state`: the pair the
+/// tests of sharing an interface with other programs run.
+pub fn start_sharing(
+    lan: &crate::lan::Lan,
+    dir: &Path,
+    h: usize,
+    xdp_mode: &str,
+    vip: &str,
+    advskew: u8,
+    state: &str,
+) -> Result<Agent> {
+    let pw = dir.join("pass");
+    write_secret(&pw, "sharing-secret")?;
+    let config = format!(
+        "xdp_mode = \"{xdp_mode}\"\n\n[[vhid]]\ninterface = \"eth0\"\nvhid = 1\n\
+         vips = [\"{vip}/24\"]\nadvskew = {advskew}\npass_file = \"{}\"\n",
+        pw.display()
+    );
+    let agent = Agent::start(&lan.hosts[h].ns, dir, ["a", "b"][h], &config)?;
+    agent.wait_state(1, state, Duration::from_secs(8))?;
+    Ok(agent)
+}
+
 /// Writes a password file as an operator must: readable by its owner only (the agent
 /// refuses others, as ssh does).
 pub fn write_secret(path: &Path, text: &str) -> Result<()> {

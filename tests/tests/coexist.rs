@@ -8,7 +8,7 @@
 use aya::programs::{SchedClassifier, TcAttachType};
 use carp_agent::control::Attached;
 use carp_tests::{
-    agent::{Agent, TempDir, write_secret},
+    agent::{Agent, TempDir, start_sharing},
     lan::{Lan, one_mac_answers},
     netns::Netns,
     rawbpf,
@@ -115,20 +115,9 @@ fn tc_programs(ns: &Netns) -> Vec<String> {
         .collect()
 }
 
-/// Starts the agent of host `h` ("a" or "b") with `xdp_mode` and `advskew` for VHID 1, and
-/// waits until it is in `state`.
+/// Host `h`'s agent ("a" or "b") with `xdp_mode` and `advskew` for VHID 1, in `state`.
 fn agent(lan: &Lan, dir: &TempDir, h: usize, xdp_mode: &str, advskew: u8, state: &str) -> Agent {
-    let pw = dir.path().join("pass");
-    write_secret(&pw, "coexist-secret").unwrap();
-    let config = format!(
-        "xdp_mode = \"{xdp_mode}\"\n\n[[vhid]]\ninterface = \"eth0\"\nvhid = 1\n\
-         vips = [\"{VIP}/24\"]\nadvskew = {advskew}\npass_file = \"{}\"\n",
-        pw.display()
-    );
-    let name = ["a", "b"][h];
-    let agent = Agent::start(&lan.hosts[h].ns, dir.path(), name, &config).unwrap();
-    agent.wait_state(1, state, WAIT).unwrap();
-    agent
+    start_sharing(lan, dir.path(), h, xdp_mode, VIP, advskew, state).unwrap()
 }
 
 fn attached(agent: &Agent) -> Attached {
