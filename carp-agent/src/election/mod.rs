@@ -305,8 +305,9 @@ impl Machine {
     /// leaving it. Make-before-break: a master that leaves (shutdown, `set-state backup`,
     /// yielding to a preferred master) bows out, then goes on answering until it hears
     /// the arriving master, whose announcement precedes its advert, plus
-    /// [`HANDOVER_GRACE`]; or, if none is heard, for [`Machine::handover_bound`]. BSD
-    /// stops answering with the bow-out, before a backup has taken over.
+    /// [`HANDOVER_GRACE`]; or, if none is heard, for [`Machine::handover_bound`]. OpenBSD
+    /// stops answering with the bow-out, before a backup has taken over (carp_ioctl:
+    /// `sc_bow_out`, carp_vhe_send_ad_all, then carp_set_state_all(INIT)).
     pub fn answering(&self) -> bool {
         self.state == State::MASTER || self.leaving.is_some()
     }
